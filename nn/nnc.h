@@ -1,0 +1,23 @@
+/* nnc.h - the one public header of nnc (include this, link build/libnnc.a).
+ *
+ * nnc trains convolutional networks on the CPU, alone or as GRAWA/EASGD/LSGD/data-parallel
+ * worker replicas. Modules, each with its own header documenting ownership and thread-safety:
+ *   nn/      status codes, allocation, step graph + autograd, ops, params arenas, checkpoints
+ *   optim/   SGD and learning-rate schedules
+ *   data/    datasets, download, augmentation, loaders
+ *   models/  model builders and the name registry
+ *   dist/    replicas, workers, synchronizer, distributed algorithms
+ * This umbrella is the one header allowed to include from every folder.
+ */
+#ifndef NNC_H
+#define NNC_H
+
+#include "nn/alloc.h"
+#include "nn/blas.h"
+#include "nn/ops.h"
+#include "nn/params.h"
+#include "nn/rng.h"
+#include "nn/status.h"
+#include "nn/tensor.h"
+
+#endif

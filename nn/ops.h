@@ -1,0 +1,77 @@
+/* nn/ops.h - differentiable ops on step tensors.
+ *
+ * Every op allocates its output in the graph's arena, computes the forward pass, and (grad mode
+ * on, some input requiring grad) records a tape node whose backward accumulates into the
+ * inputs' ->grad. Shapes are NCHW. Shape mismatches between tensors the caller built are
+ * programmer errors and abort through NNC_ASSERT.
+ *
+ * Each op has a naive reference kernel next to its fast one (nnc_ref_* below) so tests can
+ * compare them; callers never need the references.
+ *
+ * Thread-safety: ops touch only their graph, inputs and outputs; different graphs may run
+ * concurrently on different threads.
+ */
+#ifndef NNC_OPS_H
+#define NNC_OPS_H
+
+#include "nn/rng.h"
+#include "nn/tensor.h"
+
+/* conv2d: x (N,C,H,W), w (K,C,R,S), b (K) or NULL -> (N,K,P,Q),
+ * P = (H + 2*pad - R)/stride + 1, Q likewise. Cross-correlation, as in PyTorch. */
+nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad);
+
+/* linear: x (N, D...) flattened to (N,D), w (O,D), b (O) or NULL -> (N,O). */
+nnc_tensor *nnc_linear(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b);
+
+/* batchnorm2d: x (N,C,H,W), gamma/beta (C), running_mean/var (C) buffers.
+ * training: normalise with batch statistics (biased variance), then update running stats
+ *   r = (1-momentum) r + momentum * batch_stat (unbiased variance for running_var, as PyTorch).
+ * eval: normalise with the running statistics. running_* may be NULL in training. */
+nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                            nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                            float eps, int training);
+
+nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
+
+/* max_pool2d / avg_pool2d: (N,C,H,W) -> (N,C,P,Q), P = (H + 2*pad - k)/stride + 1.
+ * max: padding is -inf, gradient goes to the first maximum. avg: divides by k*k (padding
+ * counts, PyTorch's count_include_pad=True). */
+nnc_tensor *nnc_max_pool2d(nnc_graph *g, nnc_tensor *x, int k, int stride, int pad);
+nnc_tensor *nnc_avg_pool2d(nnc_graph *g, nnc_tensor *x, int k, int stride, int pad);
+/* global average pool: (N,C,H,W) -> (N,C). */
+nnc_tensor *nnc_global_avg_pool(nnc_graph *g, nnc_tensor *x);
+
+/* add: a + b. Same shape, or b broadcast as (C) over a (N,C,...) or b (1,...) rows. */
+nnc_tensor *nnc_add(nnc_graph *g, nnc_tensor *a, nnc_tensor *b);
+
+/* ResNet option-A shortcut: x (N,C,H,W) -> (N,out_c,ceil(H/stride),ceil(W/stride)):
+ * spatial subsample x[:, :, ::stride, ::stride], then zero channels padded equally on both
+ * sides ((out_c - C)/2 each; out_c - C must be even). */
+nnc_tensor *nnc_shortcut_a(nnc_graph *g, nnc_tensor *x, int out_c, int stride);
+
+/* reshape: same numel, new shape (a view of the data; gradient flows back). */
+nnc_tensor *nnc_reshape(nnc_graph *g, nnc_tensor *x, int ndim, const int *shape);
+/* flatten: (N, ...) -> (N, rest). */
+nnc_tensor *nnc_flatten(nnc_graph *g, nnc_tensor *x);
+
+/* dropout: training zeroes each element with probability p and scales the rest by 1/(1-p)
+ * (mask drawn from rng); eval (or p == 0) is the identity. */
+nnc_tensor *nnc_dropout(nnc_graph *g, nnc_tensor *x, float p, int training, nnc_rng *rng);
+
+typedef enum nnc_reduction { NNC_REDUCE_MEAN = 0, NNC_REDUCE_SUM = 1 } nnc_reduction;
+
+/* softmax cross-entropy: logits (N,K), labels[N] in [0,K) -> scalar loss (shape (1)).
+ * smoothing s: target = (1-s) one-hot + s/K. Mean divides by N. */
+nnc_tensor *nnc_softmax_cross_entropy(nnc_graph *g, nnc_tensor *logits, const int *labels,
+                                      nnc_reduction reduction, float smoothing);
+
+/* --- naive reference kernels (forward and backward), for tests --- */
+void nnc_ref_conv2d_forward(const float *x, const float *w, const float *b, float *y, int n, int c,
+                            int h, int wd, int k, int r, int s, int stride, int pad);
+/* dx, dw, db may be NULL; they are accumulated into (+=). */
+void nnc_ref_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                             float *db, int n, int c, int h, int wd, int k, int r, int s, int stride,
+                             int pad);
+
+#endif
