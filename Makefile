@@ -17,7 +17,10 @@ else
 endif
 
 PKGS := openblas zlib libcurl
-WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter
+ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
+  WARN += -Wno-format-truncation
+endif
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -pthread -I. $(SANFLAGS) \
               $(shell pkg-config --cflags $(PKGS)) -I/usr/include/stb
