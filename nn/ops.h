@@ -27,12 +27,16 @@ nnc_tensor *nnc_linear(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
 /* batchnorm2d: x (N,C,H,W), gamma/beta (C), running_mean/var (C) buffers.
  * training: normalise with batch statistics (biased variance), then update running stats
  *   r = (1-momentum) r + momentum * batch_stat (unbiased variance for running_var, as PyTorch).
- * eval: normalise with the running statistics. running_* may be NULL in training. */
+ * eval: normalise with the running statistics. running_* may be NULL in training.
+ * Also accepts x (N,C) (H = W = 1); gamma/beta NULL mean 1 and 0. Training asserts
+ * N*H*W > 1. The running-stat update happens in the forward, whether or not grad is on. */
 nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
                             nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                             float eps, int training);
 
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
+/* scale: y = s * x (any shape). */
+nnc_tensor *nnc_scale(nnc_graph *g, nnc_tensor *x, float s);
 
 /* max_pool2d / avg_pool2d: (N,C,H,W) -> (N,C,P,Q), P = (H + 2*pad - k)/stride + 1.
  * max: padding is -inf, gradient goes to the first maximum. avg: divides by k*k (padding
@@ -50,21 +54,27 @@ nnc_tensor *nnc_add(nnc_graph *g, nnc_tensor *a, nnc_tensor *b);
  * sides ((out_c - C)/2 each; out_c - C must be even). */
 nnc_tensor *nnc_shortcut_a(nnc_graph *g, nnc_tensor *x, int out_c, int stride);
 
-/* reshape: same numel, new shape (a view of the data; gradient flows back). */
+/* reshape: same numel, new shape (a view of the data; gradient flows back). The output aliases
+ * x->data but has its own gradient buffer, accumulated into x's by backward. */
 nnc_tensor *nnc_reshape(nnc_graph *g, nnc_tensor *x, int ndim, const int *shape);
 /* flatten: (N, ...) -> (N, rest). */
 nnc_tensor *nnc_flatten(nnc_graph *g, nnc_tensor *x);
 
 /* dropout: training zeroes each element with probability p and scales the rest by 1/(1-p)
- * (mask drawn from rng); eval (or p == 0) is the identity. */
+ * (mask drawn from rng, one uniform per element in order; p == 1 zeroes everything); eval (or
+ * p == 0) is the identity and returns x itself, recording nothing. */
 nnc_tensor *nnc_dropout(nnc_graph *g, nnc_tensor *x, float p, int training, nnc_rng *rng);
 
 typedef enum nnc_reduction { NNC_REDUCE_MEAN = 0, NNC_REDUCE_SUM = 1 } nnc_reduction;
 
 /* softmax cross-entropy: logits (N,K), labels[N] in [0,K) -> scalar loss (shape (1)).
- * smoothing s: target = (1-s) one-hot + s/K. Mean divides by N. */
+ * smoothing s: target = (1-s) one-hot + s/K. Mean divides by N. Labels are copied (the caller's
+ * array need not outlive the call); a label out of range is a programmer error (assert). */
 nnc_tensor *nnc_softmax_cross_entropy(nnc_graph *g, nnc_tensor *logits, const int *labels,
                                       nnc_reduction reduction, float smoothing);
+/* argmax per row: t (N, ...) viewed as (N, numel/N) -> out[n] = index of the first maximum of
+ * row n (predicted class). Not differentiable; records nothing. */
+void nnc_argmax_rows(const nnc_tensor *t, int *out);
 
 /* --- naive reference kernels (forward and backward), for tests --- */
 void nnc_ref_conv2d_forward(const float *x, const float *w, const float *b, float *y, int n, int c,
