@@ -106,6 +106,11 @@ static float *rand_buf(nnc_rng *rng, size_t n)
     return p;
 }
 
+static void fill(float *a, float *b, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++) a[i] = b[i] = v;
+}
+
 static double max_abs(const float *a, size_t n)
 {
     double m = 0;
@@ -136,8 +141,12 @@ Test(nn_ops_conv, kernel_matches_reference_on_random_shapes)
         nnc_tensor *b = gc_leaf(1, sb, &rng, -1, 1, 1);
         size_t ny = (size_t)cc.n * cc.k * P * Q;
         float *dy = rand_buf(&rng, ny), *y = malloc(ny * sizeof(float));
-        float *dx = calloc(x->numel, sizeof(float)), *dw = calloc(w->numel, sizeof(float));
-        float *db = calloc(cc.k, sizeof(float));
+        float *dx = malloc(x->numel * sizeof(float)), *dw = malloc(w->numel * sizeof(float));
+        float *db = malloc(cc.k * sizeof(float));
+        /* Non-zero starting gradients: backward must accumulate (+=), like the reference. */
+        fill(x->grad, dx, x->numel, 0.25f);
+        fill(w->grad, dw, w->numel, -0.5f);
+        fill(b->grad, db, b->numel, 0.75f);
 
         nnc_graph_reset(g);
         nnc_tensor *out = nnc_conv2d(g, x, w, cc.bias ? b : NULL, cc.stride, cc.pad);
@@ -309,6 +318,10 @@ Test(nn_ops_conv, linear_matches_naive_loop)
         float *dy = rand_buf(&rng, (size_t)n * o);
         float *y = malloc(sizeof(float) * n * o), *dx = malloc(sizeof(float) * n * d);
         float *dw = malloc(sizeof(float) * o * d), *db = malloc(sizeof(float) * o);
+        /* Non-zero starting gradients: backward must accumulate (+=). */
+        for (size_t j = 0; j < x->numel; j++) x->grad[j] = 0.5f;
+        for (size_t j = 0; j < w->numel; j++) w->grad[j] = 0.5f;
+        for (size_t j = 0; j < b->numel; j++) b->grad[j] = 0.5f;
         for (int r = 0; r < n; r++)
             for (int c = 0; c < o; c++) {
                 double acc = bias ? b->data[c] : 0.0;
@@ -319,16 +332,16 @@ Test(nn_ops_conv, linear_matches_naive_loop)
             for (int k = 0; k < d; k++) {
                 double acc = 0;
                 for (int c = 0; c < o; c++) acc += (double)dy[r * o + c] * w->data[c * d + k];
-                dx[r * d + k] = (float)acc;
+                dx[r * d + k] = 0.5f + (float)acc;
             }
         for (int c = 0; c < o; c++) {
             double accb = 0;
             for (int r = 0; r < n; r++) accb += dy[r * o + c];
-            db[c] = (float)accb;
+            db[c] = 0.5f + (float)accb;
             for (int k = 0; k < d; k++) {
                 double acc = 0;
                 for (int r = 0; r < n; r++) acc += (double)dy[r * o + c] * x->data[r * d + k];
-                dw[c * d + k] = (float)acc;
+                dw[c * d + k] = 0.5f + (float)acc;
             }
         }
         nnc_graph_reset(g);
@@ -340,7 +353,7 @@ Test(nn_ops_conv, linear_matches_naive_loop)
         expect_close("linear dw", i, w->grad, dw, (size_t)o * d);
         if (bias) expect_close("linear db", i, b->grad, db, (size_t)o);
         else
-            for (int c = 0; c < o; c++) cr_expect_eq(b->grad[c], 0.0f);
+            for (int c = 0; c < o; c++) cr_expect_eq(b->grad[c], 0.5f);
         free(dy);
         free(y);
         free(dx);
