@@ -1,0 +1,110 @@
+/* tools/cli.h - shared pieces of the nnc command line: exit codes, flag tables, progress output,
+ * the run folder (config.json, metrics.csv, summary.json, plot.svg).
+ *
+ * tools/ is the only place that chooses exit codes and prints; it is a thin layer over the
+ * library API in nn/nnc.h. Single-threaded except where noted.
+ */
+#ifndef NNC_TOOLS_CLI_H
+#define NNC_TOOLS_CLI_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* Exit codes (documented in the README). */
+enum {
+    EXIT_OK = 0,
+    EXIT_RUNTIME = 1,   /* runtime failure (I/O while training, thread failure, timeout) */
+    EXIT_USAGE = 2,     /* bad flag/value, bad or missing data/checkpoint file */
+    EXIT_DIVERGED = 3,  /* numerical divergence */
+    EXIT_SIGINT = 130,
+    EXIT_SIGTERM = 143
+};
+
+/* Map a library status to the documented exit code. */
+int cli_exit_code(int status);
+
+/* ---- flags ---- */
+typedef enum { FLAG_INT, FLAG_LONG, FLAG_FLOAT, FLAG_DOUBLE, FLAG_STR, FLAG_BOOL } flag_type;
+
+typedef struct flag_spec {
+    const char *name;   /* without the leading "--" */
+    flag_type type;
+    void *dest;         /* int*, long*, float*, double*, const char**, int* (bool) */
+    const char *help;
+    int set;            /* filled by the parser: 1 from the command line, 2 from a config file */
+} flag_spec;
+
+typedef struct flag_table {
+    const char *command;   /* "train" */
+    const char *usage;     /* "nnc train DATASET [flags]" */
+    const char *summary;   /* one paragraph */
+    flag_spec *flags;
+    int nflags;
+    const char **positional; /* filled: pointers into argv */
+    int npositional, max_positional;
+} flag_table;
+
+/* Parse argv (after the subcommand). Returns 0 on success, 1 if --help was printed (caller
+ * exits 0), or EXIT_USAGE after printing a message (unknown flag with "did you mean", bad value,
+ * too many positionals). --config FILE (flat JSON or key=value lines) is applied first; flags
+ * on the command line override it. */
+int flags_parse(flag_table *t, int argc, char **argv);
+void flags_print_help(const flag_table *t, FILE *f);
+/* Write the effective configuration as flat JSON (reloadable with --config). */
+void flags_write_json(const flag_table *t, FILE *f);
+flag_spec *flags_find(flag_table *t, const char *name);
+
+/* ---- messages ---- */
+/* "nnc: <message>" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- progress ---- */
+typedef struct progress {
+    int tty;            /* stdout is a terminal: redraw one line with \r; else plain lines */
+    double start;       /* monotonic seconds */
+    double last_print;
+    long every;         /* plain mode: one line every `every` steps */
+} progress;
+
+double cli_now(void); /* monotonic seconds */
+void progress_init(progress *p, long every);
+/* step/total (total <= 0 = unknown), loss, accuracy in [0,1] (< 0 = unknown), images/s. */
+void progress_update(progress *p, const char *label, long step, long total, double loss, double acc,
+                     double img_per_s, double eta_s);
+void progress_done(progress *p);
+
+/* ---- run folder ---- */
+/* mkdir -p; returns 0 or prints and returns EXIT_USAGE. */
+int cli_mkdirs(const char *path);
+/* Write text to path atomically (temp + fsync + rename). Returns 0 or -1 (errno set). */
+int cli_write_atomic(const char *path, const char *text, size_t len);
+
+typedef struct metrics_log {
+    FILE *f;
+    char path[1024];
+} metrics_log;
+
+/* Open run_dir/metrics.csv for appending; writes the header only if the file is new/empty. */
+int metrics_open(metrics_log *m, const char *run_dir);
+/* kind: "train" | "val" | "round" ...; fields not applicable are NAN (written empty). */
+void metrics_row(metrics_log *m, const char *kind, long step, double epoch, double seconds,
+                 double loss, double acc, double lr, double img_per_s, const char *extra);
+void metrics_close(metrics_log *m);
+
+/* Render run_dir/metrics.csv into run_dir/plot.svg (loss and accuracy against steps/time).
+ * Returns 0 or -1. */
+int plot_metrics_svg(const char *run_dir);
+
+/* A tiny JSON object writer for summary.json. */
+typedef struct json_out {
+    FILE *f;
+    int n;
+} json_out;
+void json_begin(json_out *j, FILE *f);
+void json_num(json_out *j, const char *key, double v);
+void json_int(json_out *j, const char *key, long long v);
+void json_str(json_out *j, const char *key, const char *v);
+void json_raw(json_out *j, const char *key, const char *raw);
+void json_end(json_out *j);
+
+#endif
