@@ -14,10 +14,15 @@
 
 #include "nn/alloc.h"
 #include "nn/blas.h"
+#include "nn/checkpoint.h"
 #include "nn/ops.h"
 #include "nn/params.h"
 #include "nn/rng.h"
 #include "nn/status.h"
 #include "nn/tensor.h"
+#include "optim/optim.h"
+#include "data/data.h"
+#include "models/models.h"
+#include "dist/dist.h"
 
 #endif

@@ -1,13 +1,41 @@
-/* tools/main.c - the nnc command line: a table of subcommands over the library API. */
+/* tools/main.c - the nnc command line: a table of subcommands over the library API.
+ * Each subcommand lives in tools/cmd_<name>.c and parses its own flags (tools/flags.c). */
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    /* subcommands register here: {"train", cmd_train, "train a model"}, ... */
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: nnc <command> [flags]    (nnc <command> --help for its flags)\n\ncommands:\n");
+    for (const command *c = commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    fprintf(f, "\nexit codes: 0 ok, 1 runtime failure, 2 usage/data/file error, 3 numerical divergence,\n"
+               "            130/143 stopped by SIGINT/SIGTERM (checkpoint written)\n");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: nnc <command> [options]\n");
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
     }
-    fprintf(stderr, "nnc: unknown command '%s'\n", argv[1]);
-    return 2;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    for (const command *c = commands; c->name; c++)
+        if (!strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (run 'nnc --help' for the list)", argv[1]);
+    return EXIT_USAGE;
 }

@@ -1,0 +1,113 @@
+/* data/data.h - datasets, download + checksum, augmentation and sharded batch loaders.
+ *
+ * A dataset is held in memory as uint8 images (N, C, H, W) plus int labels; the loader turns
+ * batches into normalised float32 NCHW tensors. Formats:
+ *   cifar10 / cifar100  the official binary versions (data_batch_{1..5}.bin + test_batch.bin;
+ *                       train.bin + test.bin with coarse+fine labels, fine used), every size,
+ *                       record count and label validated (exact messages: see data/cifar.c)
+ *   mnist / fashion-mnist  IDX files, gzipped or not; fashion-mnist defaults to Debian's
+ *                       /usr/share/datasets/fashion-mnist
+ *   imagefolder         DIR/<class>/<image> PNG/JPEG/BMP/PPM via stb_image, resized to a fixed
+ *                       size; dimensions capped before any allocation
+ * Download (cifar10/cifar100): official URL, progress callback, MD5 check against the
+ * published checksum, extraction into a temp folder renamed into place only when complete.
+ *
+ * Errors: NNC_EIO (path + strerror), NNC_EFORMAT (file, record index, byte offset, expected vs
+ * found), NNC_ECHECKSUM, NNC_ENET.
+ * Thread-safety: a dataset is immutable after loading and may be shared by many loaders; each
+ * loader belongs to one thread (its prefetch thread is internal).
+ */
+#ifndef NNC_DATA_H
+#define NNC_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/rng.h"
+
+#define NNC_DATA_MAX_CLASSES 1000
+
+typedef struct nnc_dataset {
+    char name[32];          /* "cifar10", "fashion-mnist", ... */
+    int n, c, h, w;         /* images (N, C, H, W) */
+    int num_classes;
+    uint8_t *images;        /* n*c*h*w bytes, CHW per image */
+    int *labels;            /* n entries in [0, num_classes) */
+    float mean[3], std[3];  /* per-channel normalisation (on [0,1] pixel values); c <= 3 */
+    char **class_names;     /* num_classes strings, or NULL */
+} nnc_dataset;
+
+void nnc_dataset_free(nnc_dataset *d);
+
+/* Load by dataset name ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"),
+ * dir = data folder (NULL = the dataset's default: data-cache/<name>, or Debian's folder for
+ * fashion-mnist). train selects the training or test split (imagefolder: DIR/train, DIR/test).
+ * limit > 0 keeps only the first `limit` images. */
+int nnc_dataset_load(const char *name, const char *dir, int train, int limit, nnc_dataset **out);
+/* Default data folder for a dataset name (never NULL for known names, NULL otherwise). */
+const char *nnc_dataset_default_dir(const char *name);
+
+/* Format loaders behind nnc_dataset_load. */
+int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out);
+int nnc_idx_load(const char *images_path, const char *labels_path, nnc_dataset **out);
+typedef struct nnc_imagefolder_config {
+    int size;              /* output H = W (images are resized), default 32 */
+    int channels;          /* 1 or 3, default 3 */
+    int max_dim;           /* larger images are rejected before decoding, default 4096 */
+} nnc_imagefolder_config;
+int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc_dataset **out);
+/* Decode one image file into (c, size, size) uint8 (predict uses this). */
+int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_t *out);
+
+/* ---- download ---- */
+typedef void (*nnc_progress_fn)(double done_bytes, double total_bytes, void *ud);
+typedef struct nnc_fetch_config {
+    const char *url;        /* NULL = official URL of the dataset */
+    const char *md5;        /* NULL = published checksum */
+    nnc_progress_fn progress;
+    void *ud;
+} nnc_fetch_config;
+/* Make sure dataset `name` (cifar10|cifar100) is present in dir (NULL = default), downloading
+ * and extracting it if not. Returns NNC_OK when already present. */
+int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg);
+/* 1 if dir holds a complete extracted copy of the dataset. */
+int nnc_dataset_present(const char *name, const char *dir);
+
+/* ---- loader ---- */
+typedef struct nnc_loader_config {
+    int batch;              /* 128 */
+    int shuffle;            /* 1: a permutation per (seed, epoch) */
+    int augment;            /* 1: random crop (pad 4) + horizontal flip; 0 at test time */
+    int crop_pad;           /* 4 */
+    int flip;               /* 1 */
+    int drop_last;          /* 1 for training */
+    int shard, num_shards;  /* this loader takes slice `shard` of every epoch's permutation */
+    uint64_t seed;
+    int prefetch;           /* 1: fill the next batch on a background thread */
+} nnc_loader_config;
+
+nnc_loader_config nnc_loader_config_default(void);
+
+typedef struct nnc_loader nnc_loader;
+
+int nnc_loader_new(const nnc_dataset *d, const nnc_loader_config *cfg, nnc_loader **out);
+void nnc_loader_free(nnc_loader *l);
+/* Number of batches per epoch for this shard. */
+long nnc_loader_batches_per_epoch(const nnc_loader *l);
+/* Next batch of the current epoch into x (batch*C*H*W floats, normalised) and y (batch ints).
+ * Returns the number of images (< batch only for the last batch without drop_last), or 0 at
+ * the end of the epoch, after which the next call starts epoch+1. No allocation. */
+int nnc_loader_next(nnc_loader *l, float *x, int *y);
+/* Resume support: the position is (epoch, batch index within epoch). */
+void nnc_loader_seek(nnc_loader *l, long epoch, long batch);
+long nnc_loader_epoch(const nnc_loader *l);
+long nnc_loader_batch_index(const nnc_loader *l);
+
+/* Normalised, un-augmented images idx[0..n) into x (eval, GRAWA probe batches). */
+void nnc_dataset_gather(const nnc_dataset *d, const uint32_t *idx, int n, float *x, int *y);
+/* Augment one CHW uint8 image into a normalised float image (used by the loader; exposed for
+ * tests): crop offsets (dy, dx) in [0, 2*pad], flip 0/1. */
+void nnc_augment_image(const nnc_dataset *d, const uint8_t *src, int pad, int dy, int dx, int flip,
+                       float *dst);
+
+#endif

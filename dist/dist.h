@@ -1,0 +1,149 @@
+/* dist/dist.h - training: one replica or M pthread worker replicas with GRAWA and its baselines.
+ *
+ * nnc_train() is the whole training run behind `./nnc train`: it builds the model, M replicas
+ * (each with params, grads, optimizer state, BN statistics, step graph, data shard and RNG
+ * stream, all from one initialisation), starts M persistent worker threads plus one
+ * synchronizer thread (M > 1), runs until the epochs or the time budget are used up (stopping
+ * at a round boundary), evaluates, and joins every thread. `workers 1, algo sgd` is the plain
+ * single-replica trainer. Algorithms follow ../shared/GRAWA.md; see dist/grawa.h for the math.
+ *
+ * Progress reaches the caller only through the callbacks (library code never prints); they are
+ * called from the thread that called nnc_train() (the coordinator), never concurrently.
+ *
+ * Errors: NNC_EINVAL (bad config), NNC_EDIVERGED (all workers non-finite / loss non-finite with
+ * no recovery), NNC_ETIMEOUT (stalled worker: message names worker and round), NNC_ETHREAD (a
+ * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
+ * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
+ * Thread-safety: independent runs may execute concurrently in one process (no global state).
+ */
+#ifndef NNC_DIST_H
+#define NNC_DIST_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "data/data.h"
+#include "models/models.h"
+#include "optim/optim.h"
+
+typedef struct nnc_step_info nnc_step_info;
+typedef struct nnc_round_info nnc_round_info;
+typedef struct nnc_eval_info nnc_eval_info;
+
+typedef enum nnc_algo {
+    NNC_ALGO_SGD,        /* one replica, plain SGD (workers must be 1) */
+    NNC_ALGO_MGRAWA,     /* model-level GRAWA */
+    NNC_ALGO_LGRAWA,     /* layer-level GRAWA */
+    NNC_ALGO_LOCAL_SGD,  /* uniform averaging every tau steps (c = 1) */
+    NNC_ALGO_EASGD,
+    NNC_ALGO_LSGD,
+    NNC_ALGO_DP,         /* synchronous gradient averaging */
+    NNC_ALGO_DP_SAM
+} nnc_algo;
+
+int nnc_algo_parse(const char *s, nnc_algo *out);   /* "mgrawa", "dp-sam", ... */
+const char *nnc_algo_name(nnc_algo a);
+
+typedef enum nnc_sync_mode { NNC_SYNC_ASYNC, NNC_SYNC_LOCKSTEP } nnc_sync_mode;
+typedef enum nnc_norm_kind { NNC_NORM_SUM_LAYERS, NNC_NORM_GLOBAL_L2 } nnc_norm_kind;
+
+typedef struct nnc_train_config {
+    /* model and data */
+    const char *model;            /* registry name, "resnet20" */
+    nnc_model_config model_cfg;   /* in_channels/image_size/classes: filled from the dataset if 0 */
+    int batch;                    /* per worker, 128 */
+    int augment;                  /* 1 */
+    long limit_train, limit_test; /* 0 = all (applied by the caller when loading) */
+    /* optimisation */
+    float lr;                     /* 0.1 */
+    nnc_sgd_config sgd;
+    nnc_sched sched;              /* base_lr is taken from lr */
+    int epochs;                   /* per worker; 0 = until the time budget */
+    double time_budget;           /* seconds of training time (test time excluded); 0 = none */
+    uint64_t seed;
+    int threads;                  /* BLAS / intra-op threads for one replica (forced to 1 if workers > 1) */
+    /* distribution */
+    int workers;                  /* 1 */
+    nnc_algo algo;
+    nnc_sync_mode sync;
+    int tau;                      /* 0 = algorithm default (32 GRAWA/local-sgd, 4 EASGD/LSGD) */
+    float pull;                   /* GRAWA c (0.5), LSGD c (0.1); < 0 = default */
+    float prox;                   /* GRAWA p (0.01), LSGD p (0.1); < 0 = default */
+    float easgd_beta;             /* 0.1 */
+    float sam_rho;                /* 0.05 */
+    nnc_norm_kind norm_kind;
+    int probe_batch;              /* 128 */
+    int bn_reestimate_batches;    /* 20 (0 = keep running statistics) */
+    double sync_timeout;          /* seconds a round waits for a worker; 0 = 600 */
+    /* evaluation and checkpoints */
+    int eval_every_epochs;        /* 1 (0 = only at the end) */
+    const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
+    int resume;                   /* continue from ckpt_dir/last.ckpt exactly */
+    int anomaly;                  /* anomaly mode on every graph */
+    volatile sig_atomic_t *stop;  /* set (to the signal number) to stop after the current step */
+    /* callbacks (may be NULL) */
+    void (*on_step)(const nnc_step_info *s, void *ud);
+    void (*on_round)(const nnc_round_info *r, void *ud);
+    void (*on_eval)(const nnc_eval_info *e, void *ud);
+    void (*on_log)(const char *line, void *ud);   /* warnings such as "worker 2 non-finite, reset" */
+    void *ud;
+} nnc_train_config;
+
+nnc_train_config nnc_train_config_default(void);
+
+struct nnc_step_info {
+    long step;               /* global optimizer steps so far (all workers) */
+    long total_steps;        /* planned, or 0 when only a time budget bounds the run */
+    double epoch;            /* fractional epoch of worker 0 */
+    double seconds;          /* training seconds so far */
+    double loss, acc;        /* running means over the last reporting window */
+    float lr;
+    double images_per_sec;   /* aggregate over workers */
+};
+
+#define NNC_MAX_WORKERS 64
+
+struct nnc_round_info {
+    long round;
+    double seconds;
+    int workers;
+    double norm[NNC_MAX_WORKERS];      /* smoothed gradient norm (GRAWA), loss (LSGD), 0 otherwise */
+    double weight[NNC_MAX_WORKERS];    /* weight in the center (MGRAWA; LGRAWA: mean over layers) */
+    double distance[NNC_MAX_WORKERS];  /* ||x_i - x_C|| before the pull */
+    long local_steps[NNC_MAX_WORKERS]; /* local steps of each worker since the last round */
+    double loss;                       /* mean training loss over workers since the last round */
+    double sync_seconds;               /* time the synchronizer spent in this round */
+};
+
+struct nnc_eval_info {
+    double epoch, seconds;
+    long step;
+    const char *which;       /* "model" (one replica), "center", "average" */
+    double loss, acc;
+    int is_best;
+};
+
+typedef struct nnc_train_result {
+    double test_acc, test_loss;         /* the reported model: replica (M = 1), else center */
+    double center_test_acc, average_test_acc; /* NAN when M = 1 */
+    double train_loss, train_acc;       /* over the last epoch/window */
+    double epochs, seconds, images_per_sec;
+    long steps, rounds;
+    double bytes_per_round;
+    double sync_seconds;                /* synchronizer busy time */
+    int workers;
+    long local_steps[NNC_MAX_WORKERS];
+    int resets;                         /* non-finite worker resets */
+    int stopped_by_signal;              /* signal number, or 0 */
+} nnc_train_result;
+
+/* Run training on train (and evaluate on test, may be NULL). */
+int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,
+              nnc_train_result *out);
+
+/* Evaluate a model on a dataset (eval mode, batches of `batch`): mean loss, top-1 accuracy, and
+ * optionally a num_classes x num_classes confusion matrix (row = true class) and predictions. */
+int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
+                 long *confusion);
+
+#endif

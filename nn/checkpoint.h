@@ -1,0 +1,72 @@
+/* nn/checkpoint.h - the nnc checkpoint file: validated, CRC-protected, written atomically.
+ *
+ * File layout (little-endian):
+ *   header   : magic "NNCCKPT1" (8 bytes), u32 version (1), u32 nsections, u32 arch_len,
+ *              arch string (arch_len bytes, no NUL), u32 crc32 of everything before it
+ *   sections : nsections times { u32 name_len, name, u32 kind (0 = float32 tensor, 1 = bytes),
+ *              u32 ndim, i32 shape[ndim], u64 nbytes, u32 crc32(data), data[nbytes] }
+ *   trailer  : magic "NNCEND\0\0" (8 bytes)
+ * Sections carry model parameters ("param/<name>"), buffers ("buf/<name>"), optimizer state,
+ * RNG states, counters and anything else a caller adds; they are found by name.
+ *
+ * Saving never leaves a partial file under the final name: the writer writes path.tmp.<pid>,
+ * fsyncs it, renames it over path and fsyncs the folder. Loading reads the whole file and
+ * validates magic, version, sizes and every CRC before handing out any data; the first problem
+ * becomes an NNC_EFORMAT (or NNC_EIO) message naming the file and, as relevant, the offset
+ * ("truncated at offset N: section 'x' needs M more bytes"), the section ("CRC mismatch in
+ * section 'param/conv1.weight'"), or expected vs found ("bad magic: expected NNCCKPT1, found
+ * ..."; "version 7 not supported (expected 1)"; "shape mismatch for tensor 'fc.weight':
+ * expected (10,64) found (100,64)").
+ *
+ * Thread-safety: an nnc_ckpt belongs to one thread; different ones are independent.
+ */
+#ifndef NNC_CHECKPOINT_H
+#define NNC_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/params.h"
+
+#define NNC_CKPT_VERSION 1
+
+typedef struct nnc_ckpt nnc_ckpt;
+
+/* An empty checkpoint for writing, labelled with an architecture string (e.g. "resnet20/c1/h28/k10"). */
+int nnc_ckpt_new(const char *arch, nnc_ckpt **out);
+void nnc_ckpt_free(nnc_ckpt *c);
+const char *nnc_ckpt_arch(const nnc_ckpt *c);
+
+/* Add sections. The data is referenced, not copied: it must stay valid and unchanged until
+ * nnc_ckpt_save() returns. Names must be unique (duplicate = NNC_EINVAL). */
+int nnc_ckpt_add_floats(nnc_ckpt *c, const char *name, int ndim, const int *shape, const float *data);
+int nnc_ckpt_add_bytes(nnc_ckpt *c, const char *name, const void *data, size_t nbytes);
+/* Every entry of p: trained tensors as "<prefix>param/<name>", buffers as "<prefix>buf/<name>". */
+int nnc_ckpt_add_params(nnc_ckpt *c, const char *prefix, const nnc_params *p);
+/* Floats laid out like p's trained data (optimizer momentum): "<prefix><name>" per trained entry. */
+int nnc_ckpt_add_params_like(nnc_ckpt *c, const char *prefix, const nnc_params *p, const float *data);
+
+/* Atomic save (see above). NNC_EIO names the path and strerror on failure; an existing file
+ * at path is untouched unless the save succeeds. */
+int nnc_ckpt_save(const nnc_ckpt *c, const char *path);
+
+/* Load and fully validate a file. On success *out owns the file's bytes. */
+int nnc_ckpt_load(const char *path, nnc_ckpt **out);
+/* Same, from memory (fuzzing, tests); `label` names the source in messages. */
+int nnc_ckpt_load_mem(const void *data, size_t n, const char *label, nnc_ckpt **out);
+
+/* Lookups on a loaded checkpoint. NULL / negative status when missing or of the wrong kind. */
+int nnc_ckpt_has(const nnc_ckpt *c, const char *name);
+int nnc_ckpt_get_bytes(const nnc_ckpt *c, const char *name, const void **data, size_t *nbytes);
+/* Copy a float section into dst, checking its shape equals (ndim, shape). */
+int nnc_ckpt_get_floats(const nnc_ckpt *c, const char *name, int ndim, const int *shape, float *dst);
+/* Fill p (data + buffers) from "<prefix>param/..." and "<prefix>buf/..." sections. Checks that
+ * every entry of p is present with the same shape and that the checkpoint holds no extra
+ * tensors under the prefix; on any mismatch p is left unchanged. */
+int nnc_ckpt_get_params(const nnc_ckpt *c, const char *prefix, nnc_params *p);
+int nnc_ckpt_get_params_like(const nnc_ckpt *c, const char *prefix, const nnc_params *p, float *dst);
+
+/* CRC-32 (zlib polynomial), exposed for tests and other file formats. */
+uint32_t nnc_crc32(uint32_t crc, const void *data, size_t n);
+
+#endif
