@@ -54,6 +54,27 @@ static double plane_sq_centered(const float *p, float mu, size_t n)
     return s;
 }
 
+/* The same sums with dy replaced by dz = (y > 0 ? dy : 0) (the gradient through a ReLU). */
+static void plane_sums_masked(const float *x, float mu, const float *dy, const float *y, size_t n,
+                              double *sdy, double *sdyx)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a, m = nnc__v4_set1(mu), zero = a;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
+        a += dz;
+        b += (nnc__v4_load(x + i) - m) * dz;
+    }
+    double s = nnc__v4_hsum(a), t = nnc__v4_hsum(b);
+    for (; i < n; i++)
+        if (y[i] > 0.0f) {
+            s += dy[i];
+            t += (double)(x[i] - mu) * dy[i];
+        }
+    *sdy += s;
+    *sdyx += t;
+}
+
 /* y[i] = x[i] * sc + sh over one plane */
 static void plane_affine(const float *x, float *y, float sc, float sh, size_t n)
 {
@@ -73,6 +94,8 @@ static void dims(const nnc_tensor *x, int *n, int *c, size_t *hw)
 typedef struct bn_bwd_ctx {
     const float *x, *dy;
     float *dx, *dgamma, *dbeta;
+    const float *y;    /* fused ReLU: the op's output (its mask), else NULL */
+    float *dres;       /* fused residual: its gradient, else NULL */
     const float *gamma, *mean, *inv_std;
     int N, C;
     size_t hw;
@@ -90,9 +113,29 @@ static void bn_bwd_task(void *vctx, int c, int thread)
     float mu = b->mean[c], is = b->inv_std[c];
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * hw;
+        if (b->y) {
+            plane_sums_masked(b->x + off, mu, b->dy + off, b->y + off, hw, &sdy, &sdyx);
+            continue;
+        }
         sdy += plane_sum(b->dy + off, hw);
         sdyx += plane_dot_centered(b->x + off, mu, b->dy + off, hw);
     }
+    if (b->dres)
+        for (int n = 0; n < N; n++) {
+            size_t off = ((size_t)n * C + c) * hw, i = 0;
+            const float *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
+            float *dr = b->dres + off;
+            nnc__v4 zero = nnc__v4_set1(0.0f);
+            if (y) {
+                for (; i + 4 <= hw; i += 4)
+                    nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
+                for (; i < hw; i++)
+                    if (y[i] > 0.0f) dr[i] += dy[i];
+            } else {
+                for (; i + 4 <= hw; i += 4) nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_load(dy + i));
+                for (; i < hw; i++) dr[i] += dy[i];
+            }
+        }
     sdyx *= is;
     if (b->dgamma) b->dgamma[c] += (float)sdyx;
     if (b->dbeta) b->dbeta[c] += (float)sdy;
@@ -104,8 +147,17 @@ static void bn_bwd_task(void *vctx, int c, int thread)
     nnc__v4 vg = nnc__v4_set1(gs), va = nnc__v4_set1(A), vb = nnc__v4_set1(B);
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * hw, i = 0;
-        const float *x = b->x + off, *dy = b->dy + off;
+        const float *x = b->x + off, *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
         float *dx = b->dx + off;
+        if (y) {
+            nnc__v4 zero = nnc__v4_set1(0.0f);
+            for (; i + 4 <= hw; i += 4) {
+                nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
+                nnc__v4_store(dx + i, nnc__v4_load(dx + i) + vg * dz + va * nnc__v4_load(x + i) + vb);
+            }
+            for (; i < hw; i++) dx[i] += gs * (y[i] > 0.0f ? dy[i] : 0.0f) + A * x[i] + B;
+            continue;
+        }
         for (; i + 4 <= hw; i += 4)
             nnc__v4_store(dx + i, nnc__v4_load(dx + i) + vg * nnc__v4_load(dy + i) + va * nnc__v4_load(x + i) + vb);
         for (; i < hw; i++) dx[i] += gs * dy[i] + A * x[i] + B;
@@ -127,13 +179,19 @@ static void batchnorm_backward(nnc_graph *g, nnc_node *n)
     float *dx = x->requires_grad ? nnc__grad(g, x) : NULL;
     float *dgamma = gamma && gamma->requires_grad ? nnc__grad(g, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? nnc__grad(g, beta) : NULL;
-    bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training};
+    int relu = n->iargs[1];
+    nnc_tensor *res = n->nin > 3 ? n->in[3] : NULL;
+    float *dres = res && res->requires_grad ? nnc__grad(g, res) : NULL;
+    bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, relu ? n->out->data : NULL, dres,
+                    gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training};
     nnc__parallel_for(C, bn_bwd_task, &b);
 }
 
 typedef struct bn_fwd_ctx {
     const float *x;
     float *y;
+    const float *res;  /* fused residual (shape of x) or NULL */
+    int relu;          /* fused ReLU */
     const float *gamma, *beta;
     float *rmean, *rvar, *mean, *inv_std;
     int N, C;
@@ -173,13 +231,30 @@ static void bn_fwd_task(void *vctx, int c, int thread)
     float sc = gm * f->inv_std[c], sh = bt - f->mean[c] * sc;
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * hw;
-        plane_affine(f->x + off, f->y + off, sc, sh, hw);
+        if (!f->res && !f->relu) {
+            plane_affine(f->x + off, f->y + off, sc, sh, hw);
+            continue;
+        }
+        const float *x = f->x + off, *r = f->res ? f->res + off : NULL;
+        float *y = f->y + off;
+        nnc__v4 a = nnc__v4_set1(sc), b = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
+        size_t i = 0;
+        for (; i + 4 <= hw; i += 4) {
+            nnc__v4 v = nnc__v4_load(x + i) * a + b;
+            if (r) v += nnc__v4_load(r + i);
+            if (f->relu) v = nnc__v4_keep(v, v > zero);
+            nnc__v4_store(y + i, v);
+        }
+        for (; i < hw; i++) {
+            float v = x[i] * sc + sh + (r ? r[i] : 0.0f);
+            y[i] = f->relu ? (v > 0.0f ? v : 0.0f) : v;
+        }
     }
 }
 
-nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
-                            nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
-                            float eps, int training)
+static nnc_tensor *bn_op(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                         nnc_tensor *running_mean, nnc_tensor *running_var, float momentum, float eps,
+                         int training, nnc_tensor *residual, int relu)
 {
     NNC_ASSERT(g && x, "batchnorm2d: NULL argument");
     NNC_ASSERT(x->ndim == 4 || x->ndim == 2, "batchnorm2d: x must be (N,C,H,W) or (N,C), got %d dims",
@@ -202,15 +277,36 @@ nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_
 
     float *stats = nnc_graph_scratch(g, 2 * (size_t)C * sizeof(float));
     nnc_tensor *y = nnc_tensor_new(g, x->ndim, x->shape);
-    bn_fwd_ctx f = {x->data, y->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL,
+    bn_fwd_ctx f = {x->data, y->data, residual ? residual->data : NULL, relu, gamma ? gamma->data : NULL, beta ? beta->data : NULL,
                     running_mean ? running_mean->data : NULL, running_var ? running_var->data : NULL,
                     stats, stats + C, N, C, hw, training, momentum, eps};
     nnc__parallel_for(C, bn_fwd_task, &f);
-    nnc_tensor *in[3] = {x, gamma, beta};
-    nnc_node *n = nnc__record(g, "batchnorm2d", batchnorm_backward, y, 3, in);
+    nnc_tensor *in[4] = {x, gamma, beta, residual};
+    nnc_node *n = nnc__record(g, relu || residual ? "batchnorm2d_relu" : "batchnorm2d", batchnorm_backward, y,
+                              residual ? 4 : 3, in);
     if (n) {
         n->iargs[0] = training;
+        n->iargs[1] = relu;
         n->saved = stats;
     }
     return y;
+}
+
+nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                            nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                            float eps, int training)
+{
+    return bn_op(g, x, gamma, beta, running_mean, running_var, momentum, eps, training, NULL, 0);
+}
+
+nnc_tensor *nnc_batchnorm2d_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                                 nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                                 float eps, int training, nnc_tensor *residual)
+{
+    char sx[64], sr[64];
+    NNC_ASSERT(x != NULL, "batchnorm2d_relu: NULL argument");
+    NNC_ASSERT(!residual || nnc_tensor_same_shape(x, residual),
+               "batchnorm2d_relu: residual %s must have the shape of x %s",
+               residual ? nnc_tensor_shape_str(residual, sr, sizeof sr) : "", nnc_tensor_shape_str(x, sx, sizeof sx));
+    return bn_op(g, x, gamma, beta, running_mean, running_var, momentum, eps, training, residual, 1);
 }
