@@ -611,3 +611,31 @@ Test(nn_checkpoint, stale_temp_files_do_not_break_save, .init = make_dir, .fini 
     cr_assert_eq(access(p_own, F_OK), -1, "own stale temp overwritten and renamed");
     cr_assert_eq(access(p_live, F_OK), 0, "temp of a live process kept");
 }
+
+/* The committed fuzz seeds and crash regressions (tools/fuzz/corpus/ckpt) load or fail cleanly. */
+Test(nn_checkpoint, fuzz_corpus_loads_or_fails_cleanly)
+{
+    const char *cdir = "tools/fuzz/corpus/ckpt";
+    DIR *d = opendir(cdir);
+    cr_assert_not_null(d, "run from the repository root: %s", cdir);
+    struct dirent *e;
+    int files = 0, ok = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", cdir, e->d_name);
+        nnc_ckpt *c;
+        int s = nnc_ckpt_load(path, &c);
+        cr_assert(s == NNC_OK || s == NNC_EFORMAT, "%s: status %d", path, s);
+        if (s == NNC_OK) {
+            ok++;
+            nnc_ckpt_free(c);
+        } else {
+            cr_assert(strstr(nnc_error_message(), path), "%s", nnc_error_message());
+        }
+        files++;
+    }
+    closedir(d);
+    cr_assert_geq(files, 6);
+    cr_assert_geq(ok, 2, "tiny.ckpt and params.ckpt are valid");
+}
