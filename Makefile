@@ -82,7 +82,7 @@ $(B)/examples/%: examples/%.c $(B)/libnnc.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libnnc.a $(LDLIBS)
 
 check: $(B)/test/nnc_tests $(B)/test/nnc $(B)/nnc $(EXAMPLES)
-	@for e in $(EXAMPLES); do echo "== example $$e"; (cd $(B) && ../$$e) || exit 1; done
+	@for e in $(EXAMPLES); do echo "== example $$e"; (cd $(B) && $(CURDIR)/$$e) || exit 1; done
 	NNC_BIN=$(B)/test/nnc NNC_RELEASE_BIN=$(B)/nnc $(B)/test/nnc_tests $(TESTFLAGS)
 
 # ThreadSanitizer run over the threaded suites only (use with SAN=thread).
