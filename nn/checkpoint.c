@@ -458,7 +458,7 @@ static int read_header(nnc_ckpt *c, reader *r, uint32_t *nsec)
     return NNC_OK;
 }
 
-static int read_section(nnc_ckpt *c, reader *r, section *s, char **pool)
+static int read_section(reader *r, section *s, char **pool)
 {
     int st;
     size_t start = r->off;
@@ -517,7 +517,6 @@ static int read_section(nnc_ckpt *c, reader *r, section *s, char **pool)
         return nnc__fail(NNC_EFORMAT, "checkpoint '%s': CRC mismatch in section '%s' at offset %zu (stored %08x, computed %08x)",
                          r->label, name, start, stored, crc);
     r->off += (size_t)s->nbytes;
-    (void)c;
     return NNC_OK;
 }
 
@@ -551,7 +550,7 @@ static int parse(unsigned char *buf, size_t n, const char *label, nnc_ckpt **out
     if (!c->sec || !c->order || !c->names) goto oom;
     char *pool = c->names;
     for (uint32_t i = 0; i < nsec; i++) {
-        if ((s = read_section(c, &r, &c->sec[i], &pool))) goto fail;
+        if ((s = read_section(&r, &c->sec[i], &pool))) goto fail;
         c->nsec = (int)i + 1;
         c->order[i] = (int)i;
     }

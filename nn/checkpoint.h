@@ -16,16 +16,20 @@
  * Saving never leaves a partial file under the final name: the writer writes path.tmp.<pid>,
  * fsyncs it, renames it over path and fsyncs the folder. Temp files path.tmp.<pid> whose process
  * no longer exists (a save killed part-way) are removed by the next save to the same path.
- * Test hook (NNC_TESTING, nn/fault.h): NNC_FAULT=ckpt_slow_write:MS sleeps MS ms after each
- * 64 KiB chunk written, so a test can kill the process mid-save. A write failing because of
- * RLIMIT_FSIZE raises SIGXFSZ, which kills the process unless the program ignores it. Loading reads the whole file and
- * validates magic, version, sizes and every CRC before handing out any data; the first problem
- * becomes an NNC_EFORMAT (or NNC_EIO) message naming the file and, as relevant, the offset
- * ("truncated at offset N: section 'x' needs M more bytes"), the section ("CRC mismatch in
- * section 'param/conv1.weight'"), or expected vs found ("bad magic: expected NNCCKPT1, found
- * ..."; "version 7 not supported (expected 1)"; "shape mismatch for tensor 'fc.weight':
- * expected (10,64) found (100,64)").
+ * A write failing because of RLIMIT_FSIZE raises SIGXFSZ, which kills the process unless the
+ * program ignores it (the save then fails with EFBIG). Test hook (NNC_TESTING, nn/fault.h):
+ * NNC_FAULT=ckpt_slow_write:MS sleeps MS ms after each 64 KiB chunk written.
  *
+ * Loading reads the whole file into one buffer and validates magic, version, every size against
+ * the bytes that remain, every CRC and the trailer before handing out any data; the first
+ * problem becomes an NNC_EFORMAT (or NNC_EIO) message naming the file and, as relevant:
+ *   "truncated at offset 61: data of section 'a' needs 128 bytes, 39 left"
+ *   "CRC mismatch in section 'param/conv1.weight' at offset 28 (stored ..., computed ...)"
+ *   "bad magic: expected NNCCKPT1, found GARBAGE!"; "version 7 not supported (expected 1)"
+ *   "shape mismatch for tensor 'param/fc.weight': expected (10,64) found (100,64)"
+ *   "missing tensor 'param/fc.bias' (expected shape (10))"; "unexpected tensor 'param/x' ..."
+ * Allocation while loading is bounded by a small multiple of the file size, whatever it claims.
+
  * Thread-safety: an nnc_ckpt belongs to one thread; different ones are independent.
  */
 #ifndef NNC_CHECKPOINT_H
@@ -73,6 +77,8 @@ int nnc_ckpt_get_floats(const nnc_ckpt *c, const char *name, int ndim, const int
  * every entry of p is present with the same shape and that the checkpoint holds no extra
  * tensors under the prefix; on any mismatch p is left unchanged. */
 int nnc_ckpt_get_params(const nnc_ckpt *c, const char *prefix, nnc_params *p);
+/* Same for optimizer-state-like floats: "<prefix><name>" per trained entry into dst + offset; a
+ * non-empty prefix also rejects sections under it that match no trained entry. */
 int nnc_ckpt_get_params_like(const nnc_ckpt *c, const char *prefix, const nnc_params *p, float *dst);
 
 /* CRC-32 (zlib polynomial), exposed for tests and other file formats. */
