@@ -146,17 +146,13 @@ static int load_file(const char *path, int cifar100, long records, long first, n
     return s;
 }
 
-/* Resolve the folder holding the files: dir itself or dir/<sub>. */
-static void resolve(char *dst, size_t n, const char *dir, const char *sub, const char *probe)
+/* The folder holding the files: dir/<sub> when that folder exists, else dir itself. */
+static void resolve(char *dst, size_t n, const char *dir, const char *sub)
 {
-    char p[4096];
     struct stat st;
-    snprintf(p, sizeof p, "%s/%s", dir, probe);
-    if (stat(p, &st) == 0) {
-        snprintf(dst, n, "%s", dir);
-        return;
-    }
     snprintf(dst, n, "%s/%s", dir, sub);
+    if (stat(dst, &st) == 0 && S_ISDIR(st.st_mode)) return;
+    snprintf(dst, n, "%s", dir);
 }
 
 static void load_names(nnc_dataset *d, const char *folder, int cifar100)
@@ -191,8 +187,8 @@ int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out)
 {
     *out = NULL;
     char folder[4096], path[4200];
-    resolve(folder, sizeof folder, dir, cifar100 ? "cifar-100-binary" : "cifar-10-batches-bin",
-            cifar100 ? "test.bin" : "test_batch.bin");
+    const char *sub = cifar100 ? "cifar-100-binary" : "cifar-10-batches-bin";
+    resolve(folder, sizeof folder, dir, sub);
     long per = nnc__cifar_records(cifar100, train);
     int files = !cifar100 && train ? 5 : 1;
     nnc_dataset *d;
@@ -215,6 +211,9 @@ int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out)
         if (stat(path, &st) != 0 && stat(other, &st) == 0)
             nnc__fail_prefix(s, "%s looks like %s (found %s)", folder,
                              cifar100 ? "CIFAR-10" : "CIFAR-100", other);
+        else if (stat(path, &st) != 0)
+            nnc__fail_prefix(s, "%s (looked in %s and %s/%s)", cifar100 ? "CIFAR-100" : "CIFAR-10",
+                             dir, dir, sub);
         nnc_dataset_free(d);
         return s;
     }

@@ -4,7 +4,8 @@
  * names ('L') are honoured, pax headers ('x', 'g') skipped; links, devices and FIFOs are
  * rejected. Names that are absolute or contain a ".." component are rejected (path-traversal
  * protection), every header checksum is verified, sizes are octal and capped (total 4 GiB), and
- * a short archive names the entry and the byte offset where the data ends.
+ * a short archive names the entry and the byte offset where the data ends. Files are fsync'ed
+ * so a completeness check after a crash never sees right-sized files with lost contents.
  */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
@@ -201,6 +202,7 @@ int nnc__untar_gz(const char *tgz, const char *dest)
             }
             data -= use, left -= (unsigned long long)got, off += (unsigned long long)got;
         }
+        if (fd >= 0 && !s && fsync(fd) != 0) s = nnc__fail_errno("cannot sync", path, errno);
         if (fd >= 0 && close(fd) != 0 && !s) s = nnc__fail_errno("cannot write", path, errno);
     }
     if (!s && entries == 0) s = nnc__fail(NNC_EFORMAT, "%s: archive has no files", tgz);
