@@ -83,6 +83,29 @@ static void resize_chw(const uint8_t *src, int w, int h, int c, int size, uint8_
     }
 }
 
+/* stb_image 2.27 ignores short PNM pixel data (leaving pixels uninitialised), so binary PNM
+ * sizes are checked here: returns 0 when buf is a P5/P6 file shorter than its header says. */
+static int pnm_complete(const uint8_t *buf, size_t len)
+{
+    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) return 1;
+    size_t i = 2;
+    unsigned long long v[3];
+    for (int k = 0; k < 3; k++) {
+        for (;;) { /* whitespace and # comments */
+            while (i < len && (buf[i] == ' ' || (buf[i] >= '\t' && buf[i] <= '\r'))) i++;
+            if (i < len && buf[i] == '#')
+                while (i < len && buf[i] != '\n' && buf[i] != '\r') i++;
+            else break;
+        }
+        v[k] = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9' && v[k] < (1ULL << 32))
+            v[k] = v[k] * 10 + (unsigned)(buf[i++] - '0');
+    }
+    i++; /* the single whitespace before the data */
+    unsigned long long need = v[0] * v[1] * (buf[1] == '6' ? 3 : 1) * (v[2] > 255 ? 2 : 1);
+    return len >= i && len - i >= need;
+}
+
 /* Decode an in-memory image into (channels, size, size); *skip_kind set for data problems. */
 static int decode_mem(const char *path, const uint8_t *buf, size_t len, int channels, int size,
                       int max_dim, uint8_t *out, int *skip_kind)
@@ -102,7 +125,13 @@ static int decode_mem(const char *path, const uint8_t *buf, size_t len, int chan
         return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d, above the %d-pixel max_dim cap", path,
                          w, h, max_dim);
     int gw, gh;
-    uint8_t *px = stbi_load_from_memory(buf, (int)len, &gw, &gh, &comp, channels);
+    uint8_t *px = NULL;
+    if (!pnm_complete(buf, len)) {
+        *skip_kind = SKIP_CORRUPT;
+        return nnc__fail(NNC_EFORMAT, "%s: cannot decode %dx%d image (PNM pixel data truncated)",
+                         path, w, h);
+    }
+    px = stbi_load_from_memory(buf, (int)len, &gw, &gh, &comp, channels);
     if (!px) {
         *skip_kind = SKIP_CORRUPT;
         return nnc__fail(NNC_EFORMAT, "%s: cannot decode %dx%d image (%s)", path, w, h,
