@@ -13,6 +13,7 @@
 
 #include "nn/conv_fast.h"
 #include "nn/threads.h"
+#include "nn/vec.h"
 
 #define ROUND48(x) (((x) + 47) / 48 * 48)
 #define ROUND16(x) (((x) + 15) / 16 * 16)
@@ -52,6 +53,38 @@ static geo make_geo(const nnc__conv_shape *cs)
     return G;
 }
 
+/* Short-row helpers (rows are 8..64 floats here: inline loops beat libc calls). */
+static inline void row_copy(float *d, const float *s, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i));
+    for (; i < n; i++) d[i] = s[i];
+}
+
+static inline void row_zero(float *d, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_set1(0.0f));
+    for (; i < n; i++) d[i] = 0.0f;
+}
+
+/* d[i] += s[i] */
+static inline void row_add(float *d, const float *s, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(d + i) + nnc__v4_load(s + i));
+    for (; i < n; i++) d[i] += s[i];
+}
+
+/* d[i] = s[i] + b */
+static inline void row_copy_bias(float *d, const float *s, float b, int n)
+{
+    nnc__v4 vb = nnc__v4_set1(b);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i) + vb);
+    for (; i < n; i++) d[i] = s[i] + b;
+}
+
 /* Offset of tap t = r*S + s inside one channel of Xt. */
 static int tap_offset(const geo *G, int t)
 {
@@ -72,15 +105,15 @@ static void fill_xt(const geo *G, const float *x, float *xt)
                     int hr = i * st + a - pad;
                     float *row = pln + (size_t)i * wh;
                     if (hr < 0 || hr >= cs->h) {
-                        memset(row, 0, sizeof(float) * (size_t)wh);
+                        row_zero(row, wh);
                         continue;
                     }
                     const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
                     if (st == 1) {
                         int tail = wh - pad - cs->w;
-                        memset(row, 0, sizeof(float) * (size_t)pad);
-                        memcpy(row + pad, src, sizeof(float) * (size_t)cs->w);
-                        if (tail > 0) memset(row + pad + cs->w, 0, sizeof(float) * (size_t)tail);
+                        row_zero(row, pad);
+                        row_copy(row + pad, src, cs->w);
+                        if (tail > 0) row_zero(row + pad + cs->w, tail);
                     } else {
                         for (int j = 0; j < wh; j++) {
                             int wc = j * st + b - pad;
@@ -105,12 +138,12 @@ static void fill_dyw(const geo *G, const float *dy, float *d)
             memset(row, 0, sizeof(float) * G->dks);
             continue;
         }
-        memset(row, 0, sizeof(float) * (size_t)G->lead);
+        row_zero(row, G->lead);
         float *o = row + G->lead;
         const float *src = dy + (size_t)k * P * Q;
         for (int p = 0; p < P; p++) {
-            memcpy(o + (size_t)p * wh, src + (size_t)p * Q, sizeof(float) * (size_t)Q);
-            memset(o + (size_t)p * wh + Q, 0, sizeof(float) * (size_t)(wh - Q));
+            row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
+            row_zero(o + (size_t)p * wh + Q, wh - Q);
         }
         size_t used = (size_t)G->lead + (size_t)P * wh;
         memset(row + used, 0, sizeof(float) * (G->dks - used));
@@ -144,8 +177,7 @@ static void fwd_task(void *vctx, int n, int thread)
         float bk = f->b ? f->b[k] : 0.0f;
         const float *src = yw + (size_t)k * G->ywr;
         float *dst = y + (size_t)k * cs->p * cs->q;
-        for (int p = 0; p < cs->p; p++)
-            for (int q = 0; q < cs->q; q++) dst[p * cs->q + q] = src[p * G->wh + q] + bk;
+        for (int p = 0; p < cs->p; p++) row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, bk, cs->q);
     }
 }
 
@@ -224,8 +256,12 @@ static void bwd_task(void *vctx, int chunk, int thread)
             if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt + (size_t)i * G->xsz);
             if (bpart)
                 for (int k = 0; k < K; k++) {
-                    double s = 0;
-                    for (int j = 0; j < PQ; j++) s += dyn[(size_t)k * PQ + j];
+                    const float *d = dyn + (size_t)k * PQ;
+                    nnc__v4 a = nnc__v4_set1(0.0f);
+                    int j = 0;
+                    for (; j + 4 <= PQ; j += 4) a += nnc__v4_load(d + j);
+                    double s = nnc__v4_hsum(a);
+                    for (; j < PQ; j++) s += d[j];
                     bpart[k] += s;
                 }
         }
@@ -248,7 +284,7 @@ static void bwd_task(void *vctx, int chunk, int thread)
                                        (size_t)(hh / st) * G->wh;
                     float *dst = dxn + ((size_t)c * cs->h + h) * cs->w;
                     if (st == 1) {
-                        for (int w = 0; w < cs->w; w++) dst[w] += src[w + pad];
+                        row_add(dst, src + pad, cs->w);
                     } else {
                         for (int w = 0; w < cs->w; w++) {
                             int ww = w + pad;
