@@ -185,6 +185,10 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                             const float *b, float *y)
 {
     (void)g;
+    if (nnc__conv_use_gemm(cs)) {
+        nnc__conv_gemm_forward(cs, x, w, b, y);
+        return;
+    }
     const conv_kernels *kn = nnc__conv_kernels();
     geo G = make_geo(cs);
     const int KB = kn->kb, C = cs->c, T = G.ntaps;
@@ -321,6 +325,10 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
 {
     (void)g;
     if (!dx && !dw && !db) return;
+    if (nnc__conv_use_gemm(cs)) {
+        nnc__conv_gemm_backward(cs, x, w, dy, dx, dw, db);
+        return;
+    }
     const conv_kernels *kn = nnc__conv_kernels();
     geo G = make_geo(cs);
     const int KB = kn->kb, C = cs->c, K = cs->k, T = G.ntaps, N = cs->n;
