@@ -279,6 +279,7 @@ typedef struct bwd_ctx {
     const conv_kernels *kn;
     const float *x, *dy;
     float *dx;
+    int dx_fresh;
     int need_w, need_b;
     size_t xstride;    /* floats of Xt in the scratch (0 without dW) */
     int g0, nsub, nchunk, stacked;
@@ -355,12 +356,15 @@ static void bwd_task(void *vctx, int chunk, int thread)
                     const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs +
                                        (size_t)i * G->pl + (size_t)(hh / st) * G->wh;
                     float *dst = dxn + ((size_t)c * cs->h + h) * cs->w;
-                    if (st == 1) {
+                    if (st == 1 && b->dx_fresh) {
+                        row_copy(dst, src + pad, cs->w);
+                    } else if (st == 1) {
                         row_add(dst, src + pad, cs->w);
                     } else {
                         for (int w = 0; w < cs->w; w++) {
                             int ww = w + pad;
-                            dst[w] += src[(size_t)(ww % st) * G->phs + ww / st];
+                            float v = src[(size_t)(ww % st) * G->phs + ww / st];
+                            dst[w] = b->dx_fresh ? v : dst[w] + v;
                         }
                     }
                 }
@@ -389,12 +393,12 @@ static void reduce_task(void *vctx, int task, int thread)
 }
 
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, float *dw, float *db)
+                             const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
     (void)g;
     if (!dx && !dw && !db) return;
     if (nnc__conv_use_gemm(cs)) {
-        nnc__conv_gemm_backward(cs, x, w, dy, dx, dw, db);
+        nnc__conv_gemm_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
@@ -461,7 +465,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
             wofs += cblocks * K * nt * KB;
         }
     }
-    bwd_ctx b = {&G, kn, x, dy, dx, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
+    bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
                  col, dw ? part : NULL, bpart, scratch, per_thread};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {

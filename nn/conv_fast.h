@@ -45,16 +45,16 @@ typedef struct nnc__conv_epilogue {
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                             const nnc__conv_epilogue *ep, float *y);
 /* dx (N,C,H,W), dw (K,C,R,S), db (K) += gradients for upstream dy (N,K,P,Q); any of dx, dw,
- * db may be NULL. */
+ * db may be NULL. dx_fresh: dx is uninitialised and is written (=) instead. */
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, float *dw, float *db);
+                             const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
  * nnc__conv_use_gemm says which path a shape takes (small images, deep reductions). */
 void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                             float *y);
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                             float *dw, float *db);
+                             int dx_fresh, float *dw, float *db);
 int nnc__conv_use_gemm(const nnc__conv_shape *cs);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
 void nnc__conv_set_path(int path);

@@ -108,8 +108,9 @@ static void conv2d_backward(nnc_graph *g, nnc_node *nd)
 {
     nnc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->nin > 2 ? nd->in[2] : NULL;
     nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
-    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad,
-                            x->requires_grad ? nnc__grad(g, x) : NULL,
+    int dx_fresh = 0;
+    float *dx = x->requires_grad ? nnc__grad_fresh(g, x, &dx_fresh) : NULL;
+    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad, dx, dx_fresh,
                             w->requires_grad ? nnc__grad(g, w) : NULL,
                             b && b->requires_grad ? nnc__grad(g, b) : NULL);
 }

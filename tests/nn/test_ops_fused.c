@@ -62,7 +62,16 @@ typedef struct run_result {
 
 /* Forward + backward of either the fused op or the chain bn -> add -> relu, with running stats;
  * x, residual, gamma, beta from seed, upstream gradient dy from seed. */
+static run_result run_bn_ex(int fused, int training, int residual, const int *shape, uint64_t seed, int via_op);
+
 static run_result run_bn(int fused, int training, int residual, const int *shape, uint64_t seed)
+{
+    return run_bn_ex(fused, training, residual, shape, seed, 0);
+}
+
+/* via_op: x and the residual pass through scale(1) first, so the BN backward writes into fresh
+ * (uninitialised) gradient buffers instead of accumulating into the leaves' ones. */
+static run_result run_bn_ex(int fused, int training, int residual, const int *shape, uint64_t seed, int via_op)
 {
     nnc_rng r;
     nnc_rng_seed(&r, seed, 1);
@@ -74,12 +83,12 @@ static run_result run_bn(int fused, int training, int residual, const int *shape
     for (size_t i = 0; i < x->numel; i++) dy[i] = nnc_rng_uniform(&r) - 0.5f;
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
-    nnc_tensor *y;
+    nnc_tensor *y, *xin = via_op ? nnc_scale(g, x, 1.0f) : x, *rin = via_op ? nnc_scale(g, res, 1.0f) : res;
     if (fused) {
-        y = nnc_batchnorm2d_relu(g, x, gm, bt, rm, rv, 0.1f, 1e-5f, training, residual ? res : NULL);
+        y = nnc_batchnorm2d_relu(g, xin, gm, bt, rm, rv, 0.1f, 1e-5f, training, residual ? rin : NULL);
     } else {
-        y = nnc_batchnorm2d(g, x, gm, bt, rm, rv, 0.1f, 1e-5f, training);
-        if (residual) y = nnc_add(g, y, res);
+        y = nnc_batchnorm2d(g, xin, gm, bt, rm, rv, 0.1f, 1e-5f, training);
+        if (residual) y = nnc_add(g, y, rin);
         y = nnc_relu(g, y);
     }
     cr_assert_eq(nnc_backward_seed(g, y, dy), NNC_OK);
@@ -149,6 +158,20 @@ Test(nn_ops_fused, fused_equals_bn_add_relu_chain)
                 free_result(&f);
                 free_result(&u);
             }
+}
+
+Test(nn_ops_fused, fresh_gradient_buffers_written_not_accumulated)
+{
+    int shape[4] = {2, 6, 5, 7};
+    for (int fused = 0; fused < 2; fused++)
+        for (int train = 0; train < 2; train++) {
+            run_result a = run_bn_ex(fused, train, 1, shape, 90, 0), b = run_bn_ex(fused, train, 1, shape, 90, 1);
+            char tag[64];
+            snprintf(tag, sizeof tag, "fused %d training %d, through an op", fused, train);
+            compare(tag, &b, &a, 1, 0);
+            free_result(&a);
+            free_result(&b);
+        }
 }
 
 Test(nn_ops_fused, bn_relu_add_bitwise_equal_for_1_2_4_threads, .timeout = 60)
