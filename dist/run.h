@@ -53,7 +53,9 @@ typedef struct nnc_run {
     int here[NNC_MAX_WORKERS];      /* worker i is parked at the current round */
     long last_epoch;                /* last epoch boundary handled (eval / last.ckpt) */
     long round_steps, total_steps;
-    long round_resv, total_resv;    /* async: local steps reserved (about to be taken) */
+    long round_resv, total_resv;
+    double mark_loss;               /* loss sums at the last round (the round-loss window) */
+    long mark_n;    /* async: local steps reserved (about to be taken) */
     long wsteps[NNC_MAX_WORKERS], wround[NNC_MAX_WORKERS];
     double wloss[NNC_MAX_WORKERS];
     long wloss_n[NNC_MAX_WORKERS], wcorrect[NNC_MAX_WORKERS], wseen[NNC_MAX_WORKERS];

@@ -22,7 +22,8 @@
 typedef struct run_meta {
     int32_t version, workers, algo, sync, layers, pad;
     int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
-    double seconds, best_acc, pub_seconds;
+    double seconds, best_acc, pub_seconds, mark_loss;
+    int64_t mark_n;
 } run_meta;
 
 typedef struct worker_meta {
@@ -65,7 +66,7 @@ int nnc__run_save(nnc_run *R, const char *name)
                      .total_steps = R->total_steps, .round_steps = R->round_steps,
                      .last_epoch = R->last_epoch, .steps_per_epoch = R->spe,
                      .seconds = nnc__run_seconds(R), .best_acc = R->best_acc,
-                     .pub_seconds = R->pub_seconds};
+                     .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss, .mark_n = R->mark_n};
     worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     if (!wm) return nnc__fail(NNC_ENOMEM, "checkpoint: out of memory");
     for (int i = 0; i < M; i++) {
@@ -197,6 +198,8 @@ int nnc__run_load(nnc_run *R)
     R->t_resumed = meta.seconds;
     R->best_acc = meta.best_acc;
     R->pub_seconds = meta.pub_seconds;
+    R->mark_loss = meta.mark_loss;
+    R->mark_n = meta.mark_n;
 done:
     nnc__free(wm);
     nnc_ckpt_free(c);

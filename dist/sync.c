@@ -171,7 +171,7 @@ static int round_prepare(nnc_run *R, int i, int stopping)
 #ifdef NNC_TESTING
     char a[32];
     int w, k;
-    if (nnc__fault_arg("worker_nan", a, sizeof a) && sscanf(a, "%d:%d", &w, &k) == 2 && w == i &&
+    if (nnc__fault_arg("worker_nan", a, sizeof a) && sscanf(a, "%d:%d", &w, &k) == 2 && (w == i || w < 0) &&
         k == R->round + 1 && !stopping)
         r->p->data[0] = NAN;
 #endif
@@ -442,6 +442,8 @@ static int coordinate(nnc_run *R, progress start)
     double timeout = R->c.sync_timeout;
     long report_every = R->c.log_every > 0 ? R->c.log_every : M * (R->spe / 10 > 0 ? R->spe / 10 : 1);
     progress last = start, loss_mark = start;
+    loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
+    loss_mark.loss_n = R->mark_n;
     double t_last = nnc__run_seconds(R);
     pthread_mutex_lock(&R->mu);
     for (;;) {
@@ -521,6 +523,8 @@ static int coordinate(nnc_run *R, progress start)
         for (int i = 0; i < M; i++) ri.local_steps[i] = R->wround[i];
         ri.loss = now.loss_n > loss_mark.loss_n ? (now.loss - loss_mark.loss) / (double)(now.loss_n - loss_mark.loss_n) : NAN;
         loss_mark = now;
+        R->mark_loss = now.loss;
+        R->mark_n = now.loss_n;
         R->pub_seconds = secs;
         double dt = nnc__now() - t0;
         ri.sync_seconds = dt;
