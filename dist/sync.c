@@ -35,6 +35,7 @@ typedef struct worker_arg {
 static int is_dp(nnc_algo a) { return a == NNC_ALGO_DP || a == NNC_ALGO_DP_SAM; }
 static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
 
+#ifdef NNC_TESTING
 static void sleep_ms(double ms)
 {
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000.0),
@@ -49,6 +50,7 @@ static int cancelled(nnc_run *R)
     pthread_mutex_unlock(&R->mu);
     return c;
 }
+#endif
 
 /* Test-only fault points at a worker's step boundary (nn/fault.h). */
 static int step_hooks(nnc_run *R, int i, nnc_rng *jitter)
