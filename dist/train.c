@@ -393,7 +393,19 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         s = run_setup(R);
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
-    if (!s) {
+    int done = 0;
+    if (!s && R->c.resume && R->plan) {
+        done = 1;
+        for (int i = 0; i < R->M; i++) done &= R->rep[i]->steps >= R->plan;
+        if (done) {
+            nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints "
+                         "left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
+            out->steps = R->M == 1 && R->c.algo == NNC_ALGO_SGD ? R->rep[0]->steps : R->total_steps;
+            out->rounds = R->round;
+            for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
+        }
+    }
+    if (!s && !done) {
         R->t_start = nnc__now();
         if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) s = run_single(R);
         else s = nnc__run_workers(R);
@@ -401,8 +413,8 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
     }
-    if (!s) s = nnc__run_evaluate(R, 1);
-    if (!s && R->c.ckpt_dir) s = nnc__run_save(R, "last.ckpt");
+    if (!s && !done) s = nnc__run_evaluate(R, 1);
+    if (!s && R->c.ckpt_dir && !done) s = nnc__run_save(R, "last.ckpt");
     if (s) {
         /* Keep the failing thread's message while the run is torn down. */
         char msg[1024];

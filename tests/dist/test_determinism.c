@@ -3,6 +3,7 @@
  * training contexts (E10), DP step parity (E4), and exact resume (D2) for the single replica,
  * for lockstep M = 2, and after a stop request (E8). */
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "nn/fault.h"
 #include "tests/dist/dist_fixture.h"
@@ -288,3 +289,49 @@ static void lockstep_resume(int by_stop)
 
 Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0); }
 Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1); }
+
+Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
+    char dir[64], path[128];
+    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
+    c.tau = 2;
+    c.epochs = 2;
+    c.eval_every_epochs = 1;
+    c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
+    fx_trace t;
+    fx_hook(&c, &t);
+    nnc_train_result r;
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(t.evals, 4, "center + average after epoch 1 and at the end");
+    /* best.ckpt records its metric. */
+    snprintf(path, sizeof path, "%s/best.ckpt", dir);
+    nnc_ckpt *ck;
+    cr_assert_eq(nnc_ckpt_load(path, &ck), NNC_OK, "%s", nnc_error_message());
+    const void *m;
+    size_t n;
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "metric", &m, &n), NNC_OK);
+    cr_assert(n > 9 && memcmp(m, "test_acc=", 9) == 0);
+    nnc_ckpt_free(ck);
+    /* D10: resuming with a target already reached trains nothing and leaves last.ckpt alone. */
+    snprintf(path, sizeof path, "%s/last.ckpt", dir);
+    struct stat st0, st1;
+    cr_assert_eq(stat(path, &st0), 0);
+    c.resume = 1;
+    c.epochs = 1;
+    fx_hook(&c, &t);
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(t.rounds, 0);
+    cr_assert(t.logs == 1 && strstr(t.log[0], "already at epoch 2.00 >= target 1"), "%s", t.log[0]);
+    cr_assert_eq(stat(path, &st1), 0);
+    cr_assert(st0.st_mtim.tv_sec == st1.st_mtim.tv_sec && st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec);
+    /* D9: a different worker count is refused with an explanation. */
+    c.workers = 3;
+    c.epochs = 3;
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_EINVAL);
+    cr_assert(strstr(nnc_error_message(), "2 worker(s)") && strstr(nnc_error_message(), "this run has 3"), "%s",
+              nnc_error_message());
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+    fx_dataset_free(te);
+}
