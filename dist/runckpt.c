@@ -78,6 +78,23 @@ int nnc__run_save(nnc_run *R, const char *name)
                               .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
                               .wloss = R->wloss[i], .rng = r->rng, .probe_rng = r->probe_rng_round,
                               .hist = R->hist[i]};
+        if ((R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) && R->wround[i]) {
+            /* A stop arrived between this worker's gradient and its round: save the state from
+             * before that step, so the resumed run recomputes it. */
+            wm[i].wround = 0;
+            wm[i].loader_epoch = r->pend_epoch;
+            wm[i].loader_batch = r->pend_batch;
+            wm[i].rng = r->pend_rng;
+            wm[i].correct -= r->pend_correct;
+            wm[i].seen -= r->pend_seen;
+            wm[i].wcorrect -= r->pend_correct;
+            wm[i].wseen -= r->pend_seen;
+            wm[i].wloss = r->pend_wloss;
+            wm[i].wloss_n -= r->pend_n;
+            /* Only a stop saves here, and the run ends after it: undo the BN updates too. */
+            NNC_ASSERT(R->stop_req, "pending DP step outside a stop");
+            memcpy(r->p->buf, r->pend_buf, r->p->n_buf * sizeof(float));
+        }
     }
     snprintf(metric, sizeof metric, "test_acc=%.6f", R->best_acc);
     nnc_ckpt *c = NULL;

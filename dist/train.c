@@ -258,8 +258,10 @@ int nnc__run_evaluate(nnc_run *R, int final)
         emit_eval(R, "model", loss, acc, best);
     } else {
         nnc_params *p = nnc_model_params(R->scratch);
-        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM)
+        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) {
             memcpy(R->center, R->rep[0]->p->data, p->n_data * sizeof(float));
+            memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
+        }
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;

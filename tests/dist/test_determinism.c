@@ -245,15 +245,15 @@ Test(dist_determinism, d2_single_replica_resume_bitwise, .timeout = 60)
 }
 
 /* Lockstep M = 2: a straight run vs a run cut in two (by epochs, or by a stop request). */
-static void lockstep_resume(int by_stop)
+static void lockstep_resume(int by_stop, nnc_algo algo)
 {
     arm("worker_sleep_jitter:1");
     nnc_dataset *tr = fx_dataset(256, 1);
     char da[64], db[64];
     fx_trace ta, tb;
     nnc_train_result r;
-    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
-    c.tau = 2;
+    nnc_train_config c = fx_config(algo, 2);
+    c.tau = algo == NNC_ALGO_DP ? 0 : 2;
     c.augment = 1;
     c.epochs = 4;
     c.ckpt_dir = fx_tmpdir(da, sizeof da);
@@ -287,8 +287,10 @@ static void lockstep_resume(int by_stop)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0); }
-Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1); }
+Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, e8_dp_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_DP); }
+Test(dist_determinism, d2_lsgd_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LSGD); }
 
 Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
 {
