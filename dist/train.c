@@ -386,6 +386,9 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     R->test = test;
     R->res = out;
     int s = resolve(&R->c, train);
+    if (!s && test && (test->c != train->c || test->h != train->h || test->w != train->w))
+        s = nnc__fail(NNC_EINVAL, "test set '%s' has images %dx%dx%d, training set '%s' %dx%dx%d", test->name,
+                      test->c, test->h, test->w, train->name, train->c, train->h, train->w);
     if (!s) {
         R->M = R->c.workers;
         R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
