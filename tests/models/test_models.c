@@ -137,7 +137,7 @@ static nnc_tensor *input(nnc_graph *g, float *buf, int n, int c, int s, nnc_rng 
     return nnc_tensor_wrap(g, buf, 4, shape);
 }
 
-Test(models_models, forward_shapes_32x32x3_and_28x28x1, .timeout = 120)
+Test(models_models, forward_shapes_32x32x3_and_28x28x1)
 {
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
