@@ -319,7 +319,7 @@ Test(models_models, clone_equal_and_independent)
     nnc_model_free(c);
 }
 
-Test(models_models, tiny_model_trains, .timeout = 60)
+Test(models_models, tiny_model_trains)
 {
     nnc_model *m = make("tiny", 3, 8, 4, 11);
     nnc_params *p = nnc_model_params(m);
