@@ -80,6 +80,8 @@ typedef struct nnc_train_config {
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
     int resume;                   /* continue from ckpt_dir/last.ckpt exactly */
     int anomaly;                  /* anomaly mode on every graph */
+    int log_every;                /* on_step every this many steps (0 = ~10 per epoch; M > 1: global
+                                     steps, approximate: the coordinator polls every 50 ms) */
     volatile sig_atomic_t *stop;  /* set (to the signal number) to stop after the current step */
     /* callbacks (may be NULL) */
     void (*on_step)(const nnc_step_info *s, void *ud);

@@ -4,6 +4,8 @@
  * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn/nnc.h"
@@ -137,7 +139,7 @@ static nnc_tensor *input(nnc_graph *g, float *buf, int n, int c, int s, nnc_rng 
     return nnc_tensor_wrap(g, buf, 4, shape);
 }
 
-Test(models_models, forward_shapes_32x32x3_and_28x28x1, .timeout = 120)
+Test(models_models, forward_shapes_32x32x3_and_28x28x1)
 {
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
@@ -333,7 +335,9 @@ Test(models_models, tiny_model_trains, .timeout = 60)
     for (size_t i = 0; i < sizeof xb / sizeof xb[0]; i++) xb[i] = nnc_rng_normal(&r);
     for (int i = 0; i < N; i++) labels[i] = (int)nnc_rng_below(&r, 4);
     float first = 0, last = 0;
+    uint64_t allocs = 0;
     for (int step = 0; step < 30; step++) {
+        if (step == 2) allocs = nnc_alloc_count();
         nnc_params_zero_grad(p);
         nnc_tensor *y = nnc_model_forward(m, g, nnc_tensor_wrap(g, xb, 4, (int[4]){N, 3, 8, 8}), 1, NULL);
         nnc_tensor *loss = nnc_softmax_cross_entropy(g, y, labels, NNC_REDUCE_MEAN, 0);
@@ -343,6 +347,7 @@ Test(models_models, tiny_model_trains, .timeout = 60)
         nnc_graph_reset(g);
         nnc_sgd_step(o, 0.05f);
     }
+    cr_assert_eq(nnc_alloc_count(), allocs, "steps with known shapes allocate nothing");
     cr_assert_lt(last, 0.5f * first, "loss %g -> %g over 30 steps", (double)first, (double)last);
     cr_assert(nnc_params_all_finite(p));
     nnc_sgd_free(o);
@@ -368,4 +373,40 @@ Test(models_models, vgg_dropout_needs_rng_only_in_training)
     cr_assert_neq(memcmp(t1->data, t2->data, 20 * sizeof(float)), 0, "dropout masks differ by rng");
     nnc_graph_free(g);
     nnc_model_free(m);
+}
+
+Test(models_models, eval_keeps_running_stats_training_updates_them)
+{
+    nnc_model *m = make("resnet8", 2, 8, 3, 4);
+    nnc_params *p = nnc_model_params(m);
+    float *before = malloc(p->n_buf * sizeof(float));
+    memcpy(before, p->buf, p->n_buf * sizeof(float));
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    static float xb[3 * 2 * 8 * 8];
+    nnc_rng r;
+    nnc_rng_seed(&r, 8, 0);
+    nnc_tensor *x = input(g, xb, 3, 2, 8, &r);
+    nnc_model_forward(m, g, x, 0, NULL);
+    cr_assert_eq(memcmp(before, p->buf, p->n_buf * sizeof(float)), 0, "eval leaves running stats alone");
+    nnc_model_forward(m, g, x, 1, NULL);
+    const nnc_param_entry *e = &p->entries[nnc_params_find(p, "layers.2.bn2.running_var")];
+    cr_assert_neq(memcmp(before + e->offset, p->buf + e->offset, e->numel * sizeof(float)), 0,
+                  "training updates the last block's running stats");
+    free(before);
+    nnc_graph_free(g);
+    nnc_model_free(m);
+}
+
+static void quiet_hook(const char *msg) { (void)msg; }
+
+Test(models_models, forward_with_wrong_input_shape_asserts, .signal = SIGABRT)
+{
+    nnc_set_assert_hook(quiet_hook);
+    nnc_model *m = make("tiny", 3, 8, 10, 1);
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    static float xb[1 * 1 * 8 * 8];
+    nnc_tensor *x = nnc_tensor_wrap(g, xb, 4, (int[4]){1, 1, 8, 8});
+    nnc_model_forward(m, g, x, 0, NULL); /* model expects 3 channels */
 }
