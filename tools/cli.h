@@ -20,6 +20,9 @@ enum {
     EXIT_SIGTERM = 143
 };
 
+/* Subcommands (tools/cmd_<name>.c): argv[0] is the subcommand name; return an exit code. */
+int cmd_bench(int argc, char **argv);
+
 /* Map a library status to the documented exit code. */
 int cli_exit_code(int status);
 

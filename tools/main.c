@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command commands[] = {
     /* subcommands register here: {"train", cmd_train, "train a model"}, ... */
+    {"bench", cmd_bench, "training and inference throughput on a random batch"},
     {NULL, NULL, NULL},
 };
 
