@@ -107,4 +107,33 @@ void json_str(json_out *j, const char *key, const char *v);
 void json_raw(json_out *j, const char *key, const char *raw);
 void json_end(json_out *j);
 
+/* ---- reading back the small JSON files the CLI writes (summary.json, dataset.json) ---- */
+/* Value of "key": number -> *out (returns 0), or -1 when absent / not a number. */
+int jr_num(const char *text, const char *key, double *out);
+/* Number array "key": [a, b, ...] -> up to cap values; returns the count or -1. */
+int jr_nums(const char *text, const char *key, double *out, int cap);
+/* String "key": "v" -> buf (unescaped, truncated to n); returns 0 or -1. */
+int jr_str(const char *text, const char *key, char *buf, size_t n);
+/* String array "key": [...] -> malloc'd strings (free each with free()); returns count or -1. */
+int jr_strs(const char *text, const char *key, char **out, int cap);
+/* Whole file into a malloc'd NUL-terminated buffer (NULL with errno set on failure). */
+char *cli_read_file(const char *path, size_t *len);
+
+/* ---- shared helpers ---- */
+/* Exit code for a failure while loading user-supplied data, checkpoints or configs: file and
+ * format problems are usage/data errors (2); out-of-memory and network failures are 1. */
+int cli_load_exit_code(int status);
+/* Parse an architecture string "<name>/c<in>/s<size>/k<classes>" (h<size> accepted too). */
+int cli_parse_arch(const char *arch, char *name, size_t n, int *in_channels, int *image_size,
+                   int *num_classes);
+
+/* ---- subcommands (tools/cmd_<name>.c); argv[0] is the subcommand name ---- */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
 #endif
