@@ -223,9 +223,11 @@ static int load_split(const train_opts *o, int train, long limit, nnc_dataset **
 {
     int s = nnc_dataset_load(o->dataset, o->data, train, (int)limit, out);
     int fetchable = !strcmp(o->dataset, "cifar10") || !strcmp(o->dataset, "cifar100");
+    char first[1024];
+    snprintf(first, sizeof first, "%s", nnc_error_message());
     if (s == NNC_EIO && fetchable && !nnc_dataset_present(o->dataset, o->data)) {
         if (!o->download) {
-            cli_error("%s", nnc_error_message());
+            cli_error("%s", first);
             cli_error("%s is not in %s and --no-download was given (nnc data fetch %s)", o->dataset,
                       o->data ? o->data : nnc_dataset_default_dir(o->dataset), o->dataset);
             return EXIT_USAGE;
