@@ -372,3 +372,28 @@ Test(tools_cli_train, g1_exit_codes)
     tcli_free(&r);
     free(run);
 }
+
+/* compare: algorithms x seeds, each a run folder; compare.md has one row per algorithm with
+ * mean +- std, compare.csv one row per run, compare.svg a series per algorithm. */
+Test(tools_cli_train, compare_table_and_plot)
+{
+    char *out = tcli_path(work, "cmp");
+    tcli_result r = tcli_run(100, "compare", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--epochs", "1",
+                             "--time-budget", "0", "--sched", "constant", "--workers", "2", "--tau", "2", "--algos",
+                             "mgrawa,dp", "--seeds", "2", "--out", out, NULL);
+    cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+    tcli_free(&r);
+    char *md = file_in(out, "compare.md"), *csv = file_in(out, "compare.csv"), *svg = file_in(out, "compare.svg");
+    cr_assert(md && csv && svg);
+    cr_assert(strstr(md, "| algorithm |") && strstr(md, "| mgrawa | 2 |") && strstr(md, "| dp | 2 |"), "%s", md);
+    cr_assert(strstr(md, "±"), "%s", md);
+    int lines = 0;
+    for (char *p = csv; *p; p++) lines += *p == '\n';
+    cr_assert_eq(lines, 5, "header + 4 runs: %s", csv);
+    cr_assert(strstr(csv, "\nmgrawa,0,0,") && strstr(csv, "\ndp,1,0,"), "%s", csv);
+    cr_assert(strstr(svg, ">mgrawa<") && strstr(svg, ">dp<"), "%s", svg);
+    char *sub = tcli_path(out, "dp-s1/summary.json");
+    cr_assert(tcli_exists(sub));
+    free(sub), free(md), free(csv), free(svg), free(out);
+}
