@@ -8,9 +8,11 @@
 
 #include "tests/common/cli_run.h"
 
+TestSuite(tools_cli, .timeout = 60);
+
 static const char *SUBCOMMANDS[] = {"train", "eval", "predict", "info", "compare"};
 
-Test(tools_cli, top_level_help_and_unknown_command, .timeout = 20)
+Test(tools_cli, top_level_help_and_unknown_command)
 {
     tcli_result r = tcli_run(10, "--help", NULL);
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
@@ -27,7 +29,7 @@ Test(tools_cli, top_level_help_and_unknown_command, .timeout = 20)
     tcli_free(&r);
 }
 
-Test(tools_cli, help_per_subcommand_exits_0, .timeout = 30)
+Test(tools_cli, help_per_subcommand_exits_0)
 {
     for (size_t i = 0; i < sizeof SUBCOMMANDS / sizeof *SUBCOMMANDS; i++) {
         tcli_result r = tcli_run(10, SUBCOMMANDS[i], "--help", NULL);
@@ -55,7 +57,7 @@ Test(tools_cli, help_per_subcommand_exits_0, .timeout = 30)
     tcli_free(&r);
 }
 
-Test(tools_cli, unknown_flag_did_you_mean, .timeout = 30)
+Test(tools_cli, unknown_flag_did_you_mean)
 {
     struct {
         const char *cmd, *flag, *suggest;
@@ -75,7 +77,7 @@ Test(tools_cli, unknown_flag_did_you_mean, .timeout = 30)
     }
 }
 
-Test(tools_cli, bad_values_name_the_flag, .timeout = 30)
+Test(tools_cli, bad_values_name_the_flag)
 {
     tcli_result r = tcli_run(10, "train", "cifar10", "--batch", "abc", NULL);
     cr_assert_eq(r.code, 2);
@@ -115,7 +117,7 @@ Test(tools_cli, bad_values_name_the_flag, .timeout = 30)
     tcli_free(&r);
 }
 
-Test(tools_cli, config_file_unknown_key, .timeout = 20)
+Test(tools_cli, config_file_unknown_key)
 {
     char *dir = tcli_tmpdir();
     char *cfg = tcli_path(dir, "c.json");
@@ -131,7 +133,7 @@ Test(tools_cli, config_file_unknown_key, .timeout = 20)
     free(dir);
 }
 
-Test(tools_cli, info_counts, .timeout = 20)
+Test(tools_cli, info_counts)
 {
     tcli_result r = tcli_run(10, "info", "--model", "resnet20", NULL);
     cr_assert_eq(r.code, 0, "%s", r.err);

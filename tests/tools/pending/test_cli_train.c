@@ -239,10 +239,12 @@ Test(tools_cli_train, resume_appends_and_d10)
     cr_assert_str_eq(before, after);
     cr_assert(ck_before && ck_after);
     free(before), free(after), free(ck_before), free(ck_after);
-    r = TRAIN(tcli_path(work, "none"), "--epochs", "1", "--resume");
+    char *none = tcli_path(work, "none");
+    r = TRAIN(none, "--epochs", "1", "--resume");
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "last.ckpt"), "%s", r.err);
     tcli_free(&r);
+    free(none);
     free(run);
 }
 
