@@ -64,14 +64,20 @@ typedef struct progress {
     double start;       /* monotonic seconds */
     double last_print;
     long every;         /* plain mode: one line every `every` steps */
+    int drawn;          /* tty mode: a bar is on the current line */
 } progress;
 
 double cli_now(void); /* monotonic seconds */
 void progress_init(progress *p, long every);
-/* step/total (total <= 0 = unknown), loss, accuracy in [0,1] (< 0 = unknown), images/s. */
+/* step/total (total <= 0 = unknown), loss (NAN = unknown), accuracy in [0,1] (< 0 = unknown),
+ * images/s, ETA seconds (< 0 = unknown). */
 void progress_update(progress *p, const char *label, long step, long total, double loss, double acc,
                      double img_per_s, double eta_s);
 void progress_done(progress *p);
+/* Erase the bar (tty) so that a normal line can be printed; the next update redraws it. */
+void progress_clear(progress *p);
+/* nnc_fetch_config progress callback (ud = progress*): MB done/total, rate, ETA. */
+void cli_fetch_progress(double done_bytes, double total_bytes, void *ud);
 
 /* ---- run folder ---- */
 /* mkdir -p; returns 0 or prints and returns EXIT_USAGE. */

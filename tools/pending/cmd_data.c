@@ -7,14 +7,6 @@
 #include "nn/status.h"
 #include "tools/cli.h"
 
-static void fetch_progress(double done, double total, void *ud)
-{
-    progress *p = ud;
-    double el = cli_now() - p->start, rate = el > 0 ? done / el : 0;
-    double eta = total > 0 && rate > 0 ? (total - done) / rate : -1;
-    progress_update(p, "download MB", (long)(done / 1e6), total > 0 ? (long)(total / 1e6) : 0, NAN, -1, 0, eta);
-}
-
 static int data_fetch(int argc, char **argv)
 {
     const char *dir = NULL, *url = NULL, *md5 = NULL;
@@ -46,7 +38,7 @@ static int data_fetch(int argc, char **argv)
     printf("downloading %s into %s\n", pos[0], where);
     progress p;
     progress_init(&p, 1);
-    nnc_fetch_config fc = {url, md5, fetch_progress, &p};
+    nnc_fetch_config fc = {url, md5, cli_fetch_progress, &p};
     int s = nnc_dataset_fetch(pos[0], dir, &fc);
     progress_done(&p);
     if (s) {

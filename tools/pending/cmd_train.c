@@ -209,15 +209,6 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
 
 /* ---- data ---- */
 
-static void fetch_progress(double done, double total, void *ud)
-{
-    progress *p = ud;
-    double el = cli_now() - p->start, rate = el > 0 ? done / el : 0;
-    double eta = total > 0 && rate > 0 ? (total - done) / rate : -1;
-    long mb = (long)(done / 1e6), tmb = total > 0 ? (long)(total / 1e6) : 0;
-    progress_update(p, "download MB", mb, tmb, NAN, -1, 0, eta);
-}
-
 /* Load one split, fetching cifar10/cifar100 once when their files are missing. */
 static int load_split(const train_opts *o, int train, long limit, nnc_dataset **out)
 {
@@ -235,7 +226,7 @@ static int load_split(const train_opts *o, int train, long limit, nnc_dataset **
         printf("downloading %s into %s\n", o->dataset, o->data ? o->data : nnc_dataset_default_dir(o->dataset));
         progress p;
         progress_init(&p, 1);
-        nnc_fetch_config fc = {NULL, NULL, fetch_progress, &p};
+        nnc_fetch_config fc = {NULL, NULL, cli_fetch_progress, &p};
         int f = nnc_dataset_fetch(o->dataset, o->data, &fc);
         progress_done(&p);
         if (f) {
@@ -302,10 +293,7 @@ typedef struct run_ctx {
     const char *run_dir;
 } run_ctx;
 
-static void clear_bar(run_ctx *c)
-{
-    if (c->prog.tty) fputs("\r\033[K", stdout);
-}
+static void clear_bar(run_ctx *c) { progress_clear(&c->prog); }
 
 static void on_step(const nnc_step_info *s, void *ud)
 {
