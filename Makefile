@@ -4,6 +4,8 @@
 #   make SAN=address,undefined check    same under clang sanitizers, in build/san-address-undefined
 #   make SAN=thread check-threads       ThreadSanitizer over the threaded tests
 #   make bench                nnc vs PyTorch side by side (tools/bench.sh)
+#   make fuzz                 libFuzzer harnesses tools/fuzz/fuzz_*.c into build/fuzz/ (clang)
+#   make fuzz-run FUZZ_TIME=60   run each harness that long over tools/fuzz/corpus/<name>
 # Sources are found by wildcard: a new .c file in a module folder needs no Makefile edit.
 
 comma := ,
@@ -40,7 +42,7 @@ TLIB_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(LIB_SRC))
 TCLI_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(TEST_SRC))
 
-.PHONY: all check check-threads bench clean fuzz
+.PHONY: all check check-threads bench clean fuzz fuzz-run
 all: $(B)/libnnc.a $(B)/nnc $(if $(SAN),,nnc)
 
 $(B)/obj/%.o: %.c
@@ -80,7 +82,7 @@ $(B)/examples/%: examples/%.c $(B)/libnnc.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libnnc.a $(LDLIBS)
 
 check: $(B)/test/nnc_tests $(B)/test/nnc $(B)/nnc $(EXAMPLES)
-	@for e in $(EXAMPLES); do echo "== example $$e"; (cd $(B) && ../$$e) || exit 1; done
+	@for e in $(EXAMPLES); do echo "== example $$e"; (cd $(B) && $(CURDIR)/$$e) || exit 1; done
 	NNC_BIN=$(B)/test/nnc NNC_RELEASE_BIN=$(B)/nnc $(B)/test/nnc_tests $(TESTFLAGS)
 
 # ThreadSanitizer run over the threaded suites only (use with SAN=thread).
@@ -89,6 +91,35 @@ check-threads: $(B)/test/nnc_tests $(B)/test/nnc
 
 bench: $(B)/nnc
 	tools/bench.sh $(B)/nnc
+
+# Fuzzing (TESTS.md C6): the library rebuilt with coverage + ASan/UBSan, one binary per
+# tools/fuzz/fuzz_<name>.c. fuzz-run keeps new inputs in build/fuzz/corpus-<name>, reading the
+# committed seeds (and crash regressions) in tools/fuzz/corpus/<name> without writing to them.
+FUZZ_SRC := $(wildcard tools/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tools/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -I. \
+               -fno-omit-frame-pointer -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS)) \
+               -I/usr/include/stb
+FUZZ_TIME ?= 60
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+
+build/fuzz/libnnc_fuzz.a: $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/%: tools/fuzz/%.c build/fuzz/libnnc_fuzz.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libnnc_fuzz.a $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+
+fuzz-run: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$${f#build/fuzz/fuzz_}; mkdir -p build/fuzz/corpus-$$n; \
+	  echo "== fuzz $$n for $(FUZZ_TIME) s"; \
+	  $$f -max_total_time=$(FUZZ_TIME) -timeout=1 -malloc_limit_mb=256 -rss_limit_mb=2048 \
+	      -print_final_stats=1 build/fuzz/corpus-$$n tools/fuzz/corpus/$$n || exit 1; done
 
 clean:
 	rm -rf build nnc

@@ -1,0 +1,86 @@
+/* data/data_internal.h - helpers shared by the data/ sources and their tests (not public API).
+ *
+ * The parsers are callable on memory buffers so the fuzz harnesses (tests/fuzz/) and the tests
+ * reach exactly the code that reads files. Thread-safety: all functions are reentrant except
+ * the NNC_TESTING record-count override, which tests set before loading.
+ */
+#ifndef NNC_DATA_INTERNAL_H
+#define NNC_DATA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data/data.h"
+
+/* Allocate an empty dataset with n images of (c, h, w) and the dataset's normalisation. */
+int nnc__dataset_new(const char *name, int n, int c, int h, int w, int num_classes,
+                     nnc_dataset **out);
+/* Copy `count` names into d->class_names (count == d->num_classes). */
+int nnc__dataset_set_class_names(nnc_dataset *d, const char *const *names, int count);
+/* Standard per-channel mean/std of a dataset name (unknown names: 0.5 / 0.25). */
+void nnc__dataset_norm(const char *name, int c, float mean[3], float std[3]);
+/* Format an errno-style failure on `path`: "<what> <path>: <strerror>" with NNC_EIO. */
+int nnc__fail_errno(const char *what, const char *path, int err);
+/* Read a small text file (<= max bytes) into a NUL-terminated nnc__alloc'd buffer. */
+int nnc__read_text(const char *path, size_t max, char **out);
+
+/* ---- CIFAR ---- */
+#define NNC_CIFAR_PIXELS 3072
+/* Records per file: cifar10 10000 per batch file; cifar100 train 50000, test 10000. */
+long nnc__cifar_records(int cifar100, int train);
+/* Validate a CIFAR file size S against `records` records; message names the file, the first
+ * incomplete record and the byte offset where the file ends, or the other-format hint. */
+int nnc__cifar_check_size(const char *file, uint64_t size, int cifar100, long records);
+/* Parse `len` bytes (a whole number of records; the first is record `first` of the file, for
+ * messages): pixels into images[i*3072], labels into labels[i]. Labels are validated. */
+int nnc__cifar_parse_mem(const char *file, const uint8_t *buf, size_t len, int cifar100,
+                         long first, uint8_t *images, int *labels);
+#ifdef NNC_TESTING
+/* Tests only: records per 10000 official records (0 = official sizes), so generated CIFAR
+ * files can be small; fetch/present/load all use the same geometry. */
+void nnc__cifar_test_scale(long records_per_10000);
+#endif
+
+/* ---- IDX ---- */
+typedef struct nnc__reader {
+    /* Read up to n bytes into dst; returns bytes read (< n only at end of data) or -1. */
+    long (*read)(void *ctx, void *dst, size_t n);
+    const char *(*error)(void *ctx); /* text for the last -1 (may be NULL) */
+    void *ctx;
+} nnc__reader;
+/* Parse an IDX images stream (magic 0x00000803) and a labels stream (0x00000801) into a
+ * dataset; the byte buffers grow as data arrives, so a lying header never allocates more
+ * than about twice the data actually present. */
+int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name,
+                   nnc__reader *lbl, const char *dsname, nnc_dataset **out);
+/* Memory reader over buf[0..len). */
+typedef struct nnc__mem_src {
+    const uint8_t *buf;
+    size_t len, pos;
+} nnc__mem_src;
+long nnc__mem_read(void *ctx, void *dst, size_t n);
+
+/* ---- image folder ---- */
+/* Load DIR/train or DIR/test with the default config; both splits must list the same class
+ * folders (checked when the other split exists). */
+int nnc__imagefolder_load_split(const char *dir, int train, nnc_dataset **out);
+
+/* ---- tar ---- */
+/* Extract a .tar.gz file into folder dest (which must exist). Rejects absolute names, "..",
+ * links and special files; checks every header checksum and size. */
+int nnc__untar_gz(const char *tgz_path, const char *dest);
+/* Recursively remove a folder this library created (temp folders). Best effort. */
+void nnc__rmtree(const char *path);
+
+/* ---- md5 ---- */
+typedef struct nnc__md5 {
+    uint32_t state[4];
+    uint64_t bytes;
+    uint8_t buf[64];
+} nnc__md5;
+void nnc__md5_init(nnc__md5 *m);
+void nnc__md5_update(nnc__md5 *m, const void *data, size_t n);
+/* Finish and write 32 lowercase hex digits + NUL into hex[33]. */
+void nnc__md5_final(nnc__md5 *m, char hex[33]);
+
+#endif
