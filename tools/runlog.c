@@ -107,12 +107,24 @@ void cli_fetch_progress(double done, double total, void *ud)
     double now = cli_now(), el = now - p->start, rate = el > 0 ? done / el : 0;
     double eta = total > 0 && rate > 0 ? (total - done) / rate : -1;
     int finished = total > 0 && done >= total;
-    /* plain output: one line every 5 s and at the end */
-    if (!p->tty && !finished && now - p->last_print < 5) return;
-    if (!p->tty) p->last_print = now;
-    char label[64];
-    snprintf(label, sizeof label, "download %.1f MB/s", rate / 1e6);
-    progress_update(p, label, (long)(done / 1e6), total > 0 ? (long)(total / 1e6) : 0, NAN, -1, 0, eta);
+    if (done <= 0 && !finished) return;
+    /* tty: redraw at most 10 times a second; plain: one line every 5 s and at the end */
+    if (!finished && now - p->last_print < (p->tty ? 0.1 : 5)) return;
+    p->last_print = now;
+    char etas[32], tot[32] = "";
+    fmt_time(etas, sizeof etas, eta);
+    if (total > 0) snprintf(tot, sizeof tot, "/%.1f", total / 1e6);
+    if (p->tty) {
+        int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        printf("\r\033[Kdownload [%s] %.1f%s MB %.1f MB/s ETA %s", bar, done / 1e6, tot, rate / 1e6, etas);
+        p->drawn = 1;
+    } else {
+        printf("download %.1f%s MB %.1f MB/s ETA %s\n", done / 1e6, tot, rate / 1e6, etas);
+    }
+    fflush(stdout);
 }
 
 int cli_mkdirs(const char *path)

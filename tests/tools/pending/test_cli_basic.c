@@ -1,6 +1,6 @@
 /* tests/tools/test_cli_basic.c - the nnc binary's contract without training: help per
  * subcommand (G2), unknown flags with "did you mean" (G2), bad values naming the flag (G1),
- * `nnc info` figures. Runs $NNC_BIN as a child process. */
+ * config-file errors. Runs $NNC_BIN as a child process. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,23 +131,4 @@ Test(tools_cli, config_file_unknown_key)
     free(cfg);
     tcli_rmrf(dir);
     free(dir);
-}
-
-Test(tools_cli, info_counts)
-{
-    tcli_result r = tcli_run(10, "info", "--model", "resnet20", NULL);
-    cr_assert_eq(r.code, 0, "%s", r.err);
-    /* torchvision-style CIFAR ResNet-20 (option A): 269,722 parameters, ~40.55 M MACs. */
-    cr_assert(strstr(r.out, "parameters: 269722"), "%s", r.out);
-    cr_assert(strstr(r.out, "MACs per image: 40551040"), "%s", r.out);
-    cr_assert(strstr(r.out, "resnet20/c3/s32/k10"));
-    tcli_free(&r);
-    r = tcli_run(10, "info", "--model", "resnet20", "--classes", "100", NULL);
-    cr_assert_eq(r.code, 0);
-    cr_assert(strstr(r.out, "parameters: 275572"), "64*100+100 - (64*10+10) more: %s", r.out);
-    tcli_free(&r);
-    r = tcli_run(10, "info", "--list", NULL);
-    cr_assert_eq(r.code, 0);
-    cr_assert(strstr(r.out, "resnet56") && strstr(r.out, "vgg11"), "%s", r.out);
-    tcli_free(&r);
 }
