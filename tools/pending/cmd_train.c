@@ -287,8 +287,8 @@ typedef struct run_ctx {
     const train_opts *o;
     progress prog;
     metrics_log ml;
-    long last_row, last_line, step;
-    double seconds;
+    long last_row, last_line, step; /* latest step seen in a callback */
+    double seconds, epoch;
     train_outcome *out;
     const char *run_dir;
 } run_ctx;
@@ -300,6 +300,7 @@ static void on_step(const nnc_step_info *s, void *ud)
     run_ctx *c = ud;
     c->step = s->step;
     c->seconds = s->seconds;
+    c->epoch = s->epoch;
     int every = c->o->log_every > 0 ? c->o->log_every : 50;
     int last = s->total_steps > 0 && s->step >= s->total_steps;
     if (s->step - c->last_row >= every || last || !c->last_row) {
@@ -358,6 +359,7 @@ static void on_eval(const nnc_eval_info *e, void *ud)
 {
     run_ctx *c = ud;
     int avg = e->which && !strcmp(e->which, "average");
+    if (e->step >= c->step) c->step = e->step, c->epoch = e->epoch;
     metrics_row(&c->ml, avg ? "val_average" : "val", e->step, e->epoch, e->seconds, e->loss, e->acc, NAN, NAN,
                 e->which);
     clear_bar(c);
@@ -553,6 +555,11 @@ int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
     }
     metrics_close(&ctx.ml);
     plot_metrics_svg(run_dir);
+    if (s == NNC_EINTERRUPTED && res.steps < ctx.step) {
+        /* the trainer may not count the steps of a stopped run: use what the callbacks saw */
+        res.steps = ctx.step;
+        res.epochs = ctx.epoch;
+    }
     if (s == NNC_OK || s == NNC_EINTERRUPTED) {
         rc = write_summary(o, &res, run_dir, s == NNC_OK ? "ok" : "interrupted");
         if (s == NNC_EINTERRUPTED) {
