@@ -98,6 +98,9 @@ typedef struct nnc_train_config {
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
     int resume;                   /* continue from ckpt_dir/last.ckpt exactly (same workers,
                                      algorithm, sync mode, data and batch; else NNC_EINVAL) */
+    const char *ckpt_meta_json;   /* NULL, or text stored as bytes section "meta/json" in every
+                                   * checkpoint (the CLI puts dataset name, mean/std, class names
+                                   * there for `nnc predict`) */
     int anomaly;                  /* anomaly mode on every graph */
     int log_every;                /* on_step every this many steps (0 = ~10 per epoch; M > 1: global
                                      steps, approximate: the coordinator polls every 50 ms) */

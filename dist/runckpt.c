@@ -5,7 +5,7 @@
  * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
  * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
  * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
- * best accuracy as text. Written only from a between-steps state (all workers parked), and
+ * best accuracy as text; "meta/json" the caller's ckpt_meta_json. Written only from a between-steps state (all workers parked), and
  * never when any value is non-finite.
  */
 #include <errno.h>
@@ -102,6 +102,8 @@ int nnc__run_save(nnc_run *R, const char *name)
     if (!s) s = nnc_ckpt_add_bytes(c, "run/meta", &meta, sizeof meta);
     if (!s) s = nnc_ckpt_add_bytes(c, "run/workers", wm, (size_t)M * sizeof *wm);
     if (!s) s = nnc_ckpt_add_bytes(c, "metric", metric, strlen(metric));
+    if (!s && R->c.ckpt_meta_json)
+        s = nnc_ckpt_add_bytes(c, "meta/json", R->c.ckpt_meta_json, strlen(R->c.ckpt_meta_json));
     if (single) {
         if (!s) s = nnc_ckpt_add_params(c, "", R->rep[0]->p);
         if (!s) s = nnc_ckpt_add_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum);

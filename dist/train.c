@@ -412,8 +412,12 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     }
     if (!s && !done) {
         R->t_start = nnc__now();
-        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) s = run_single(R);
-        else s = nnc__run_workers(R);
+        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+            s = run_single(R);
+            out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
+        } else {
+            s = nnc__run_workers(R);
+        }
         out->seconds = nnc__run_seconds(R);
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;

@@ -155,9 +155,25 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
         case NNC__L_CONV:
             x = nnc_conv2d(g, x, T(l->p[0]), T(l->p[1]), l->stride, l->pad);
             break;
-        case NNC__L_BN:
-            x = nnc_batchnorm2d(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f, training);
+        case NNC__L_BN: {
+            /* BN -> ReLU and BN -> residual add -> ReLU run as one fused op (nn/ops.h) */
+            const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
+            if (n1 && n1->kind == NNC__L_RELU) {
+                x = nnc_batchnorm2d_relu(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f,
+                                         training, NULL);
+                i += 1;
+            } else if (n1 && n2 && n1->kind == NNC__L_RESIDUAL && n2->kind == NNC__L_RELU) {
+                nnc_tensor *sc = saved;
+                if (n1->stride != 1 || n1->out_c != n1->in_shape[0])
+                    sc = nnc_shortcut_a(g, saved, n1->out_c, n1->stride);
+                x = nnc_batchnorm2d_relu(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f,
+                                         training, sc);
+                i += 2;
+            } else {
+                x = nnc_batchnorm2d(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f, training);
+            }
             break;
+        }
         case NNC__L_RELU:
             x = nnc_relu(g, x);
             break;

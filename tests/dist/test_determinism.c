@@ -301,6 +301,7 @@ Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
     c.epochs = 2;
     c.eval_every_epochs = 1;
     c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
+    c.ckpt_meta_json = "{\"dataset\":\"synthetic\"}";
     fx_trace t;
     fx_hook(&c, &t);
     nnc_train_result r;
@@ -314,6 +315,8 @@ Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
     size_t n;
     cr_assert_eq(nnc_ckpt_get_bytes(ck, "metric", &m, &n), NNC_OK);
     cr_assert(n > 9 && memcmp(m, "test_acc=", 9) == 0);
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "meta/json", &m, &n), NNC_OK);
+    cr_assert(n == 23 && memcmp(m, "{\"dataset\":\"synthetic\"}", n) == 0);
     nnc_ckpt_free(ck);
     /* D10: resuming with a target already reached trains nothing and leaves last.ckpt alone. */
     snprintf(path, sizeof path, "%s/last.ckpt", dir);
