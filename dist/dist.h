@@ -31,7 +31,7 @@
  * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
  * worker_stall:W, worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
  * Thread-safety: independent runs may execute concurrently in one process (no global state;
- * the BLAS thread count is process-wide and set to 1 when M > 1).
+ * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
 #ifndef NNC_DIST_H
 #define NNC_DIST_H
@@ -78,7 +78,8 @@ typedef struct nnc_train_config {
     int epochs;                   /* per worker; 0 = until the time budget */
     double time_budget;           /* seconds of training time (test time excluded); 0 = none */
     uint64_t seed;
-    int threads;                  /* BLAS / intra-op threads for one replica (forced to 1 if workers > 1) */
+    int threads;                  /* kernel (nn/threads.h) and BLAS threads of one replica; 1 when
+                                     workers > 1 (both process-wide, changed only if different) */
     /* distribution */
     int workers;                  /* 1 */
     nnc_algo algo;

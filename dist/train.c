@@ -8,6 +8,7 @@
 
 #include "dist/run.h"
 #include "nn/blas.h"
+#include "nn/threads.h"
 
 #define EVAL_STREAM 0x6576616cULL /* "eval" */
 
@@ -393,9 +394,13 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         R->M = R->c.workers;
         R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
         out->workers = R->M;
-        if (R->M > 1) nnc_blas_set_threads(1);
-        else if (R->c.threads != nnc_blas_threads()) nnc_blas_set_threads(R->c.threads);
-        s = run_setup(R);
+        /* Kernel and BLAS threads are process-wide: one per replica when M > 1. Only changed
+         * when different, so concurrent runs with the same setting never touch them. */
+        int want = R->M > 1 ? 1 : R->c.threads;
+        if (nnc_threads() != want && (s = nnc_set_threads(want)))
+            s = nnc__fail_prefix(s, "training: %d kernel threads", want);
+        if (!s && nnc_blas_threads() != want) nnc_blas_set_threads(want);
+        if (!s) s = run_setup(R);
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
     int done = 0;
