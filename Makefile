@@ -90,6 +90,26 @@ check-threads: $(B)/test/nnc_tests $(B)/test/nnc
 bench: $(B)/nnc
 	tools/bench.sh $(B)/nnc
 
+# libFuzzer harnesses (clang): every tests/fuzz/fuzz_*.c is built with ASan+UBSan against the
+# library sources and run for FUZZ_SECONDS each, seeded from tests/fuzz/corpus/<name>/ (new
+# inputs go to build/fuzz/corpus-<name>/). Crash reproducers land in build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE -pthread -I. -I/usr/include/stb \
+              $(shell pkg-config --cflags $(PKGS)) -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  (cd build/fuzz && ./$$n -max_total_time=$(FUZZ_SECONDS) -timeout=1 -malloc_limit_mb=512 \
+	     -rss_limit_mb=2048 -print_final_stats=1 corpus-$$n ../../tests/fuzz/corpus/$$n) || exit 1; done
+
 clean:
 	rm -rf build nnc
 

@@ -7,7 +7,8 @@
  *                       record count and label validated (exact messages: see data/cifar.c)
  *   mnist / fashion-mnist  IDX files, gzipped or not; fashion-mnist defaults to Debian's
  *                       /usr/share/datasets/fashion-mnist
- *   imagefolder         DIR/<class>/<image> PNG/JPEG/BMP/PPM via stb_image, resized to a fixed
+ *   imagefolder         DIR/<class>/<image> PNG/BMP/PPM/PGM via stb_image (no JPEG: Debian's
+ *                       stb 2.27 JPEG decoder is unsafe, see data/image.c), resized to a fixed
  *                       size; dimensions capped before any allocation
  * Download (cifar10/cifar100): official URL, progress callback, MD5 check against the
  * published checksum, extraction into a temp folder renamed into place only when complete.
