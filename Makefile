@@ -40,7 +40,7 @@ TLIB_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(LIB_SRC))
 TCLI_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(TEST_SRC))
 
-.PHONY: all check check-threads bench clean fuzz
+.PHONY: all check check-threads bench bench-loader clean fuzz
 all: $(B)/libnnc.a $(B)/nnc $(if $(SAN),,nnc)
 
 $(B)/obj/%.o: %.c
@@ -89,6 +89,13 @@ check-threads: $(B)/test/nnc_tests $(B)/test/nnc
 
 bench: $(B)/nnc
 	tools/bench.sh $(B)/nnc
+
+# Data-loader throughput (images/s, one consumer thread; see tests/bench/bench_loader.c).
+$(B)/bench_loader: tests/bench/bench_loader.c $(B)/libnnc.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libnnc.a $(LDLIBS)
+
+bench-loader: $(B)/bench_loader
+	$(B)/bench_loader
 
 # libFuzzer harnesses (clang): every tests/fuzz/fuzz_*.c is built with ASan+UBSan against the
 # library sources and run for FUZZ_SECONDS each, seeded from tests/fuzz/corpus/<name>/ (new
