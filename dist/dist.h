@@ -79,7 +79,12 @@ typedef struct nnc_train_config {
     int eval_every_epochs;        /* 1 (0 = only at the end) */
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
     int resume;                   /* continue from ckpt_dir/last.ckpt exactly */
+    const char *ckpt_meta_json;   /* NULL, or text stored as bytes section "meta/json" in every
+                                   * checkpoint (the CLI puts dataset name, mean/std, class names
+                                   * there for `nnc predict`) */
     int anomaly;                  /* anomaly mode on every graph */
+    int log_every;                /* on_step every this many steps (0 = ~10 per epoch; M > 1: global
+                                     steps, approximate: the coordinator polls every 50 ms) */
     volatile sig_atomic_t *stop;  /* set (to the signal number) to stop after the current step */
     /* callbacks (may be NULL) */
     void (*on_step)(const nnc_step_info *s, void *ud);

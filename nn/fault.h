@@ -4,6 +4,7 @@
  * PyTorch simulates collective errors. Without NNC_TESTING every query returns "not armed" and
  * the points compile to nothing. Known points:
  *   backward_nan:OP          the first backward of op OP writes NaN into its input gradients
+ *   ckpt_slow_write:MS       nnc_ckpt_save sleeps MS ms after each 64 KiB chunk it writes
  *   (more are registered by the modules that check them; see nnc__fault_arg users)
  */
 #ifndef NNC_FAULT_H

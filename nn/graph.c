@@ -14,6 +14,14 @@ struct nnc_graph {
     int grad_enabled;
     int anomaly;
     int backward_done;
+    int keep_grads;
+    /* gradient buffers of op outputs whose producer's backward has run, reusable by nnc__grad
+     * for a tensor of the same size (persistent array; entries die at reset) */
+    struct free_grad {
+        float *p;
+        size_t numel;
+    } *free_grads;
+    int nfree, free_cap;
 };
 
 int nnc_graph_new(size_t arena_bytes, nnc_graph **out)
@@ -43,6 +51,7 @@ void nnc_graph_free(nnc_graph *g)
     if (!g) return;
     nnc_arena_free(g->arena);
     nnc__free(g->tape);
+    nnc__free(g->free_grads);
     nnc__free(g);
 }
 
@@ -51,7 +60,10 @@ void nnc_graph_reset(nnc_graph *g)
     nnc_arena_reset(g->arena);
     g->ntape = 0;
     g->backward_done = 0;
+    g->nfree = 0;
 }
+
+void nnc_graph_set_keep_grads(nnc_graph *g, int keep) { g->keep_grads = keep; }
 
 void nnc_graph_set_grad(nnc_graph *g, int enabled) { g->grad_enabled = enabled; }
 int nnc_graph_grad_enabled(const nnc_graph *g) { return g->grad_enabled; }
@@ -158,10 +170,36 @@ nnc_node *nnc__record(nnc_graph *g, const char *op, nnc_backward_fn bw, nnc_tens
 float *nnc__grad(nnc_graph *g, nnc_tensor *t)
 {
     if (!t->grad) {
-        t->grad = nnc_graph_scratch(g, t->numel * sizeof(float));
+        for (int i = g->nfree - 1; i >= 0; i--)
+            if (g->free_grads[i].numel == t->numel) {
+                t->grad = g->free_grads[i].p;
+                g->free_grads[i] = g->free_grads[--g->nfree];
+                break;
+            }
+        if (!t->grad) t->grad = nnc_graph_scratch(g, t->numel * sizeof(float));
         memset(t->grad, 0, t->numel * sizeof(float));
     }
     return t->grad;
+}
+
+/* The gradient of an op output is final once its producer's backward has run: hand the buffer
+ * to later nnc__grad calls (the tensor's grad becomes NULL). A full list just keeps it. */
+static void release_grad(nnc_graph *g, nnc_tensor *t)
+{
+    if (g->keep_grads || !t->grad || t->node < 0) return;
+    if (g->nfree == g->free_cap) {
+        int cap = g->free_cap ? 2 * g->free_cap : 64;
+        struct free_grad *f = nnc__alloc(sizeof *f * (size_t)cap);
+        if (!f) return;
+        if (g->nfree) memcpy(f, g->free_grads, sizeof *f * (size_t)g->nfree);
+        nnc__free(g->free_grads);
+        g->free_grads = f;
+        g->free_cap = cap;
+    }
+    g->free_grads[g->nfree].p = t->grad;
+    g->free_grads[g->nfree].numel = t->numel;
+    g->nfree++;
+    t->grad = NULL;
 }
 
 static int all_finite(const float *p, size_t n)
@@ -188,7 +226,10 @@ int nnc_backward_seed(nnc_graph *g, nnc_tensor *out, const float *seed)
 #ifdef NNC_TESTING
         nnc__fault_backward(g, n, i);
 #endif
-        if (!g->anomaly) continue;
+        if (!g->anomaly) {
+            release_grad(g, n->out);
+            continue;
+        }
         for (int k = 0; k < n->nin; k++) {
             nnc_tensor *x = n->in[k];
             if (!x || !x->requires_grad || !x->grad) continue;
@@ -198,6 +239,7 @@ int nnc_backward_seed(nnc_graph *g, nnc_tensor *out, const float *seed)
                                  "gradient for input %d%s%s",
                                  n->op, i, k, x->name ? " = parameter " : "", x->name ? x->name : "");
         }
+        release_grad(g, n->out);
     }
     return NNC_OK;
 }

@@ -34,6 +34,14 @@ nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_
                             nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                             float eps, int training);
 
+/* Fused batchnorm2d + residual add + ReLU in one pass over memory, with one output tensor:
+ * y = relu(batchnorm2d(x) + residual), residual of x's shape or NULL (then y = relu(bn(x))).
+ * Arguments, statistics and running-stat update as nnc_batchnorm2d; the values and gradients
+ * equal those of the separate ops up to float rounding. */
+nnc_tensor *nnc_batchnorm2d_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                                 nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                                 float eps, int training, nnc_tensor *residual);
+
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
 /* scale: y = s * x (any shape). */
 nnc_tensor *nnc_scale(nnc_graph *g, nnc_tensor *x, float s);

@@ -1,10 +1,8 @@
-/* nn/ops_conv.c - conv2d and linear: fast kernels (im2col + GEMM), naive references, and the
- * graph plumbing (shape checks, tape nodes, backward).
+/* nn/ops_conv.c - conv2d and linear: naive references and the graph plumbing (shape checks,
+ * tape nodes, backward). The conv2d kernels live in nn/conv_fast.c (direct "shifted GEMM"
+ * convolution, see nn/conv_fast.h).
  *
  * Layout of this file:
- *   1. conv2d kernel on raw pointers + a conv_shape: forward, backward-data, backward-weight.
- *      This is the part a faster direct convolution replaces; the plumbing only calls these
- *      three functions and conv_scratch_floats().
  *   2. naive reference kernels (nnc_ref_conv2d_*), plain loops accumulating in double.
  *   3. the conv2d op: asserts, output allocation, tape node, backward.
  *   4. the linear op.
@@ -12,161 +10,8 @@
 #include <string.h>
 
 #include "nn/blas.h"
+#include "nn/conv_fast.h"
 #include "nn/ops.h"
-
-/* ---------------------------------------------------------------------------------------------
- * 1. conv2d kernel: x (N,C,H,W), w (K,C,R,S), b (K), y (N,K,P,Q), all dense NCHW.
- * Per image, im2col turns x_n into col (C*R*S, P*Q) so that y_n (K,P*Q) = w (K,C*R*S) * col.
- * A 1x1 kernel with stride 1 and no padding needs no im2col: col is x_n itself (C, H*W).
- * ------------------------------------------------------------------------------------------ */
-
-typedef struct conv_shape {
-    int n, c, h, w;   /* input */
-    int k, r, s;      /* filters */
-    int stride, pad;
-    int p, q;         /* output spatial size */
-} conv_shape;
-
-static int conv_pointwise(const conv_shape *cs)
-{
-    return cs->r == 1 && cs->s == 1 && cs->stride == 1 && cs->pad == 0;
-}
-
-/* Floats of scratch the kernel needs (one image's column matrix), 0 for pointwise convs. */
-static size_t conv_scratch_floats(const conv_shape *cs)
-{
-    if (conv_pointwise(cs)) return 0;
-    return (size_t)cs->c * cs->r * cs->s * (size_t)cs->p * cs->q;
-}
-
-/* Output positions o in [0, n_out) whose input index o*stride + off lies in [0, n_in):
- * the half-open range [*lo, *hi). */
-static void valid_range(int n_in, int n_out, int stride, int off, int *lo, int *hi)
-{
-    int a = off >= 0 ? 0 : (-off + stride - 1) / stride;
-    int last = n_in - 1 - off;
-    int b = last < 0 ? 0 : last / stride + 1;
-    if (a > n_out) a = n_out;
-    if (b > n_out) b = n_out;
-    if (b < a) b = a;
-    *lo = a;
-    *hi = b;
-}
-
-/* x (C,H,W) of one image -> col (C*R*S, P*Q); out-of-image taps are 0. */
-static void im2col(const float *x, float *col, const conv_shape *cs)
-{
-    const int P = cs->p, Q = cs->q, st = cs->stride;
-    for (int c = 0; c < cs->c; c++)
-        for (int r = 0; r < cs->r; r++) {
-            int p0, p1;
-            valid_range(cs->h, P, st, r - cs->pad, &p0, &p1);
-            for (int s = 0; s < cs->s; s++) {
-                float *dst = col + ((size_t)(c * cs->r + r) * cs->s + s) * P * Q;
-                int q0, q1;
-                valid_range(cs->w, Q, st, s - cs->pad, &q0, &q1);
-                memset(dst, 0, sizeof(float) * (size_t)p0 * Q);
-                for (int p = p0; p < p1; p++) {
-                    const float *src = x + ((size_t)c * cs->h + (p * st - cs->pad + r)) * cs->w;
-                    float *d = dst + (size_t)p * Q;
-                    for (int q = 0; q < q0; q++) d[q] = 0.0f;
-                    if (st == 1)
-                        memcpy(d + q0, src + q0 - cs->pad + s, sizeof(float) * (size_t)(q1 - q0));
-                    else
-                        for (int q = q0; q < q1; q++) d[q] = src[q * st - cs->pad + s];
-                    for (int q = q1; q < Q; q++) d[q] = 0.0f;
-                }
-                memset(dst + (size_t)p1 * Q, 0, sizeof(float) * (size_t)(P - p1) * Q);
-            }
-        }
-}
-
-/* col (C*R*S, P*Q) -> dx (C,H,W) of one image, accumulated (+=); out-of-image taps dropped. */
-static void col2im_add(const float *col, float *dx, const conv_shape *cs)
-{
-    const int P = cs->p, Q = cs->q, st = cs->stride;
-    for (int c = 0; c < cs->c; c++)
-        for (int r = 0; r < cs->r; r++) {
-            int p0, p1;
-            valid_range(cs->h, P, st, r - cs->pad, &p0, &p1);
-            for (int s = 0; s < cs->s; s++) {
-                const float *src = col + ((size_t)(c * cs->r + r) * cs->s + s) * P * Q;
-                int q0, q1;
-                valid_range(cs->w, Q, st, s - cs->pad, &q0, &q1);
-                for (int p = p0; p < p1; p++) {
-                    float *d = dx + ((size_t)c * cs->h + (p * st - cs->pad + r)) * cs->w;
-                    const float *sp = src + (size_t)p * Q;
-                    for (int q = q0; q < q1; q++) d[q * st - cs->pad + s] += sp[q];
-                }
-            }
-        }
-}
-
-/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K, may be NULL). Overwrites y.
- * col: conv_scratch_floats() floats (unused for pointwise convs). */
-static void conv_forward(const float *x, const float *w, const float *b, float *y,
-                         const conv_shape *cs, float *col)
-{
-    const int K = cs->k, PQ = cs->p * cs->q, CRS = cs->c * cs->r * cs->s;
-    const size_t xs = (size_t)cs->c * cs->h * cs->w, ys = (size_t)K * PQ;
-    for (int n = 0; n < cs->n; n++) {
-        const float *xn = x + n * xs;
-        float *yn = y + n * ys;
-        if (b)
-            for (int k = 0; k < K; k++)
-                for (int i = 0; i < PQ; i++) yn[(size_t)k * PQ + i] = b[k];
-        const float *cm = xn;
-        if (!conv_pointwise(cs)) {
-            im2col(xn, col, cs);
-            cm = col;
-        }
-        nnc__sgemm(0, 0, K, PQ, CRS, 1.0f, w, CRS, cm, PQ, b ? 1.0f : 0.0f, yn, PQ);
-    }
-}
-
-/* dx (N,C,H,W) += conv_transpose(dy (N,K,P,Q), w (K,C,R,S)). col as for conv_forward. */
-static void conv_backward_data(const float *w, const float *dy, float *dx, const conv_shape *cs,
-                               float *col)
-{
-    const int K = cs->k, PQ = cs->p * cs->q, CRS = cs->c * cs->r * cs->s;
-    const size_t xs = (size_t)cs->c * cs->h * cs->w, ys = (size_t)K * PQ;
-    for (int n = 0; n < cs->n; n++) {
-        const float *dyn = dy + n * ys;
-        float *dxn = dx + n * xs;
-        if (conv_pointwise(cs)) {
-            nnc__sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 1.0f, dxn, PQ);
-        } else {
-            nnc__sgemm(1, 0, CRS, PQ, K, 1.0f, w, CRS, dyn, PQ, 0.0f, col, PQ);
-            col2im_add(col, dxn, cs);
-        }
-    }
-}
-
-/* dw (K,C,R,S) += sum_n dy_n (K,P*Q) * col_n^T; db (K, may be NULL) += sum of dy over N,P,Q. */
-static void conv_backward_weight(const float *x, const float *dy, float *dw, float *db,
-                                 const conv_shape *cs, float *col)
-{
-    const int K = cs->k, PQ = cs->p * cs->q, CRS = cs->c * cs->r * cs->s;
-    const size_t xs = (size_t)cs->c * cs->h * cs->w, ys = (size_t)K * PQ;
-    if (db)
-        for (int k = 0; k < K; k++) {
-            double acc = 0;
-            for (int n = 0; n < cs->n; n++) {
-                const float *d = dy + n * ys + (size_t)k * PQ;
-                for (int i = 0; i < PQ; i++) acc += d[i];
-            }
-            db[k] += (float)acc;
-        }
-    if (!dw) return;
-    for (int n = 0; n < cs->n; n++) {
-        const float *cm = x + n * xs;
-        if (!conv_pointwise(cs)) {
-            im2col(cm, col, cs);
-            cm = col;
-        }
-        nnc__sgemm(0, 1, K, CRS, PQ, 1.0f, dy + n * ys, PQ, cm, PQ, 1.0f, dw, CRS);
-    }
-}
 
 /* ---------------------------------------------------------------------------------------------
  * 2. naive references (tests only): the definition of cross-correlation, written as loops.
@@ -249,33 +94,23 @@ void nnc_ref_conv2d_backward(const float *x, const float *w, const float *dy, fl
  * 3. conv2d op
  * ------------------------------------------------------------------------------------------ */
 
-static conv_shape conv_shape_of(const nnc_tensor *x, const nnc_tensor *w, int stride, int pad)
+static nnc__conv_shape conv_shape_of(const nnc_tensor *x, const nnc_tensor *w, int stride, int pad)
 {
-    conv_shape cs = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
+    nnc__conv_shape cs = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
                      w->shape[3], stride, pad, 0, 0};
     cs.p = out_size(cs.h, cs.r, stride, pad);
     cs.q = out_size(cs.w, cs.s, stride, pad);
     return cs;
 }
 
-static float *conv_scratch(nnc_graph *g, const conv_shape *cs)
-{
-    size_t nf = conv_scratch_floats(cs);
-    return nf ? nnc_graph_scratch(g, nf * sizeof(float)) : NULL;
-}
-
 static void conv2d_backward(nnc_graph *g, nnc_node *nd)
 {
     nnc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->nin > 2 ? nd->in[2] : NULL;
-    conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
-    const float *dy = nd->out->grad;
-    int need_dw = w->requires_grad, need_db = b && b->requires_grad;
-    /* Recomputed here rather than saved from forward: one image's columns, not the batch's. */
-    float *col = (x->requires_grad || need_dw) ? conv_scratch(g, &cs) : NULL;
-    if (need_dw || need_db)
-        conv_backward_weight(x->data, dy, need_dw ? nnc__grad(g, w) : NULL,
-                             need_db ? nnc__grad(g, b) : NULL, &cs, col);
-    if (x->requires_grad) conv_backward_data(w->data, dy, nnc__grad(g, x), &cs, col);
+    nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
+    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad,
+                            x->requires_grad ? nnc__grad(g, x) : NULL,
+                            w->requires_grad ? nnc__grad(g, w) : NULL,
+                            b && b->requires_grad ? nnc__grad(g, b) : NULL);
 }
 
 nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad)
@@ -299,9 +134,9 @@ nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
                "conv2d: kernel %s larger than padded input %s (pad %d)",
                nnc_tensor_shape_str(w, sw, sizeof sw), nnc_tensor_shape_str(x, sx, sizeof sx), pad);
 
-    conv_shape cs = conv_shape_of(x, w, stride, pad);
+    nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
     nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
-    conv_forward(x->data, w->data, b ? b->data : NULL, y->data, &cs, conv_scratch(g, &cs));
+    nnc__conv_fast_forward(g, &cs, x->data, w->data, b ? b->data : NULL, y->data);
 
     nnc_tensor *ins[3] = {x, w, b};
     nnc_node *nd = nnc__record(g, "conv2d", conv2d_backward, y, b ? 3 : 2, ins);

@@ -3,6 +3,59 @@
 #include <string.h>
 
 #include "nn/ops.h"
+#include "nn/threads.h"
+#include "nn/vec.h"
+
+/* ---- vectorised, thread-split elementwise passes over n floats ---- */
+enum { EW_RELU, EW_RELU_BWD, EW_ADD, EW_ACC };
+#define EW_CHUNK 16384
+
+typedef struct ew_ctx {
+    int kind;
+    size_t n;
+    const float *a, *b;
+    float *y;
+} ew_ctx;
+
+/* RELU: y = a > 0 ? a : 0. RELU_BWD: y += a > 0 ? b : 0. ADD: y = a + b. ACC: y += a. */
+static void ew_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    const ew_ctx *c = vctx;
+    size_t lo = (size_t)task * EW_CHUNK, hi = lo + EW_CHUNK < c->n ? lo + EW_CHUNK : c->n, i = lo;
+    const float *a = c->a, *b = c->b;
+    float *y = c->y;
+    const nnc__v4 zero = nnc__v4_set1(0.0f);
+    switch (c->kind) {
+    case EW_RELU:
+        for (; i + 4 <= hi; i += 4) {
+            nnc__v4 v = nnc__v4_load(a + i);
+            nnc__v4_store(y + i, nnc__v4_keep(v, v > zero));
+        }
+        for (; i < hi; i++) y[i] = a[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    case EW_RELU_BWD:
+        for (; i + 4 <= hi; i += 4)
+            nnc__v4_store(y + i, nnc__v4_load(y + i) + nnc__v4_keep(nnc__v4_load(b + i), nnc__v4_load(a + i) > zero));
+        for (; i < hi; i++)
+            if (a[i] > 0.0f) y[i] += b[i];
+        break;
+    case EW_ADD:
+        for (; i + 4 <= hi; i += 4) nnc__v4_store(y + i, nnc__v4_load(a + i) + nnc__v4_load(b + i));
+        for (; i < hi; i++) y[i] = a[i] + b[i];
+        break;
+    default:
+        for (; i + 4 <= hi; i += 4) nnc__v4_store(y + i, nnc__v4_load(y + i) + nnc__v4_load(a + i));
+        for (; i < hi; i++) y[i] += a[i];
+        break;
+    }
+}
+
+static void ew_run(int kind, size_t n, const float *a, const float *b, float *y)
+{
+    ew_ctx c = {kind, n, a, b, y};
+    nnc__parallel_for((int)((n + EW_CHUNK - 1) / EW_CHUNK), ew_task, &c);
+}
 
 /* ---- relu: x (any shape) -> y = max(x, 0) ---- */
 
@@ -10,16 +63,14 @@ static void relu_backward(nnc_graph *g, nnc_node *n)
 {
     nnc_tensor *x = n->in[0];
     const float *y = n->out->data, *dy = n->out->grad;
-    float *dx = nnc__grad(g, x);
-    for (size_t i = 0; i < x->numel; i++)
-        if (y[i] > 0.0f) dx[i] += dy[i];
+    ew_run(EW_RELU_BWD, x->numel, y, dy, nnc__grad(g, x));
 }
 
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x)
 {
     NNC_ASSERT(g && x, "relu: NULL argument");
     nnc_tensor *y = nnc_tensor_new(g, x->ndim, x->shape);
-    for (size_t i = 0; i < x->numel; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    ew_run(EW_RELU, x->numel, x->data, NULL, y->data);
     nnc__record(g, "relu", relu_backward, y, 1, &x);
     return y;
 }
@@ -67,14 +118,13 @@ static void add_backward(nnc_graph *g, nnc_node *n)
     nnc_tensor *a = n->in[0], *b = n->in[1];
     const float *dy = n->out->grad;
     if (a->requires_grad) {
-        float *da = nnc__grad(g, a);
-        for (size_t i = 0; i < a->numel; i++) da[i] += dy[i];
+        ew_run(EW_ACC, a->numel, dy, NULL, nnc__grad(g, a));
     }
     if (!b->requires_grad) return;
     float *db = nnc__grad(g, b);
     int mode = n->iargs[0];
     if (mode == ADD_SAME) {
-        for (size_t i = 0; i < b->numel; i++) db[i] += dy[i];
+        ew_run(EW_ACC, b->numel, dy, NULL, db);
     } else if (mode == ADD_CHANNEL) {
         size_t rows = (size_t)a->shape[0], c = (size_t)a->shape[1], inner = a->numel / (rows * c);
         for (size_t ch = 0; ch < c; ch++) {
@@ -104,7 +154,7 @@ nnc_tensor *nnc_add(nnc_graph *g, nnc_tensor *a, nnc_tensor *b)
                nnc_tensor_shape_str(a, sa, sizeof sa), nnc_tensor_shape_str(b, sb, sizeof sb));
     nnc_tensor *y = nnc_tensor_new(g, a->ndim, a->shape);
     if (mode == ADD_SAME) {
-        for (size_t i = 0; i < a->numel; i++) y->data[i] = a->data[i] + b->data[i];
+        ew_run(EW_ADD, a->numel, a->data, b->data, y->data);
     } else if (mode == ADD_CHANNEL) {
         size_t rows = (size_t)a->shape[0], c = (size_t)a->shape[1], inner = a->numel / (rows * c);
         for (size_t r = 0; r < rows; r++)
@@ -174,8 +224,7 @@ static void reshape_backward(nnc_graph *g, nnc_node *n)
 {
     nnc_tensor *x = n->in[0];
     const float *dy = n->out->grad;
-    float *dx = nnc__grad(g, x);
-    for (size_t i = 0; i < x->numel; i++) dx[i] += dy[i];
+    ew_run(EW_ACC, x->numel, dy, NULL, nnc__grad(g, x));
 }
 
 nnc_tensor *nnc_reshape(nnc_graph *g, nnc_tensor *x, int ndim, const int *shape)

@@ -9,12 +9,159 @@
 #include <math.h>
 
 #include "nn/ops.h"
+#include "nn/threads.h"
+#include "nn/vec.h"
+
+/* Sum over i < n of p[i] (and, with q, of (p[i] - mu) * q[i], or (p[i] - mu)^2 when q == p),
+ * as 4-lane float partial sums finished in double. */
+static double plane_sum(const float *p, size_t n)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a += nnc__v4_load(p + i);
+        b += nnc__v4_load(p + i + 4);
+    }
+    double s = nnc__v4_hsum(a) + nnc__v4_hsum(b);
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+static double plane_dot_centered(const float *p, float mu, const float *q, size_t n)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a, m = nnc__v4_set1(mu);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a += (nnc__v4_load(p + i) - m) * nnc__v4_load(q + i);
+        b += (nnc__v4_load(p + i + 4) - m) * nnc__v4_load(q + i + 4);
+    }
+    double s = nnc__v4_hsum(a) + nnc__v4_hsum(b);
+    for (; i < n; i++) s += (double)(p[i] - mu) * q[i];
+    return s;
+}
+
+static double plane_sq_centered(const float *p, float mu, size_t n)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a, m = nnc__v4_set1(mu);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        nnc__v4 u = nnc__v4_load(p + i) - m, v = nnc__v4_load(p + i + 4) - m;
+        a += u * u;
+        b += v * v;
+    }
+    double s = nnc__v4_hsum(a) + nnc__v4_hsum(b);
+    for (; i < n; i++) s += (double)(p[i] - mu) * (p[i] - mu);
+    return s;
+}
+
+/* The same sums with dy replaced by dz = (y > 0 ? dy : 0) (the gradient through a ReLU). */
+static void plane_sums_masked(const float *x, float mu, const float *dy, const float *y, size_t n,
+                              double *sdy, double *sdyx)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a, m = nnc__v4_set1(mu), zero = a;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
+        a += dz;
+        b += (nnc__v4_load(x + i) - m) * dz;
+    }
+    double s = nnc__v4_hsum(a), t = nnc__v4_hsum(b);
+    for (; i < n; i++)
+        if (y[i] > 0.0f) {
+            s += dy[i];
+            t += (double)(x[i] - mu) * dy[i];
+        }
+    *sdy += s;
+    *sdyx += t;
+}
+
+/* y[i] = x[i] * sc + sh over one plane */
+static void plane_affine(const float *x, float *y, float sc, float sh, size_t n)
+{
+    nnc__v4 a = nnc__v4_set1(sc), b = nnc__v4_set1(sh);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(y + i, nnc__v4_load(x + i) * a + b);
+    for (; i < n; i++) y[i] = x[i] * sc + sh;
+}
 
 static void dims(const nnc_tensor *x, int *n, int *c, size_t *hw)
 {
     *n = x->shape[0];
     *c = x->shape[1];
     *hw = x->ndim == 4 ? (size_t)x->shape[2] * (size_t)x->shape[3] : 1;
+}
+
+typedef struct bn_bwd_ctx {
+    const float *x, *dy;
+    float *dx, *dgamma, *dbeta;
+    const float *y;    /* fused ReLU: the op's output (its mask), else NULL */
+    float *dres;       /* fused residual: its gradient, else NULL */
+    const float *gamma, *mean, *inv_std;
+    int N, C;
+    size_t hw;
+    int training;
+} bn_bwd_ctx;
+
+/* One channel c of the backward below. */
+static void bn_bwd_task(void *vctx, int c, int thread)
+{
+    (void)thread;
+    const bn_bwd_ctx *b = vctx;
+    const int N = b->N, C = b->C;
+    const size_t hw = b->hw;
+    double sdy = 0, sdyx = 0, m = (double)N * (double)hw;
+    float mu = b->mean[c], is = b->inv_std[c];
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * hw;
+        if (b->y) {
+            plane_sums_masked(b->x + off, mu, b->dy + off, b->y + off, hw, &sdy, &sdyx);
+            continue;
+        }
+        sdy += plane_sum(b->dy + off, hw);
+        sdyx += plane_dot_centered(b->x + off, mu, b->dy + off, hw);
+    }
+    if (b->dres)
+        for (int n = 0; n < N; n++) {
+            size_t off = ((size_t)n * C + c) * hw, i = 0;
+            const float *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
+            float *dr = b->dres + off;
+            nnc__v4 zero = nnc__v4_set1(0.0f);
+            if (y) {
+                for (; i + 4 <= hw; i += 4)
+                    nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
+                for (; i < hw; i++)
+                    if (y[i] > 0.0f) dr[i] += dy[i];
+            } else {
+                for (; i + 4 <= hw; i += 4) nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_load(dy + i));
+                for (; i < hw; i++) dr[i] += dy[i];
+            }
+        }
+    sdyx *= is;
+    if (b->dgamma) b->dgamma[c] += (float)sdyx;
+    if (b->dbeta) b->dbeta[c] += (float)sdy;
+    if (!b->dx) return;
+    float gs = (b->gamma ? b->gamma[c] : 1.0f) * is;
+    /* training: dx += gs*dy - gs*mdy - gs*is*mdyx*(x - mu) = gs*dy + A*x + B */
+    float mdy = b->training ? (float)(sdy / m) : 0.0f, mdyx = b->training ? (float)(sdyx / m) : 0.0f;
+    float A = -gs * is * mdyx, B = -gs * mdy + gs * is * mdyx * mu;
+    nnc__v4 vg = nnc__v4_set1(gs), va = nnc__v4_set1(A), vb = nnc__v4_set1(B);
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * hw, i = 0;
+        const float *x = b->x + off, *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
+        float *dx = b->dx + off;
+        if (y) {
+            nnc__v4 zero = nnc__v4_set1(0.0f);
+            for (; i + 4 <= hw; i += 4) {
+                nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
+                nnc__v4_store(dx + i, nnc__v4_load(dx + i) + vg * dz + va * nnc__v4_load(x + i) + vb);
+            }
+            for (; i < hw; i++) dx[i] += gs * (y[i] > 0.0f ? dy[i] : 0.0f) + A * x[i] + B;
+            continue;
+        }
+        for (; i + 4 <= hw; i += 4)
+            nnc__v4_store(dx + i, nnc__v4_load(dx + i) + vg * nnc__v4_load(dy + i) + va * nnc__v4_load(x + i) + vb);
+        for (; i < hw; i++) dx[i] += gs * dy[i] + A * x[i] + B;
+    }
 }
 
 /* dbeta_c = sum dy, dgamma_c = sum dy * xhat; training:
@@ -32,42 +179,82 @@ static void batchnorm_backward(nnc_graph *g, nnc_node *n)
     float *dx = x->requires_grad ? nnc__grad(g, x) : NULL;
     float *dgamma = gamma && gamma->requires_grad ? nnc__grad(g, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? nnc__grad(g, beta) : NULL;
-    double m = (double)N * (double)hw;
-    for (int c = 0; c < C; c++) {
-        double sdy = 0, sdyx = 0;
-        float mu = mean[c], is = inv_std[c];
-        for (int b = 0; b < N; b++) {
-            size_t off = ((size_t)b * C + c) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                sdy += dy[off + i];
-                sdyx += (double)dy[off + i] * (double)((x->data[off + i] - mu) * is);
-            }
+    int relu = n->iargs[1];
+    nnc_tensor *res = n->nin > 3 ? n->in[3] : NULL;
+    float *dres = res && res->requires_grad ? nnc__grad(g, res) : NULL;
+    bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, relu ? n->out->data : NULL, dres,
+                    gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training};
+    nnc__parallel_for(C, bn_bwd_task, &b);
+}
+
+typedef struct bn_fwd_ctx {
+    const float *x;
+    float *y;
+    const float *res;  /* fused residual (shape of x) or NULL */
+    int relu;          /* fused ReLU */
+    const float *gamma, *beta;
+    float *rmean, *rvar, *mean, *inv_std;
+    int N, C;
+    size_t hw;
+    int training;
+    float momentum, eps;
+} bn_fwd_ctx;
+
+/* One channel c: statistics (training) or running statistics (eval), then y. */
+static void bn_fwd_task(void *vctx, int c, int thread)
+{
+    (void)thread;
+    const bn_fwd_ctx *f = vctx;
+    const int N = f->N, C = f->C;
+    const size_t hw = f->hw;
+    if (f->training) {
+        double m = (double)N * (double)hw, s = 0, ss = 0;
+        for (int n = 0; n < N; n++) s += plane_sum(f->x + ((size_t)n * C + c) * hw, hw);
+        double mu = s / m;
+        for (int n = 0; n < N; n++) ss += plane_sq_centered(f->x + ((size_t)n * C + c) * hw, (float)mu, hw);
+        /* the centring used float(mu): correct the sum of squares for the rounding of mu */
+        double d = mu - (double)(float)mu;
+        double var = ss / m - d * d;
+        if (var < 0) var = 0;
+        f->mean[c] = (float)mu;
+        f->inv_std[c] = (float)(1.0 / sqrt(var + (double)f->eps));
+        if (f->rmean) {
+            float mo = f->momentum;
+            f->rmean[c] = (1.0f - mo) * f->rmean[c] + mo * (float)mu;
+            f->rvar[c] = (1.0f - mo) * f->rvar[c] + mo * (float)(var * m / (m - 1));
         }
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!dx) continue;
-        float gs = (gamma ? gamma->data[c] : 1.0f) * is;
-        if (training) {
-            float mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
-            for (int b = 0; b < N; b++) {
-                size_t off = ((size_t)b * C + c) * hw;
-                for (size_t i = 0; i < hw; i++) {
-                    float xh = (x->data[off + i] - mu) * is;
-                    dx[off + i] += gs * (dy[off + i] - mdy - xh * mdyx);
-                }
-            }
-        } else {
-            for (int b = 0; b < N; b++) {
-                size_t off = ((size_t)b * C + c) * hw;
-                for (size_t i = 0; i < hw; i++) dx[off + i] += gs * dy[off + i];
-            }
+    } else {
+        f->mean[c] = f->rmean[c];
+        f->inv_std[c] = (float)(1.0 / sqrt((double)f->rvar[c] + (double)f->eps));
+    }
+    float gm = f->gamma ? f->gamma[c] : 1.0f, bt = f->beta ? f->beta[c] : 0.0f;
+    float sc = gm * f->inv_std[c], sh = bt - f->mean[c] * sc;
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * hw;
+        if (!f->res && !f->relu) {
+            plane_affine(f->x + off, f->y + off, sc, sh, hw);
+            continue;
+        }
+        const float *x = f->x + off, *r = f->res ? f->res + off : NULL;
+        float *y = f->y + off;
+        nnc__v4 a = nnc__v4_set1(sc), b = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
+        size_t i = 0;
+        for (; i + 4 <= hw; i += 4) {
+            nnc__v4 v = nnc__v4_load(x + i) * a + b;
+            if (r) v += nnc__v4_load(r + i);
+            if (f->relu) v = nnc__v4_keep(v, v > zero);
+            nnc__v4_store(y + i, v);
+        }
+        for (; i < hw; i++) {
+            float v = x[i] * sc + sh + (r ? r[i] : 0.0f);
+            y[i] = f->relu ? (v > 0.0f ? v : 0.0f) : v;
         }
     }
 }
 
-nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
-                            nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
-                            float eps, int training)
+static nnc_tensor *bn_op(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                         nnc_tensor *running_mean, nnc_tensor *running_var, float momentum, float eps,
+                         int training, nnc_tensor *residual, int relu)
 {
     NNC_ASSERT(g && x, "batchnorm2d: NULL argument");
     NNC_ASSERT(x->ndim == 4 || x->ndim == 2, "batchnorm2d: x must be (N,C,H,W) or (N,C), got %d dims",
@@ -89,47 +276,37 @@ nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_
         NNC_ASSERT(running_mean != NULL, "batchnorm2d: eval mode needs running statistics");
 
     float *stats = nnc_graph_scratch(g, 2 * (size_t)C * sizeof(float));
-    float *mean = stats, *inv_std = stats + C;
-    for (int c = 0; c < C; c++) {
-        if (!training) {
-            mean[c] = running_mean->data[c];
-            inv_std[c] = (float)(1.0 / sqrt((double)running_var->data[c] + (double)eps));
-            continue;
-        }
-        double s = 0;
-        for (int b = 0; b < N; b++) {
-            const float *p = x->data + ((size_t)b * C + c) * hw;
-            for (size_t i = 0; i < hw; i++) s += p[i];
-        }
-        double mu = s / (double)m, ss = 0;
-        for (int b = 0; b < N; b++) {
-            const float *p = x->data + ((size_t)b * C + c) * hw;
-            for (size_t i = 0; i < hw; i++) ss += ((double)p[i] - mu) * ((double)p[i] - mu);
-        }
-        double var = ss / (double)m;
-        mean[c] = (float)mu;
-        inv_std[c] = (float)(1.0 / sqrt(var + (double)eps));
-        if (running_mean) {
-            float mo = momentum;
-            running_mean->data[c] = (1.0f - mo) * running_mean->data[c] + mo * (float)mu;
-            running_var->data[c] =
-                (1.0f - mo) * running_var->data[c] + mo * (float)(var * (double)m / (double)(m - 1));
-        }
-    }
-
     nnc_tensor *y = nnc_tensor_new(g, x->ndim, x->shape);
-    for (int b = 0; b < N; b++)
-        for (int c = 0; c < C; c++) {
-            size_t off = ((size_t)b * C + c) * hw;
-            float gm = gamma ? gamma->data[c] : 1.0f, bt = beta ? beta->data[c] : 0.0f;
-            float sc = gm * inv_std[c], mu = mean[c];
-            for (size_t i = 0; i < hw; i++) y->data[off + i] = (x->data[off + i] - mu) * sc + bt;
-        }
-    nnc_tensor *in[3] = {x, gamma, beta};
-    nnc_node *n = nnc__record(g, "batchnorm2d", batchnorm_backward, y, 3, in);
+    bn_fwd_ctx f = {x->data, y->data, residual ? residual->data : NULL, relu, gamma ? gamma->data : NULL, beta ? beta->data : NULL,
+                    running_mean ? running_mean->data : NULL, running_var ? running_var->data : NULL,
+                    stats, stats + C, N, C, hw, training, momentum, eps};
+    nnc__parallel_for(C, bn_fwd_task, &f);
+    nnc_tensor *in[4] = {x, gamma, beta, residual};
+    nnc_node *n = nnc__record(g, relu || residual ? "batchnorm2d_relu" : "batchnorm2d", batchnorm_backward, y,
+                              residual ? 4 : 3, in);
     if (n) {
         n->iargs[0] = training;
+        n->iargs[1] = relu;
         n->saved = stats;
     }
     return y;
+}
+
+nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                            nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                            float eps, int training)
+{
+    return bn_op(g, x, gamma, beta, running_mean, running_var, momentum, eps, training, NULL, 0);
+}
+
+nnc_tensor *nnc_batchnorm2d_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                                 nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
+                                 float eps, int training, nnc_tensor *residual)
+{
+    char sx[64], sr[64];
+    NNC_ASSERT(x != NULL, "batchnorm2d_relu: NULL argument");
+    NNC_ASSERT(!residual || nnc_tensor_same_shape(x, residual),
+               "batchnorm2d_relu: residual %s must have the shape of x %s",
+               residual ? nnc_tensor_shape_str(residual, sr, sizeof sr) : "", nnc_tensor_shape_str(x, sx, sizeof sx));
+    return bn_op(g, x, gamma, beta, running_mean, running_var, momentum, eps, training, residual, 1);
 }

@@ -4,6 +4,11 @@
 #include <math.h>
 #include <string.h>
 
+/* nnc_params_all_finite() is the divergence check: it needs IEEE NaN/Inf semantics (TESTS.md A5). */
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+#error "nnc must not be built with -ffast-math, -Ofast or -ffinite-math-only"
+#endif
+
 #define ALIGN_FLOATS (NNC_ALIGN / sizeof(float))
 
 int nnc_params_new(nnc_params **out)

@@ -8,7 +8,8 @@
  * backward function, inputs, output, saved state) to the tape when one of its inputs requires a
  * gradient. nnc_backward() walks the tape in reverse, accumulating into ->grad; step gradients
  * are allocated zero-filled in the arena on first use, parameter gradients accumulate into the
- * grads arena (zero them with nnc_params_zero_grad()).
+ * grads arena (zero them with nnc_params_zero_grad()). Gradients of op outputs are recycled
+ * during backward unless nnc_graph_set_keep_grads() says otherwise.
  *
  * Thread-safety: a graph and its tensors belong to one thread at a time.
  */
@@ -60,6 +61,11 @@ void nnc_graph_reset(nnc_graph *g);
 /* Grad mode: when off, ops record nothing (evaluation). Default on. */
 void nnc_graph_set_grad(nnc_graph *g, int enabled);
 int nnc_graph_grad_enabled(const nnc_graph *g);
+/* Backward hands the gradient buffer of every op output to later gradients of the same size
+ * as soon as the op's own backward has run (the output's ->grad becomes NULL): only leaves and
+ * parameters keep gradients after backward, and the step needs a few gradient buffers instead
+ * of one per activation. keep = 1 keeps every gradient (for inspecting intermediate ones). */
+void nnc_graph_set_keep_grads(nnc_graph *g, int keep);
 /* Anomaly mode: backward checks every gradient it produces and fails with NNC_EDIVERGED naming
  * the op, its tape index and the parameter, instead of propagating NaN/Inf. */
 void nnc_graph_set_anomaly(nnc_graph *g, int enabled);

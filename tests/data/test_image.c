@@ -203,7 +203,7 @@ Test(data_image, image_load_errors)
     cr_assert(strstr(nnc_error_message(), "not a PNG/BMP/PPM/PGM image"), "%s", nnc_error_message());
     cr_assert_eq(nnc_image_load(p, 2, 4, 64, out), NNC_EINVAL);
     /* JPEG is deliberately not decoded (stb 2.27 CVE-2021-28021, see data/image.c) */
-    snprintf(p, sizeof p, "tests/fuzz/corpus/fuzz_image/small.jpg"); /* a real 9x7 JPEG */
+    snprintf(p, sizeof p, "tests/fuzz/corpus/image/small.jpg"); /* a real 9x7 JPEG */
     struct stat st;
     cr_assert_eq(stat(p, &st), 0, "run from the repository root");
     cr_assert_eq(nnc_image_load(p, 3, 4, 64, out), NNC_EFORMAT);

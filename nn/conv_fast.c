@@ -1,0 +1,364 @@
+/* nn/conv_fast.c - drivers of the fast conv2d (method in nn/conv_fast.h): geometry, copies
+ * into and out of the padded phase-split layout, weight packing, and the split over images.
+ *
+ * Per-image buffers (floats; pl = plane stride, a multiple of 48 so that every kernel's
+ * rounded vector count fits inside a plane):
+ *   Xt   C planes-groups of nph planes, channel stride xcs = nph*pl, plus slack     (xsz)
+ *   Yw   forward output rows: kp rows of ywr = round48(P*Wh) wide positions        (ysz)
+ *   Dyw  output gradient rows: kp rows of dks = lead + pl + 16, data at lead + p*Wh + q,
+ *        zeros elsewhere (the garbage columns, the lead and the tail)                (dsz)
+ *   dXt  input gradient in the Xt layout, cp channels                              (xsz_c)
+ * Scratch comes from nnc__thread_scratch of the calling thread, sliced per pool thread. */
+#include <string.h>
+
+#include "nn/conv_fast.h"
+#include "nn/threads.h"
+
+#define ROUND48(x) (((x) + 47) / 48 * 48)
+#define ROUND16(x) (((x) + 15) / 16 * 16)
+#define WGRAD_CHUNKS 16                 /* max partial-sum chunks of the weight gradient */
+#define WGRAD_PART_FLOATS (4u << 20)    /* cap on chunks * |W| */
+
+typedef struct geo {
+    nnc__conv_shape cs;
+    int st, nph, rh, wh, nw, ntaps, maxoff, lead;
+    size_t pl, xcs, xsz, ywr, ysz, dks, dsz;
+    int kp, cp;                         /* K and C rounded up to 16 (covers every tile size) */
+} geo;
+
+static geo make_geo(const nnc__conv_shape *cs)
+{
+    geo G;
+    memset(&G, 0, sizeof G);
+    G.cs = *cs;
+    G.st = cs->stride;
+    G.nph = G.st * G.st;
+    int hp = cs->h + 2 * cs->pad, wp = cs->w + 2 * cs->pad;
+    G.rh = (hp + G.st - 1) / G.st;
+    G.wh = (wp + G.st - 1) / G.st;
+    G.nw = cs->p * G.wh;
+    G.ntaps = cs->r * cs->s;
+    G.maxoff = ((cs->r - 1) / G.st) * G.wh + (cs->s - 1) / G.st;
+    G.lead = ROUND16(G.maxoff);
+    G.pl = ROUND48((size_t)G.rh * G.wh);
+    G.xcs = (size_t)G.nph * G.pl;
+    G.kp = ROUND16(cs->k);
+    G.cp = ROUND16(cs->c);
+    G.xsz = (size_t)cs->c * G.xcs + G.pl + (size_t)G.maxoff + 64;
+    G.ywr = ROUND48((size_t)G.nw);
+    G.ysz = (size_t)G.kp * G.ywr;
+    G.dks = (size_t)G.lead + G.pl + 16;
+    G.dsz = (size_t)G.kp * G.dks;
+    return G;
+}
+
+/* Offset of tap t = r*S + s inside one channel of Xt. */
+static int tap_offset(const geo *G, int t)
+{
+    int r = t / G->cs.s, s = t % G->cs.s, st = G->st;
+    return (int)(((r % st) * st + s % st) * G->pl) + (r / st) * G->wh + s / st;
+}
+
+/* x (C,H,W) of one image -> Xt (layout above); every float of Xt is written. */
+static void fill_xt(const geo *G, const float *x, float *xt)
+{
+    const nnc__conv_shape *cs = &G->cs;
+    const int st = G->st, pad = cs->pad, wh = G->wh;
+    for (int c = 0; c < cs->c; c++)
+        for (int a = 0; a < st; a++)
+            for (int b = 0; b < st; b++) {
+                float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->pl;
+                for (int i = 0; i < G->rh; i++) {
+                    int hr = i * st + a - pad;
+                    float *row = pln + (size_t)i * wh;
+                    if (hr < 0 || hr >= cs->h) {
+                        memset(row, 0, sizeof(float) * (size_t)wh);
+                        continue;
+                    }
+                    const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
+                    if (st == 1) {
+                        int tail = wh - pad - cs->w;
+                        memset(row, 0, sizeof(float) * (size_t)pad);
+                        memcpy(row + pad, src, sizeof(float) * (size_t)cs->w);
+                        if (tail > 0) memset(row + pad + cs->w, 0, sizeof(float) * (size_t)tail);
+                    } else {
+                        for (int j = 0; j < wh; j++) {
+                            int wc = j * st + b - pad;
+                            row[j] = (wc >= 0 && wc < cs->w) ? src[wc] : 0.0f;
+                        }
+                    }
+                }
+                memset(pln + (size_t)G->rh * wh, 0, sizeof(float) * (G->pl - (size_t)G->rh * wh));
+            }
+    size_t used = (size_t)cs->c * G->xcs;
+    memset(xt + used, 0, sizeof(float) * (G->xsz - used));
+}
+
+/* dy (K,P,Q) of one image -> Dyw (layout above), rows K..kp-1 zero. */
+static void fill_dyw(const geo *G, const float *dy, float *d)
+{
+    const nnc__conv_shape *cs = &G->cs;
+    const int P = cs->p, Q = cs->q, wh = G->wh;
+    for (int k = 0; k < G->kp; k++) {
+        float *row = d + (size_t)k * G->dks;
+        if (k >= cs->k) {
+            memset(row, 0, sizeof(float) * G->dks);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * (size_t)G->lead);
+        float *o = row + G->lead;
+        const float *src = dy + (size_t)k * P * Q;
+        for (int p = 0; p < P; p++) {
+            memcpy(o + (size_t)p * wh, src + (size_t)p * Q, sizeof(float) * (size_t)Q);
+            memset(o + (size_t)p * wh + Q, 0, sizeof(float) * (size_t)(wh - Q));
+        }
+        size_t used = (size_t)G->lead + (size_t)P * wh;
+        memset(row + used, 0, sizeof(float) * (G->dks - used));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * forward
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct fwd_ctx {
+    const geo *G;
+    const conv_kernels *kn;
+    const float *x, *b, *wp;
+    const int *toff;
+    float *y, *scratch;
+    size_t per_thread;
+} fwd_ctx;
+
+static void fwd_task(void *vctx, int n, int thread)
+{
+    const fwd_ctx *f = vctx;
+    const geo *G = f->G;
+    const nnc__conv_shape *cs = &G->cs;
+    float *xt = f->scratch + (size_t)thread * f->per_thread, *yw = xt + G->xsz;
+    fill_xt(G, f->x + (size_t)n * cs->c * cs->h * cs->w, xt);
+    int kblocks = (cs->k + f->kn->kb - 1) / f->kn->kb, nvec = (G->nw + f->kn->L - 1) / f->kn->L;
+    f->kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec);
+    float *y = f->y + (size_t)n * cs->k * cs->p * cs->q;
+    for (int k = 0; k < cs->k; k++) {
+        float bk = f->b ? f->b[k] : 0.0f;
+        const float *src = yw + (size_t)k * G->ywr;
+        float *dst = y + (size_t)k * cs->p * cs->q;
+        for (int p = 0; p < cs->p; p++)
+            for (int q = 0; q < cs->q; q++) dst[p * cs->q + q] = src[p * G->wh + q] + bk;
+    }
+}
+
+void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                            const float *b, float *y)
+{
+    (void)g;
+    const conv_kernels *kn = nnc__conv_kernels();
+    geo G = make_geo(cs);
+    const int KB = kn->kb, C = cs->c, T = G.ntaps;
+    int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(cs->n);
+    size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
+    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = sizeof(float) * (size_t)width * per_thread;
+    size_t bytes = wpb + scb + sizeof(int) * (size_t)T;
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    float *wp = (float *)base, *scratch = (float *)(base + wpb);
+    int *toff = (int *)(base + wpb + scb);
+    for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
+    /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K) */
+    for (int kb = 0; kb < kblocks; kb++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                for (int kk = 0; kk < KB; kk++) {
+                    int k = kb * KB + kk;
+                    wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
+                }
+    fwd_ctx f = {&G, kn, x, b, wp, toff, y, scratch, per_thread};
+    nnc__parallel_for(cs->n, fwd_task, &f);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * backward: images are grouped into subgroups of g0 (enough positions for the weight-gradient
+ * dot products), subgroups into at most WGRAD_CHUNKS chunks; a task is a chunk. Each chunk owns
+ * a partial dW/db, summed in chunk order at the end.
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct bwd_ctx {
+    const geo *G;
+    const conv_kernels *kn;
+    const float *x, *dy;
+    float *dx;
+    int need_w, need_b;
+    size_t xstride;    /* floats per image of Xt in the scratch (0 without dW) */
+    int g0, nsub, nchunk;
+    /* dX: per phase, taps (shifts into Dyw) and packed transposed weights */
+    const int *ph_nt, *ph_shift, *ph_wofs;
+    const float *wt;
+    const size_t *col;
+    float *part;       /* nchunk x |W| */
+    double *bpart;     /* nchunk x K */
+    float *scratch;
+    size_t per_thread;
+} bwd_ctx;
+
+static void bwd_task(void *vctx, int chunk, int thread)
+{
+    const bwd_ctx *b = vctx;
+    const geo *G = b->G;
+    const nnc__conv_shape *cs = &G->cs;
+    const conv_kernels *kn = b->kn;
+    const int C = cs->c, K = cs->k, T = G->ntaps, PQ = cs->p * cs->q;
+    const size_t xs = (size_t)C * cs->h * cs->w, ys = (size_t)K * PQ, nwt = (size_t)K * C * T;
+    float *xt = b->scratch + (size_t)thread * b->per_thread;
+    float *dyw = xt + (size_t)b->g0 * b->xstride, *dxt = dyw + (size_t)b->g0 * G->dsz;
+    float *part = b->part ? b->part + (size_t)chunk * nwt : NULL;
+    double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
+    if (part) memset(part, 0, sizeof(float) * nwt);
+    if (bpart) memset(bpart, 0, sizeof(double) * (size_t)K);
+    int s0 = (int)((long long)chunk * b->nsub / b->nchunk), s1 = (int)((long long)(chunk + 1) * b->nsub / b->nchunk);
+    for (int sg = s0; sg < s1; sg++) {
+        int n0 = sg * b->g0, n1 = n0 + b->g0 < cs->n ? n0 + b->g0 : cs->n, gn = n1 - n0;
+        for (int i = 0; i < gn; i++) {
+            const float *dyn = b->dy + (size_t)(n0 + i) * ys;
+            fill_dyw(G, dyn, dyw + (size_t)i * G->dsz);
+            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt + (size_t)i * G->xsz);
+            if (bpart)
+                for (int k = 0; k < K; k++) {
+                    double s = 0;
+                    for (int j = 0; j < PQ; j++) s += dyn[(size_t)k * PQ + j];
+                    bpart[k] += s;
+                }
+        }
+        if (part)
+            kn->wgrad(dyw + G->lead, G->dks, G->dsz, xt, G->xsz, b->col, C * T, K, gn,
+                      (G->nw + kn->L - 1) / kn->L, part, (size_t)C * T);
+        if (!b->dx) continue;
+        int cblocks = (C + kn->kb - 1) / kn->kb, nvec = (int)((size_t)G->rh * G->wh + kn->L - 1) / kn->L;
+        for (int i = 0; i < gn; i++) {
+            const float *d = dyw + (size_t)i * G->dsz;
+            for (int ph = 0; ph < G->nph; ph++)
+                kn->shifted_gemm(d, G->dks, K, b->ph_shift + ph * T, b->ph_nt[ph], b->wt + b->ph_wofs[ph],
+                                 dxt + (size_t)ph * G->pl, G->xcs, cblocks, nvec);
+            float *dxn = b->dx + (size_t)(n0 + i) * xs;
+            const int st = G->st, pad = cs->pad;
+            for (int c = 0; c < C; c++)
+                for (int h = 0; h < cs->h; h++) {
+                    int hh = h + pad;
+                    const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->pl +
+                                       (size_t)(hh / st) * G->wh;
+                    float *dst = dxn + ((size_t)c * cs->h + h) * cs->w;
+                    if (st == 1) {
+                        for (int w = 0; w < cs->w; w++) dst[w] += src[w + pad];
+                    } else {
+                        for (int w = 0; w < cs->w; w++) {
+                            int ww = w + pad;
+                            dst[w] += src[(size_t)(ww % st) * G->pl + ww / st];
+                        }
+                    }
+                }
+        }
+    }
+}
+
+typedef struct red_ctx {
+    float *dst;
+    const float *part;
+    size_t n;
+    int nchunk;
+} red_ctx;
+
+/* dst[i] += sum over chunks in order of part[chunk][i], for i in this task's slice. */
+static void reduce_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    const red_ctx *r = vctx;
+    size_t lo = r->n * (size_t)task / 64, hi = r->n * (size_t)(task + 1) / 64;
+    for (size_t i = lo; i < hi; i++) {
+        float s = r->part[i];
+        for (int c = 1; c < r->nchunk; c++) s += r->part[(size_t)c * r->n + i];
+        r->dst[i] += s;
+    }
+}
+
+void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *db)
+{
+    (void)g;
+    if (!dx && !dw && !db) return;
+    const conv_kernels *kn = nnc__conv_kernels();
+    geo G = make_geo(cs);
+    const int KB = kn->kb, C = cs->c, K = cs->k, T = G.ntaps, N = cs->n;
+    const size_t nwt = (size_t)K * C * T;
+
+    int g0 = (768 + G.nw - 1) / G.nw;
+    if (g0 > N) g0 = N;
+    if (g0 > 16) g0 = 16;
+    int nsub = (N + g0 - 1) / g0;
+    int nchunk = nsub < WGRAD_CHUNKS ? nsub : WGRAD_CHUNKS;
+    if (dw && (size_t)nchunk * nwt > WGRAD_PART_FLOATS) nchunk = (int)(WGRAD_PART_FLOATS / nwt) > 0 ? (int)(WGRAD_PART_FLOATS / nwt) : 1;
+    int width = nnc__parallel_width(nchunk);
+
+    int cblocks = (C + KB - 1) / KB;
+    size_t ncol = (size_t)C * T, ncolp = (ncol + 47) / 48 * 48; /* a multiple of every WT */
+    size_t wtn = dx ? (size_t)cblocks * K * T * KB : 0;
+    size_t per_thread = (size_t)g0 * ((dw ? G.xsz : 0) + G.dsz) + (dx ? (size_t)G.cp * G.xcs + G.pl : 0);
+    size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,
+                    sizeof(int) * (size_t)(2 * G.nph + G.nph * T), sizeof(float) * (dw ? (size_t)nchunk * nwt : 0),
+                    sizeof(float) * wtn, sizeof(float) * (size_t)width * per_thread, 0};
+    size_t bytes = 0;
+    for (int i = 0; i < 6; i++) bytes += (sz[i] + 63) / 64 * 64;
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    void *slot[6];
+    for (int i = 0; i < 6; i++) {
+        slot[i] = base;
+        base += (sz[i] + 63) / 64 * 64;
+    }
+    double *bpart = db ? slot[0] : NULL;
+    size_t *col = slot[1];
+    int *ph_nt = slot[2], *ph_wofs = ph_nt + G.nph, *ph_shift = ph_wofs + G.nph;
+    float *part = slot[3], *wt = slot[4], *scratch = slot[5];
+
+    /* weight-gradient columns: (c, t) -> offset of tap t of channel c in Xt */
+    for (size_t i = 0; i < ncolp; i++) col[i] = i < ncol ? (size_t)(i / T) * G.xcs + (size_t)tap_offset(&G, (int)(i % T)) : 0;
+    /* input-gradient phases: phase ph holds the taps t with (r%st, s%st) == ph; its packed
+     * weights are wt[ph_wofs[ph] + ((cb*K + k)*nt + i)*KB + cc] = w[k][cb*KB + cc][t_i] */
+    if (dx) {
+        int wofs = 0;
+        for (int ph = 0; ph < G.nph; ph++) {
+            int nt = 0;
+            int tl[T > 0 ? T : 1];
+            for (int t = 0; t < T; t++) {
+                int r = t / cs->s, s = t % cs->s;
+                if ((r % G.st) * G.st + s % G.st != ph) continue;
+                tl[nt] = t;
+                ph_shift[ph * T + nt] = G.lead - ((r / G.st) * G.wh + s / G.st);
+                nt++;
+            }
+            ph_nt[ph] = nt;
+            ph_wofs[ph] = wofs;
+            for (int cb = 0; cb < cblocks; cb++)
+                for (int k = 0; k < K; k++)
+                    for (int i = 0; i < nt; i++)
+                        for (int cc = 0; cc < KB; cc++) {
+                            int c = cb * KB + cc;
+                            wt[wofs + (((size_t)cb * K + k) * nt + i) * KB + cc] =
+                                c < C ? w[((size_t)k * C + c) * T + tl[i]] : 0.0f;
+                        }
+            wofs += cblocks * K * nt * KB;
+        }
+    }
+    bwd_ctx b = {&G, kn, x, dy, dx, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, ph_nt, ph_shift, ph_wofs, wt,
+                 col, dw ? part : NULL, bpart, scratch, per_thread};
+    nnc__parallel_for(nchunk, bwd_task, &b);
+    if (dw) {
+        red_ctx r = {dw, part, nwt, nchunk};
+        nnc__parallel_for(64, reduce_task, &r);
+    }
+    if (db)
+        for (int k = 0; k < K; k++) {
+            double s = 0;
+            for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
+            db[k] += (float)s;
+        }
+}

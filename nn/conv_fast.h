@@ -1,0 +1,60 @@
+/* nn/conv_fast.h - the fast conv2d kernels behind nnc_conv2d (internal to nn/).
+ *
+ * Method ("shifted GEMM" direct convolution, NCHW at both ends):
+ *   Each image is copied into a zero-padded, stride-phase-split buffer Xt: for every channel
+ *   c and phase (a,b) in [0,stride)^2 a plane Xt[c][a*st+b][i][j] = xpad[c][i*st+a][j*st+b]
+ *   of Rh x Wh values, Rh = ceil(Hp/st), Wh = ceil(Wp/st) (Hp, Wp the padded input size).
+ *   An output row p, column q then reads, for tap (r,s), the plane of phase (r%st, s%st) at
+ *   flat index (p*Wh + q) + (r/st)*Wh + s/st: a pure shift of the flat output index
+ *   j = p*Wh + q. So every conv (any stride, pad, kernel) is
+ *       Y[k][j] = sum_{c, taps t} W[k][c][t] * Xt[c][plane_t][j + off_t]
+ *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded), with the
+ *   pixel index j vectorised (16 lanes with AVX-512) and register tiles over output channels.
+ *   The input gradient is the same kernel run on the zero-padded output gradient, once per
+ *   phase with that phase's taps (a transposed conv); the weight gradient is a dot product
+ *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
+ * Work is split over images by nn/threads.h with a partition that depends only on the shape,
+ * so results are bitwise identical for any thread count.
+ *
+ * Thread-safety: like the ops: buffers come from the caller's graph arena.
+ */
+#ifndef NNC_CONV_FAST_H
+#define NNC_CONV_FAST_H
+
+#include <stddef.h>
+
+#include "nn/tensor.h"
+
+typedef struct nnc__conv_shape {
+    int n, c, h, w;   /* input */
+    int k, r, s;      /* filters */
+    int stride, pad;
+    int p, q;         /* output spatial size */
+} nnc__conv_shape;
+
+/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K or NULL); overwrites y. */
+void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                            const float *b, float *y);
+/* dx (N,C,H,W), dw (K,C,R,S), db (K) += gradients for upstream dy (N,K,P,Q); any of dx, dw,
+ * db may be NULL. */
+void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *db);
+
+/* --- per-ISA micro-kernels (nn/conv_kern.c) --- */
+typedef struct conv_kernels {
+    int L;      /* lanes per vector */
+    int kb, jv; /* shifted-GEMM tile: kb output rows x jv vectors */
+    int wk, wt; /* weight-gradient tile: wk rows x wt columns */
+    /* out[k][j] (k < kblocks*kb, j < nvec*L, row stride out_ks)
+     *   = sum_{c < cin, t < ntaps} wp[((k/kb)*cin + c)*ntaps + t)*kb + k%kb] * in[c*in_cs + toff[t] + j] */
+    void (*shifted_gemm)(const float *in, size_t in_cs, int cin, const int *toff, int ntaps,
+                         const float *wp, float *out, size_t out_ks, int kblocks, int nvec);
+    /* dw[k*ld + c] += sum_{g < nimg, j < nvec*L} dy[g*dy_is + k*dy_ks + j] * x[g*x_is + col[c] + j] */
+    void (*wgrad)(const float *dy, size_t dy_ks, size_t dy_is, const float *x, size_t x_is,
+                  const size_t *col, int ncol, int nrow, int nimg, int nvec, float *dw, size_t ld);
+} conv_kernels;
+
+/* The kernels for the current ISA level (nn/cpu.h). */
+const conv_kernels *nnc__conv_kernels(void);
+
+#endif

@@ -1,0 +1,88 @@
+/* optim/sgd.c - SGD with momentum, Nesterov and weight decay, PyTorch semantics (dampening 0).
+ *
+ * One flat loop per params entry over data/grad/momentum at the same offsets; buffers are
+ * skipped. The momentum buffer starts at zero, so v = m*0 + g = g on the first step exactly as
+ * torch.optim.SGD's "buf = clone(d_p)". */
+#include <math.h>
+#include <string.h>
+
+#include "optim/optim.h"
+
+nnc_sgd_config nnc_sgd_config_default(void)
+{
+    nnc_sgd_config c = {.momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = 0, .decay_bn_bias = 1};
+    return c;
+}
+
+int nnc_sgd_new(nnc_params *p, const nnc_sgd_config *cfg, nnc_sgd **out)
+{
+    NNC_ASSERT(p && p->finalized && out, "sgd_new: params must be finalized");
+    *out = NULL;
+    nnc_sgd_config c = cfg ? *cfg : nnc_sgd_config_default();
+    if (!isfinite(c.momentum) || c.momentum < 0.0f)
+        return nnc__fail(NNC_EINVAL, "sgd: momentum must be a finite value >= 0, found %g", (double)c.momentum);
+    if (!isfinite(c.weight_decay) || c.weight_decay < 0.0f)
+        return nnc__fail(NNC_EINVAL, "sgd: weight decay must be a finite value >= 0, found %g",
+                         (double)c.weight_decay);
+    if (c.nesterov && c.momentum <= 0.0f)
+        return nnc__fail(NNC_EINVAL, "sgd: Nesterov momentum requires momentum > 0, found %g",
+                         (double)c.momentum);
+    nnc_sgd *o = nnc__calloc(1, sizeof *o);
+    if (!o) return nnc__fail(NNC_ENOMEM, "sgd: out of memory");
+    o->cfg = c;
+    o->params = p;
+    o->momentum = nnc__calloc(p->n_data ? p->n_data : 1, sizeof(float));
+    if (!o->momentum) {
+        nnc__free(o);
+        return nnc__fail(NNC_ENOMEM, "sgd: cannot allocate %zu momentum floats", p->n_data);
+    }
+    *out = o;
+    return NNC_OK;
+}
+
+void nnc_sgd_free(nnc_sgd *o)
+{
+    if (!o) return;
+    nnc__free(o->momentum);
+    nnc__free(o);
+}
+
+void nnc_sgd_reset(nnc_sgd *o)
+{
+    memset(o->momentum, 0, o->params->n_data * sizeof(float));
+}
+
+/* w, g, v: n floats of one entry. */
+static void step_entry(float *restrict w, const float *restrict g, float *restrict v, size_t n,
+                       float lr, float wd, float mom, int nesterov)
+{
+    if (mom == 0.0f) {
+        for (size_t i = 0; i < n; i++) {
+            float d = g[i] + wd * w[i];
+            w[i] -= lr * d;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] + wd * w[i];
+        float m = mom * v[i] + d;
+        v[i] = m;
+        if (nesterov) d = d + mom * m;
+        else d = m;
+        w[i] -= lr * d;
+    }
+}
+
+void nnc_sgd_step(nnc_sgd *o, float lr)
+{
+    nnc_params *p = o->params;
+    for (int i = 0; i < p->count; i++) {
+        const nnc_param_entry *e = &p->entries[i];
+        if (e->flags & NNC_PARAM_BUFFER) continue;
+        float wd = o->cfg.weight_decay;
+        if (!o->cfg.decay_bn_bias && (e->flags & NNC_PARAM_NO_DECAY)) wd = 0.0f;
+        step_entry(p->data + e->offset, p->grad + e->offset, o->momentum + e->offset, e->numel, lr, wd,
+                   o->cfg.momentum, o->cfg.nesterov);
+    }
+    o->steps++;
+}

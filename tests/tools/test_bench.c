@@ -1,0 +1,84 @@
+/* tests/tools/test_bench.c - `nnc bench`: --json ends the output with one JSON object line
+ * holding the model, batch, threads and positive throughputs; bad flags give exit code 2 with a
+ * message naming the flag. Runs the release binary (NNC_RELEASE_BIN, set by make check) on tiny
+ * models and batches so each case takes well under a second. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static const char *bin(void)
+{
+    const char *b = getenv("NNC_RELEASE_BIN");
+    cr_assert_not_null(b, "NNC_RELEASE_BIN is not set (run through make check)");
+    return b;
+}
+
+/* Run `bin args 2>&1`, capture up to cap-1 bytes of output, return the exit status. */
+static int run(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin(), args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const char *last_line(char *out)
+{
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n') out[--n] = 0;
+    char *nl = strrchr(out, '\n');
+    return nl ? nl + 1 : out;
+}
+
+static double num_after(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(json, pat);
+    cr_assert_not_null(p, "key %s missing in %s", key, json);
+    return strtod(p + strlen(pat), NULL);
+}
+
+static void check_json(const char *args, const char *model, int batch, int threads)
+{
+    char out[8192];
+    cr_assert_eq(run(args, out, sizeof out), 0, "nnc %s failed:\n%s", args, out);
+    const char *j = last_line(out);
+    cr_assert(j[0] == '{' && j[strlen(j) - 1] == '}', "last line is not one JSON object: %s", j);
+    char want[64];
+    snprintf(want, sizeof want, "\"model\": \"%s\"", model);
+    cr_expect(strstr(j, want) != NULL, "model missing: %s", j);
+    cr_expect_eq((int)num_after(j, "batch"), batch);
+    cr_expect_eq((int)num_after(j, "threads"), threads);
+    cr_expect_gt(num_after(j, "train_images_per_sec"), 0.0, "%s", j);
+    cr_expect_gt(num_after(j, "infer_images_per_sec"), 0.0, "%s", j);
+    cr_expect_gt(num_after(j, "peak_rss_mib"), 0.0, "%s", j);
+}
+
+Test(tools_bench, json_line_tiny_model, .timeout = 30)
+{
+    check_json("bench --model tiny --batch 4 --runs 2 --warmup 1 --json --image-size 8", "tiny", 4, 1);
+}
+
+Test(tools_bench, json_line_resnet8_two_threads, .timeout = 30)
+{
+    check_json("bench --model resnet8 --batch 3 --threads 2 --runs 1 --warmup 1 --json --image-size 8", "resnet8", 3, 2);
+}
+
+Test(tools_bench, bad_flags_exit_2_with_message, .timeout = 30)
+{
+    char out[8192];
+    cr_expect_eq(run("bench --batch 0", out, sizeof out), 2);
+    cr_expect(strstr(out, "--batch") != NULL, "message should name --batch: %s", out);
+    cr_expect_eq(run("bench --threads 100 --model tiny", out, sizeof out), 2);
+    cr_expect(strstr(out, "threads") != NULL, "message should name threads: %s", out);
+    cr_expect_eq(run("bench --model nosuchnet", out, sizeof out), 2);
+    cr_expect(strstr(out, "nosuchnet") != NULL, "message should name the model: %s", out);
+    cr_expect_eq(run("bench --bogus 1", out, sizeof out), 2);
+}

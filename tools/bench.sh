@@ -1,0 +1,79 @@
+#!/bin/sh
+# tools/bench.sh - nnc vs PyTorch, side by side (make bench; PERF.md "How to measure").
+#   tools/bench.sh [NNC_BINARY]            (default build/nnc)
+# Environment: ROUNDS (5), MODELS ("resnet20 vgg16"), THREADS ("1 2"), BATCH (128),
+#   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine).
+# Each round runs, for every model, `nnc bench` at every thread count and then one
+# torch_bench.py measurement (1 and 2 threads), so both share the machine's noise; the table
+# gives medians over rounds and the median of the per-round ratios nnc / PyTorch.
+# PyTorch runs only when /usr/bin/python3 can import torch (apt-get install python3-torch).
+set -eu
+NNC=${1:-build/nnc}
+ROUNDS=${ROUNDS:-5}
+MODELS=${MODELS:-"resnet20 vgg16"}
+THREADS=${THREADS:-"1 2"}
+BATCH=${BATCH:-128}
+TORCH_FORMAT=${TORCH_FORMAT:-channels_last}
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shared/ sits next to the repository (../shared); a git worktree one level deeper also finds it.
+if [ -z "${TORCH_BENCH:-}" ]; then
+    for d in "$HERE/../../shared" "$HERE/../../../shared"; do
+        if [ -f "$d/peers/torch_bench.py" ]; then TORCH_BENCH=$d/peers/torch_bench.py; break; fi
+    done
+fi
+TORCH_BENCH=${TORCH_BENCH:-../shared/peers/torch_bench.py}
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+
+have_torch=0
+if [ -f "$TORCH_BENCH" ] && /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then have_torch=1; fi
+[ "$have_torch" = 1 ] || echo "bench: PyTorch not available (python3-torch or $TORCH_BENCH missing): nnc only" >&2
+cl=""
+[ "$TORCH_FORMAT" = channels_last ] && cl="--channels-last"
+
+echo "nnc vs PyTorch ($TORCH_FORMAT), batch $BATCH, $ROUNDS interleaved rounds; $(date -u '+%F %T') UTC; load $(cut -d' ' -f1-3 /proc/loadavg)"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    for m in $MODELS; do
+        iters=2
+        [ "$m" = vgg16 ] && iters=1
+        for t in $THREADS; do
+            line=$("$NNC" bench --model "$m" --batch "$BATCH" --threads "$t" --runs 1 --warmup 2 --iters "$iters" --json | tail -1)
+            echo "nnc $r $line" >>"$OUT"
+        done
+        if [ "$have_torch" = 1 ]; then
+            /usr/bin/python3 "$TORCH_BENCH" bench --models "$m" --runs 1 --warmup 1 $cl 2>/dev/null |
+                sed -n "s/^\([a-z0-9]*\) *\(train\|infer\) *\([0-9]\)T: median *\([0-9.]*\) img\/s.*/torch $r \1 \2 \3 \4/p" >>"$OUT"
+        fi
+    done
+    echo "round $r done" >&2
+    r=$((r + 1))
+done
+
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, statistics, sys
+nnc, torch = {}, {}
+for line in open(sys.argv[1]):
+    f = line.split(None, 2)
+    if f[0] == "nnc":
+        j = json.loads(f[2])
+        for mode, key in (("train", "train_images_per_sec"), ("infer", "infer_images_per_sec")):
+            nnc.setdefault((j["model"], mode, j["threads"]), {})[int(f[1])] = j[key]
+        nnc.setdefault((j["model"], "rss", j["threads"]), {})[int(f[1])] = j["peak_rss_mib"]
+    else:
+        _, r, model, mode, t, v = line.split()
+        torch.setdefault((model, mode, int(t)), {})[int(r)] = float(v)
+print(f"{'model':9s} {'mode':5s} {'thr':>3s} {'nnc img/s':>10s} {'torch img/s':>12s} {'ratio':>6s}  (ratio = median of per-round nnc/torch)")
+for key in sorted(k for k in nnc if k[1] != "rss"):
+    a = nnc[key]
+    b = torch.get(key, {})
+    na = statistics.median(a.values())
+    if b:
+        nb = statistics.median(b.values())
+        ratio = statistics.median(a[r] / b[r] for r in a if r in b and b[r] > 0)
+        print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {nb:12.1f} {ratio:6.2f}")
+    else:
+        print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {'-':>12s} {'-':>6s}")
+for key in sorted(k for k in nnc if k[1] == "rss"):
+    print(f"{key[0]:9s} nnc bench process peak RSS at {key[2]} threads: {max(nnc[key].values()):.0f} MiB")
+PY

@@ -1,0 +1,188 @@
+/* tools/cmd_bench.c - `nnc bench`: training and inference throughput of a model on a random
+ * batch, the nnc side of PERF.md's side-by-side measurement (tools/bench.sh runs PyTorch).
+ *
+ * Training step = forward + softmax cross-entropy + backward + SGD(momentum 0.9, weight decay
+ * 5e-4, lr 0.01) on a fixed random batch (N,C,S,S) with random labels; inference = eval-mode
+ * forward with grad off. Warm-up steps are excluded; each run times `iters` steps and the
+ * reported figure is the median over runs. --json ends the output with one JSON object line. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "nn/nnc.h"
+#include "nn/threads.h"
+#include "tools/cli.h"
+
+typedef struct bench_state {
+    nnc_model *model;
+    nnc_sgd *opt;
+    nnc_graph *graph;
+    float *x;
+    int *labels;
+    int batch, chans, size;
+} bench_state;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int train_step(bench_state *s)
+{
+    nnc_graph_reset(s->graph);
+    nnc_graph_set_grad(s->graph, 1);
+    nnc_params_zero_grad(nnc_model_params(s->model));
+    int shape[4] = {s->batch, s->chans, s->size, s->size};
+    nnc_tensor *x = nnc_tensor_wrap(s->graph, s->x, 4, shape);
+    nnc_tensor *logits = nnc_model_forward(s->model, s->graph, x, 1, NULL);
+    nnc_tensor *loss = nnc_softmax_cross_entropy(s->graph, logits, s->labels, NNC_REDUCE_MEAN, 0.0f);
+    int st = nnc_backward(s->graph, loss);
+    if (st) return st;
+    nnc_sgd_step(s->opt, 0.01f);
+    return NNC_OK;
+}
+
+static void infer_step(bench_state *s)
+{
+    nnc_graph_reset(s->graph);
+    nnc_graph_set_grad(s->graph, 0);
+    int shape[4] = {s->batch, s->chans, s->size, s->size};
+    nnc_tensor *x = nnc_tensor_wrap(s->graph, s->x, 4, shape);
+    (void)nnc_model_forward(s->model, s->graph, x, 0, NULL);
+}
+
+/* Median images/s over runs of iters steps each, after warmup steps. */
+static int measure(bench_state *s, int train, int warmup, int runs, int iters, double *out)
+{
+    double *v = malloc(sizeof(double) * (size_t)runs);
+    if (!v) return nnc__fail(NNC_ENOMEM, "bench: out of memory");
+    for (int i = 0; i < warmup; i++) {
+        if (!train) {
+            infer_step(s);
+            continue;
+        }
+        int st = train_step(s);
+        if (st) {
+            free(v);
+            return st;
+        }
+    }
+    for (int r = 0; r < runs; r++) {
+        double t0 = cli_now();
+        for (int i = 0; i < iters; i++) {
+            if (!train) {
+                infer_step(s);
+                continue;
+            }
+            int st = train_step(s);
+            if (st) {
+                free(v);
+                return st;
+            }
+        }
+        v[r] = (double)s->batch * iters / (cli_now() - t0);
+    }
+    *out = median(v, runs);
+    free(v);
+    return NNC_OK;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model = "resnet20";
+    int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0;
+    long seed = 1;
+    flag_spec flags[] = {
+        {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; see nnc models)", 0},
+        {"batch", FLAG_INT, &batch, "batch size N of the random (N,C,S,S) batch", 0},
+        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads)", 0},
+        {"runs", FLAG_INT, &runs, "timed runs; the median is reported", 0},
+        {"warmup", FLAG_INT, &warmup, "untimed steps before the runs", 0},
+        {"iters", FLAG_INT, &iters, "steps per timed run", 0},
+        {"image-size", FLAG_INT, &image, "image side S (0 = the model's default)", 0},
+        {"train-only", FLAG_BOOL, &train_only, "skip the inference measurement", 0},
+        {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
+        {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
+    };
+    flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json]",
+                    "Measure training (forward + cross-entropy + backward + SGD momentum 0.9, weight "
+                    "decay 5e-4) and eval-mode inference throughput on a random batch with random labels; "
+                    "prints medians over runs (warm-up excluded) and the process's peak RSS.",
+                    flags, (int)(sizeof flags / sizeof flags[0]), NULL, 0, 0};
+    int rc = flags_parse(&t, argc - 1, argv + 1);
+    if (rc) return rc == 1 ? EXIT_OK : rc;
+    const struct { const char *name; int v, lo; } checks[] = {
+        {"batch", batch, 1}, {"threads", threads, 1}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
+        {"image-size", image, 0}};
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (checks[i].v < checks[i].lo) {
+            cli_error("--%s: expected an integer >= %d, found %d", checks[i].name, checks[i].lo, checks[i].v);
+            return EXIT_USAGE;
+        }
+    int st = nnc_set_threads(threads);
+    if (st) {
+        cli_error("--threads: %s", nnc_error_message());
+        return cli_exit_code(st);
+    }
+    nnc_blas_set_threads(1);
+
+    bench_state s;
+    memset(&s, 0, sizeof s);
+    nnc_model_config cfg = nnc_model_config_default();
+    if (image) cfg.image_size = image;
+    double train_ips = 0, infer_ips = 0;
+    st = nnc_model_new(model, &cfg, (uint64_t)seed, &s.model);
+    if (st) {
+        cli_error("--model: %s", nnc_error_message());
+        nnc_set_threads(1);
+        return cli_exit_code(st);
+    }
+    s.batch = batch;
+    s.chans = cfg.in_channels;
+    s.size = cfg.image_size;
+    size_t nx = (size_t)batch * s.chans * s.size * s.size;
+    s.x = malloc(nx * sizeof(float));
+    s.labels = malloc(sizeof(int) * (size_t)batch);
+    nnc_sgd_config oc = nnc_sgd_config_default();
+    oc.momentum = 0.9f;
+    oc.weight_decay = 5e-4f;
+    if (!s.x || !s.labels) st = nnc__fail(NNC_ENOMEM, "bench: out of memory for the batch");
+    if (!st) st = nnc_sgd_new(nnc_model_params(s.model), &oc, &s.opt);
+    if (!st) st = nnc_graph_new(0, &s.graph);
+    if (!st) {
+        nnc_rng rng;
+        nnc_rng_seed(&rng, (uint64_t)seed, 7);
+        for (size_t i = 0; i < nx; i++) s.x[i] = nnc_rng_normal(&rng);
+        for (int i = 0; i < batch; i++) s.labels[i] = (int)nnc_rng_below(&rng, (uint32_t)cfg.num_classes);
+        st = measure(&s, 1, warmup, runs, iters, &train_ips);
+    }
+    if (!st && !train_only) st = measure(&s, 0, warmup, runs, iters, &infer_ips);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mib = (double)ru.ru_maxrss / 1024.0;
+    nnc_graph_free(s.graph);
+    nnc_sgd_free(s.opt);
+    nnc_model_free(s.model);
+    free(s.x);
+    free(s.labels);
+    nnc_set_threads(1);
+    if (st) {
+        cli_error("bench: %s", nnc_error_message());
+        return cli_exit_code(st);
+    }
+    printf("%s batch %d threads %d: train %.1f img/s, inference %.1f img/s (median of %d runs x %d "
+           "steps, %d warm-up), peak RSS %.1f MiB\n",
+           model, batch, threads, train_ips, infer_ips, runs, iters, warmup, rss_mib);
+    if (json)
+        printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"train_images_per_sec\": %.2f, "
+               "\"infer_images_per_sec\": %.2f, \"peak_rss_mib\": %.1f, \"runs\": %d, \"iters\": %d}\n",
+               model, batch, threads, train_ips, infer_ips, rss_mib, runs, iters);
+    return EXIT_OK;
+}
