@@ -103,7 +103,8 @@ typedef struct nnc_loader_config {
 nnc_loader_config nnc_loader_config_default(void);
 
 /* Order: epoch e visits a permutation drawn from (seed, e); shard k of n takes the contiguous
- * slice [k*N/n, (k+1)*N/n) of it (disjoint, union = all, sizes differ by at most one).
+ * slice [k*N/n, (k+1)*N/n) of it (disjoint, union = all, sizes differ by at most one), or with
+ * drop_last the equal slice [k*(N/n), (k+1)*(N/n)) (same batches per epoch on every shard).
  * Augmentation draws depend only on (seed, epoch, shard, batch), so prefetch on/off and seek()
  * give bit-identical batches. Crop padding is pixel value 0 (black), then normalised, as
  * torchvision's RandomCrop(padding=4) + Normalize. */

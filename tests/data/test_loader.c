@@ -241,6 +241,34 @@ Test(data_loader, layout_and_normalisation)
     nnc_dataset_free(d);
 }
 
+/* drop_last: equal shards (same batches per epoch for lockstep workers), still disjoint. */
+Test(data_loader, drop_last_shards_are_equal_and_disjoint)
+{
+    const int N = 1003, S = 4;
+    nnc_dataset *d = synth("cifar10", N, 1, 2, 2);
+    for (int i = 0; i < N; i++) d->labels[i] = i;
+    d->num_classes = N;
+    int seen[1003] = {0}, total = 0;
+    for (int k = 0; k < S; k++) {
+        nnc_loader_config c = nnc_loader_config_default();
+        c.batch = 10, c.augment = 0, c.shard = k, c.num_shards = S, c.seed = 9, c.prefetch = 0;
+        nnc_loader *l;
+        cr_assert_eq(nnc_loader_new(d, &c, &l), NNC_OK);
+        cr_assert_eq(nnc_loader_batches_per_epoch(l), 25, "250 items per shard -> 25 batches");
+        float x[40];
+        int y[10], n;
+        while ((n = nnc_loader_next(l, x, y)) > 0) {
+            cr_assert_eq(n, 10);
+            for (int i = 0; i < n; i++) seen[y[i]]++;
+            total += n;
+        }
+        nnc_loader_free(l);
+    }
+    cr_assert_eq(total, 1000);
+    for (int i = 0; i < N; i++) cr_assert_leq(seen[i], 1, "index %d seen twice", i);
+    nnc_dataset_free(d);
+}
+
 Test(data_loader, config_errors_and_drop_last)
 {
     nnc_dataset *d = synth("cifar10", 10, 1, 4, 4);
