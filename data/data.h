@@ -82,9 +82,11 @@ typedef struct nnc_fetch_config {
  * and extracting it if not. Returns NNC_OK when already present (no network access).
  * Errors: NNC_ENET (URL + curl's message: HTTP error, interrupted transfer), NNC_ECHECKSUM
  * (expected vs found MD5; nothing is left behind), NNC_EFORMAT (bad archive),
- * NNC_EUNSUPPORTED (other datasets). Not for concurrent use on the same dir. */
+ * NNC_EUNSUPPORTED (other datasets, unless already present: mnist/fashion-mnist are never
+ * downloaded). Not for concurrent use on the same dir. */
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg);
-/* 1 if dir (or dir/<official folder>) holds every file of the dataset with its exact size. */
+/* 1 if dir (NULL = default) holds the dataset: CIFAR: every file with its exact size, in dir or
+ * dir/<official folder>; mnist/fashion-mnist: the four IDX files (.gz or raw). */
 int nnc_dataset_present(const char *name, const char *dir);
 
 /* ---- loader ---- */

@@ -69,11 +69,29 @@ static int check_folder(const ds_info *di, const char *folder)
     return NNC_OK;
 }
 
+/* mnist / fashion-mnist: the four IDX files, gzipped or not (sizes are checked on load). */
+static int idx_present(const char *dir)
+{
+    static const char *base[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char p[4200];
+    struct stat st;
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s.gz", dir, base[i]);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, base[i]);
+        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    }
+    return 1;
+}
+
 int nnc_dataset_present(const char *name, const char *dir)
 {
     const ds_info *di = find_info(name);
-    if (!di) return 0;
     if (!dir) dir = nnc_dataset_default_dir(name);
+    if (!di)
+        return dir && name && (strcmp(name, "mnist") == 0 || strcmp(name, "fashion-mnist") == 0) &&
+               idx_present(dir);
     char folder[4096];
     snprintf(folder, sizeof folder, "%s/%s", dir, di->folder);
     if (check_folder(di, folder) == NNC_OK || check_folder(di, dir) == NNC_OK) {
@@ -195,6 +213,7 @@ static void remove_stale(const char *dir)
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg)
 {
     const ds_info *di = find_info(name);
+    if (!di && nnc_dataset_present(name, dir)) return NNC_OK;
     if (!di) {
         if (name && strcmp(name, "fashion-mnist") == 0)
             return nnc__fail(NNC_EUNSUPPORTED, "fashion-mnist is not downloaded by nnc: install "

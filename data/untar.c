@@ -126,8 +126,12 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         for (int i = 0; i < 512 && zero; i++) zero = h[i] == 0;
         if (zero) break; /* end-of-archive marker */
         unsigned long long sum = 0, want, size;
-        for (int i = 0; i < 512; i++) sum += (i >= 148 && i < 156) ? ' ' : h[i];
-        if (parse_octal(h + 148, 8, &want) || want != sum) {
+        long long ssum = 0; /* some old tars sum signed chars */
+        for (int i = 0; i < 512; i++) {
+            sum += (i >= 148 && i < 156) ? ' ' : h[i];
+            ssum += (i >= 148 && i < 156) ? ' ' : (signed char)h[i];
+        }
+        if (parse_octal(h + 148, 8, &want) || (want != sum && (long long)want != ssum)) {
             s = nnc__fail(NNC_EFORMAT, "%s: bad tar header checksum at byte offset %llu (stored %.8s, computed %llo)",
                           tgz, off, (const char *)h + 148, sum);
             break;
@@ -140,7 +144,7 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         if (longname[0]) {
             snprintf(name, sizeof name, "%s", longname);
             longname[0] = 0;
-        } else if (memcmp(h + 257, "ustar", 5) == 0 && h[345]) {
+        } else if (memcmp(h + 257, "ustar\0", 6) == 0 && h[345]) { /* POSIX prefix field */
             snprintf(name, sizeof name, "%.155s/%.100s", (const char *)h + 345, (const char *)h);
         } else {
             snprintf(name, sizeof name, "%.100s", (const char *)h);

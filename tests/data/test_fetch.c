@@ -171,6 +171,14 @@ Test(data_fetch, stale_temp_removed_and_incomplete_folder_reported)
     cr_assert(strstr(nnc_error_message(), "exists but is incomplete") && strstr(nnc_error_message(), "data_batch_3.bin"),
               "%s", nnc_error_message());
     cr_assert_eq(nnc_dataset_fetch("fashion-mnist", dir, NULL), NNC_EUNSUPPORTED);
+    cr_assert(strstr(nnc_error_message(), "dataset-fashion-mnist"), "%s", nnc_error_message());
+    cr_assert_eq(nnc_dataset_present("mnist", dir), 0);
+    cr_assert_eq(nnc_dataset_fetch("mnist", dir, NULL), NNC_EUNSUPPORTED);
+    struct stat fm;
+    if (stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &fm) == 0) {
+        cr_assert_eq(nnc_dataset_present("fashion-mnist", NULL), 1);
+        cr_assert_eq(nnc_dataset_fetch("fashion-mnist", NULL, NULL), NNC_OK, "installed: no-op");
+    }
     httpd_stop(h);
 }
 
