@@ -231,6 +231,7 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
         return nnc__fail_prefix(s ? s : NNC_EIO, "%s exists but is incomplete; remove it and fetch again",
                                 final);
     }
+    int existed = stat(dir, &st) == 0;
     int s = mkdir_p(dir);
     if (s) return s;
     remove_stale(dir);
@@ -255,5 +256,6 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
     }
     if (!s && rename(path, final) != 0) s = nnc__fail_errno("cannot rename into place:", final, errno);
     nnc__rmtree(tmp);
+    if (s && !existed) rmdir(dir); /* only if still empty */
     return s;
 }

@@ -108,6 +108,8 @@ Test(data_fetch, wrong_checksum_leaves_nothing)
     cr_assert(strstr(m, "expected 0123456789abcdef0123456789abcdef") && strstr(m, tgz_md5) && strstr(m, url),
               "%s", m);
     cr_assert_eq(entries(dir, NULL, 0), 0, "nothing left behind");
+    struct stat st;
+    cr_assert_neq(stat(dir, &st), 0, "the data folder fetch created is removed again");
     cr_assert_eq(nnc_dataset_present("cifar10", dir), 0);
     httpd_stop(h);
 }
