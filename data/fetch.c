@@ -188,7 +188,8 @@ static int mkdir_p(const char *dir)
         if (*c == '/' || *c == 0) {
             char keep = *c;
             *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) return nnc__fail_errno("cannot create", p, errno);
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return nnc__fail_errno("cannot create", p, errno);
             *c = keep;
             if (!keep) break;
         }
@@ -218,7 +219,8 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
         if (name && strcmp(name, "fashion-mnist") == 0)
             return nnc__fail(NNC_EUNSUPPORTED, "fashion-mnist is not downloaded by nnc: install "
                                                "the Debian package dataset-fashion-mnist");
-        return nnc__fail(NNC_EUNSUPPORTED, "cannot download dataset '%s' (only cifar10 and cifar100)",
+        return nnc__fail(NNC_EUNSUPPORTED,
+                         "cannot download dataset '%s' (only cifar10 and cifar100)",
                          name ? name : "(null)");
     }
     if (!dir) dir = nnc_dataset_default_dir(name);
@@ -228,8 +230,8 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
     snprintf(final, sizeof final, "%s/%s", dir, di->folder);
     if (stat(final, &st) == 0) {
         int s = check_folder(di, final);
-        return nnc__fail_prefix(s ? s : NNC_EIO, "%s exists but is incomplete; remove it and fetch again",
-                                final);
+        return nnc__fail_prefix(s ? s : NNC_EIO,
+                                "%s exists but is incomplete; remove it and fetch again", final);
     }
     int existed = stat(dir, &st) == 0;
     int s = mkdir_p(dir);
@@ -244,17 +246,21 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
     s = download(url, path, cfg, hex);
     if (!s && strcasecmp(hex, md5) != 0) {
         stat(path, &st);
-        s = nnc__fail(NNC_ECHECKSUM, "%s: MD5 mismatch: expected %s, found %s (%lld bytes downloaded)",
-                      url, md5, hex, (long long)st.st_size);
+        s = nnc__fail(NNC_ECHECKSUM,
+                      "%s: MD5 mismatch: expected %s, found %s (%lld bytes downloaded)", url, md5,
+                      hex, (long long)st.st_size);
     }
     if (!s) s = nnc__untar_gz(path, tmp);
     if (!s) {
         unlink(path);
         snprintf(path, sizeof path, "%s/%s", tmp, di->folder);
         s = check_folder(di, path);
-        if (s) s = nnc__fail_prefix(NNC_EFORMAT, "archive from %s is not a complete %s", url, di->name);
+        if (s)
+            s = nnc__fail_prefix(NNC_EFORMAT, "archive from %s is not a complete %s", url,
+                                 di->name);
     }
-    if (!s && rename(path, final) != 0) s = nnc__fail_errno("cannot rename into place:", final, errno);
+    if (!s && rename(path, final) != 0)
+        s = nnc__fail_errno("cannot rename into place:", final, errno);
     nnc__rmtree(tmp);
     if (s && !existed) rmdir(dir); /* only if still empty */
     return s;

@@ -78,8 +78,10 @@ static void resize_chw(const uint8_t *src, int w, int h, int c, int size, uint8_
                 fx = fx < 0 ? 0 : fx;
                 int x0 = (int)fx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
                 float wx = fx - (float)x0;
-                float a = src[((size_t)y0 * w + x0) * c + ch], b = src[((size_t)y0 * w + x1) * c + ch];
-                float cc = src[((size_t)y1 * w + x0) * c + ch], d = src[((size_t)y1 * w + x1) * c + ch];
+                float a = src[((size_t)y0 * w + x0) * c + ch],
+                      b = src[((size_t)y0 * w + x1) * c + ch];
+                float cc = src[((size_t)y1 * w + x0) * c + ch],
+                      d = src[((size_t)y1 * w + x1) * c + ch];
                 float v = (a * (1 - wx) + b * wx) * (1 - wy) + (cc * (1 - wx) + d * wx) * wy;
                 int iv = (int)(v + 0.5f);
                 o[(size_t)y * size + x] = (uint8_t)(iv > 255 ? 255 : iv);
@@ -104,7 +106,8 @@ static int pnm_check(const uint8_t *buf, size_t len)
             while (i < len && (buf[i] == ' ' || (buf[i] >= '\t' && buf[i] <= '\r'))) i++;
             if (i < len && buf[i] == '#')
                 while (i < len && buf[i] != '\n' && buf[i] != '\r') i++;
-            else break;
+            else
+                break;
         }
         int digits = 0;
         v[k] = 0;
@@ -137,7 +140,7 @@ static int png_check(const uint8_t *b, size_t len)
 
 /* Decode an in-memory image into (channels, size, size); *skip_kind set for data problems. */
 int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int channels, int size,
-                      int max_dim, uint8_t *out, int *skip_kind)
+                          int max_dim, uint8_t *out, int *skip_kind)
 {
     int w, h, comp;
     *skip_kind = -1;
@@ -151,7 +154,8 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
         return nnc__fail(NNC_EFORMAT, "%s: cannot decode PNG (a chunk is longer than the file)",
                          path);
     }
-    if (len > (size_t)0x7fffffff || pnm < 0 || !stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
+    if (len > (size_t)0x7fffffff || pnm < 0 ||
+        !stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
         *skip_kind = SKIP_NOT_IMAGE;
         return nnc__fail(NNC_EFORMAT, "%s: not a PNG/BMP/PPM/PGM image (%s)", path,
                          pnm == -1   ? "PNM header number too long"
@@ -163,8 +167,8 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
         return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d", path, w, h);
     }
     if (w > max_dim || h > max_dim)
-        return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d, above the %d-pixel max_dim cap", path,
-                         w, h, max_dim);
+        return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d, above the %d-pixel max_dim cap", path, w,
+                         h, max_dim);
     int gw, gh;
     uint8_t *px = NULL;
     if (pnm == 0) {
@@ -176,8 +180,8 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
     if (px && (gw < 1 || gh < 1 || gw != w || gh != h)) { /* stb 2.27 accepts 0-row PNMs */
         stbi_image_free(px);
         *skip_kind = SKIP_CORRUPT;
-        return nnc__fail(NNC_EFORMAT, "%s: decoder returned a %dx%d image for a %dx%d header",
-                         path, gw, gh, w, h);
+        return nnc__fail(NNC_EFORMAT, "%s: decoder returned a %dx%d image for a %dx%d header", path,
+                         gw, gh, w, h);
     }
     if (!px) {
         *skip_kind = SKIP_CORRUPT;
@@ -267,7 +271,8 @@ static int imagefolder_classes(const char *dir, strlist *classes)
     int s = list_dir(dir, 1, classes);
     if (s) return s;
     if (classes->n == 0)
-        return nnc__fail(NNC_EFORMAT, "image folder %s: no class sub-folders (expected DIR/<class>/<image>)",
+        return nnc__fail(NNC_EFORMAT,
+                         "image folder %s: no class sub-folders (expected DIR/<class>/<image>)",
                          dir);
     if (classes->n > NNC_DATA_MAX_CLASSES)
         return nnc__fail(NNC_EFORMAT, "image folder %s: %d classes, at most %d", dir, classes->n,
@@ -327,7 +332,7 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         if (s) break;
         int kind;
         s = nnc__image_decode_mem(files.v[i], buf, len, c.channels, c.size, c.max_dim,
-                       d->images + (size_t)n * img, &kind);
+                                  d->images + (size_t)n * img, &kind);
         nnc__free(buf);
         if (s && kind >= 0) {
             skipped[kind]++;

@@ -6,9 +6,9 @@
  * their union is the whole set. With drop_last the slices are [k*(N/n), (k+1)*(N/n)) instead:
  * equal sizes, so every shard has the same number of batches (lockstep workers), and the
  * N mod n items at the end of each epoch's permutation are dropped along with each shard's
- * partial batch (PyTorch DistributedSampler(drop_last=True)). Augmentation draws come from an rng reseeded at the start of
- * every batch from (seed, epoch, shard, batch), so a batch's contents depend only on its
- * position: prefetch on/off and seek() give bit-identical batches.
+ * partial batch (PyTorch DistributedSampler(drop_last=True)). Augmentation draws come from an
+ * rng reseeded at the start of every batch from (seed, epoch, shard, batch), so a batch's
+ * contents depend only on its position: prefetch on/off and seek() give bit-identical batches.
  *
  * Prefetch: one producer thread, created in nnc_loader_new and joined in nnc_loader_free,
  * fills two slots (double buffer) ahead of the consumer; nnc_loader_next copies a ready slot
