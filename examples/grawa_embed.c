@@ -2,7 +2,8 @@
  * on 2 pthread workers with nnc_train(), then evaluation of the returned center.
  *
  * The dataset is generated: 12x12 grayscale images of 4 classes (a faint bar, 55 grey levels above
- * strong noise, at one of four positions). The program exits 1 unless the GRAWA center reaches 85% test accuracy (chance: 25%).
+ * strong noise, at one of four positions). The program exits 1 unless the GRAWA center reaches
+ * 85% test accuracy (chance: 25%).
  *   cc -I. examples/grawa_embed.c build/libnnc.a $(pkg-config --libs openblas zlib libcurl) -lm
  */
 #include <stdio.h>
