@@ -1,11 +1,19 @@
 /* models/models.h - code-defined model builders and the name registry.
  *
  * A model is a parameter table (nn/params.h: params, grads, BN running-stat buffers in flat
- * arenas) plus a forward function that records ops on a step graph. Builders are registered
- * by name: resnet20/32/44/56/110 (CIFAR ResNets, option-A shortcuts), vgg11/13/16/19 (with
- * BatchNorm, CIFAR classifier), and small test nets. Input channels, image size and class
- * count are configurable. Initialisation follows the reference definitions: Kaiming normal
- * (fan_out, ReLU) for convolutions, BN gamma 1 beta 0, PyTorch's default uniform for linear.
+ * arenas) plus a flat list of layer descriptors whose forward records ops on a step graph.
+ * Builders are registered by name: resnet20/32/44/56/110 (CIFAR ResNets, option-A shortcuts)
+ * and resnet8 (n = 1, for fast tests), vgg11/13/16/19 (with BatchNorm, CIFAR classifier), and
+ * "tiny" (conv-BN-ReLU-maxpool-linear, for fast tests). Input channels, image size and class
+ * count are configurable. Definitions, parameter names/order and initialisation match the
+ * PyTorch anchor /work/shared/peers/torch_bench.py (see models/builders.c):
+ *   ResNet: kaiming_normal_ defaults (fan_in, gain sqrt 2) for conv and linear weights, linear
+ *   bias U(+-1/sqrt(fan_in)); VGG: PyTorch default init, U(+-1/sqrt(fan_in)) for weights and
+ *   biases; BN gamma 1, beta 0, running mean 0, running var 1. BN gamma/beta are flagged
+ *   NNC_PARAM_BN|NNC_PARAM_NO_DECAY, biases NNC_PARAM_NO_DECAY, running stats NNC_PARAM_BUFFER.
+ * Image sizes other than 32: ResNets work at any size >= 8 (global average pool). VGG leaves
+ * out a max-pool whose input is already 1x1 and adds a global average pool before the
+ * classifier if the features end larger than 1x1 (28x28: pools to 14, 7, 3, 1).
  *
  * Thread-safety: a model has one writer at a time. Clones (replicas) are independent and may
  * run forward/backward concurrently on different graphs.
@@ -28,15 +36,19 @@ nnc_model_config nnc_model_config_default(void);
 
 typedef struct nnc_model nnc_model;
 
-/* Build model `name` with freshly initialised parameters drawn from (seed). Unknown name:
- * NNC_EINVAL with the list of known names; bad config (image too small for the net): NNC_EINVAL. */
+/* Build model `name` with freshly initialised parameters drawn from (seed). cfg NULL means
+ * the defaults. Unknown name: NNC_EINVAL with the list of known names; bad config (channels,
+ * image size or classes out of range, image too small for the net): NNC_EINVAL naming it. */
 int nnc_model_new(const char *name, const nnc_model_config *cfg, uint64_t seed, nnc_model **out);
 void nnc_model_free(nnc_model *m);
 /* Same architecture, copied parameters and buffers (a replica). */
 int nnc_model_clone(const nnc_model *m, nnc_model **out);
 
-/* Forward pass of a batch x (N, C, H, W) -> logits (N, classes). training selects batch
- * statistics + running-stat updates for BN and active dropout (rng used only by dropout). */
+/* Forward pass of a batch x (N, C, H, W) -> logits (N, classes); x must match the config
+ * (asserted). training selects batch statistics + running-stat updates for BN (momentum 0.1,
+ * eps 1e-5) and active dropout (rng used only by dropout; required when a training model has it).
+ * Training BN needs N*H*W > 1 at every BN layer (asserted, as PyTorch errors): a batch of 1 is
+ * fine at 32x32 but not for VGG at 28x28, whose last convolutions run at 1x1. */
 nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng);
 
 nnc_params *nnc_model_params(nnc_model *m);
@@ -46,7 +58,9 @@ nnc_model_config nnc_model_get_config(const nnc_model *m);
 /* Architecture string stored in checkpoints: "<name>/c<in>/s<size>/k<classes>". */
 const char *nnc_model_arch(const nnc_model *m);
 
-/* Human-readable layer summary: one line per layer (name, output shape, params, MACs). */
+/* Human-readable layer summary: one line per layer (name, output shape, params, MACs).
+ * kind is conv2d, batchnorm2d, relu, maxpool2d, global_avgpool, linear, dropout, add
+ * (identity residual) or add+shortcut_a. MACs count conv and linear layers, as torch_bench.py. */
 typedef struct nnc_model_layer_info {
     char name[64];
     char kind[32];
@@ -58,7 +72,7 @@ typedef struct nnc_model_layer_info {
 int nnc_model_layers(const nnc_model *m, nnc_model_layer_info *out, int cap);
 long long nnc_model_macs(const nnc_model *m);
 
-/* Registry. */
+/* Registry: number of registered names, and name i (NULL when out of range). */
 int nnc_model_num_registered(void);
 const char *nnc_model_registered_name(int i);
 

@@ -20,8 +20,6 @@ enum {
     EXIT_SIGTERM = 143
 };
 
-/* Subcommands (tools/cmd_<name>.c): argv[0] is the subcommand name; return an exit code. */
-int cmd_bench(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */
 int cli_exit_code(int status);
@@ -67,14 +65,20 @@ typedef struct progress {
     double start;       /* monotonic seconds */
     double last_print;
     long every;         /* plain mode: one line every `every` steps */
+    int drawn;          /* tty mode: a bar is on the current line */
 } progress;
 
 double cli_now(void); /* monotonic seconds */
 void progress_init(progress *p, long every);
-/* step/total (total <= 0 = unknown), loss, accuracy in [0,1] (< 0 = unknown), images/s. */
+/* step/total (total <= 0 = unknown), loss (NAN = unknown), accuracy in [0,1] (< 0 = unknown),
+ * images/s, ETA seconds (< 0 = unknown). */
 void progress_update(progress *p, const char *label, long step, long total, double loss, double acc,
                      double img_per_s, double eta_s);
 void progress_done(progress *p);
+/* Erase the bar (tty) so that a normal line can be printed; the next update redraws it. */
+void progress_clear(progress *p);
+/* nnc_fetch_config progress callback (ud = progress*): MB done/total, rate, ETA. */
+void cli_fetch_progress(double done_bytes, double total_bytes, void *ud);
 
 /* ---- run folder ---- */
 /* mkdir -p; returns 0 or prints and returns EXIT_USAGE. */
@@ -109,5 +113,34 @@ void json_int(json_out *j, const char *key, long long v);
 void json_str(json_out *j, const char *key, const char *v);
 void json_raw(json_out *j, const char *key, const char *raw);
 void json_end(json_out *j);
+
+/* ---- reading back the small JSON files the CLI writes (summary.json, dataset.json) ---- */
+/* Value of "key": number -> *out (returns 0), or -1 when absent / not a number. */
+int jr_num(const char *text, const char *key, double *out);
+/* Number array "key": [a, b, ...] -> up to cap values; returns the count or -1. */
+int jr_nums(const char *text, const char *key, double *out, int cap);
+/* String "key": "v" -> buf (unescaped, truncated to n); returns 0 or -1. */
+int jr_str(const char *text, const char *key, char *buf, size_t n);
+/* String array "key": [...] -> malloc'd strings (free each with free()); returns count or -1. */
+int jr_strs(const char *text, const char *key, char **out, int cap);
+/* Whole file into a malloc'd NUL-terminated buffer (NULL with errno set on failure). */
+char *cli_read_file(const char *path, size_t *len);
+
+/* ---- shared helpers ---- */
+/* Exit code for a failure while loading user-supplied data, checkpoints or configs: file and
+ * format problems are usage/data errors (2); out-of-memory and network failures are 1. */
+int cli_load_exit_code(int status);
+/* Parse an architecture string "<name>/c<in>/s<size>/k<classes>" (h<size> accepted too). */
+int cli_parse_arch(const char *arch, char *name, size_t n, int *in_channels, int *image_size,
+                   int *num_classes);
+
+/* ---- subcommands (tools/cmd_<name>.c); argv[0] is the subcommand name ---- */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

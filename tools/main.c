@@ -5,6 +5,16 @@
 
 #include "tools/cli.h"
 
+/* Weak, so that a subcommand whose file is not built yet (its library module not merged) is
+ * simply absent from the table rather than a link error. */
+#pragma weak cmd_train
+#pragma weak cmd_eval
+#pragma weak cmd_predict
+#pragma weak cmd_info
+#pragma weak cmd_data
+#pragma weak cmd_compare
+#pragma weak cmd_bench
+
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
@@ -12,7 +22,12 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    /* subcommands register here: {"train", cmd_train, "train a model"}, ... */
+    {"train", cmd_train, "train a model (one replica or GRAWA/baseline workers), with a run folder"},
+    {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix of a checkpoint"},
+    {"predict", cmd_predict, "classify image files with a checkpoint"},
+    {"info", cmd_info, "layers, parameters and MACs of a model"},
+    {"data", cmd_data, "fetch cifar10/cifar100, describe a dataset"},
+    {"compare", cmd_compare, "run several algorithms x seeds on one budget; table and plot"},
     {"bench", cmd_bench, "training and inference throughput on a random batch"},
     {NULL, NULL, NULL},
 };
@@ -20,7 +35,8 @@ static const command commands[] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: nnc <command> [flags]    (nnc <command> --help for its flags)\n\ncommands:\n");
-    for (const command *c = commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    for (const command *c = commands; c->name; c++)
+        if (c->run) fprintf(f, "  %-10s %s\n", c->name, c->summary);
     fprintf(f, "\nexit codes: 0 ok, 1 runtime failure, 2 usage/data/file error, 3 numerical divergence,\n"
                "            130/143 stopped by SIGINT/SIGTERM (checkpoint written)\n");
 }
@@ -36,7 +52,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     for (const command *c = commands; c->name; c++)
-        if (!strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
+        if (c->run && !strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
     cli_error("unknown command '%s' (run 'nnc --help' for the list)", argv[1]);
     return EXIT_USAGE;
 }

@@ -38,6 +38,7 @@ void progress_init(progress *p, long every)
     p->tty = isatty(STDOUT_FILENO);
     p->start = cli_now();
     p->last_print = 0;
+    p->drawn = 0;
     p->every = every > 0 ? every : 50;
 }
 
@@ -58,9 +59,14 @@ void progress_update(progress *p, const char *label, long step, long total, doub
                      double ips, double eta)
 {
     double now = cli_now();
-    char etas[32], accs[32] = "";
+    char etas[32], accs[32] = "", steps[48], losss[32] = "";
     fmt_time(etas, sizeof etas, eta);
     if (acc >= 0) snprintf(accs, sizeof accs, " acc %5.1f%%", 100 * acc);
+    if (isfinite(loss)) snprintf(losss, sizeof losss, " loss %.4f", loss);
+    if (total > 0)
+        snprintf(steps, sizeof steps, "%ld/%ld", step, total);
+    else
+        snprintf(steps, sizeof steps, "%ld", step);
     if (p->tty) {
         if (now - p->last_print < 0.1 && step != total) return;
         p->last_print = now;
@@ -68,22 +74,57 @@ void progress_update(progress *p, const char *label, long step, long total, doub
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        printf("\r\033[K%s [%s] %ld/%ld loss %.4f%s %.0f img/s ETA %s", label, bar, step, total, loss, accs,
-               ips, etas);
+        printf("\r\033[K%s [%s] %s%s%s %.0f img/s ETA %s", label, bar, steps, losss, accs, ips, etas);
+        p->drawn = 1;
         fflush(stdout);
     } else {
         if (step % p->every != 0 && step != total) return;
-        printf("%s step %ld/%ld loss %.4f%s img/s %.0f ETA %s\n", label, step, total, loss, accs, ips, etas);
+        printf("%s step %s%s%s img/s %.0f ETA %s\n", label, steps, losss, accs, ips, etas);
         fflush(stdout);
+    }
+}
+
+void progress_clear(progress *p)
+{
+    if (p->tty && p->drawn) {
+        fputs("\r\033[K", stdout);
+        p->drawn = 0;
     }
 }
 
 void progress_done(progress *p)
 {
-    if (p->tty) {
+    if (p->tty && p->drawn) {
         printf("\n");
+        p->drawn = 0;
         fflush(stdout);
     }
+}
+
+void cli_fetch_progress(double done, double total, void *ud)
+{
+    progress *p = ud;
+    double now = cli_now(), el = now - p->start, rate = el > 0 ? done / el : 0;
+    double eta = total > 0 && rate > 0 ? (total - done) / rate : -1;
+    int finished = total > 0 && done >= total;
+    if (done <= 0 && !finished) return;
+    /* tty: redraw at most 10 times a second; plain: one line every 5 s and at the end */
+    if (!finished && now - p->last_print < (p->tty ? 0.1 : 5)) return;
+    p->last_print = now;
+    char etas[32], tot[32] = "";
+    fmt_time(etas, sizeof etas, eta);
+    if (total > 0) snprintf(tot, sizeof tot, "/%.1f", total / 1e6);
+    if (p->tty) {
+        int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        printf("\r\033[Kdownload [%s] %.1f%s MB %.1f MB/s ETA %s", bar, done / 1e6, tot, rate / 1e6, etas);
+        p->drawn = 1;
+    } else {
+        printf("download %.1f%s MB %.1f MB/s ETA %s\n", done / 1e6, tot, rate / 1e6, etas);
+    }
+    fflush(stdout);
 }
 
 int cli_mkdirs(const char *path)

@@ -4,6 +4,9 @@
  * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn/nnc.h"
@@ -137,7 +140,7 @@ static nnc_tensor *input(nnc_graph *g, float *buf, int n, int c, int s, nnc_rng 
     return nnc_tensor_wrap(g, buf, 4, shape);
 }
 
-Test(models_models, forward_shapes_32x32x3_and_28x28x1, .timeout = 120)
+Test(models_models, forward_shapes_32x32x3_and_28x28x1)
 {
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
@@ -316,7 +319,7 @@ Test(models_models, clone_equal_and_independent)
     nnc_model_free(c);
 }
 
-Test(models_models, tiny_model_trains, .timeout = 60)
+Test(models_models, tiny_model_trains)
 {
     nnc_model *m = make("tiny", 3, 8, 4, 11);
     nnc_params *p = nnc_model_params(m);
@@ -333,7 +336,9 @@ Test(models_models, tiny_model_trains, .timeout = 60)
     for (size_t i = 0; i < sizeof xb / sizeof xb[0]; i++) xb[i] = nnc_rng_normal(&r);
     for (int i = 0; i < N; i++) labels[i] = (int)nnc_rng_below(&r, 4);
     float first = 0, last = 0;
+    uint64_t allocs = 0;
     for (int step = 0; step < 30; step++) {
+        if (step == 2) allocs = nnc_alloc_count();
         nnc_params_zero_grad(p);
         nnc_tensor *y = nnc_model_forward(m, g, nnc_tensor_wrap(g, xb, 4, (int[4]){N, 3, 8, 8}), 1, NULL);
         nnc_tensor *loss = nnc_softmax_cross_entropy(g, y, labels, NNC_REDUCE_MEAN, 0);
@@ -343,6 +348,7 @@ Test(models_models, tiny_model_trains, .timeout = 60)
         nnc_graph_reset(g);
         nnc_sgd_step(o, 0.05f);
     }
+    cr_assert_eq(nnc_alloc_count(), allocs, "steps with known shapes allocate nothing");
     cr_assert_lt(last, 0.5f * first, "loss %g -> %g over 30 steps", (double)first, (double)last);
     cr_assert(nnc_params_all_finite(p));
     nnc_sgd_free(o);
@@ -368,4 +374,115 @@ Test(models_models, vgg_dropout_needs_rng_only_in_training)
     cr_assert_neq(memcmp(t1->data, t2->data, 20 * sizeof(float)), 0, "dropout masks differ by rng");
     nnc_graph_free(g);
     nnc_model_free(m);
+}
+
+Test(models_models, eval_keeps_running_stats_training_updates_them)
+{
+    nnc_model *m = make("resnet8", 2, 8, 3, 4);
+    nnc_params *p = nnc_model_params(m);
+    float *before = malloc(p->n_buf * sizeof(float));
+    memcpy(before, p->buf, p->n_buf * sizeof(float));
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    static float xb[3 * 2 * 8 * 8];
+    nnc_rng r;
+    nnc_rng_seed(&r, 8, 0);
+    nnc_tensor *x = input(g, xb, 3, 2, 8, &r);
+    nnc_model_forward(m, g, x, 0, NULL);
+    cr_assert_eq(memcmp(before, p->buf, p->n_buf * sizeof(float)), 0, "eval leaves running stats alone");
+    nnc_model_forward(m, g, x, 1, NULL);
+    const nnc_param_entry *e = &p->entries[nnc_params_find(p, "layers.2.bn2.running_var")];
+    cr_assert_neq(memcmp(before + e->offset, p->buf + e->offset, e->numel * sizeof(float)), 0,
+                  "training updates the last block's running stats");
+    free(before);
+    nnc_graph_free(g);
+    nnc_model_free(m);
+}
+
+static void quiet_hook(const char *msg) { (void)msg; }
+
+Test(models_models, forward_with_wrong_input_shape_asserts, .signal = SIGABRT)
+{
+    nnc_set_assert_hook(quiet_hook);
+    nnc_model *m = make("tiny", 3, 8, 10, 1);
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    static float xb[1 * 1 * 8 * 8];
+    nnc_tensor *x = nnc_tensor_wrap(g, xb, 4, (int[4]){1, 1, 8, 8});
+    nnc_model_forward(m, g, x, 0, NULL); /* model expects 3 channels */
+}
+
+/* Replicas on worker threads: each thread trains its own clone on its own graph; the result is
+ * bitwise the same as running the clones one after another (what dist relies on). */
+typedef struct replica_job {
+    nnc_model *m;
+    const float *x;
+    const int *labels;
+    float loss[3];
+    int status;
+} replica_job;
+
+static void *replica_train(void *arg)
+{
+    replica_job *j = arg;
+    nnc_graph *g;
+    nnc_sgd *o;
+    if ((j->status = nnc_graph_new(0, &g))) return NULL;
+    if ((j->status = nnc_sgd_new(nnc_model_params(j->m), NULL, &o))) {
+        nnc_graph_free(g);
+        return NULL;
+    }
+    for (int step = 0; step < 3 && !j->status; step++) {
+        nnc_params_zero_grad(nnc_model_params(j->m));
+        nnc_tensor *x = nnc_tensor_wrap(g, (float *)j->x, 4, (int[4]){4, 3, 8, 8});
+        nnc_tensor *y = nnc_model_forward(j->m, g, x, 1, NULL);
+        nnc_tensor *l = nnc_softmax_cross_entropy(g, y, j->labels, NNC_REDUCE_MEAN, 0);
+        j->loss[step] = l->data[0];
+        j->status = nnc_backward(g, l);
+        nnc_graph_reset(g);
+        nnc_sgd_step(o, 0.1f);
+    }
+    nnc_sgd_free(o);
+    nnc_graph_free(g);
+    return NULL;
+}
+
+Test(models_models, clones_train_concurrently_like_serially, .timeout = 60)
+{
+    int saved_threads = nnc_blas_threads();
+    nnc_blas_set_threads(1);
+    nnc_model *base = make("resnet8", 3, 8, 10, 21);
+    enum { R = 3 };
+    static float xb[R][4 * 3 * 8 * 8];
+    static int labels[R][4];
+    nnc_rng r;
+    nnc_rng_seed(&r, 22, 0);
+    for (int k = 0; k < R; k++) {
+        for (int i = 0; i < 4 * 3 * 8 * 8; i++) xb[k][i] = nnc_rng_normal(&r);
+        for (int i = 0; i < 4; i++) labels[k][i] = (int)nnc_rng_below(&r, 10);
+    }
+    replica_job serial[R], par[R];
+    for (int k = 0; k < R; k++) {
+        serial[k] = (replica_job){.x = xb[k], .labels = labels[k]};
+        par[k] = serial[k];
+        cr_assert_eq(nnc_model_clone(base, &serial[k].m), NNC_OK);
+        cr_assert_eq(nnc_model_clone(base, &par[k].m), NNC_OK);
+        replica_train(&serial[k]);
+    }
+    pthread_t th[R];
+    for (int k = 0; k < R; k++) cr_assert_eq(pthread_create(&th[k], NULL, replica_train, &par[k]), 0);
+    for (int k = 0; k < R; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < R; k++) {
+        cr_assert_eq(serial[k].status, NNC_OK);
+        cr_assert_eq(par[k].status, NNC_OK);
+        cr_assert_eq(memcmp(serial[k].loss, par[k].loss, sizeof serial[k].loss), 0, "replica %d losses", k);
+        nnc_params *a = nnc_model_params(serial[k].m), *b = nnc_model_params(par[k].m);
+        cr_assert_eq(memcmp(a->data, b->data, a->n_data * sizeof(float)), 0, "replica %d weights", k);
+        cr_assert_eq(memcmp(a->buf, b->buf, a->n_buf * sizeof(float)), 0, "replica %d BN statistics", k);
+        cr_assert_lt(serial[k].loss[2], serial[k].loss[0], "replica %d learns", k);
+        nnc_model_free(serial[k].m);
+        nnc_model_free(par[k].m);
+    }
+    nnc_model_free(base);
+    nnc_blas_set_threads(saved_threads);
 }

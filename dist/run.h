@@ -1,0 +1,85 @@
+/* dist/run.h - the state of one training run (internal to dist/).
+ *
+ * train.c resolves the config, builds the replicas and runs the single-replica loop;
+ * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread);
+ * runckpt.c saves and restores a run. One nnc_run per nnc_train() call: no global state.
+ *
+ * Ownership and threads: rep[i] and the w* fields of worker i are written only by worker i
+ * (the w* mirrors under mu); center, pub, center_buf, ema, ok, reset, pull_c are written only
+ * by the synchronizer while every worker is parked at a round, and read by workers after the
+ * round's generation bump (mu gives the ordering).
+ */
+#ifndef NNC_DIST_RUN_H
+#define NNC_DIST_RUN_H
+
+#include <pthread.h>
+
+#include "dist/replica.h"
+#include "dist/transport.h"
+
+typedef struct nnc_run {
+    nnc_train_config c;             /* resolved copy of the caller's config */
+    const nnc_train_config *user;   /* the caller's (for the stop flag) */
+    const nnc_dataset *train, *test;
+    int M, per_layer;
+    nnc_model *scratch;             /* evaluation model (center, average) */
+    nnc_graph *eval_g;
+    nnc_replica *rep[NNC_MAX_WORKERS];
+    nnc_grawa_layers ly;
+    nnc_transport *tp;
+    float *center;                  /* algorithm state: GRAWA/EASGD center, LSGD leader, average */
+    float *pub;                     /* target of pulls and proximity (x_C_last / x_L_last) */
+    float *center_buf;              /* BN buffers averaged over the finite workers */
+    double *acc, *usum, *u, *ema, *norms;
+    long ema_n[NNC_MAX_WORKERS];
+    nnc_lsgd_hist hist[NNC_MAX_WORKERS];
+    int ok[NNC_MAX_WORKERS], reset[NNC_MAX_WORKERS], bad[NNC_MAX_WORKERS];
+    double pull_c[NNC_MAX_WORKERS];
+    double prox;                    /* per-step proximity strength p / tau */
+    long spe;                       /* optimizer steps per epoch of one worker */
+    long plan;                      /* planned steps per worker (0 = time budget only) */
+    long round;
+    /* clock: training seconds = now - t_start - t_excluded + t_resumed */
+    double t_start, t_excluded, t_resumed;
+    double pub_seconds;             /* training seconds published at the last round */
+    double best_acc;
+    nnc_train_result *res;
+    /* threads (M > 1) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_sync, cv_work;
+    int arrived, arrived2;
+    long gen, gen2;
+    int need_ack, exit_req, stop_req, round_req, round_done, cancel, failed;
+    int here[NNC_MAX_WORKERS];      /* worker i is parked at the current round */
+    long last_epoch;                /* last epoch boundary handled (eval / last.ckpt) */
+    long round_steps, total_steps;
+    long round_resv, total_resv;
+    double mark_loss;               /* loss sums at the last round (the round-loss window) */
+    long mark_n;    /* async: local steps reserved (about to be taken) */
+    long wsteps[NNC_MAX_WORKERS], wround[NNC_MAX_WORKERS];
+    double wloss[NNC_MAX_WORKERS];
+    long wloss_n[NNC_MAX_WORKERS], wcorrect[NNC_MAX_WORKERS], wseen[NNC_MAX_WORKERS];
+    int wstatus[NNC_MAX_WORKERS];
+    char wmsg[NNC_MAX_WORKERS][512];
+} nnc_run;
+
+/* Monotonic seconds. */
+double nnc__now(void);
+double nnc__run_seconds(const nnc_run *R);
+/* on_log with a formatted line (coordinator thread only). */
+void nnc__run_log(nnc_run *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Learning rate of a worker's next step (schedule from c.sched, c.lr). */
+float nnc__run_lr(const nnc_run *R, long step, double seconds);
+
+/* Multi-worker training (sync.c). */
+int nnc__run_workers(nnc_run *R);
+
+/* Evaluate the center and/or the uniform average at the end or an epoch boundary
+ * (train.c; coordinator with every worker parked). Updates R->res and calls on_eval. */
+int nnc__run_evaluate(nnc_run *R, int final);
+
+/* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. */
+int nnc__run_save(nnc_run *R, const char *name);
+int nnc__run_load(nnc_run *R);
+
+#endif

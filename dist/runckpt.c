@@ -1,0 +1,226 @@
+/* dist/runckpt.c - save and restore a whole training run (nn/checkpoint.h format).
+ *
+ * Sections: "param/..", "buf/.." the reported model (the replica for one worker, else the
+ * center with averaged BN buffers: `nnc eval` loads these); "opt/.." its momentum (one worker);
+ * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
+ * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
+ * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
+ * best accuracy as text; "meta/json" the caller's ckpt_meta_json. Written only from a between-steps state (all workers parked), and
+ * never when any value is non-finite.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dist/run.h"
+#include "nn/checkpoint.h"
+
+#define META_VERSION 1
+
+typedef struct run_meta {
+    int32_t version, workers, algo, sync, layers, pad;
+    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
+    double seconds, best_acc, pub_seconds, mark_loss;
+    int64_t mark_n;
+} run_meta;
+
+typedef struct worker_meta {
+    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
+    int64_t wsteps, wloss_n, wcorrect, wseen;
+    double wloss;
+    nnc_rng rng, probe_rng;
+    nnc_lsgd_hist hist;
+} worker_meta;
+
+static int ckpt_path(const nnc_run *R, const char *name, char *path, size_t n)
+{
+    if ((size_t)snprintf(path, n, "%s/%s", R->c.ckpt_dir, name) >= n)
+        return nnc__fail(NNC_EINVAL, "checkpoint folder path too long: '%s'", R->c.ckpt_dir);
+    return NNC_OK;
+}
+
+static int all_finite(const nnc_run *R)
+{
+    for (int i = 0; i < R->M; i++)
+        if (!nnc_params_all_finite(R->rep[i]->p)) return 0;
+    nnc_params *p = R->rep[0]->p;
+    return nnc__grawa_finite(R->center, p->n_data) && nnc__grawa_finite(R->pub, p->n_data) &&
+           nnc__grawa_finite(R->center_buf, p->n_buf);
+}
+
+int nnc__run_save(nnc_run *R, const char *name)
+{
+    char path[4096], prefix[32], metric[64];
+    int s = ckpt_path(R, name, path, sizeof path);
+    if (s) return s;
+    if (mkdir(R->c.ckpt_dir, 0777) != 0 && errno != EEXIST)
+        return nnc__fail(NNC_EIO, "cannot create checkpoint folder '%s': %s", R->c.ckpt_dir, strerror(errno));
+    if (!all_finite(R))
+        return nnc__fail(NNC_EDIVERGED, "refusing to write checkpoint '%s': non-finite parameters", path);
+    int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
+    nnc_params *sp = nnc_model_params(R->scratch);
+    run_meta meta = {.version = META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
+                     .sync = (int32_t)R->c.sync, .layers = R->ly.L, .round = R->round,
+                     .total_steps = R->total_steps, .round_steps = R->round_steps,
+                     .last_epoch = R->last_epoch, .steps_per_epoch = R->spe,
+                     .seconds = nnc__run_seconds(R), .best_acc = R->best_acc,
+                     .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss, .mark_n = R->mark_n};
+    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    if (!wm) return nnc__fail(NNC_ENOMEM, "checkpoint: out of memory");
+    for (int i = 0; i < M; i++) {
+        nnc_replica *r = R->rep[i];
+        wm[i] = (worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
+                              .loader_epoch = nnc_loader_epoch(r->loader),
+                              .loader_batch = nnc_loader_batch_index(r->loader), .ema_n = R->ema_n[i],
+                              .correct = r->correct, .seen = r->seen, .wsteps = R->wsteps[i],
+                              .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
+                              .wloss = R->wloss[i], .rng = r->rng, .probe_rng = r->probe_rng_round,
+                              .hist = R->hist[i]};
+        if ((R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) && R->wround[i]) {
+            /* A stop arrived between this worker's gradient and its round: save the state from
+             * before that step, so the resumed run recomputes it. */
+            wm[i].wround = 0;
+            wm[i].loader_epoch = r->pend_epoch;
+            wm[i].loader_batch = r->pend_batch;
+            wm[i].rng = r->pend_rng;
+            wm[i].correct -= r->pend_correct;
+            wm[i].seen -= r->pend_seen;
+            wm[i].wcorrect -= r->pend_correct;
+            wm[i].wseen -= r->pend_seen;
+            wm[i].wloss = r->pend_wloss;
+            wm[i].wloss_n -= r->pend_n;
+            /* Only a stop saves here, and the run ends after it: undo the BN updates too. */
+            NNC_ASSERT(R->stop_req, "pending DP step outside a stop");
+            memcpy(r->p->buf, r->pend_buf, r->p->n_buf * sizeof(float));
+        }
+    }
+    snprintf(metric, sizeof metric, "test_acc=%.6f", R->best_acc);
+    nnc_ckpt *c = NULL;
+    s = nnc_ckpt_new(nnc_model_arch(R->scratch), &c);
+    if (!s) s = nnc_ckpt_add_bytes(c, "run/meta", &meta, sizeof meta);
+    if (!s) s = nnc_ckpt_add_bytes(c, "run/workers", wm, (size_t)M * sizeof *wm);
+    if (!s) s = nnc_ckpt_add_bytes(c, "metric", metric, strlen(metric));
+    if (!s && R->c.ckpt_meta_json)
+        s = nnc_ckpt_add_bytes(c, "meta/json", R->c.ckpt_meta_json, strlen(R->c.ckpt_meta_json));
+    if (single) {
+        if (!s) s = nnc_ckpt_add_params(c, "", R->rep[0]->p);
+        if (!s) s = nnc_ckpt_add_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum);
+    } else {
+        memcpy(sp->data, R->center, sp->n_data * sizeof(float));
+        memcpy(sp->buf, R->center_buf, sp->n_buf * sizeof(float));
+        if (!s) s = nnc_ckpt_add_params(c, "", sp);
+        int n = (int)sp->n_data, nb = (int)sp->n_buf;
+        if (!s) s = nnc_ckpt_add_floats(c, "run/center", 1, &n, R->center);
+        if (!s) s = nnc_ckpt_add_floats(c, "run/pub", 1, &n, R->pub);
+        if (!s && nb) s = nnc_ckpt_add_floats(c, "run/center_buf", 1, &nb, R->center_buf);
+        size_t ne = (size_t)M * (R->ly.L > 0 ? R->ly.L : 1);
+        if (!s) s = nnc_ckpt_add_bytes(c, "run/ema", R->ema, ne * sizeof(double));
+    }
+    for (int i = 0; !single && !s && i < M; i++) {
+        snprintf(prefix, sizeof prefix, "w%d/", i);
+        s = nnc_ckpt_add_params(c, prefix, R->rep[i]->p);
+        snprintf(prefix, sizeof prefix, "w%d/mom/", i);
+        if (!s) s = nnc_ckpt_add_params_like(c, prefix, R->rep[i]->p, R->rep[i]->opt->momentum);
+    }
+    if (!s) s = nnc_ckpt_save(c, path);
+    nnc_ckpt_free(c);
+    nnc__free(wm);
+    return s;
+}
+
+static int get_exact(const nnc_ckpt *c, const char *path, const char *name, void *dst, size_t n)
+{
+    const void *d;
+    size_t nb;
+    int s = nnc_ckpt_get_bytes(c, name, &d, &nb);
+    if (s) return nnc__fail(NNC_EFORMAT, "checkpoint '%s': missing section '%s'", path, name);
+    if (nb != n)
+        return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section '%s' has %zu bytes, expected %zu", path,
+                         name, nb, n);
+    memcpy(dst, d, n);
+    return NNC_OK;
+}
+
+int nnc__run_load(nnc_run *R)
+{
+    char path[4096], prefix[32];
+    int s = ckpt_path(R, "last.ckpt", path, sizeof path);
+    if (s) return s;
+    nnc_ckpt *c = NULL;
+    if ((s = nnc_ckpt_load(path, &c))) return nnc__fail_prefix(s, "resume");
+    int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
+    run_meta meta;
+    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    nnc_params *sp = nnc_model_params(R->scratch);
+    if (!wm) {
+        s = nnc__fail(NNC_ENOMEM, "resume: out of memory");
+        goto done;
+    }
+    if (strcmp(nnc_ckpt_arch(c), nnc_model_arch(R->scratch)) != 0) {
+        s = nnc__fail(NNC_EINVAL, "resume: checkpoint '%s' holds architecture %s, this run builds %s", path,
+                      nnc_ckpt_arch(c), nnc_model_arch(R->scratch));
+        goto done;
+    }
+    if ((s = get_exact(c, path, "run/meta", &meta, sizeof meta))) goto done;
+    if (meta.version != META_VERSION || meta.workers != M || meta.algo != (int32_t)R->c.algo ||
+        meta.sync != (int32_t)R->c.sync || meta.layers != R->ly.L || meta.steps_per_epoch != R->spe) {
+        s = nnc__fail(NNC_EINVAL,
+                      "resume: checkpoint '%s' was written by a run with %d worker(s), algorithm %s, "
+                      "sync %d, %lld steps per epoch; this run has %d, %s, sync %d, %ld: resuming needs "
+                      "the same workers, algorithm, sync mode, data and batch",
+                      path, meta.workers, nnc_algo_name((nnc_algo)meta.algo), meta.sync,
+                      (long long)meta.steps_per_epoch, M, nnc_algo_name(R->c.algo), (int)R->c.sync, R->spe);
+        goto done;
+    }
+    if ((s = get_exact(c, path, "run/workers", wm, (size_t)M * sizeof *wm))) goto done;
+    if (single) {
+        if ((s = nnc_ckpt_get_params(c, "", R->rep[0]->p))) goto done;
+        if ((s = nnc_ckpt_get_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum))) goto done;
+    } else {
+        int n = (int)sp->n_data, nb = (int)sp->n_buf;
+        if ((s = nnc_ckpt_get_floats(c, "run/center", 1, &n, R->center))) goto done;
+        if ((s = nnc_ckpt_get_floats(c, "run/pub", 1, &n, R->pub))) goto done;
+        if (nb && (s = nnc_ckpt_get_floats(c, "run/center_buf", 1, &nb, R->center_buf))) goto done;
+        size_t ne = (size_t)M * (R->ly.L > 0 ? R->ly.L : 1);
+        if ((s = get_exact(c, path, "run/ema", R->ema, ne * sizeof(double)))) goto done;
+        for (int i = 0; i < M; i++) {
+            snprintf(prefix, sizeof prefix, "w%d/", i);
+            if ((s = nnc_ckpt_get_params(c, prefix, R->rep[i]->p))) goto done;
+            snprintf(prefix, sizeof prefix, "w%d/mom/", i);
+            if ((s = nnc_ckpt_get_params_like(c, prefix, R->rep[i]->p, R->rep[i]->opt->momentum))) goto done;
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        nnc_replica *r = R->rep[i];
+        r->steps = wm[i].steps;
+        r->opt->steps = wm[i].sgd_steps;
+        r->correct = wm[i].correct;
+        r->seen = wm[i].seen;
+        r->rng = wm[i].rng;
+        r->probe_rng = r->probe_rng_round = wm[i].probe_rng;
+        nnc_loader_seek(r->loader, wm[i].loader_epoch, wm[i].loader_batch);
+        R->wround[i] = wm[i].wround;
+        R->wsteps[i] = wm[i].wsteps;
+        R->wloss[i] = wm[i].wloss;
+        R->wloss_n[i] = wm[i].wloss_n;
+        R->wcorrect[i] = wm[i].wcorrect;
+        R->wseen[i] = wm[i].wseen;
+        R->ema_n[i] = wm[i].ema_n;
+        R->hist[i] = wm[i].hist;
+    }
+    R->round = meta.round;
+    R->total_steps = meta.total_steps;
+    R->round_steps = meta.round_steps;
+    R->last_epoch = meta.last_epoch;
+    R->t_resumed = meta.seconds;
+    R->best_acc = meta.best_acc;
+    R->pub_seconds = meta.pub_seconds;
+    R->mark_loss = meta.mark_loss;
+    R->mark_n = meta.mark_n;
+done:
+    nnc__free(wm);
+    nnc_ckpt_free(c);
+    return s;
+}

@@ -1,0 +1,628 @@
+/* dist/sync.c - M > 1 workers: persistent worker threads and the synchronizer (the thread that
+ * called nnc_train, so every callback runs there).
+ *
+ * Protocol. Each worker runs local steps on its own replica, then arrives at a round: it
+ * checks its parameters, computes its probe norms (GRAWA) in parallel with the others, bumps
+ * `arrived` and parks on cv_work until the round's generation changes. The synchronizer waits
+ * (in 50 ms slices: stop flag, progress reports, the sync_timeout deadline counted from the
+ * first arrival), then with every worker parked computes the round in fixed worker order,
+ * writes center/pub/weights, bumps the generation and lets the workers apply their own pull.
+ * When an evaluation or checkpoint is due the workers park once more after the pull (phase 2)
+ * so the synchronizer sees a consistent between-steps state.
+ * async: a shared counter of local steps; a round once it reaches tau*M (fast workers take more).
+ * lockstep: exactly tau local steps per worker per round: bitwise reproducible for a seed.
+ * Faults: a worker error cancels everyone (NNC_ETHREAD with its message); a stalled worker
+ * gives NNC_ETIMEOUT naming it and the round; cancellation is checked at step boundaries.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dist/run.h"
+#include "nn/fault.h"
+
+#define GO_ROUND 1
+#define GO_CANCEL 2
+#define POLL_MS 50
+
+typedef struct worker_arg {
+    nnc_run *R;
+    int id;
+} worker_arg;
+
+static int is_dp(nnc_algo a) { return a == NNC_ALGO_DP || a == NNC_ALGO_DP_SAM; }
+static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
+
+#ifdef NNC_TESTING
+static void sleep_ms(double ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000.0),
+                          .tv_nsec = (long)(fmod(ms, 1000.0) * 1e6)};
+    nanosleep(&ts, NULL);
+}
+
+static int cancelled(nnc_run *R)
+{
+    pthread_mutex_lock(&R->mu);
+    int c = R->cancel;
+    pthread_mutex_unlock(&R->mu);
+    return c;
+}
+#endif
+
+/* Test-only fault points at a worker's step boundary (nn/fault.h). */
+static int step_hooks(nnc_run *R, int i, nnc_rng *jitter)
+{
+#ifdef NNC_TESTING
+    char a[32];
+    if (nnc__fault_arg("worker_stall", a, sizeof a) && atoi(a) == i) {
+        while (!cancelled(R)) sleep_ms(5);   /* "stalled forever", but cancellable */
+        return GO_CANCEL;
+    }
+    if (nnc__fault_arg("worker_error", a, sizeof a) && atoi(a) == i)
+        return nnc__fail(NNC_EIO, "worker %d: injected fault worker_error at local step %ld", i,
+                         R->rep[i]->steps + 1);
+    if (nnc__fault_arg("worker_sleep_jitter", a, sizeof a) && atoi(a) > 0)
+        sleep_ms(nnc_rng_below(jitter, (uint32_t)atoi(a) * 1000u) / 1000.0);
+#else
+    (void)R;
+    (void)i;
+    (void)jitter;
+#endif
+    return 0;
+}
+
+/* Record a finished local step in the shared mirrors. */
+static void count_step(nnc_run *R, int i, double loss, long dc, long dseen)
+{
+    pthread_mutex_lock(&R->mu);
+    R->wround[i]++;
+    R->wsteps[i] = R->rep[i]->steps;
+    R->total_steps++;
+    R->round_steps++;
+    if (isfinite(loss)) {
+        R->wloss[i] += loss;
+        R->wloss_n[i]++;
+    }
+    R->wcorrect[i] += dc;
+    R->wseen[i] += dseen;
+    pthread_mutex_unlock(&R->mu);
+}
+
+/* Local steps until this worker must join a round. Returns GO_ROUND, GO_CANCEL or an error;
+ * *stopping is set when the round is the stop request's. */
+static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
+{
+    nnc_replica *r = R->rep[i];
+    for (;;) {
+        pthread_mutex_lock(&R->mu);
+        int cancel = R->cancel;
+        *stopping = R->stop_req;
+        int arrive = R->stop_req || R->bad[i];
+        if (is_dp(R->c.algo)) {
+            arrive |= R->wround[i] >= 1;
+        } else if (R->c.sync == NNC_SYNC_ASYNC) {
+            /* A step is reserved before it is taken, so a round holds exactly tau*M steps. */
+            arrive |= R->round_req || R->round_resv >= (long)R->c.tau * R->M ||
+                      (R->plan && R->total_resv >= R->plan * R->M);
+            if (!arrive) R->round_resv++, R->total_resv++;
+        } else {
+            arrive |= R->wround[i] >= R->c.tau || (R->plan && r->steps >= R->plan);
+        }
+        pthread_mutex_unlock(&R->mu);
+        if (cancel) return GO_CANCEL;
+        if (arrive) return GO_ROUND;
+        int h = step_hooks(R, i, jitter);
+        if (h) return h;
+        float lr = nnc__run_lr(R, r->steps, R->pub_seconds);
+        double loss = 0.0;
+        long c0 = r->correct, s0 = r->seen;
+        if (is_dp(R->c.algo)) {
+            /* Where this step started, for a checkpoint taken before its round (stop). */
+            r->pend_epoch = nnc_loader_epoch(r->loader);
+            r->pend_batch = nnc_loader_batch_index(r->loader);
+            r->pend_rng = r->rng;
+            memcpy(r->pend_buf, r->p->buf, r->p->n_buf * sizeof(float));
+            int n = nnc__replica_next_batch(r);
+            if (n <= 0) return nnc__fail(NNC_EINVAL, "worker %d: the loader returned no batch", i);
+            long correct = 0;
+            int s = nnc__replica_grad(r, n, &loss, &correct);
+            if (s && s != NNC_EDIVERGED) return s;
+            r->seen += n;
+            r->correct += correct;
+            if (!isfinite(loss) || !nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
+            if (R->c.algo == NNC_ALGO_DP_SAM && !R->bad[i]) {
+                /* Ascent from the local gradient, second gradient at w + e, back to w. */
+                double l2;
+                nnc__sam_perturb(r->p->data, r->p->grad, r->sam_saved, R->c.sam_rho, r->p->n_data);
+                s = nnc__replica_grad(r, n, &l2, NULL);
+                memcpy(r->p->data, r->sam_saved, r->p->n_data * sizeof(float));
+                if (s && s != NNC_EDIVERGED) return s;
+                if (!nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
+            }
+            r->pend_n = isfinite(loss);
+            r->pend_correct = r->correct - c0;
+            r->pend_seen = r->seen - s0;
+            pthread_mutex_lock(&R->mu);
+            R->wround[i] = 1;
+            r->pend_wloss = R->wloss[i];
+            if (isfinite(loss)) {
+                R->wloss[i] += loss;
+                R->wloss_n[i]++;
+            }
+            R->wcorrect[i] += r->correct - c0;
+            R->wseen[i] += r->seen - s0;
+            pthread_mutex_unlock(&R->mu);
+            (void)lr;
+            continue;
+        }
+        int s = nnc__replica_step(r, lr, &loss);
+        if (s == NNC_EDIVERGED) {
+            /* Parameters unchanged; this worker is reset at the next round. */
+            R->bad[i] = 1;
+            pthread_mutex_lock(&R->mu);
+            R->round_req = 1;
+            if (R->c.sync == NNC_SYNC_ASYNC) R->round_resv--, R->total_resv--;
+            pthread_mutex_unlock(&R->mu);
+            continue;
+        }
+        if (s) return s;
+        if (R->prox > 0.0) nnc__grawa_pull(r->p->data, R->pub, R->prox, r->p->n_data);
+        if (R->c.algo == NNC_ALGO_LSGD) nnc__lsgd_push(&R->hist[i], loss);
+        count_step(R, i, loss, r->correct - c0, r->seen - s0);
+    }
+}
+
+/* Worker-side round preparation: finiteness and (GRAWA) the probe norms. */
+static int round_prepare(nnc_run *R, int i, int stopping)
+{
+    nnc_replica *r = R->rep[i];
+#ifdef NNC_TESTING
+    char a[32];
+    int w, k;
+    if (nnc__fault_arg("worker_nan", a, sizeof a) && sscanf(a, "%d:%d", &w, &k) == 2 && (w == i || w < 0) &&
+        k == R->round + 1 && !stopping)
+        r->p->data[0] = NAN;
+#endif
+    if (stopping || is_dp(R->c.algo)) return NNC_OK;
+    if (!R->bad[i] && !nnc_params_all_finite(r->p)) R->bad[i] = 1;
+    if (is_grawa(R->c.algo) && !R->bad[i]) {
+        int s = nnc__replica_probe(r, &R->ly, &R->norms[(size_t)i * R->ly.L]);
+        if (s) return s;
+    }
+    return NNC_OK;
+}
+
+/* Apply the published round to this worker's replica. */
+static void round_apply(nnc_run *R, int i)
+{
+    nnc_replica *r = R->rep[i];
+    nnc_params *p = r->p;
+    if (is_dp(R->c.algo)) {
+        memcpy(p->grad, R->pub, p->n_data * sizeof(float));
+        nnc_sgd_step(r->opt, nnc__run_lr(R, r->steps, R->pub_seconds));
+        r->steps++;
+    } else if (R->reset[i]) {
+        memcpy(p->data, R->pub, p->n_data * sizeof(float));
+        memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
+        nnc_sgd_reset(r->opt);
+        memset(&R->hist[i], 0, sizeof R->hist[i]);
+    } else {
+        nnc__grawa_pull(p->data, R->pub, R->pull_c[i], p->n_data);
+    }
+    R->bad[i] = 0;
+    r->probe_rng_round = r->probe_rng;
+    pthread_mutex_lock(&R->mu);
+    if (is_dp(R->c.algo)) {
+        R->wsteps[i] = r->steps;
+        R->total_steps++;
+    }
+    R->wround[i] = 0;
+    pthread_mutex_unlock(&R->mu);
+}
+
+static void worker_fail(nnc_run *R, int i, int s)
+{
+    pthread_mutex_lock(&R->mu);
+    R->wstatus[i] = s;
+    snprintf(R->wmsg[i], sizeof R->wmsg[i], "%s", nnc_error_message());
+    if (!R->failed) R->failed = i + 1;
+    pthread_cond_signal(&R->cv_sync);
+    pthread_mutex_unlock(&R->mu);
+}
+
+static void *worker_main(void *arg)
+{
+    nnc_run *R = ((worker_arg *)arg)->R;
+    int i = ((worker_arg *)arg)->id;
+    nnc_rng jitter;
+    nnc_rng_seed(&jitter, (uint64_t)(nnc__now() * 1e9), (uint64_t)i);
+    for (;;) {
+        int stopping = 0;
+        int s = local_phase(R, i, &jitter, &stopping);
+        if (s == GO_CANCEL) break;
+        if (s == GO_ROUND) s = round_prepare(R, i, stopping);
+        if (s) {
+            worker_fail(R, i, s);
+            break;
+        }
+        pthread_mutex_lock(&R->mu);
+        long g = R->gen;
+        R->arrived++;
+        R->here[i] = 1;
+        pthread_cond_signal(&R->cv_sync);
+        while (R->gen == g && !R->cancel) pthread_cond_wait(&R->cv_work, &R->mu);
+        int cancel = R->cancel, ex = R->exit_req, done = R->round_done, ack = R->need_ack;
+        pthread_mutex_unlock(&R->mu);
+        if (cancel) break;
+        if (done) round_apply(R, i);
+        if (ack) {
+            pthread_mutex_lock(&R->mu);
+            long g2 = R->gen2;
+            R->arrived2++;
+            pthread_cond_signal(&R->cv_sync);
+            while (R->gen2 == g2 && !R->cancel) pthread_cond_wait(&R->cv_work, &R->mu);
+            pthread_mutex_unlock(&R->mu);
+        }
+        if (ex) break;
+    }
+    return NULL;
+}
+
+/* ---- synchronizer ---- */
+
+static void bufs_average(nnc_run *R)
+{
+    nnc_params *p0 = R->rep[0]->p;
+    int nok = 0;
+    for (int i = 0; i < R->M; i++) nok += R->ok[i];
+    for (size_t j = 0; j < p0->n_buf; j++) {
+        double a = 0.0;
+        for (int i = 0; i < R->M; i++)
+            if (R->ok[i]) a += R->rep[i]->p->buf[j];
+        R->center_buf[j] = (float)(a / nok);
+    }
+}
+
+/* The round's math with every worker parked (fixed worker order). */
+static int do_round(nnc_run *R, nnc_round_info *ri)
+{
+    int M = R->M, L = R->ly.L;
+    size_t n = R->ly.n;
+    nnc_algo algo = R->c.algo;
+    const float *x[NNC_MAX_WORKERS];
+    const char *why[NNC_MAX_WORKERS];
+    for (int i = 0; i < M; i++) {
+        x[i] = is_dp(algo) ? R->rep[i]->p->grad : R->rep[i]->p->data;
+        R->ok[i] = !R->bad[i];
+        why[i] = is_dp(algo) ? "gradient" : "parameters or loss";
+        ri->norm[i] = ri->weight[i] = 0.0;
+        ri->distance[i] = NAN;
+    }
+    if (is_grawa(algo)) {
+        for (int i = 0; i < M; i++) {
+            if (!R->ok[i]) continue;
+            const double *nl = &R->norms[(size_t)i * L];
+            double nm = nnc__grawa_model_norm(nl, L, R->c.norm_kind);
+            if (!isfinite(nm)) {
+                R->ok[i] = 0;
+                why[i] = "gradient norm";
+                continue;
+            }
+            long k = ++R->ema_n[i];
+            if (R->per_layer) {
+                double mean = 0.0;
+                for (int l = 0; l < L; l++) {
+                    double nh = nnc__grawa_ema(&R->ema[(size_t)i * L + l], nl[l], k);
+                    R->u[(size_t)i * L + l] = 1.0 / (nh + NNC_GRAWA_EPS);
+                    mean += nh;
+                }
+                ri->norm[i] = L ? mean / L : 0.0;
+            } else {
+                double nh = nnc__grawa_ema(&R->ema[i], nm, k);
+                R->u[i] = 1.0 / (nh + NNC_GRAWA_EPS);
+                ri->norm[i] = nh;
+            }
+        }
+        for (int i = 0; i < M; i++)
+            if (!R->ok[i]) {
+                if (R->per_layer)
+                    for (int l = 0; l < L; l++) R->u[(size_t)i * L + l] = 0.0;
+                else
+                    R->u[i] = 0.0;
+            }
+    } else {
+        for (int i = 0; i < M; i++) R->u[i] = R->ok[i] ? 1.0 : 0.0;
+    }
+    int nok = 0;
+    for (int i = 0; i < M; i++) nok += R->ok[i];
+    if (nok == 0)
+        return nnc__fail(NNC_EDIVERGED, "all %d workers non-finite at round %ld: training stopped, "
+                         "no checkpoint written from this state", M, R->round + 1);
+    for (int i = 0; i < M; i++)
+        if (!R->ok[i]) {
+            nnc__run_log(R, "worker %d non-finite %s at round %ld: weight 0, reset to the center",
+                         i, why[i], R->round + 1);
+            R->res->resets++;
+        }
+    int pl = R->per_layer && is_grawa(algo);
+    int s = NNC_OK;
+    float *tmp = nnc_model_params(R->scratch)->data;
+    switch (algo) {
+    case NNC_ALGO_EASGD:
+        /* S/M over the pre-pull workers; pulls go toward the old center. */
+        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, 0, R->acc, R->usum, tmp);
+        memcpy(R->pub, R->center, n * sizeof(float));
+        nnc__easgd_center(R->center, tmp, R->c.easgd_beta, n);
+        for (int i = 0; i < M; i++) R->pull_c[i] = (double)R->c.easgd_beta / M;
+        break;
+    case NNC_ALGO_LSGD: {
+        int lead = nnc__lsgd_leader(R->hist, R->ok, M);
+        memcpy(R->center, R->rep[lead]->p->data, n * sizeof(float));
+        memcpy(R->pub, R->center, n * sizeof(float));
+        for (int i = 0; i < M; i++) {
+            R->pull_c[i] = i == lead ? 0.0 : R->c.pull;
+            ri->norm[i] = nnc__lsgd_mean(&R->hist[i]);
+            ri->weight[i] = i == lead;
+        }
+        break;
+    }
+    case NNC_ALGO_DP:
+    case NNC_ALGO_DP_SAM:
+        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, 0, R->acc, R->usum, R->pub);
+        break;
+    default: /* MGRAWA, LGRAWA, LOCAL_SGD */
+        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, pl, R->acc, R->usum, R->center);
+        memcpy(R->pub, R->center, n * sizeof(float));
+        for (int i = 0; i < M; i++) R->pull_c[i] = R->c.pull;
+        break;
+    }
+    if (s) return s;
+    if (algo != NNC_ALGO_LSGD)
+        for (int i = 0; i < M; i++) {
+            if (pl) {
+                double w = 0.0;
+                for (int l = 0; l < L; l++) w += R->usum[l] > 0 ? R->u[(size_t)i * L + l] / R->usum[l] : 0.0;
+                ri->weight[i] = L ? w / L : 0.0;
+            } else {
+                ri->weight[i] = R->usum[0] > 0 ? R->u[i] / R->usum[0] : 0.0;
+            }
+        }
+    if (!is_dp(algo)) {
+        bufs_average(R);
+        for (int i = 0; i < M; i++) {
+            R->reset[i] = !R->ok[i];
+            if (R->ok[i]) ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
+        }
+    }
+    return NNC_OK;
+}
+
+/* Copy of the progress mirrors (under mu) for reports. */
+typedef struct progress {
+    long total;
+    double loss;
+    long loss_n, correct, seen;
+} progress;
+
+static progress snapshot(nnc_run *R)
+{
+    progress p = {.total = R->total_steps};
+    for (int i = 0; i < R->M; i++) {
+        p.loss += R->wloss[i];
+        p.loss_n += R->wloss_n[i];
+        p.correct += R->wcorrect[i];
+        p.seen += R->wseen[i];
+    }
+    return p;
+}
+
+static void report(nnc_run *R, progress now, progress *last, double *t_last)
+{
+    if (!R->c.on_step || now.loss_n == last->loss_n) return;
+    double t = nnc__run_seconds(R);
+    nnc_step_info si = {.step = now.total,
+                        .total_steps = R->plan * R->M,
+                        .epoch = R->spe ? (double)now.total / ((double)R->spe * R->M) : 0.0,
+                        .seconds = t,
+                        .loss = (now.loss - last->loss) / (double)(now.loss_n - last->loss_n),
+                        .acc = now.seen > last->seen ? (double)(now.correct - last->correct) / (double)(now.seen - last->seen) : 0.0,
+                        .lr = nnc__run_lr(R, R->spe ? now.total / R->M : 0, R->pub_seconds),
+                        .images_per_sec = t > *t_last ? (double)(now.seen - last->seen) / (t - *t_last) : 0.0};
+    *last = now;
+    *t_last = t;
+    R->c.on_step(&si, R->c.ud);
+}
+
+static int plan_done(nnc_run *R)
+{
+    if (!R->plan) return 0;
+    if (R->c.sync == NNC_SYNC_ASYNC && !is_dp(R->c.algo)) return R->total_steps >= R->plan * R->M;
+    long extra = is_dp(R->c.algo) ? 1 : 0; /* a DP round's step is applied after the round */
+    for (int i = 0; i < R->M; i++)
+        if (R->rep[i]->steps + extra < R->plan) return 0;
+    return 1;
+}
+
+/* The synchronizer loop; returns with the workers told to exit (or to be cancelled). */
+static int coordinate(nnc_run *R, progress start)
+{
+    int M = R->M;
+    double timeout = R->c.sync_timeout;
+    long report_every = R->c.log_every > 0 ? R->c.log_every : M * (R->spe / 10 > 0 ? R->spe / 10 : 1);
+    progress last = start, loss_mark = start;
+    loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
+    loss_mark.loss_n = R->mark_n;
+    double t_last = nnc__run_seconds(R);
+    pthread_mutex_lock(&R->mu);
+    for (;;) {
+        double first = 0.0;
+        while (R->arrived < M && !R->failed) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += POLL_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&R->cv_sync, &R->mu, &ts);
+            if (R->arrived > 0 && first == 0.0) first = nnc__now();
+            if (R->arrived < M && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
+                int w = 0;
+                while (w < M && R->here[w]) w++;
+                pthread_mutex_unlock(&R->mu);
+                return nnc__fail(NNC_ETIMEOUT,
+                                 "sync round %ld: worker %d did not arrive within %.1f s of the first "
+                                 "worker (stalled?); %d of %d workers waiting",
+                                 R->round + 1, w, timeout, R->arrived, M);
+            }
+            if (R->user->stop && *R->user->stop && !R->stop_req) {
+                R->stop_req = 1;
+                R->round_req = 1;
+                R->res->stopped_by_signal = (int)*R->user->stop;
+            }
+            progress now = snapshot(R);
+            if (now.total - last.total >= report_every) {
+                pthread_mutex_unlock(&R->mu);
+                report(R, now, &last, &t_last);
+                pthread_mutex_lock(&R->mu);
+            }
+        }
+        if (R->failed) {
+            int w = R->failed - 1;
+            pthread_mutex_unlock(&R->mu);
+            return nnc__fail(NNC_ETHREAD, "worker %d failed at round %ld: %s", w, R->round + 1, R->wmsg[w]);
+        }
+        /* Every worker is parked: the round's state is ours until the generation bump. */
+        R->arrived = 0;
+        memset(R->here, 0, sizeof R->here);
+        progress now = snapshot(R);
+        pthread_mutex_unlock(&R->mu);
+        if (R->stop_req) {
+            int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+            pthread_mutex_lock(&R->mu);
+            R->round_done = 0;
+            R->need_ack = 0;
+            R->exit_req = 1;
+            R->gen++;
+            pthread_cond_broadcast(&R->cv_work);
+            pthread_mutex_unlock(&R->mu);
+            if (s) return s;
+            return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d at round %ld%s",
+                             R->res->stopped_by_signal, R->round,
+                             R->c.ckpt_dir ? " (checkpoint written)" : "");
+        }
+        double t0 = nnc__now();
+        nnc_round_info ri;
+        memset(&ri, 0, sizeof ri);
+        int s = do_round(R, &ri);
+        if (s) return s;
+        R->round++;
+        double secs = nnc__run_seconds(R);
+        int ex = plan_done(R) || (R->c.time_budget > 0 && secs >= R->c.time_budget);
+        long total_after = R->total_steps + (is_dp(R->c.algo) ? M : 0);
+        long epoch = R->spe ? total_after / (R->spe * M) : 0;
+        int boundary = !ex && epoch > R->last_epoch;
+        int eval_due = boundary && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0;
+        int ack = boundary && (eval_due || R->c.ckpt_dir);
+        if (boundary) R->last_epoch = epoch;
+        ri.round = R->round;
+        ri.seconds = secs;
+        ri.workers = M;
+        for (int i = 0; i < M; i++) ri.local_steps[i] = R->wround[i];
+        ri.loss = now.loss_n > loss_mark.loss_n ? (now.loss - loss_mark.loss) / (double)(now.loss_n - loss_mark.loss_n) : NAN;
+        loss_mark = now;
+        R->mark_loss = now.loss;
+        R->mark_n = now.loss_n;
+        R->pub_seconds = secs;
+        double dt = nnc__now() - t0;
+        ri.sync_seconds = dt;
+        R->res->sync_seconds += dt;
+        pthread_mutex_lock(&R->mu);
+        R->round_steps = 0;
+        R->round_resv = 0;
+        R->round_req = 0;
+        R->round_done = 1;
+        R->exit_req = ex;
+        R->need_ack = ack;
+        R->gen++;
+        pthread_cond_broadcast(&R->cv_work);
+        pthread_mutex_unlock(&R->mu);
+        if (R->c.on_round) R->c.on_round(&ri, R->c.ud);
+        if (ack) {
+            pthread_mutex_lock(&R->mu);
+            while (R->arrived2 < M && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
+            R->arrived2 = 0;
+            pthread_mutex_unlock(&R->mu);
+            if (eval_due && (s = nnc__run_evaluate(R, 0))) return s;
+            if (R->c.ckpt_dir) {
+                double t1 = nnc__now();
+                s = nnc__run_save(R, "last.ckpt");
+                R->t_excluded += nnc__now() - t1;
+                if (s) return s;
+            }
+            pthread_mutex_lock(&R->mu);
+            R->gen2++;
+            pthread_cond_broadcast(&R->cv_work);
+            pthread_mutex_unlock(&R->mu);
+        }
+        pthread_mutex_lock(&R->mu);
+        if (ex) {
+            progress fin = snapshot(R);
+            pthread_mutex_unlock(&R->mu);
+            report(R, fin, &last, &t_last);
+            return NNC_OK;
+        }
+    }
+}
+
+int nnc__run_workers(nnc_run *R)
+{
+    int M = R->M;
+    pthread_t th[NNC_MAX_WORKERS];
+    worker_arg args[NNC_MAX_WORKERS];
+    pthread_mutex_init(&R->mu, NULL);
+    pthread_cond_init(&R->cv_sync, NULL);
+    pthread_cond_init(&R->cv_work, NULL);
+    R->res->bytes_per_round = M * nnc__transport_round_bytes(R->ly.n, R->ly.L, R->per_layer);
+    int started = 0, s = NNC_OK;
+    progress start = snapshot(R);
+    R->total_resv = R->total_steps;
+    R->round_resv = R->round_steps;
+    for (; started < M; started++) {
+        args[started] = (worker_arg){.R = R, .id = started};
+        if (pthread_create(&th[started], NULL, worker_main, &args[started]) != 0) {
+            s = nnc__fail(NNC_ETHREAD, "cannot start worker thread %d of %d", started, M);
+            break;
+        }
+    }
+    if (!s) s = coordinate(R, start);
+    /* Keep the coordinator's message: joining does not touch this thread's error buffer. */
+    if (s) {
+        pthread_mutex_lock(&R->mu);
+        R->cancel = 1;
+        pthread_cond_broadcast(&R->cv_work);
+        pthread_mutex_unlock(&R->mu);
+    }
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    pthread_cond_destroy(&R->cv_work);
+    pthread_cond_destroy(&R->cv_sync);
+    pthread_mutex_destroy(&R->mu);
+    long steps = 0, correct = 0, seen = 0, ln = 0;
+    double loss = 0.0;
+    for (int i = 0; i < M; i++) {
+        R->res->local_steps[i] = R->rep[i]->steps;
+        steps += R->rep[i]->steps;
+        correct += R->wcorrect[i];
+        seen += R->wseen[i];
+        loss += R->wloss[i];
+        ln += R->wloss_n[i];
+    }
+    R->res->steps = steps;
+    R->res->rounds = R->round;
+    R->res->train_loss = ln ? loss / ln : NAN;
+    R->res->train_acc = seen ? (double)correct / seen : NAN;
+    return s;
+}

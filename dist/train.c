@@ -1,0 +1,443 @@
+/* dist/train.c - nnc_train: config resolution, run set-up, the single-replica loop, evaluation
+ * of the center and the uniform average, teardown (multi-worker rounds: sync.c). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dist/run.h"
+#include "nn/blas.h"
+#include "nn/threads.h"
+
+#define EVAL_STREAM 0x6576616cULL /* "eval" */
+
+static const char *const algo_names[] = {"sgd", "mgrawa", "lgrawa", "local-sgd",
+                                         "easgd", "lsgd", "dp", "dp-sam"};
+
+int nnc_algo_parse(const char *s, nnc_algo *out)
+{
+    for (int i = 0; i < (int)(sizeof algo_names / sizeof *algo_names); i++)
+        if (s && strcmp(s, algo_names[i]) == 0) {
+            *out = (nnc_algo)i;
+            return NNC_OK;
+        }
+    if (s && strcmp(s, "grawa") == 0) {
+        *out = NNC_ALGO_MGRAWA;
+        return NNC_OK;
+    }
+    return nnc__fail(NNC_EINVAL,
+                     "unknown algorithm '%s' (expected sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, "
+                     "dp or dp-sam)", s ? s : "(null)");
+}
+
+const char *nnc_algo_name(nnc_algo a)
+{
+    return (unsigned)a < sizeof algo_names / sizeof *algo_names ? algo_names[a] : "?";
+}
+
+nnc_train_config nnc_train_config_default(void)
+{
+    nnc_train_config c;
+    memset(&c, 0, sizeof c);
+    c.model = "resnet20";
+    c.model_cfg.in_channels = 0;
+    c.batch = 128;
+    c.augment = 1;
+    c.lr = 0.1f;
+    c.sgd = nnc_sgd_config_default();
+    c.sched.kind = NNC_SCHED_CONSTANT;
+    c.sched.gamma = 0.1f;
+    c.epochs = 1;
+    c.seed = 1;
+    c.threads = 1;
+    c.workers = 1;
+    c.algo = NNC_ALGO_SGD;
+    c.sync = NNC_SYNC_ASYNC;
+    c.tau = 0;
+    c.pull = -1.0f;
+    c.prox = -1.0f;
+    c.easgd_beta = 0.1f;
+    c.sam_rho = 0.05f;
+    c.norm_kind = NNC_NORM_SUM_LAYERS;
+    c.probe_batch = 128;
+    c.bn_reestimate_batches = 20;
+    c.sync_timeout = 0;
+    c.eval_every_epochs = 1;
+    c.log_every = 0;
+    return c;
+}
+
+double nnc__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double nnc__run_seconds(const nnc_run *R)
+{
+    return nnc__now() - R->t_start - R->t_excluded + R->t_resumed;
+}
+
+void nnc__run_log(nnc_run *R, const char *fmt, ...)
+{
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (R->c.on_log) R->c.on_log(line, R->c.ud);
+}
+
+float nnc__run_lr(const nnc_run *R, long step, double seconds)
+{
+    return nnc_sched_lr(&R->c.sched, step, seconds);
+}
+
+static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
+
+/* Fill algorithm defaults and check every value; errors name the field and the value. */
+static int resolve(nnc_train_config *c, const nnc_dataset *train)
+{
+    if (c->workers < 1 || c->workers > NNC_MAX_WORKERS)
+        return nnc__fail(NNC_EINVAL, "workers must be in 1..%d, found %d", NNC_MAX_WORKERS, c->workers);
+    if ((unsigned)c->algo > NNC_ALGO_DP_SAM) return nnc__fail(NNC_EINVAL, "unknown algorithm %d", (int)c->algo);
+    if (c->algo == NNC_ALGO_SGD && c->workers != 1)
+        return nnc__fail(NNC_EINVAL, "algorithm sgd trains one replica: workers must be 1, found %d "
+                         "(use mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam)", c->workers);
+    if (c->batch < 1) return nnc__fail(NNC_EINVAL, "batch must be >= 1, found %d", c->batch);
+    if (!(c->lr > 0.0f) || !isfinite(c->lr)) return nnc__fail(NNC_EINVAL, "lr must be > 0, found %g", (double)c->lr);
+    if (c->epochs < 0) return nnc__fail(NNC_EINVAL, "epochs must be >= 0, found %d", c->epochs);
+    if (!(c->time_budget >= 0.0)) return nnc__fail(NNC_EINVAL, "time budget must be >= 0 s, found %g", c->time_budget);
+    if (c->epochs == 0 && c->time_budget == 0.0)
+        return nnc__fail(NNC_EINVAL, "nothing bounds the run: set epochs > 0 or a time budget");
+    if (c->tau < 0) return nnc__fail(NNC_EINVAL, "tau must be >= 0 (0 = default), found %d", c->tau);
+    if (c->tau == 0)
+        c->tau = (c->algo == NNC_ALGO_EASGD || c->algo == NNC_ALGO_LSGD) ? 4
+                 : (c->algo == NNC_ALGO_DP || c->algo == NNC_ALGO_DP_SAM) ? 1 : 32;
+    if (c->pull < 0.0f) c->pull = c->algo == NNC_ALGO_LSGD ? 0.1f : c->algo == NNC_ALGO_LOCAL_SGD ? 1.0f : 0.5f;
+    if (c->prox < 0.0f) c->prox = c->algo == NNC_ALGO_LSGD ? 0.1f : is_grawa(c->algo) ? 0.01f : 0.0f;
+    if (c->pull > 1.0f || !isfinite(c->pull)) return nnc__fail(NNC_EINVAL, "pull must be in [0, 1], found %g", (double)c->pull);
+    if (c->prox > (float)c->tau || !isfinite(c->prox))
+        return nnc__fail(NNC_EINVAL, "prox must be in [0, tau=%d], found %g", c->tau, (double)c->prox);
+    if (!(c->easgd_beta > 0.0f && c->easgd_beta <= 1.0f))
+        return nnc__fail(NNC_EINVAL, "easgd beta must be in (0, 1], found %g", (double)c->easgd_beta);
+    if (!(c->sam_rho >= 0.0f)) return nnc__fail(NNC_EINVAL, "sam rho must be >= 0, found %g", (double)c->sam_rho);
+    if (c->probe_batch < 1) return nnc__fail(NNC_EINVAL, "probe batch must be >= 1, found %d", c->probe_batch);
+    if (c->bn_reestimate_batches < 0)
+        return nnc__fail(NNC_EINVAL, "bn re-estimation batches must be >= 0, found %d", c->bn_reestimate_batches);
+    if (c->sync_timeout < 0.0) return nnc__fail(NNC_EINVAL, "sync timeout must be >= 0, found %g", c->sync_timeout);
+    if (c->sync_timeout == 0.0) c->sync_timeout = 600.0;
+    if (c->threads < 1) c->threads = 1;
+    if (c->eval_every_epochs < 0) c->eval_every_epochs = 0;
+    if (c->resume && !c->ckpt_dir) return nnc__fail(NNC_EINVAL, "resume needs a checkpoint folder");
+    if (!c->model) return nnc__fail(NNC_EINVAL, "no model name given");
+    if (c->model_cfg.in_channels == 0) c->model_cfg.in_channels = train->c;
+    if (c->model_cfg.image_size == 0) c->model_cfg.image_size = train->h;
+    if (c->model_cfg.num_classes == 0) c->model_cfg.num_classes = train->num_classes;
+    if (train->h != train->w || c->model_cfg.in_channels != train->c || c->model_cfg.image_size != train->h)
+        return nnc__fail(NNC_EINVAL, "dataset '%s' has images %dx%dx%d, model config expects %dx%dx%d",
+                         train->name, train->c, train->h, train->w, c->model_cfg.in_channels,
+                         c->model_cfg.image_size, c->model_cfg.image_size);
+    if (train->num_classes > c->model_cfg.num_classes)
+        return nnc__fail(NNC_EINVAL, "dataset '%s' has %d classes, model config has %d", train->name,
+                         train->num_classes, c->model_cfg.num_classes);
+    return NNC_OK;
+}
+
+static void run_free(nnc_run *R)
+{
+    for (int i = 0; i < NNC_MAX_WORKERS; i++) nnc__replica_free(R->rep[i]);
+    nnc_model_free(R->scratch);
+    nnc_graph_free(R->eval_g);
+    nnc__grawa_layers_free(&R->ly);
+    nnc__transport_free(R->tp);
+    nnc__free(R->center);
+    nnc__free(R->pub);
+    nnc__free(R->center_buf);
+    nnc__free(R->acc);
+    nnc__free(R->usum);
+    nnc__free(R->u);
+    nnc__free(R->ema);
+    nnc__free(R->norms);
+}
+
+static int run_setup(nnc_run *R)
+{
+    nnc_train_config *c = &R->c;
+    int s = nnc_model_new(c->model, &c->model_cfg, c->seed, &R->scratch);
+    if (s) return s;
+    if ((s = nnc_graph_new(0, &R->eval_g))) return s;
+    for (int i = 0; i < R->M; i++)
+        if ((s = nnc__replica_new(R->scratch, R->train, c, i, R->M, &R->rep[i]))) return s;
+    nnc_params *p = nnc_model_params(R->scratch);
+    if ((s = nnc__grawa_layers_new(p, &R->ly))) return s;
+    if ((s = nnc__transport_local_new(&R->tp))) return s;
+    int L = R->ly.L > 0 ? R->ly.L : 1;
+    size_t n = p->n_data + 1;
+    R->center = nnc__calloc(n, sizeof(float));
+    R->pub = nnc__calloc(n, sizeof(float));
+    R->center_buf = nnc__calloc(p->n_buf + 1, sizeof(float));
+    R->acc = nnc__calloc(n, sizeof(double));
+    R->usum = nnc__calloc((size_t)L, sizeof(double));
+    R->u = nnc__calloc((size_t)R->M * L, sizeof(double));
+    R->ema = nnc__calloc((size_t)R->M * L, sizeof(double));
+    R->norms = nnc__calloc((size_t)R->M * L, sizeof(double));
+    if (!R->center || !R->pub || !R->center_buf || !R->acc || !R->usum || !R->u || !R->ema || !R->norms)
+        return nnc__fail(NNC_ENOMEM, "training: cannot allocate the synchronizer state (%zu floats)", n);
+    /* Before the first round the proximity target is the common initial model. */
+    memcpy(R->center, p->data, p->n_data * sizeof(float));
+    memcpy(R->pub, p->data, p->n_data * sizeof(float));
+    memcpy(R->center_buf, p->buf, p->n_buf * sizeof(float));
+    R->spe = nnc_loader_batches_per_epoch(R->rep[0]->loader);
+    R->plan = (long)c->epochs * R->spe;
+    c->sched.base_lr = c->lr;
+    c->sched.steps_per_epoch = R->spe;
+    if (c->sched.total_steps == 0) c->sched.total_steps = R->plan;
+    R->prox = c->tau > 0 ? (double)c->prox / c->tau : 0.0;
+    R->best_acc = -1.0;
+    return NNC_OK;
+}
+
+/* Evaluate scratch (params already set) after BN re-estimation; report as `which`. */
+static int eval_scratch(nnc_run *R, const char *which, double *loss, double *acc)
+{
+    nnc_rng rng;
+    nnc_rng_seed(&rng, R->c.seed, EVAL_STREAM + (uint64_t)R->round);
+    int s = nnc__bn_reestimate(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch, &rng);
+    if (s) return s;
+    (void)which;
+    return nnc_evaluate(R->scratch, R->test, R->c.batch, loss, acc, NULL);
+}
+
+static void emit_eval(nnc_run *R, const char *which, double loss, double acc, int best)
+{
+    if (!R->c.on_eval) return;
+    nnc_eval_info e = {.epoch = R->spe ? (double)R->rep[0]->steps / R->spe : 0.0,
+                       .seconds = nnc__run_seconds(R),
+                       .step = R->M == 1 ? R->rep[0]->steps : R->total_steps,
+                       .which = which,
+                       .loss = loss,
+                       .acc = acc,
+                       .is_best = best};
+    R->c.on_eval(&e, R->c.ud);
+}
+
+/* Uniform average of the workers' parameters and buffers into scratch (workers parked). */
+static int load_average(nnc_run *R)
+{
+    nnc_params *p = nnc_model_params(R->scratch);
+    const float *x[NNC_MAX_WORKERS];
+    double u[NNC_MAX_WORKERS];
+    for (int i = 0; i < R->M; i++) {
+        x[i] = R->rep[i]->p->data;
+        u[i] = 1.0;
+    }
+    int s = nnc__transport_center(R->tp, &R->ly, x, u, R->M, 0, R->acc, R->usum, p->data);
+    if (s) return s;
+    for (size_t j = 0; j < p->n_buf; j++) {
+        double a = 0.0;
+        for (int i = 0; i < R->M; i++) a += R->rep[i]->p->buf[j];
+        p->buf[j] = (float)(a / R->M);
+    }
+    return NNC_OK;
+}
+
+int nnc__run_evaluate(nnc_run *R, int final)
+{
+    if (!R->test) return NNC_OK;
+    double t0 = nnc__now();
+    double loss = NAN, acc = NAN;
+    int s = NNC_OK, best = 0;
+    nnc_train_result *res = R->res;
+    if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+        if ((s = nnc_evaluate(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL))) return s;
+        best = acc > R->best_acc;
+        res->test_acc = acc;
+        res->test_loss = loss;
+        emit_eval(R, "model", loss, acc, best);
+    } else {
+        nnc_params *p = nnc_model_params(R->scratch);
+        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) {
+            memcpy(R->center, R->rep[0]->p->data, p->n_data * sizeof(float));
+            memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
+        }
+        memcpy(p->data, R->center, p->n_data * sizeof(float));
+        memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
+        double closs, cacc, aloss, aacc;
+        if ((s = eval_scratch(R, "center", &closs, &cacc))) return s;
+        if ((s = load_average(R))) return s;
+        if ((s = eval_scratch(R, "average", &aloss, &aacc))) return s;
+        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
+        loss = use_avg ? aloss : closs;
+        acc = use_avg ? aacc : cacc;
+        best = acc > R->best_acc;
+        res->center_test_acc = cacc;
+        res->average_test_acc = aacc;
+        res->test_acc = acc;
+        res->test_loss = loss;
+        emit_eval(R, "center", closs, cacc, best && !use_avg);
+        emit_eval(R, "average", aloss, aacc, best && use_avg);
+    }
+    if (best) R->best_acc = acc;
+    R->t_excluded += nnc__now() - t0;
+    if (best && R->c.ckpt_dir) {
+        double t1 = nnc__now();
+        s = nnc__run_save(R, "best.ckpt");
+        R->t_excluded += nnc__now() - t1;
+    }
+    (void)final;
+    return s;
+}
+
+static void emit_step(nnc_run *R, double loss_sum, long n, long correct, long seen, double *img_t0,
+                      long *img_seen0, float lr)
+{
+    if (!R->c.on_step || n == 0) return;
+    double now = nnc__run_seconds(R);
+    nnc_step_info si = {.step = R->rep[0]->steps,
+                        .total_steps = R->plan,
+                        .epoch = R->spe ? (double)R->rep[0]->steps / R->spe : 0.0,
+                        .seconds = now,
+                        .loss = loss_sum / n,
+                        .acc = seen ? (double)correct / seen : 0.0,
+                        .lr = lr,
+                        .images_per_sec = now > *img_t0 ? (double)(seen) / (now - *img_t0) : 0.0};
+    *img_t0 = now;
+    *img_seen0 = 0;
+    R->c.on_step(&si, R->c.ud);
+}
+
+/* The plain single-replica loop (workers 1, algo sgd). */
+static int run_single(nnc_run *R)
+{
+    nnc_replica *r = R->rep[0];
+    nnc_train_result *res = R->res;
+    int log_every = R->c.log_every > 0 ? R->c.log_every : (int)(R->spe / 10 > 0 ? R->spe / 10 : 1);
+    double wloss = 0.0, eloss = 0.0, t_img = nnc__run_seconds(R);
+    long wn = 0, wc = 0, ws = 0, en = 0, ec = 0, es = 0, img0 = 0;
+    float lr = R->c.lr;
+    for (;;) {
+        if (R->user->stop && *R->user->stop) {
+            res->stopped_by_signal = (int)*R->user->stop;
+            int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+            if (s) return s;
+            return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d after step %ld%s", res->stopped_by_signal,
+                             r->steps, R->c.ckpt_dir ? " (checkpoint written)" : "");
+        }
+        if (R->plan && r->steps >= R->plan) break;
+        if (R->c.time_budget > 0 && nnc__run_seconds(R) >= R->c.time_budget) break;
+        lr = nnc__run_lr(R, r->steps, nnc__run_seconds(R));
+        double loss;
+        long c0 = r->correct, s0 = r->seen;
+        int s = nnc__replica_step(r, lr, &loss);
+        if (s == NNC_EDIVERGED)
+            return nnc__fail(NNC_EDIVERGED, "non-finite loss (%g) at step %ld (epoch %.2f); stopped, "
+                             "parameters and the last checkpoint are from before this step",
+                             loss, r->steps + 1, (double)r->steps / R->spe);
+        if (s) return s;
+        long dc = r->correct - c0, dsn = r->seen - s0;
+        wloss += loss, wn++, wc += dc, ws += dsn;
+        eloss += loss, en++, ec += dc, es += dsn;
+        img0 += dsn;
+        if (r->steps % log_every == 0) {
+            emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
+            wloss = 0.0, wn = wc = ws = 0;
+        }
+        if (r->steps % R->spe == 0) {
+            res->train_loss = eloss / en;
+            res->train_acc = es ? (double)ec / es : 0.0;
+            eloss = 0.0, en = ec = es = 0;
+            long epoch = r->steps / R->spe;
+            int last = R->plan && r->steps >= R->plan;
+            if (!last && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0 &&
+                (s = nnc__run_evaluate(R, 0)))
+                return s;
+            if (R->c.ckpt_dir) {
+                double t1 = nnc__now();
+                s = nnc__run_save(R, "last.ckpt");
+                R->t_excluded += nnc__now() - t1;
+                if (s) return s;
+            }
+        }
+    }
+    if (wn) emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
+    if (en) {
+        res->train_loss = eloss / en;
+        res->train_acc = es ? (double)ec / es : 0.0;
+    }
+    res->local_steps[0] = r->steps;
+    res->steps = r->steps;
+    return NNC_OK;
+}
+
+int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,
+              nnc_train_result *out)
+{
+    NNC_ASSERT(cfg && train && out, "nnc_train: NULL config, dataset or result");
+    memset(out, 0, sizeof *out);
+    out->test_acc = out->test_loss = NAN;
+    out->center_test_acc = out->average_test_acc = NAN;
+    nnc_run *R = nnc__calloc(1, sizeof *R);
+    if (!R) return nnc__fail(NNC_ENOMEM, "training: out of memory");
+    R->c = *cfg;
+    R->user = cfg;
+    R->train = train;
+    R->test = test;
+    R->res = out;
+    int s = resolve(&R->c, train);
+    if (!s && test && (test->c != train->c || test->h != train->h || test->w != train->w))
+        s = nnc__fail(NNC_EINVAL, "test set '%s' has images %dx%dx%d, training set '%s' %dx%dx%d", test->name,
+                      test->c, test->h, test->w, train->name, train->c, train->h, train->w);
+    if (!s) {
+        R->M = R->c.workers;
+        R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
+        out->workers = R->M;
+        /* Kernel and BLAS threads are process-wide: one per replica when M > 1. Only changed
+         * when different, so concurrent runs with the same setting never touch them. */
+        int want = R->M > 1 ? 1 : R->c.threads;
+        if (nnc_threads() != want && (s = nnc_set_threads(want)))
+            s = nnc__fail_prefix(s, "training: %d kernel threads", want);
+        if (!s && nnc_blas_threads() != want) nnc_blas_set_threads(want);
+        if (!s) s = run_setup(R);
+    }
+    if (!s && R->c.resume) s = nnc__run_load(R);
+    int done = 0;
+    if (!s && R->c.resume && R->plan) {
+        done = 1;
+        for (int i = 0; i < R->M; i++) done &= R->rep[i]->steps >= R->plan;
+        if (done) {
+            nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints "
+                         "left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
+            out->steps = R->M == 1 && R->c.algo == NNC_ALGO_SGD ? R->rep[0]->steps : R->total_steps;
+            out->rounds = R->round;
+            for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
+        }
+    }
+    if (!s && !done) {
+        R->t_start = nnc__now();
+        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+            s = run_single(R);
+            out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
+        } else {
+            s = nnc__run_workers(R);
+        }
+        out->seconds = nnc__run_seconds(R);
+        out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
+        out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
+    }
+    if (!s && !done) s = nnc__run_evaluate(R, 1);
+    if (!s && R->c.ckpt_dir && !done) s = nnc__run_save(R, "last.ckpt");
+    if (s) {
+        /* Keep the failing thread's message while the run is torn down. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nnc_error_message());
+        run_free(R);
+        nnc__free(R);
+        return nnc__fail(s, "%s", msg);
+    }
+    run_free(R);
+    nnc__free(R);
+    return NNC_OK;
+}

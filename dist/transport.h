@@ -1,0 +1,55 @@
+/* dist/transport.h - the communication seam between the algorithms and the machines.
+ *
+ * Algorithm code never combines worker vectors itself: it hands its local contributions to a
+ * transport, which returns the global result. GRAWA.md section 6: the weighted center is one
+ * fused reduction of [sum_i u_i x_i, sum_i u_i] (per layer for LGRAWA), associative over
+ * groups, so threads reduce inside a process and ranks combine afterwards. Today there is the
+ * in-process transport (one rank holding every worker); an MPI transport implements the same
+ * operations (reduce in rank order, broadcast, barrier) without touching algorithm code.
+ *
+ * Ownership: the caller owns every buffer passed in. Thread-safety: a transport is used by one
+ * thread (the synchronizer) of each rank.
+ */
+#ifndef NNC_DIST_TRANSPORT_H
+#define NNC_DIST_TRANSPORT_H
+
+#include <stddef.h>
+
+#include "dist/grawa.h"
+
+typedef struct nnc_transport nnc_transport;
+
+typedef struct nnc_transport_ops {
+    const char *name;
+    /* acc (ly->n doubles) = sum over all workers of all ranks, in global worker order, of
+     * u_i x_i (per layer when per_layer); usum (L or 1 doubles) = sum of the u_i. x and u hold
+     * this rank's nlocal workers (u: nlocal or nlocal*L). The result is on every rank. */
+    int (*reduce_weighted)(nnc_transport *t, const nnc_grawa_layers *ly, const float *const *x,
+                           const double *u, int nlocal, int per_layer, double *acc, double *usum);
+    /* Copy bytes of root's buf to every rank. */
+    int (*broadcast)(nnc_transport *t, void *buf, size_t bytes, int root);
+    int (*barrier)(nnc_transport *t);
+    void (*free)(nnc_transport *t);
+} nnc_transport_ops;
+
+struct nnc_transport {
+    const nnc_transport_ops *ops;
+    int rank, size;     /* this process's rank, number of ranks */
+    void *impl;
+};
+
+/* The in-process transport: one rank, reductions over the local workers in index order. */
+int nnc__transport_local_new(nnc_transport **out);
+void nnc__transport_free(nnc_transport *t);
+
+/* Weighted mean of the workers' vectors through t: center = (sum u_i x_i) / (sum u_i), per
+ * layer when per_layer. acc (ly->n doubles) and usum (L doubles) are caller scratch. */
+int nnc__transport_center(nnc_transport *t, const nnc_grawa_layers *ly, const float *const *x,
+                          const double *u, int nlocal, int per_layer, double *acc, double *usum,
+                          float *center);
+
+/* Bytes one worker sends + receives per weighted reduction of n floats over the transport
+ * (communication accounting, GRAWA.md section 6): the fused vector and its weight sums. */
+double nnc__transport_round_bytes(size_t n, int L, int per_layer);
+
+#endif

@@ -1,0 +1,71 @@
+/* tools/ckpt_model.c - rebuild the model a checkpoint was trained with (eval, predict).
+ * The checkpoint's architecture string "<name>/c<in>/s<size>/k<classes>" says which model to
+ * build; the parameters come from the reported model's sections (center of a multi-worker run,
+ * else the single replica). */
+#include <stdio.h>
+#include <string.h>
+
+#include "models/models.h"
+#include "nn/checkpoint.h"
+#include "nn/status.h"
+#include "tools/ckpt_model.h"
+
+/* Prefixes under which a trainer may store the reported model, most preferred first. */
+static const char *PREFIXES[] = {"center/", "model/", "", "replica0/", "worker0/", "w0/"};
+
+int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_out, nnc_model **m_out)
+{
+    *ck_out = NULL;
+    *m_out = NULL;
+    nnc_ckpt *ck = NULL;
+    int s = nnc_ckpt_load(path, &ck);
+    if (s) {
+        cli_error("%s", nnc_error_message());
+        return cli_load_exit_code(s);
+    }
+    const char *arch = nnc_ckpt_arch(ck);
+    char name[64];
+    nnc_model_config mc = nnc_model_config_default();
+    if (cli_parse_arch(arch, name, sizeof name, &mc.in_channels, &mc.image_size, &mc.num_classes)) {
+        cli_error("%s: architecture '%s' is not of the form <model>/c<channels>/s<size>/k<classes>", path, arch);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    if (want_model && *want_model && strcmp(want_model, name) != 0) {
+        cli_error("%s: architecture mismatch: expected model '%s' (--model), found '%s' (checkpoint arch %s)", path,
+                  want_model, name, arch);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    nnc_model *m = NULL;
+    s = nnc_model_new(name, &mc, 0, &m);
+    if (s) {
+        cli_error("%s: cannot build architecture %s: %s", path, arch, nnc_error_message());
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    nnc_params *p = nnc_model_params(m);
+    const char *prefix = NULL;
+    char sec[256];
+    for (size_t i = 0; i < sizeof PREFIXES / sizeof *PREFIXES && !prefix && p->count > 0; i++) {
+        snprintf(sec, sizeof sec, "%sparam/%s", PREFIXES[i], p->entries[0].name);
+        if (nnc_ckpt_has(ck, sec)) prefix = PREFIXES[i];
+    }
+    if (!prefix) {
+        cli_error("%s: no parameters for %s: section 'param/%s' not found under center/, model/ or the top level",
+                  path, arch, p->count ? p->entries[0].name : "?");
+        nnc_model_free(m);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    s = nnc_ckpt_get_params(ck, prefix, p);
+    if (s) {
+        cli_error("%s", nnc_error_message());
+        nnc_model_free(m);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    *ck_out = ck;
+    *m_out = m;
+    return 0;
+}

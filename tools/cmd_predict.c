@@ -1,0 +1,170 @@
+/* tools/cmd_predict.c - `nnc predict --ckpt FILE IMAGE...`: top-k classes with probabilities.
+ * Normalisation (mean/std) and class names come from the checkpoint's "meta/json" section, or
+ * from dataset.json in the checkpoint's folder (both written by `nnc train`). */
+#include <libgen.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/data.h"
+#include "nn/status.h"
+#include "tools/ckpt_model.h"
+
+#define MAX_IMAGES 256
+
+/* Metadata text (malloc'd) from the checkpoint or its folder's dataset.json; NULL if neither. */
+static char *load_meta(const nnc_ckpt *ck, const char *ckpt_path, char *source, size_t n)
+{
+    const void *data;
+    size_t len;
+    if (nnc_ckpt_get_bytes(ck, "meta/json", &data, &len) == 0) {
+        char *t = malloc(len + 1);
+        if (!t) return NULL;
+        memcpy(t, data, len);
+        t[len] = 0;
+        snprintf(source, n, "%s (meta/json)", ckpt_path);
+        return t;
+    }
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s", ckpt_path);
+    snprintf(path, sizeof path, "%s/dataset.json", dirname(dir));
+    snprintf(source, n, "%s", path);
+    return cli_read_file(path, NULL);
+}
+
+static int parse_triple(const char *flag, const char *s, double *v, int c)
+{
+    int n = 0;
+    const char *p = s;
+    while (*p && n < 3) {
+        char *end;
+        v[n++] = strtod(p, &end);
+        if (end == p) break;
+        p = *end == ',' ? end + 1 : end;
+        if (!*end) break;
+    }
+    if (n != c || *p) {
+        cli_error("--%s: expected %d comma-separated numbers (one per channel), found '%s'", flag, c, s);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cmd_predict(int argc, char **argv)
+{
+    const char *ckpt = NULL, *mean_s = NULL, *std_s = NULL;
+    int topk = 5, max_dim = 4096;
+    flag_spec specs[] = {
+        {"ckpt", FLAG_STR, &ckpt, "checkpoint file", 0},
+        {"top", FLAG_INT, &topk, "classes shown per image", 0},
+        {"mean", FLAG_STR, &mean_s, "per-channel mean, e.g. 0.49,0.48,0.45 (default: from the checkpoint)", 0},
+        {"std", FLAG_STR, &std_s, "per-channel std (default: from the checkpoint)", 0},
+        {"max-dim", FLAG_INT, &max_dim, "reject images larger than this in either dimension", 0},
+    };
+    const char *pos[MAX_IMAGES];
+    flag_table t = {.command = "predict",
+                    .usage = "nnc predict --ckpt FILE IMAGE... [--top K]",
+                    .summary = "Classify images (PNG, JPEG, BMP, PPM/PGM) with a trained checkpoint: the top-K classes\n"
+                               "and their probabilities per image. Images are resized to the model's input size.",
+                    .flags = specs,
+                    .nflags = (int)(sizeof specs / sizeof *specs),
+                    .positional = pos,
+                    .max_positional = MAX_IMAGES};
+    int r = flags_parse(&t, argc - 1, argv + 1);
+    if (r == 1) return EXIT_OK;
+    if (r) return r;
+    if (!ckpt) {
+        cli_error("predict: --ckpt FILE is required");
+        return EXIT_USAGE;
+    }
+    if (!t.npositional) {
+        cli_error("predict: no IMAGE given (see nnc predict --help)");
+        return EXIT_USAGE;
+    }
+    if (topk <= 0) {
+        cli_error("--top: expected a positive integer, found %d", topk);
+        return EXIT_USAGE;
+    }
+    nnc_ckpt *ck;
+    nnc_model *m;
+    r = cli_model_from_ckpt(ckpt, NULL, &ck, &m);
+    if (r) return r;
+    nnc_model_config mc = nnc_model_get_config(m);
+    int c = mc.in_channels, sz = mc.image_size, k = mc.num_classes;
+    double mean[3] = {0, 0, 0}, stdv[3] = {1, 1, 1};
+    char source[1200];
+    char *meta = load_meta(ck, ckpt, source, sizeof source);
+    char *names[NNC_DATA_MAX_CLASSES] = {0};
+    int nnames = 0;
+    if (meta) {
+        if (jr_nums(meta, "mean", mean, 3) != c || jr_nums(meta, "std", stdv, 3) != c) {
+            cli_error("%s: expected mean and std with %d values each", source, c);
+            r = EXIT_USAGE;
+        }
+        nnames = jr_strs(meta, "classes", names, NNC_DATA_MAX_CLASSES);
+        if (nnames != k) {
+            for (int i = 0; i < nnames && i < NNC_DATA_MAX_CLASSES; i++) free(names[i]);
+            nnames = 0;
+        }
+    } else if (!mean_s || !std_s) {
+        cli_error("%s has no meta/json section and %s is missing: pass --mean and --std", ckpt, source);
+        r = EXIT_USAGE;
+    }
+    if (!r && mean_s) r = parse_triple("mean", mean_s, mean, c);
+    if (!r && std_s) r = parse_triple("std", std_s, stdv, c);
+    for (int i = 0; !r && i < c; i++)
+        if (!(stdv[i] > 0)) {
+            cli_error("std of channel %d: expected > 0, found %g", i, stdv[i]);
+            r = EXIT_USAGE;
+        }
+    size_t per = (size_t)c * (size_t)sz * (size_t)sz;
+    uint8_t *img = malloc(per);
+    float *x = malloc(per * sizeof *x);
+    float *prob = malloc((size_t)k * sizeof *prob);
+    int *order = malloc((size_t)k * sizeof *order);
+    nnc_graph *g = NULL;
+    if (!r && (!img || !x || !prob || !order || nnc_graph_new(0, &g))) {
+        cli_error("out of memory");
+        r = EXIT_RUNTIME;
+    }
+    if (g) nnc_graph_set_grad(g, 0);
+    if (topk > k) topk = k;
+    for (int i = 0; !r && i < t.npositional; i++) {
+        int s = nnc_image_load(pos[i], c, sz, max_dim, img);
+        if (s) {
+            cli_error("%s", nnc_error_message());
+            r = cli_load_exit_code(s);
+            break;
+        }
+        /* (C, H, W) uint8 -> normalised float */
+        for (size_t j = 0; j < per; j++) {
+            int ch = (int)(j / ((size_t)sz * (size_t)sz));
+            x[j] = (float)((img[j] / 255.0 - mean[ch]) / stdv[ch]);
+        }
+        nnc_graph_reset(g);
+        int shape[4] = {1, c, sz, sz};
+        nnc_tensor *in = nnc_tensor_wrap(g, x, 4, shape);
+        nnc_tensor *logits = nnc_model_forward(m, g, in, 0, NULL);
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < k; j++) mx = fmax(mx, logits->data[j]);
+        for (int j = 0; j < k; j++) sum += prob[j] = (float)exp(logits->data[j] - mx);
+        for (int j = 0; j < k; j++) prob[j] = (float)(prob[j] / sum), order[j] = j;
+        for (int a = 0; a < topk; a++) /* partial selection sort: top-k first */
+            for (int b = a + 1; b < k; b++)
+                if (prob[order[b]] > prob[order[a]]) {
+                    int tmp = order[a];
+                    order[a] = order[b];
+                    order[b] = tmp;
+                }
+        printf("%s\n", pos[i]);
+        for (int a = 0; a < topk; a++)
+            printf("  %2d. %-16s %6.2f%%  (class %d)\n", a + 1, nnames ? names[order[a]] : "",
+                   100.0 * prob[order[a]], order[a]);
+    }
+    for (int i = 0; i < nnames; i++) free(names[i]);
+    nnc_graph_free(g);
+    free(meta), free(img), free(x), free(prob), free(order);
+    nnc_model_free(m);
+    nnc_ckpt_free(ck);
+    return r;
+}

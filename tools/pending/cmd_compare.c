@@ -1,0 +1,137 @@
+/* tools/cmd_compare.c - `nnc compare DATASET --algos A,B --seeds N`: every algorithm x seed as a
+ * full in-process training run on the same data and budget, then compare.md/.csv/.svg. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/compare.h"
+#include "tools/train.h"
+
+#define MAX_ALGOS 16
+
+int cmd_compare(int argc, char **argv)
+{
+    train_opts o;
+    train_opts_init(&o);
+    o.workers = 4;
+    o.sched = "time-drop";
+    o.time_budget = 60;
+    o.epochs = 0;
+    const char *algos = "mgrawa,lgrawa,easgd,lsgd,dp,local-sgd", *out_dir = "compare";
+    int seeds = 1;
+    flag_spec specs[TRAIN_MAX_FLAGS + 3];
+    int nf = train_flags(&o, specs);
+    specs[nf++] = (flag_spec){"algos", FLAG_STR, &algos, "algorithms to compare, comma separated", 0};
+    specs[nf++] = (flag_spec){"seeds", FLAG_INT, &seeds, "runs per algorithm (seeds --seed, --seed+1, ...)", 0};
+    specs[nf++] = (flag_spec){"out", FLAG_STR, &out_dir, "folder for compare.md/.csv/.svg and the run folders", 0};
+    const char *pos[1];
+    flag_table t = {.command = "compare",
+                    .usage = "nnc compare DATASET --time-budget S --algos mgrawa,lgrawa,easgd,lsgd,dp,local-sgd "
+                             "--seeds N --workers M [train flags]",
+                    .summary = "Run every algorithm x seed on the same data and budget, one after the other, each a full\n"
+                               "training run in OUT/<algo>-s<seed>/, then write OUT/compare.md (table), compare.csv and\n"
+                               "compare.svg (test accuracy vs training time). --drop-time defaults to 3/4 of the budget\n"
+                               "with --sched time-drop.",
+                    .flags = specs,
+                    .nflags = nf,
+                    .positional = pos,
+                    .max_positional = 1};
+    int r = flags_parse(&t, argc - 1, argv + 1);
+    if (r == 1) return EXIT_OK;
+    if (r) return r;
+    if (t.npositional) o.dataset = pos[0];
+    if (seeds < 1 || seeds > 100) {
+        cli_error("--seeds: expected 1..100, found %d", seeds);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(o.sched, "time-drop") && !(o.drop_time > 0) && o.time_budget > 0) o.drop_time = 0.75 * o.time_budget;
+    if (o.run_dir || o.resume) {
+        cli_error("compare: --run-dir/--resume do not apply (each run gets OUT/<algo>-s<seed>)");
+        return EXIT_USAGE;
+    }
+    char list[512], *names[MAX_ALGOS];
+    int na = 0;
+    snprintf(list, sizeof list, "%s", algos);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        nnc_algo a;
+        if (nnc_algo_parse(tok, &a)) {
+            cli_error("--algos: expected names among sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp, dp-sam; found '%s'",
+                      tok);
+            return EXIT_USAGE;
+        }
+        if (na == MAX_ALGOS) {
+            cli_error("--algos: at most %d algorithms", MAX_ALGOS);
+            return EXIT_USAGE;
+        }
+        names[na++] = tok;
+    }
+    if (!na) {
+        cli_error("--algos: expected at least one algorithm, found '%s'", algos);
+        return EXIT_USAGE;
+    }
+    if (cli_mkdirs(out_dir)) return EXIT_USAGE;
+    int n = na * seeds;
+    compare_run *runs = calloc((size_t)n, sizeof *runs);
+    train_outcome *outs = calloc((size_t)n, sizeof *outs);
+    double **es = calloc((size_t)n, sizeof *es), **ea = calloc((size_t)n, sizeof *ea);
+    if (!runs || !outs || !es || !ea) {
+        cli_error("out of memory");
+        free(runs), free(outs), free(es), free(ea);
+        return EXIT_RUNTIME;
+    }
+    int rc = EXIT_OK, k = 0;
+    for (int a = 0; a < na && rc != EXIT_SIGINT && rc != EXIT_SIGTERM; a++)
+        for (int s = 0; s < seeds; s++, k++) {
+            train_opts ro = o;
+            char dir[1024];
+            snprintf(dir, sizeof dir, "%s/%s-s%ld", out_dir, names[a], o.seed + s);
+            ro.algo = names[a];
+            ro.seed = o.seed + s;
+            ro.run_dir = dir;
+            if (!strcmp(names[a], "sgd")) ro.workers = 1;
+            printf("== compare: %s seed %ld (%d/%d)\n", names[a], ro.seed, k + 1, n);
+            fflush(stdout);
+            int e = train_execute(&ro, &t, &outs[k]);
+            compare_run *cr = &runs[k];
+            snprintf(cr->algo, sizeof cr->algo, "%s", names[a]);
+            cr->seed = ro.seed;
+            cr->exit_code = e;
+            const nnc_train_result *res = &outs[k].res;
+            cr->test_acc = res->test_acc;
+            cr->center_acc = ro.workers > 1 ? res->center_test_acc : NAN;
+            cr->average_acc = ro.workers > 1 ? res->average_test_acc : NAN;
+            cr->rounds = res->rounds;
+            for (int w = 0; w < ro.workers && w < NNC_MAX_WORKERS; w++) cr->local_steps += res->local_steps[w];
+            if (!cr->local_steps) cr->local_steps = res->steps;
+            cr->img_per_s = res->images_per_sec;
+            cr->seconds = res->seconds;
+            es[k] = calloc((size_t)outs[k].nevals + 1, sizeof(double));
+            ea[k] = calloc((size_t)outs[k].nevals + 1, sizeof(double));
+            for (int i = 0; es[k] && ea[k] && i < outs[k].nevals; i++) {
+                if (outs[k].evals[i].which) continue; /* the reported model only */
+                es[k][cr->nevals] = outs[k].evals[i].seconds;
+                ea[k][cr->nevals++] = outs[k].evals[i].acc;
+            }
+            cr->eval_s = es[k];
+            cr->eval_acc = ea[k];
+            if (e == EXIT_SIGINT || e == EXIT_SIGTERM) {
+                rc = e;
+                k++;
+                break;
+            }
+            if (e && !rc) rc = e;
+            if (e == EXIT_USAGE) { /* the same flags would fail every run */
+                a = na;
+                k++;
+                break;
+            }
+        }
+    if (compare_write(out_dir, runs, k)) rc = rc ? rc : EXIT_RUNTIME;
+    else printf("wrote %s/compare.md, compare.csv, compare.svg (%d runs)\n", out_dir, k);
+    for (int i = 0; i < n; i++) {
+        train_outcome_free(&outs[i]);
+        free(es[i]), free(ea[i]);
+    }
+    free(runs), free(outs), free(es), free(ea);
+    return rc;
+}

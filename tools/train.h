@@ -1,0 +1,51 @@
+/* tools/train.h - the training run behind `nnc train`, shared with `nnc compare`.
+ *
+ * train_opts holds every train flag; train_flags() describes them as a flag table; train_execute()
+ * loads (fetching if needed) the data, runs nnc_train() with progress output, signal handling and
+ * the run folder (config.json, dataset.json, metrics.csv, plot.svg, summary.json, checkpoints),
+ * and returns an exit code. Single-threaded (nnc_train's callbacks run on the calling thread).
+ */
+#ifndef NNC_TOOLS_TRAIN_H
+#define NNC_TOOLS_TRAIN_H
+
+#include "dist/dist.h"
+#include "tools/cli.h"
+
+typedef struct train_opts {
+    const char *dataset, *data, *model, *sched, *milestones, *algo, *sync, *norm, *run_dir;
+    int epochs, batch, nesterov, threads, resume, augment, download, workers, tau, bn_batches;
+    int anomaly, log_every, eval_every;
+    double time_budget, drop_time, sync_timeout;
+    float lr, momentum, wd, warmup_epochs, gamma, pull, prox;
+    long seed, limit_train, limit_test, step_epochs;
+} train_opts;
+
+#define TRAIN_MAX_FLAGS 48
+
+/* Defaults (from nnc_train_config_default where they exist there). */
+void train_opts_init(train_opts *o);
+/* Fill out[] (TRAIN_MAX_FLAGS entries) with the flags bound to o; returns the count. */
+int train_flags(train_opts *o, flag_spec *out);
+
+/* One evaluation reported by nnc_train (for compare's accuracy-vs-time plot). */
+typedef struct train_eval_point {
+    double seconds, epoch, loss, acc;
+    long step;
+    int which; /* 0 model/center, 1 average */
+} train_eval_point;
+
+typedef struct train_outcome {
+    nnc_train_result res;
+    int status;                 /* nnc_train's status */
+    char run_dir[1024];
+    train_eval_point *evals;    /* malloc'd, free with train_outcome_free */
+    int nevals, cap;
+} train_outcome;
+
+void train_outcome_free(train_outcome *o);
+
+/* Run one training as configured; `t` is the parsed flag table (its JSON dump becomes
+ * config.json). Returns an exit code (EXIT_*). out may be NULL. */
+int train_execute(const train_opts *o, const flag_table *t, train_outcome *out);
+
+#endif
