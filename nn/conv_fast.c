@@ -403,7 +403,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
     }
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
-    int g0 = (768 + cs->p * cs->q - 1) / (cs->p * cs->q);
+    int g0 = (2048 + cs->p * cs->q - 1) / (cs->p * cs->q);
     if (g0 > N) g0 = N;
     if (g0 > 16) g0 = 16;
     geo G = make_geo(cs, g0);
