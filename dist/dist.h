@@ -29,7 +29,7 @@
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
  * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
- * worker_stall:W, worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
+ * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
  * Thread-safety: independent runs may execute concurrently in one process (no global state;
  * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
@@ -93,7 +93,7 @@ typedef struct nnc_train_config {
     int probe_batch;              /* 128 */
     int bn_reestimate_batches;    /* 20 (0 = keep running statistics) */
     double sync_timeout;          /* seconds a round waits for the last worker after the first
-                                     arrived; 0 = 600 */
+                                     arrived, or with no worker progressing at all; 0 = 600 */
     /* evaluation and checkpoints */
     int eval_every_epochs;        /* 1 (0 = only at the end) */
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
