@@ -116,7 +116,6 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         if (arrive) return GO_ROUND;
         int h = step_hooks(R, i, jitter);
         if (h) return h;
-        float lr = nnc__run_lr(R, r->steps, R->pub_seconds);
         double loss = 0.0;
         long c0 = r->correct, s0 = r->seen;
         if (is_dp(R->c.algo)) {
@@ -155,10 +154,9 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             R->wcorrect[i] += r->correct - c0;
             R->wseen[i] += r->seen - s0;
             pthread_mutex_unlock(&R->mu);
-            (void)lr;
             continue;
         }
-        int s = nnc__replica_step(r, lr, &loss);
+        int s = nnc__replica_step(r, nnc__run_lr(R, r->steps, R->pub_seconds), &loss);
         if (s == NNC_EDIVERGED) {
             /* Parameters unchanged; this worker is reset at the next round. */
             R->bad[i] = 1;
@@ -573,7 +571,7 @@ static int coordinate(nnc_run *R, progress start)
             while (R->arrived2 < M && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
             R->arrived2 = 0;
             pthread_mutex_unlock(&R->mu);
-            if (eval_due && (s = nnc__run_evaluate(R, 0))) return s;
+            if (eval_due && (s = nnc__run_evaluate(R))) return s;
             if (R->c.ckpt_dir) {
                 double t1 = nnc__now();
                 s = nnc__run_save(R, "last.ckpt");
