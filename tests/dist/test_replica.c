@@ -90,3 +90,39 @@ Test(dist_replica, probe_leaves_replica_unchanged)
     nnc_model_free(init);
     fx_dataset_free(d);
 }
+
+Test(dist_replica, evaluate_confusion_matrix)
+{
+    nnc_dataset *d = fx_dataset(50, 5);  /* 50: the last batch of 16 is partial */
+    nnc_model_config mc = {.in_channels = 1, .image_size = 8, .num_classes = 4};
+    nnc_model *m;
+    cr_assert_eq(nnc_model_new("tiny", &mc, 2, &m), NNC_OK);
+    long conf[16];
+    double loss, acc, loss1, acc1;
+    cr_assert_eq(nnc_evaluate(m, d, 16, &loss, &acc, conf), NNC_OK);
+    long total = 0, diag = 0;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            total += conf[i * 4 + j];
+            diag += i == j ? conf[i * 4 + j] : 0;
+        }
+    cr_assert_eq(total, 50);
+    for (int i = 0; i < 4; i++) {
+        long row = 0;
+        for (int j = 0; j < 4; j++) row += conf[i * 4 + j];
+        cr_assert_eq(row, i < 2 ? 13 : 12, "row %d counts the images of true class %d", i, i);
+    }
+    cr_assert_float_eq(acc, diag / 50.0, 1e-12);
+    cr_assert(isfinite(loss) && loss > 0.0);
+    /* Batch size does not change the result; bad batch and shape mismatches are refused. */
+    cr_assert_eq(nnc_evaluate(m, d, 7, &loss1, &acc1, NULL), NNC_OK);
+    cr_assert_eq(acc1, acc);
+    cr_assert_float_eq(loss1, loss, 1e-6 * loss);
+    cr_assert_eq(nnc_evaluate(m, d, 0, &loss1, &acc1, NULL), NNC_EINVAL);
+    d->h = d->w = 4;
+    cr_assert_eq(nnc_evaluate(m, d, 16, &loss1, &acc1, NULL), NNC_EINVAL);
+    cr_assert(strstr(nnc_error_message(), "expects 1x8x8"), "%s", nnc_error_message());
+    d->h = d->w = 8;
+    nnc_model_free(m);
+    fx_dataset_free(d);
+}
