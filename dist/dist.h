@@ -168,8 +168,29 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
               nnc_train_result *out);
 
 /* Evaluate a model on a dataset (eval mode, batches of `batch`): mean loss, top-1 accuracy, and
- * optionally a num_classes x num_classes confusion matrix (row = true class) and predictions. */
+ * optionally a num_classes x num_classes confusion matrix (row = true class, column = predicted). */
 int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
                  long *confusion);
+
+/* Flatness (GRAWA.md section 5): top eigenvalues of the training-loss Hessian by Lanczos with
+ * full re-orthogonalisation; Hessian-vector products by central differences of gradients,
+ * Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), ||v|| = 1, so no double backward is needed.
+ * The loss is the mean cross-entropy over a fixed subset of `samples` training images (the first
+ * ones), without augmentation, model in train mode (BN batch statistics over each chunk). */
+typedef struct nnc_hessian_config {
+    int iterations;   /* Lanczos steps per start (100) */
+    int starts;       /* random starts, Ritz values averaged (3) */
+    int samples;      /* images in the fixed subset (320) */
+    int chunk;        /* images per forward/backward (64; BN statistics are per chunk) */
+    int top;          /* Ritz values summed into the "trace" (100) */
+    double eps;       /* central-difference step (1e-3) */
+    uint64_t seed;    /* start vectors */
+} nnc_hessian_config;
+
+nnc_hessian_config nnc_hessian_config_default(void);
+/* lambda_max and the sum of the top `top` Ritz values, each averaged over the starts. m's
+ * parameters, buffers and gradients are unchanged on return (gradients zeroed). */
+int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
+                    double *lambda_max, double *trace_top);
 
 #endif
