@@ -13,10 +13,14 @@
  *   The input gradient is the same kernel run on the zero-padded output gradient, once per
  *   phase with that phase's taps (a transposed conv); the weight gradient is a dot product
  *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
- * Work is split over images by nn/threads.h with a partition that depends only on the shape,
- * so results are bitwise identical for any thread count.
+ * Images are laid side by side in groups (large weights: one kernel call per group, so the
+ * weights are streamed once per group). Tiny images with deep reductions take a batched
+ * im2col + OpenBLAS path instead (nn/conv_gemm.c, nnc__conv_use_gemm). Work is split over
+ * image groups by nn/threads.h; partial sums are per chunk of groups, the chunking depends
+ * only on the shape, and chunks are reduced in order: results are bitwise identical for any
+ * thread count.
  *
- * Thread-safety: like the ops: buffers come from the caller's graph arena.
+ * Thread-safety: like the ops. Scratch is the calling thread's nnc__thread_scratch.
  */
 #ifndef NNC_CONV_FAST_H
 #define NNC_CONV_FAST_H
