@@ -38,7 +38,9 @@ while [ "$r" -le "$ROUNDS" ]; do
         iters=2
         [ "$m" = vgg16 ] && iters=1
         for t in $THREADS; do
-            line=$("$NNC" bench --model "$m" --batch "$BATCH" --threads "$t" --runs 1 --warmup 2 --iters "$iters" --json | tail -1)
+            # nnc bench runs BLAS single-threaded; the env var also keeps OpenBLAS from starting
+            # idle server threads that spin in sched_yield next to the kernel threads.
+            line=$(OPENBLAS_NUM_THREADS=1 "$NNC" bench --model "$m" --batch "$BATCH" --threads "$t" --runs 1 --warmup 2 --iters "$iters" --json | tail -1)
             echo "nnc $r $line" >>"$OUT"
         done
         if [ "$have_torch" = 1 ]; then
