@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +240,11 @@ Test(tools_cli_train, resume_appends_and_d10)
     cr_assert_str_eq(before, after);
     cr_assert(ck_before && ck_after);
     free(before), free(after), free(ck_before), free(ck_after);
+    /* D9: a different worker count is refused with an explanation, not resumed wrongly */
+    r = TRAIN(run, "--epochs", "3", "--resume", "--workers", "2", "--algo", "mgrawa");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    cr_assert(strstr(r.err, "resum"), "%s", r.err);
+    tcli_free(&r);
     char *none = tcli_path(work, "none");
     r = TRAIN(none, "--epochs", "1", "--resume");
     cr_assert_eq(r.code, 2);
@@ -398,4 +404,25 @@ Test(tools_cli_train, compare_table_and_plot)
     char *sub = tcli_path(out, "dp-s1/summary.json");
     cr_assert(tcli_exists(sub));
     free(sub), free(md), free(csv), free(svg), free(out);
+}
+
+/* G1: a checkpoint that cannot be written (file size limit) is a runtime failure: exit 1,
+ * with the path in the message. */
+Test(tools_cli_train, g1_checkpoint_write_failure_exits_1)
+{
+    char *run = tcli_path(work, "run");
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 64 * 1024; /* config/metrics fit, a resnet8 checkpoint (~0.6 MB) does not */
+    signal(SIGXFSZ, SIG_IGN);   /* inherited: writes fail with EFBIG instead of killing */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    tcli_result r = tcli_run(60, "train", "cifar10", "--data", data, "--no-download", "--model", "resnet8", "--batch",
+                             "32", "--limit-train", "64", "--limit-test", "32", "--threads", "1", "--epochs", "1",
+                             "--run-dir", run, NULL);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_assert_eq(r.code, 1, "exit %d: %s", r.code, r.err);
+    cr_assert(strstr(r.err, "ckpt"), "names the checkpoint: %s", r.err);
+    tcli_free(&r);
+    free(run);
 }
