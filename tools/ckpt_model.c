@@ -4,6 +4,7 @@
  * else the single replica). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "models/models.h"
 #include "nn/checkpoint.h"
@@ -13,10 +14,21 @@
 /* Prefixes under which a trainer may store the reported model, most preferred first. */
 static const char *PREFIXES[] = {"center/", "model/", "", "replica0/", "worker0/", "w0/"};
 
+const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return path;
+    snprintf(buf, n, "%s/best.ckpt", path);
+    if (stat(buf, &st) != 0) snprintf(buf, n, "%s/last.ckpt", path);
+    return buf;
+}
+
 int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_out, nnc_model **m_out)
 {
     *ck_out = NULL;
     *m_out = NULL;
+    char file[1100];
+    path = cli_resolve_ckpt(path, file, sizeof file);
     nnc_ckpt *ck = NULL;
     int s = nnc_ckpt_load(path, &ck);
     if (s) {

@@ -163,6 +163,15 @@ Test(tools_cli_train, end_to_end_run_folder)
     cr_assert(strstr(r.out, " 1. ") && strstr(r.out, " 3. ") && !strstr(r.out, " 4. "), "%s", r.out);
     cr_assert(strstr(r.out, "%"), "%s", r.out);
     tcli_free(&r);
+    r = tcli_run(60, "predict", "--ckpt", run, img, img, "--top", "1", NULL); /* run folder = best.ckpt */
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    char *first = strstr(r.out, " 1. ");
+    cr_assert(first && strstr(first + 1, " 1. ") && !strstr(r.out, " 2. "), "two images, top-1: %s", r.out);
+    cr_assert(strstr(r.out, "airplane") || strstr(r.out, "automobile") || strstr(r.out, "bird") ||
+                  strstr(r.out, "cat") || strstr(r.out, "deer") || strstr(r.out, "dog") || strstr(r.out, "frog") ||
+                  strstr(r.out, "horse") || strstr(r.out, "ship") || strstr(r.out, "truck"),
+              "class names from the run's metadata: %s", r.out);
+    tcli_free(&r);
     r = tcli_run(60, "predict", "--ckpt", ck, "/nonexistent.png", NULL);
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "/nonexistent.png"), "%s", r.err);
