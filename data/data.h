@@ -4,13 +4,22 @@
  * batches into normalised float32 NCHW tensors. Formats:
  *   cifar10 / cifar100  the official binary versions (data_batch_{1..5}.bin + test_batch.bin;
  *                       train.bin + test.bin with coarse+fine labels, fine used), every size,
- *                       record count and label validated (exact messages: see data/cifar.c)
+ *                       record count and label validated (exact messages: see data/cifar.c);
+ *                       dir may be the extracted folder or its parent
  *   mnist / fashion-mnist  IDX files, gzipped or not; fashion-mnist defaults to Debian's
  *                       /usr/share/datasets/fashion-mnist
- *   imagefolder         DIR/<class>/<image> PNG/JPEG/BMP/PPM via stb_image, resized to a fixed
+ *   imagefolder         DIR/<class>/<image> PNG/BMP/PPM/PGM via stb_image (no JPEG: Debian's
+ *                       stb 2.27 JPEG decoder is unsafe, see data/image.c), resized to a fixed
  *                       size; dimensions capped before any allocation
+ * Image folders: classes are the sub-folders sorted by name; an empty class folder is an
+ * error, zero-byte and non-image files are skipped and counted in one log warning, images above
+ * max_dim are an error (checked from the header, before decoding); bilinear resize.
+ * Normalisation: published per-dataset mean/std (CIFAR-10 (0.4914,0.4822,0.4465) /
+ * (0.2470,0.2435,0.2616), CIFAR-100 (0.5071,0.4865,0.4409) / (0.2673,0.2564,0.2762),
+ * Fashion-MNIST 0.2860/0.3530, MNIST 0.1307/0.3081, image folders ImageNet's).
  * Download (cifar10/cifar100): official URL, progress callback, MD5 check against the
- * published checksum, extraction into a temp folder renamed into place only when complete.
+ * published checksum, extraction into a temp folder renamed into place only when complete
+ * (data/fetch.c).
  *
  * Errors: NNC_EIO (path + strerror), NNC_EFORMAT (file, record index, byte offset, expected vs
  * found), NNC_ECHECKSUM, NNC_ENET.
@@ -41,8 +50,9 @@ void nnc_dataset_free(nnc_dataset *d);
 
 /* Load by dataset name ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"),
  * dir = data folder (NULL = the dataset's default: data-cache/<name>, or Debian's folder for
- * fashion-mnist). train selects the training or test split (imagefolder: DIR/train, DIR/test).
- * limit > 0 keeps only the first `limit` images. */
+ * fashion-mnist). train selects the training or test split (imagefolder: DIR/train, DIR/test,
+ * which must list the same classes). limit > 0 keeps only the first `limit` images.
+ * mnist/fashion-mnist read {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. */
 int nnc_dataset_load(const char *name, const char *dir, int train, int limit, nnc_dataset **out);
 /* Default data folder for a dataset name (never NULL for known names, NULL otherwise). */
 const char *nnc_dataset_default_dir(const char *name);
@@ -56,7 +66,8 @@ typedef struct nnc_imagefolder_config {
     int max_dim;           /* larger images are rejected before decoding, default 4096 */
 } nnc_imagefolder_config;
 int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc_dataset **out);
-/* Decode one image file into (c, size, size) uint8 (predict uses this). */
+/* Decode one image file (PNG/BMP/PPM/PGM; JPEG is refused, see data/image.c) into
+ * (channels, size, size) uint8 CHW, bilinear-resized (predict uses this). */
 int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_t *out);
 
 /* ---- download ---- */
@@ -68,9 +79,14 @@ typedef struct nnc_fetch_config {
     void *ud;
 } nnc_fetch_config;
 /* Make sure dataset `name` (cifar10|cifar100) is present in dir (NULL = default), downloading
- * and extracting it if not. Returns NNC_OK when already present. */
+ * and extracting it if not. Returns NNC_OK when already present (no network access).
+ * Errors: NNC_ENET (URL + curl's message: HTTP error, interrupted transfer), NNC_ECHECKSUM
+ * (expected vs found MD5; nothing is left behind), NNC_EFORMAT (bad archive),
+ * NNC_EUNSUPPORTED (other datasets, unless already present: mnist/fashion-mnist are never
+ * downloaded). Not for concurrent use on the same dir. */
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg);
-/* 1 if dir holds a complete extracted copy of the dataset. */
+/* 1 if dir (NULL = default) holds the dataset: CIFAR: every file with its exact size, in dir or
+ * dir/<official folder>; mnist/fashion-mnist: the four IDX files (.gz or raw). */
 int nnc_dataset_present(const char *name, const char *dir);
 
 /* ---- loader ---- */
@@ -88,6 +104,12 @@ typedef struct nnc_loader_config {
 
 nnc_loader_config nnc_loader_config_default(void);
 
+/* Order: epoch e visits a permutation drawn from (seed, e); shard k of n takes the contiguous
+ * slice [k*N/n, (k+1)*N/n) of it (disjoint, union = all, sizes differ by at most one), or with
+ * drop_last the equal slice [k*(N/n), (k+1)*(N/n)) (same batches per epoch on every shard).
+ * Augmentation draws depend only on (seed, epoch, shard, batch), so prefetch on/off and seek()
+ * give bit-identical batches. Crop padding is pixel value 0 (black), then normalised, as
+ * torchvision's RandomCrop(padding=4) + Normalize. */
 typedef struct nnc_loader nnc_loader;
 
 int nnc_loader_new(const nnc_dataset *d, const nnc_loader_config *cfg, nnc_loader **out);
@@ -98,7 +120,8 @@ long nnc_loader_batches_per_epoch(const nnc_loader *l);
  * Returns the number of images (< batch only for the last batch without drop_last), or 0 at
  * the end of the epoch, after which the next call starts epoch+1. No allocation. */
 int nnc_loader_next(nnc_loader *l, float *x, int *y);
-/* Resume support: the position is (epoch, batch index within epoch). */
+/* Resume support: the position is (epoch, batch index within epoch); batch must be <=
+ * batches_per_epoch (callers restoring a checkpoint validate it; violations assert). */
 void nnc_loader_seek(nnc_loader *l, long epoch, long batch);
 long nnc_loader_epoch(const nnc_loader *l);
 long nnc_loader_batch_index(const nnc_loader *l);

@@ -64,6 +64,11 @@ long nnc__mem_read(void *ctx, void *dst, size_t n);
 /* Load DIR/train or DIR/test with the default config; both splits must list the same class
  * folders (checked when the other split exists). */
 int nnc__imagefolder_load_split(const char *dir, int train, nnc_dataset **out);
+/* Decode an in-memory image file (named `path` in messages) into (channels, size, size) CHW;
+ * the dimension cap is checked before decoding. *skip_kind >= 0 marks data problems the
+ * image-folder loader skips (0 empty, 1 not an image, 2 undecodable), -1 otherwise. */
+int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int channels,
+                          int size, int max_dim, uint8_t *out, int *skip_kind);
 
 /* ---- tar ---- */
 /* Extract a .tar.gz file into folder dest (which must exist). Rejects absolute names, "..",

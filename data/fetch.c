@@ -69,11 +69,29 @@ static int check_folder(const ds_info *di, const char *folder)
     return NNC_OK;
 }
 
+/* mnist / fashion-mnist: the four IDX files, gzipped or not (sizes are checked on load). */
+static int idx_present(const char *dir)
+{
+    static const char *base[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char p[4200];
+    struct stat st;
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s.gz", dir, base[i]);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, base[i]);
+        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    }
+    return 1;
+}
+
 int nnc_dataset_present(const char *name, const char *dir)
 {
     const ds_info *di = find_info(name);
-    if (!di) return 0;
     if (!dir) dir = nnc_dataset_default_dir(name);
+    if (!di)
+        return dir && name && (strcmp(name, "mnist") == 0 || strcmp(name, "fashion-mnist") == 0) &&
+               idx_present(dir);
     char folder[4096];
     snprintf(folder, sizeof folder, "%s/%s", dir, di->folder);
     if (check_folder(di, folder) == NNC_OK || check_folder(di, dir) == NNC_OK) {
@@ -170,7 +188,8 @@ static int mkdir_p(const char *dir)
         if (*c == '/' || *c == 0) {
             char keep = *c;
             *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) return nnc__fail_errno("cannot create", p, errno);
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return nnc__fail_errno("cannot create", p, errno);
             *c = keep;
             if (!keep) break;
         }
@@ -195,11 +214,13 @@ static void remove_stale(const char *dir)
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg)
 {
     const ds_info *di = find_info(name);
+    if (!di && nnc_dataset_present(name, dir)) return NNC_OK;
     if (!di) {
         if (name && strcmp(name, "fashion-mnist") == 0)
             return nnc__fail(NNC_EUNSUPPORTED, "fashion-mnist is not downloaded by nnc: install "
                                                "the Debian package dataset-fashion-mnist");
-        return nnc__fail(NNC_EUNSUPPORTED, "cannot download dataset '%s' (only cifar10 and cifar100)",
+        return nnc__fail(NNC_EUNSUPPORTED,
+                         "cannot download dataset '%s' (only cifar10 and cifar100)",
                          name ? name : "(null)");
     }
     if (!dir) dir = nnc_dataset_default_dir(name);
@@ -209,9 +230,10 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
     snprintf(final, sizeof final, "%s/%s", dir, di->folder);
     if (stat(final, &st) == 0) {
         int s = check_folder(di, final);
-        return nnc__fail_prefix(s ? s : NNC_EIO, "%s exists but is incomplete; remove it and fetch again",
-                                final);
+        return nnc__fail_prefix(s ? s : NNC_EIO,
+                                "%s exists but is incomplete; remove it and fetch again", final);
     }
+    int existed = stat(dir, &st) == 0;
     int s = mkdir_p(dir);
     if (s) return s;
     remove_stale(dir);
@@ -224,17 +246,22 @@ int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config 
     s = download(url, path, cfg, hex);
     if (!s && strcasecmp(hex, md5) != 0) {
         stat(path, &st);
-        s = nnc__fail(NNC_ECHECKSUM, "%s: MD5 mismatch: expected %s, found %s (%lld bytes downloaded)",
-                      url, md5, hex, (long long)st.st_size);
+        s = nnc__fail(NNC_ECHECKSUM,
+                      "%s: MD5 mismatch: expected %s, found %s (%lld bytes downloaded)", url, md5,
+                      hex, (long long)st.st_size);
     }
     if (!s) s = nnc__untar_gz(path, tmp);
     if (!s) {
         unlink(path);
         snprintf(path, sizeof path, "%s/%s", tmp, di->folder);
         s = check_folder(di, path);
-        if (s) s = nnc__fail_prefix(NNC_EFORMAT, "archive from %s is not a complete %s", url, di->name);
+        if (s)
+            s = nnc__fail_prefix(NNC_EFORMAT, "archive from %s is not a complete %s", url,
+                                 di->name);
     }
-    if (!s && rename(path, final) != 0) s = nnc__fail_errno("cannot rename into place:", final, errno);
+    if (!s && rename(path, final) != 0)
+        s = nnc__fail_errno("cannot rename into place:", final, errno);
     nnc__rmtree(tmp);
+    if (s && !existed) rmdir(dir); /* only if still empty */
     return s;
 }

@@ -13,8 +13,8 @@
 #include "nn/alloc.h"
 #include "nn/status.h"
 
-#define IDX_MAX_DIM 4096          /* rows/cols cap */
-#define IDX_MAX_ITEMS 100000000L  /* count cap */
+#define IDX_MAX_DIM 4096         /* rows/cols cap */
+#define IDX_MAX_ITEMS 100000000L /* count cap */
 
 long nnc__mem_read(void *ctx, void *dst, size_t n)
 {
@@ -72,8 +72,8 @@ static int read_all(const char *name, nnc__reader *r, size_t total, size_t hdr, 
         long n = r->read(r->ctx, buf + got, cap - got);
         if (n < 0) {
             nnc__free(buf);
-            return nnc__fail(NNC_EFORMAT, "%s: read error at byte offset %zu: %s", name,
-                             hdr + got, r->error ? r->error(r->ctx) : "unknown");
+            return nnc__fail(NNC_EFORMAT, "%s: read error at byte offset %zu: %s", name, hdr + got,
+                             r->error ? r->error(r->ctx) : "unknown");
         }
         if (n == 0) {
             nnc__free(buf);
@@ -87,8 +87,9 @@ static int read_all(const char *name, nnc__reader *r, size_t total, size_t hdr, 
     uint8_t extra;
     if (r->read(r->ctx, &extra, 1) == 1) {
         nnc__free(buf);
-        return nnc__fail(NNC_EFORMAT, "%s: unexpected data after byte offset %zu (expected %zu bytes)",
-                         name, hdr + total, hdr + total);
+        return nnc__fail(NNC_EFORMAT,
+                         "%s: unexpected data after byte offset %zu (expected %zu bytes)", name,
+                         hdr + total, hdr + total);
     }
     *out = buf;
     return NNC_OK;
@@ -116,8 +117,8 @@ static int read_header(const char *name, nnc__reader *r, int dims, uint32_t *d)
     return NNC_OK;
 }
 
-int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name,
-                   nnc__reader *lbl, const char *dsname, nnc_dataset **out)
+int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name, nnc__reader *lbl,
+                   const char *dsname, nnc_dataset **out)
 {
     *out = NULL;
     uint32_t di[3], dl[1];
@@ -148,8 +149,8 @@ int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name,
     for (uint32_t i = 0; i < dl[0]; i++)
         if (labels[i] >= classes) {
             s = nnc__fail(NNC_EFORMAT,
-                          "%s: label %u of item %u (byte offset %u) out of range [0, %d)",
-                          lbl_name, labels[i], i, 8 + i, classes);
+                          "%s: label %u of item %u (byte offset %u) out of range [0, %d)", lbl_name,
+                          labels[i], i, 8 + i, classes);
             nnc__free(pixels);
             nnc__free(labels);
             return s;

@@ -1,5 +1,10 @@
-/* data/image.c - image files (PNG/JPEG/BMP/PPM/PGM via stb_image) and image-folder datasets.
+/* data/image.c - image files (PNG/BMP/PPM/PGM via stb_image) and image-folder datasets.
  *
+ * JPEG is not decoded: Debian's stb_image 2.27 JPEG decoder writes out of bounds on crafted
+ * Huffman tables (CVE-2021-28021; tests/fuzz/fuzz_image found it within a minute, and a
+ * marker-walking guard still missed variants), so JPEG files are "not images" and skipped.
+ * Convert JPEG datasets to PNG. PNG and PNM headers are pre-checked here for other 2.27 bugs
+ * (see png_check, pnm_check; 16-bit PNM is refused).
  * Safety: a file is read whole (cap 256 MiB), stbi_info_from_memory gives its dimensions, and
  * anything wider or taller than max_dim is rejected before a pixel buffer is allocated.
  * Resizing: bilinear with pixel-centre alignment (PyTorch align_corners=False, no antialias),
@@ -73,8 +78,10 @@ static void resize_chw(const uint8_t *src, int w, int h, int c, int size, uint8_
                 fx = fx < 0 ? 0 : fx;
                 int x0 = (int)fx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
                 float wx = fx - (float)x0;
-                float a = src[((size_t)y0 * w + x0) * c + ch], b = src[((size_t)y0 * w + x1) * c + ch];
-                float cc = src[((size_t)y1 * w + x0) * c + ch], d = src[((size_t)y1 * w + x1) * c + ch];
+                float a = src[((size_t)y0 * w + x0) * c + ch],
+                      b = src[((size_t)y0 * w + x1) * c + ch];
+                float cc = src[((size_t)y1 * w + x0) * c + ch],
+                      d = src[((size_t)y1 * w + x1) * c + ch];
                 float v = (a * (1 - wx) + b * wx) * (1 - wy) + (cc * (1 - wx) + d * wx) * wy;
                 int iv = (int)(v + 0.5f);
                 o[(size_t)y * size + x] = (uint8_t)(iv > 255 ? 255 : iv);
@@ -83,9 +90,13 @@ static void resize_chw(const uint8_t *src, int w, int h, int c, int size, uint8_
     }
 }
 
-/* stb_image 2.27 ignores short PNM pixel data (leaving pixels uninitialised), so binary PNM
- * sizes are checked here: returns 0 when buf is a P5/P6 file shorter than its header says. */
-static int pnm_complete(const uint8_t *buf, size_t len)
+/* Binary PNM (P5/P6) header check, done before stb_image 2.27 sees the file: that version
+ * overflows a signed int on header numbers of 10+ digits and ignores short pixel data (leaving
+ * pixels uninitialised), and its 16-bit PNM path converts channels with the 8-bit routine
+ * (heap overflow). Returns 1 (not a binary PNM, or consistent), 0 (pixel data shorter than
+ * the header says), -1 (a header number longer than 9 digits), -2 (16-bit: maxval > 255,
+ * unsupported). Tokenises like stb. */
+static int pnm_check(const uint8_t *buf, size_t len)
 {
     if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) return 1;
     size_t i = 2;
@@ -95,20 +106,41 @@ static int pnm_complete(const uint8_t *buf, size_t len)
             while (i < len && (buf[i] == ' ' || (buf[i] >= '\t' && buf[i] <= '\r'))) i++;
             if (i < len && buf[i] == '#')
                 while (i < len && buf[i] != '\n' && buf[i] != '\r') i++;
-            else break;
+            else
+                break;
         }
+        int digits = 0;
         v[k] = 0;
-        while (i < len && buf[i] >= '0' && buf[i] <= '9' && v[k] < (1ULL << 32))
+        while (i < len && buf[i] >= '0' && buf[i] <= '9') {
+            if (++digits > 9) return -1;
             v[k] = v[k] * 10 + (unsigned)(buf[i++] - '0');
+        }
     }
+    if (v[2] > 255) return -2;
     i++; /* the single whitespace before the data */
-    unsigned long long need = v[0] * v[1] * (buf[1] == '6' ? 3 : 1) * (v[2] > 255 ? 2 : 1);
+    unsigned long long need = v[0] * v[1] * (buf[1] == '6' ? 3 : 1);
     return len >= i && len - i >= need;
 }
 
+/* PNG chunk walk: stb_image 2.27 grows its IDAT buffer to a chunk's declared length before
+ * reading it, so a 100-byte file can demand 512 MiB. Returns 0 when a chunk declares more
+ * bytes than the file holds, 1 otherwise (including non-PNG input). */
+static int png_check(const uint8_t *b, size_t len)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < 8 || memcmp(b, sig, 8) != 0) return 1;
+    for (size_t i = 8; i + 8 <= len;) {
+        size_t n = (size_t)b[i] << 24 | (size_t)b[i + 1] << 16 | (size_t)b[i + 2] << 8 | b[i + 3];
+        if (n > len - i - 8) return 0;
+        if (memcmp(b + i + 4, "IEND", 4) == 0) return 1;
+        i += 12 + n; /* length, type, data, CRC */
+    }
+    return 1;
+}
+
 /* Decode an in-memory image into (channels, size, size); *skip_kind set for data problems. */
-static int decode_mem(const char *path, const uint8_t *buf, size_t len, int channels, int size,
-                      int max_dim, uint8_t *out, int *skip_kind)
+int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int channels, int size,
+                          int max_dim, uint8_t *out, int *skip_kind)
 {
     int w, h, comp;
     *skip_kind = -1;
@@ -116,22 +148,41 @@ static int decode_mem(const char *path, const uint8_t *buf, size_t len, int chan
         *skip_kind = SKIP_EMPTY;
         return nnc__fail(NNC_EFORMAT, "%s: empty file (0 bytes)", path);
     }
-    if (len > (size_t)0x7fffffff || !stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
+    int pnm = pnm_check(buf, len);
+    if (!png_check(buf, len)) {
+        *skip_kind = SKIP_CORRUPT;
+        return nnc__fail(NNC_EFORMAT, "%s: cannot decode PNG (a chunk is longer than the file)",
+                         path);
+    }
+    if (len > (size_t)0x7fffffff || pnm < 0 ||
+        !stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
         *skip_kind = SKIP_NOT_IMAGE;
-        return nnc__fail(NNC_EFORMAT, "%s: not a PNG/JPEG/BMP/PPM/PGM image (%s)", path,
-                         stbi_failure_reason());
+        return nnc__fail(NNC_EFORMAT, "%s: not a PNG/BMP/PPM/PGM image (%s)", path,
+                         pnm == -1   ? "PNM header number too long"
+                         : pnm == -2 ? "16-bit PNM is not supported"
+                                     : stbi_failure_reason());
+    }
+    if (w < 1 || h < 1) {
+        *skip_kind = SKIP_CORRUPT;
+        return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d", path, w, h);
     }
     if (w > max_dim || h > max_dim)
-        return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d, above the %d-pixel max_dim cap", path,
-                         w, h, max_dim);
+        return nnc__fail(NNC_EFORMAT, "%s: image is %dx%d, above the %d-pixel max_dim cap", path, w,
+                         h, max_dim);
     int gw, gh;
     uint8_t *px = NULL;
-    if (!pnm_complete(buf, len)) {
+    if (pnm == 0) {
         *skip_kind = SKIP_CORRUPT;
         return nnc__fail(NNC_EFORMAT, "%s: cannot decode %dx%d image (PNM pixel data truncated)",
                          path, w, h);
     }
     px = stbi_load_from_memory(buf, (int)len, &gw, &gh, &comp, channels);
+    if (px && (gw < 1 || gh < 1 || gw != w || gh != h)) { /* stb 2.27 accepts 0-row PNMs */
+        stbi_image_free(px);
+        *skip_kind = SKIP_CORRUPT;
+        return nnc__fail(NNC_EFORMAT, "%s: decoder returned a %dx%d image for a %dx%d header", path,
+                         gw, gh, w, h);
+    }
     if (!px) {
         *skip_kind = SKIP_CORRUPT;
         return nnc__fail(NNC_EFORMAT, "%s: cannot decode %dx%d image (%s)", path, w, h,
@@ -153,7 +204,7 @@ int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_
     int s = read_file(path, &buf, &len);
     if (s) return s;
     int kind;
-    s = decode_mem(path, buf, len, channels, size, max_dim, out, &kind);
+    s = nnc__image_decode_mem(path, buf, len, channels, size, max_dim, out, &kind);
     nnc__free(buf);
     return s;
 }
@@ -220,7 +271,8 @@ static int imagefolder_classes(const char *dir, strlist *classes)
     int s = list_dir(dir, 1, classes);
     if (s) return s;
     if (classes->n == 0)
-        return nnc__fail(NNC_EFORMAT, "image folder %s: no class sub-folders (expected DIR/<class>/<image>)",
+        return nnc__fail(NNC_EFORMAT,
+                         "image folder %s: no class sub-folders (expected DIR/<class>/<image>)",
                          dir);
     if (classes->n > NNC_DATA_MAX_CLASSES)
         return nnc__fail(NNC_EFORMAT, "image folder %s: %d classes, at most %d", dir, classes->n,
@@ -279,8 +331,8 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         s = read_file(files.v[i], &buf, &len);
         if (s) break;
         int kind;
-        s = decode_mem(files.v[i], buf, len, c.channels, c.size, c.max_dim,
-                       d->images + (size_t)n * img, &kind);
+        s = nnc__image_decode_mem(files.v[i], buf, len, c.channels, c.size, c.max_dim,
+                                  d->images + (size_t)n * img, &kind);
         nnc__free(buf);
         if (s && kind >= 0) {
             skipped[kind]++;

@@ -3,9 +3,12 @@
  * Order: epoch e visits perm_e, a Fisher-Yates permutation drawn from stream e of an rng
  * seeded by cfg.seed (identity when shuffle = 0). Shard k of n takes the contiguous slice
  * [k*N/n, (k+1)*N/n) of perm_e, so shards are disjoint, differ in size by at most one, and
- * their union is the whole set. Augmentation draws come from an rng reseeded at the start of
- * every batch from (seed, epoch, shard, batch), so a batch's contents depend only on its
- * position: prefetch on/off and seek() give bit-identical batches.
+ * their union is the whole set. With drop_last the slices are [k*(N/n), (k+1)*(N/n)) instead:
+ * equal sizes, so every shard has the same number of batches (lockstep workers), and the
+ * N mod n items at the end of each epoch's permutation are dropped along with each shard's
+ * partial batch (PyTorch DistributedSampler(drop_last=True)). Augmentation draws come from an
+ * rng reseeded at the start of every batch from (seed, epoch, shard, batch), so a batch's
+ * contents depend only on its position: prefetch on/off and seek() give bit-identical batches.
  *
  * Prefetch: one producer thread, created in nnc_loader_new and joined in nnc_loader_free,
  * fills two slots (double buffer) ahead of the consumer; nnc_loader_next copies a ready slot
@@ -189,8 +192,13 @@ int nnc_loader_new(const nnc_dataset *d, const nnc_loader_config *cfg, nnc_loade
     l->d = d;
     l->cfg = *cfg;
     l->img = (size_t)d->c * d->h * d->w;
-    l->start = (uint32_t)((uint64_t)d->n * cfg->shard / cfg->num_shards);
-    l->count = (uint32_t)((uint64_t)d->n * (cfg->shard + 1) / cfg->num_shards) - l->start;
+    if (cfg->drop_last) { /* equal slices: every shard has the same number of batches */
+        l->count = (uint32_t)(d->n / cfg->num_shards);
+        l->start = l->count * (uint32_t)cfg->shard;
+    } else {
+        l->start = (uint32_t)((uint64_t)d->n * cfg->shard / cfg->num_shards);
+        l->count = (uint32_t)((uint64_t)d->n * (cfg->shard + 1) / cfg->num_shards) - l->start;
+    }
     l->perm = nnc__alloc((size_t)d->n * sizeof(uint32_t));
     l->perm_epoch = -1;
     if (!l->perm) {

@@ -72,7 +72,8 @@ static int mkdirs(const char *dest, const char *rel, int last_too)
         if (*c == '/' || (*c == 0 && last_too)) {
             char keep = *c;
             *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) return nnc__fail_errno("cannot create", p, errno);
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return nnc__fail_errno("cannot create", p, errno);
             *c = keep;
         }
         if (*c == 0) break;
@@ -126,21 +127,28 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         for (int i = 0; i < 512 && zero; i++) zero = h[i] == 0;
         if (zero) break; /* end-of-archive marker */
         unsigned long long sum = 0, want, size;
-        for (int i = 0; i < 512; i++) sum += (i >= 148 && i < 156) ? ' ' : h[i];
-        if (parse_octal(h + 148, 8, &want) || want != sum) {
-            s = nnc__fail(NNC_EFORMAT, "%s: bad tar header checksum at byte offset %llu (stored %.8s, computed %llo)",
-                          tgz, off, (const char *)h + 148, sum);
+        long long ssum = 0; /* some old tars sum signed chars */
+        for (int i = 0; i < 512; i++) {
+            sum += (i >= 148 && i < 156) ? ' ' : h[i];
+            ssum += (i >= 148 && i < 156) ? ' ' : (signed char)h[i];
+        }
+        if (parse_octal(h + 148, 8, &want) || (want != sum && (long long)want != ssum)) {
+            s = nnc__fail(
+                NNC_EFORMAT,
+                "%s: bad tar header checksum at byte offset %llu (stored %.8s, computed %llo)", tgz,
+                off, (const char *)h + 148, sum);
             break;
         }
         if (parse_octal(h + 124, 12, &size)) {
-            s = nnc__fail(NNC_EFORMAT, "%s: bad size field in tar header at byte offset %llu", tgz, off);
+            s = nnc__fail(NNC_EFORMAT, "%s: bad size field in tar header at byte offset %llu", tgz,
+                          off);
             break;
         }
         char type = (char)h[156];
         if (longname[0]) {
             snprintf(name, sizeof name, "%s", longname);
             longname[0] = 0;
-        } else if (memcmp(h + 257, "ustar", 5) == 0 && h[345]) {
+        } else if (memcmp(h + 257, "ustar\0", 6) == 0 && h[345]) { /* POSIX prefix field */
             snprintf(name, sizeof name, "%.155s/%.100s", (const char *)h + 345, (const char *)h);
         } else {
             snprintf(name, sizeof name, "%.100s", (const char *)h);
@@ -156,19 +164,22 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         char path[TAR_MAX_NAME + 4096];
         if (type == 'L') {
             if (size > TAR_MAX_NAME) {
-                s = nnc__fail(NNC_EFORMAT, "%s: long name of %llu bytes at byte offset %llu", tgz, size, off);
+                s = nnc__fail(NNC_EFORMAT, "%s: long name of %llu bytes at byte offset %llu", tgz,
+                              size, off);
                 break;
             }
         } else if (type == '0' || type == 0 || type == '5') {
             if (!safe_name(name)) {
-                s = nnc__fail(NNC_EFORMAT, "%s: unsafe entry name '%s' at byte offset %llu (absolute or '..')",
+                s = nnc__fail(NNC_EFORMAT,
+                              "%s: unsafe entry name '%s' at byte offset %llu (absolute or '..')",
                               tgz, name, off - 512);
                 break;
             }
             entries++;
             s = mkdirs(dest, name, type == '5');
             if (s || type == '5') {
-                if (!s && size) s = nnc__fail(NNC_EFORMAT, "%s: folder entry %s has data", tgz, name);
+                if (!s && size)
+                    s = nnc__fail(NNC_EFORMAT, "%s: folder entry %s has data", tgz, name);
                 continue;
             }
             snprintf(path, sizeof path, "%s/%s", dest, name);
@@ -178,7 +189,9 @@ int nnc__untar_gz(const char *tgz, const char *dest)
                 break;
             }
         } else if (type != 'x' && type != 'g') {
-            s = nnc__fail(NNC_EFORMAT, "%s: entry '%s' at byte offset %llu has unsupported type '%c' (only files and folders)",
+            s = nnc__fail(NNC_EFORMAT,
+                          "%s: entry '%s' at byte offset %llu has unsupported type '%c' (only "
+                          "files and folders)",
                           tgz, name, off - 512, type);
             break;
         }
@@ -187,9 +200,12 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         while (left && !s) {
             size_t want_n = left < CH ? (size_t)left : CH;
             long got = gz_full(g, buf, want_n);
-            if (got < 0) s = gz_fail(g, tgz, off);
+            if (got < 0)
+                s = gz_fail(g, tgz, off);
             else if ((size_t)got < want_n)
-                s = nnc__fail(NNC_EFORMAT, "%s: archive truncated: entry '%s' ends at byte offset %llu, expected %llu data bytes",
+                s = nnc__fail(NNC_EFORMAT,
+                              "%s: archive truncated: entry '%s' ends at byte offset %llu, "
+                              "expected %llu data bytes",
                               tgz, name, off + (unsigned long long)got, size);
             if (s) break;
             size_t use = data < (unsigned long long)got ? (size_t)data : (size_t)got;

@@ -2,10 +2,24 @@
  *
  * nnc_train() is the whole training run behind `./nnc train`: it builds the model, M replicas
  * (each with params, grads, optimizer state, BN statistics, step graph, data shard and RNG
- * stream, all from one initialisation), starts M persistent worker threads plus one
- * synchronizer thread (M > 1), runs until the epochs or the time budget are used up (stopping
- * at a round boundary), evaluates, and joins every thread. `workers 1, algo sgd` is the plain
- * single-replica trainer. Algorithms follow ../shared/GRAWA.md; see dist/grawa.h for the math.
+ * stream, all from one initialisation), starts M persistent worker threads (M > 1, or any
+ * algorithm other than sgd) while the calling thread acts as the synchronizer/coordinator,
+ * runs until the epochs or the time budget are used up (stopping at a round boundary),
+ * evaluates, and joins every thread. `workers 1, algo sgd` is the plain single-replica loop on
+ * the calling thread. Algorithms follow ../shared/GRAWA.md; the math is dist/grawa.h, the
+ * communication seam dist/transport.h, the thread protocol dist/sync.c.
+ *
+ * Choices (GRAWA.md *choice* items): the GRAWA probe leaves BN running statistics untouched
+ * (saved and restored around its train-mode forward); the center combines trained parameters
+ * only, and its BN buffers (used for resets, checkpoints and evaluation without
+ * re-estimation) are the uniform average of the finite workers'; a worker with a non-finite
+ * norm, loss or parameters gets weight 0, is reset to the center (EASGD: the old center,
+ * LSGD: the leader) with its momentum zeroed, and its EMA keeps its last finite value.
+ * Evaluation (M > 1): "center" is the GRAWA/EASGD center, the last local-sgd average, the last
+ * LSGD leader, or replica 0 for DP (all replicas are identical); "average" is the uniform
+ * average of the workers; both get BN statistics re-estimated (bn_reestimate_batches). The
+ * reported test_acc is the average for LSGD and local-sgd (as the public code), else the center.
+ * The time-drop schedule reads the training seconds published at the last round (M > 1).
  *
  * Progress reaches the caller only through the callbacks (library code never prints); they are
  * called from the thread that called nnc_train() (the coordinator), never concurrently.
@@ -14,7 +28,10 @@
  * no recovery), NNC_ETIMEOUT (stalled worker: message names worker and round), NNC_ETHREAD (a
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
- * Thread-safety: independent runs may execute concurrently in one process (no global state).
+ * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
+ * worker_stall:W, worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
+ * Thread-safety: independent runs may execute concurrently in one process (no global state;
+ * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
 #ifndef NNC_DIST_H
 #define NNC_DIST_H
@@ -61,7 +78,8 @@ typedef struct nnc_train_config {
     int epochs;                   /* per worker; 0 = until the time budget */
     double time_budget;           /* seconds of training time (test time excluded); 0 = none */
     uint64_t seed;
-    int threads;                  /* BLAS / intra-op threads for one replica (forced to 1 if workers > 1) */
+    int threads;                  /* kernel (nn/threads.h) and BLAS threads of one replica; 1 when
+                                     workers > 1 (both process-wide, changed only if different) */
     /* distribution */
     int workers;                  /* 1 */
     nnc_algo algo;
@@ -74,11 +92,13 @@ typedef struct nnc_train_config {
     nnc_norm_kind norm_kind;
     int probe_batch;              /* 128 */
     int bn_reestimate_batches;    /* 20 (0 = keep running statistics) */
-    double sync_timeout;          /* seconds a round waits for a worker; 0 = 600 */
+    double sync_timeout;          /* seconds a round waits for the last worker after the first
+                                     arrived; 0 = 600 */
     /* evaluation and checkpoints */
     int eval_every_epochs;        /* 1 (0 = only at the end) */
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
-    int resume;                   /* continue from ckpt_dir/last.ckpt exactly */
+    int resume;                   /* continue from ckpt_dir/last.ckpt exactly (same workers,
+                                     algorithm, sync mode, data and batch; else NNC_EINVAL) */
     const char *ckpt_meta_json;   /* NULL, or text stored as bytes section "meta/json" in every
                                    * checkpoint (the CLI puts dataset name, mean/std, class names
                                    * there for `nnc predict`) */
@@ -129,12 +149,13 @@ struct nnc_eval_info {
 };
 
 typedef struct nnc_train_result {
-    double test_acc, test_loss;         /* the reported model: replica (M = 1), else center */
+    double test_acc, test_loss;         /* the reported model: replica (sgd), average (LSGD,
+                                           local-sgd), else center; NAN without a test set */
     double center_test_acc, average_test_acc; /* NAN when M = 1 */
-    double train_loss, train_acc;       /* over the last epoch/window */
+    double train_loss, train_acc;       /* sgd: last epoch; M > 1: mean over the whole run */
     double epochs, seconds, images_per_sec;
     long steps, rounds;
-    double bytes_per_round;
+    double bytes_per_round;             /* all workers: each sends x_i and receives the target */
     double sync_seconds;                /* synchronizer busy time */
     int workers;
     long local_steps[NNC_MAX_WORKERS];

@@ -25,6 +25,7 @@ void nnc__replica_free(nnc_replica *r)
     nnc__free(r->probe_idx);
     nnc__free(r->buf_save);
     nnc__free(r->sam_saved);
+    nnc__free(r->pend_buf);
     nnc__free(r);
 }
 
@@ -74,8 +75,9 @@ int nnc__replica_new(const nnc_model *init, const nnc_dataset *train, const nnc_
     r->probe_idx = nnc__calloc((size_t)r->probe_n + 1, sizeof(uint32_t));
     r->buf_save = nnc__calloc(r->p->n_buf + 1, sizeof(float));
     r->sam_saved = nnc__calloc(r->p->n_data + 1, sizeof(float));
+    r->pend_buf = nnc__calloc(r->p->n_buf + 1, sizeof(float));
     if (!r->x || !r->y || !r->pred || !r->probe_x || !r->probe_y || !r->probe_idx || !r->buf_save ||
-        !r->sam_saved) {
+        !r->sam_saved || !r->pend_buf) {
         s = nnc__fail(NNC_ENOMEM, "replica %d: cannot allocate batch buffers (batch %d)", id, r->batch);
         goto fail;
     }

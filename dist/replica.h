@@ -38,6 +38,11 @@ typedef struct nnc_replica {
     int anomaly;
     long steps;              /* local optimizer steps taken */
     long correct, seen;      /* right predictions / images of the local steps so far */
+    /* DP: the step whose gradient waits for its round (undone in a checkpoint taken then) */
+    long pend_epoch, pend_batch, pend_n, pend_correct, pend_seen;
+    double pend_wloss;       /* the worker's loss sum before that step (restored exactly) */
+    nnc_rng pend_rng;
+    float *pend_buf;         /* BN buffers before that step's forward passes */
 } nnc_replica;
 
 /* Clone init into a new replica with worker index id of M (loader shard id of M). */

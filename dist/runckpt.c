@@ -5,7 +5,7 @@
  * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
  * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
  * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
- * best accuracy as text. Written only from a between-steps state (all workers parked), and
+ * best accuracy as text; "meta/json" the caller's ckpt_meta_json. Written only from a between-steps state (all workers parked), and
  * never when any value is non-finite.
  */
 #include <errno.h>
@@ -78,6 +78,23 @@ int nnc__run_save(nnc_run *R, const char *name)
                               .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
                               .wloss = R->wloss[i], .rng = r->rng, .probe_rng = r->probe_rng_round,
                               .hist = R->hist[i]};
+        if ((R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) && R->wround[i]) {
+            /* A stop arrived between this worker's gradient and its round: save the state from
+             * before that step, so the resumed run recomputes it. */
+            wm[i].wround = 0;
+            wm[i].loader_epoch = r->pend_epoch;
+            wm[i].loader_batch = r->pend_batch;
+            wm[i].rng = r->pend_rng;
+            wm[i].correct -= r->pend_correct;
+            wm[i].seen -= r->pend_seen;
+            wm[i].wcorrect -= r->pend_correct;
+            wm[i].wseen -= r->pend_seen;
+            wm[i].wloss = r->pend_wloss;
+            wm[i].wloss_n -= r->pend_n;
+            /* Only a stop saves here, and the run ends after it: undo the BN updates too. */
+            NNC_ASSERT(R->stop_req, "pending DP step outside a stop");
+            memcpy(r->p->buf, r->pend_buf, r->p->n_buf * sizeof(float));
+        }
     }
     snprintf(metric, sizeof metric, "test_acc=%.6f", R->best_acc);
     nnc_ckpt *c = NULL;
@@ -85,6 +102,8 @@ int nnc__run_save(nnc_run *R, const char *name)
     if (!s) s = nnc_ckpt_add_bytes(c, "run/meta", &meta, sizeof meta);
     if (!s) s = nnc_ckpt_add_bytes(c, "run/workers", wm, (size_t)M * sizeof *wm);
     if (!s) s = nnc_ckpt_add_bytes(c, "metric", metric, strlen(metric));
+    if (!s && R->c.ckpt_meta_json)
+        s = nnc_ckpt_add_bytes(c, "meta/json", R->c.ckpt_meta_json, strlen(R->c.ckpt_meta_json));
     if (single) {
         if (!s) s = nnc_ckpt_add_params(c, "", R->rep[0]->p);
         if (!s) s = nnc_ckpt_add_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum);

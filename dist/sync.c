@@ -120,6 +120,11 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         double loss = 0.0;
         long c0 = r->correct, s0 = r->seen;
         if (is_dp(R->c.algo)) {
+            /* Where this step started, for a checkpoint taken before its round (stop). */
+            r->pend_epoch = nnc_loader_epoch(r->loader);
+            r->pend_batch = nnc_loader_batch_index(r->loader);
+            r->pend_rng = r->rng;
+            memcpy(r->pend_buf, r->p->buf, r->p->n_buf * sizeof(float));
             int n = nnc__replica_next_batch(r);
             if (n <= 0) return nnc__fail(NNC_EINVAL, "worker %d: the loader returned no batch", i);
             long correct = 0;
@@ -137,8 +142,12 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
                 if (s && s != NNC_EDIVERGED) return s;
                 if (!nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
             }
+            r->pend_n = isfinite(loss);
+            r->pend_correct = r->correct - c0;
+            r->pend_seen = r->seen - s0;
             pthread_mutex_lock(&R->mu);
             R->wround[i] = 1;
+            r->pend_wloss = R->wloss[i];
             if (isfinite(loss)) {
                 R->wloss[i] += loss;
                 R->wloss_n[i]++;

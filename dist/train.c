@@ -8,6 +8,7 @@
 
 #include "dist/run.h"
 #include "nn/blas.h"
+#include "nn/threads.h"
 
 #define EVAL_STREAM 0x6576616cULL /* "eval" */
 
@@ -258,8 +259,10 @@ int nnc__run_evaluate(nnc_run *R, int final)
         emit_eval(R, "model", loss, acc, best);
     } else {
         nnc_params *p = nnc_model_params(R->scratch);
-        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM)
+        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) {
             memcpy(R->center, R->rep[0]->p->data, p->n_data * sizeof(float));
+            memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
+        }
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;
@@ -318,6 +321,7 @@ static int run_single(nnc_run *R)
     for (;;) {
         if (R->user->stop && *R->user->stop) {
             res->stopped_by_signal = (int)*R->user->stop;
+            res->steps = res->local_steps[0] = r->steps; /* so epochs/summary describe the stopped run */
             int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
             if (s) return s;
             return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d after step %ld%s", res->stopped_by_signal,
@@ -384,25 +388,48 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     R->test = test;
     R->res = out;
     int s = resolve(&R->c, train);
+    if (!s && test && (test->c != train->c || test->h != train->h || test->w != train->w))
+        s = nnc__fail(NNC_EINVAL, "test set '%s' has images %dx%dx%d, training set '%s' %dx%dx%d", test->name,
+                      test->c, test->h, test->w, train->name, train->c, train->h, train->w);
     if (!s) {
         R->M = R->c.workers;
         R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
         out->workers = R->M;
-        if (R->M > 1) nnc_blas_set_threads(1);
-        else if (R->c.threads != nnc_blas_threads()) nnc_blas_set_threads(R->c.threads);
-        s = run_setup(R);
+        /* Kernel and BLAS threads are process-wide: one per replica when M > 1. Only changed
+         * when different, so concurrent runs with the same setting never touch them. */
+        int want = R->M > 1 ? 1 : R->c.threads;
+        if (nnc_threads() != want && (s = nnc_set_threads(want)))
+            s = nnc__fail_prefix(s, "training: %d kernel threads", want);
+        if (!s && nnc_blas_threads() != want) nnc_blas_set_threads(want);
+        if (!s) s = run_setup(R);
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
-    if (!s) {
+    int done = 0;
+    if (!s && R->c.resume && R->plan) {
+        done = 1;
+        for (int i = 0; i < R->M; i++) done &= R->rep[i]->steps >= R->plan;
+        if (done) {
+            nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints "
+                         "left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
+            out->steps = R->M == 1 && R->c.algo == NNC_ALGO_SGD ? R->rep[0]->steps : R->total_steps;
+            out->rounds = R->round;
+            for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
+        }
+    }
+    if (!s && !done) {
         R->t_start = nnc__now();
-        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) s = run_single(R);
-        else s = nnc__run_workers(R);
+        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+            s = run_single(R);
+            out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
+        } else {
+            s = nnc__run_workers(R);
+        }
         out->seconds = nnc__run_seconds(R);
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
     }
-    if (!s) s = nnc__run_evaluate(R, 1);
-    if (!s && R->c.ckpt_dir) s = nnc__run_save(R, "last.ckpt");
+    if (!s && !done) s = nnc__run_evaluate(R, 1);
+    if (!s && R->c.ckpt_dir && !done) s = nnc__run_save(R, "last.ckpt");
     if (s) {
         /* Keep the failing thread's message while the run is torn down. */
         char msg[1024];

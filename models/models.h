@@ -46,7 +46,9 @@ int nnc_model_clone(const nnc_model *m, nnc_model **out);
 
 /* Forward pass of a batch x (N, C, H, W) -> logits (N, classes); x must match the config
  * (asserted). training selects batch statistics + running-stat updates for BN (momentum 0.1,
- * eps 1e-5) and active dropout (rng used only by dropout; required when a training model has it). */
+ * eps 1e-5) and active dropout (rng used only by dropout; required when a training model has it).
+ * Training BN needs N*H*W > 1 at every BN layer (asserted, as PyTorch errors): a batch of 1 is
+ * fine at 32x32 but not for VGG at 28x28, whose last convolutions run at 1x1. */
 nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng);
 
 nnc_params *nnc_model_params(nnc_model *m);

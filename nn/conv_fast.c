@@ -1,32 +1,40 @@
 /* nn/conv_fast.c - drivers of the fast conv2d (method in nn/conv_fast.h): geometry, copies
  * into and out of the padded phase-split layout, weight packing, and the split over images.
  *
- * Per-image buffers (floats; pl = plane stride, a multiple of 48 so that every kernel's
- * rounded vector count fits inside a plane):
- *   Xt   C planes-groups of nph planes, channel stride xcs = nph*pl, plus slack     (xsz)
- *   Yw   forward output rows: kp rows of ywr = round48(P*Wh) wide positions        (ysz)
- *   Dyw  output gradient rows: kp rows of dks = lead + pl + 16, data at lead + p*Wh + q,
- *        zeros elsewhere (the garbage columns, the lead and the tail)                (dsz)
- *   dXt  input gradient in the Xt layout, cp channels                              (xsz_c)
+ * Buffers hold a group of grp images side by side (floats; pl = per-image slot, at least
+ * Rh*Wh and at least round16(P*Wh) + maxoff so that one image's zero tail separates it from
+ * the next;
+ * phs = phase region = round48(grp*pl) + 48, room for every kernel's rounded vector count):
+ *   Xt   [c][phase][image][pl], channel stride xcs = nph*phs, plus slack            (xsz)
+ *   Yw   forward output rows: kp rows of ywr = phs, image g at g*pl + p*Wh + q       (ysz)
+ *   Dyw  output gradient: kp rows of dks = lead + phs + 16, image g at lead + g*pl +
+ *        p*Wh + q, zeros elsewhere (garbage columns, lead, gaps, tail)             (dsz)
+ *   dXt  input gradient in the Xt layout, cp channels
+ * The kernels run per image (grp offsets) or, when the weights are large, over the whole group
+ * at once so the weights are streamed once per group instead of once per image.
  * Scratch comes from nnc__thread_scratch of the calling thread, sliced per pool thread. */
 #include <string.h>
 
 #include "nn/conv_fast.h"
 #include "nn/threads.h"
+#include "nn/vec.h"
 
 #define ROUND48(x) (((x) + 47) / 48 * 48)
 #define ROUND16(x) (((x) + 15) / 16 * 16)
 #define WGRAD_CHUNKS 16                 /* max partial-sum chunks of the weight gradient */
 #define WGRAD_PART_FLOATS (4u << 20)    /* cap on chunks * |W| */
 
+#define BIG_WEIGHTS_FLOATS (128u << 10) /* above: run the kernels over whole groups */
+#define GROUP_XT_FLOATS (256u << 10)    /* target Xt size of a forward group */
+
 typedef struct geo {
     nnc__conv_shape cs;
-    int st, nph, rh, wh, nw, ntaps, maxoff, lead;
-    size_t pl, xcs, xsz, ywr, ysz, dks, dsz;
+    int st, nph, rh, wh, nw, ntaps, maxoff, lead, grp;
+    size_t pl, phs, xcs, xsz, ywr, ysz, dks, dsz;
     int kp, cp;                         /* K and C rounded up to 16 (covers every tile size) */
 } geo;
 
-static geo make_geo(const nnc__conv_shape *cs)
+static geo make_geo(const nnc__conv_shape *cs, int grp)
 {
     geo G;
     memset(&G, 0, sizeof G);
@@ -40,47 +48,84 @@ static geo make_geo(const nnc__conv_shape *cs)
     G.ntaps = cs->r * cs->s;
     G.maxoff = ((cs->r - 1) / G.st) * G.wh + (cs->s - 1) / G.st;
     G.lead = ROUND16(G.maxoff);
-    G.pl = ROUND48((size_t)G.rh * G.wh);
-    G.xcs = (size_t)G.nph * G.pl;
+    G.grp = grp;
+    G.pl = (size_t)G.rh * G.wh;
+    /* zeros after an image's data: 16-lane rounding of the weight-gradient dot products plus
+     * the reach of the input-gradient taps into the previous image */
+    if (G.pl < ROUND16((size_t)G.nw) + (size_t)G.maxoff) G.pl = ROUND16((size_t)G.nw) + (size_t)G.maxoff;
+    G.phs = ROUND48((size_t)grp * G.pl) + 48;
+    G.xcs = (size_t)G.nph * G.phs;
     G.kp = ROUND16(cs->k);
     G.cp = ROUND16(cs->c);
-    G.xsz = (size_t)cs->c * G.xcs + G.pl + (size_t)G.maxoff + 64;
-    G.ywr = ROUND48((size_t)G.nw);
+    G.xsz = (size_t)cs->c * G.xcs + (size_t)G.maxoff + 64;
+    G.ywr = G.phs;
     G.ysz = (size_t)G.kp * G.ywr;
-    G.dks = (size_t)G.lead + G.pl + 16;
+    G.dks = (size_t)G.lead + G.phs + 16;
     G.dsz = (size_t)G.kp * G.dks;
     return G;
+}
+
+/* Short-row helpers (rows are 8..64 floats here: inline loops beat libc calls). */
+static inline void row_copy(float *d, const float *s, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i));
+    for (; i < n; i++) d[i] = s[i];
+}
+
+static inline void row_zero(float *d, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_set1(0.0f));
+    for (; i < n; i++) d[i] = 0.0f;
+}
+
+/* d[i] += s[i] */
+static inline void row_add(float *d, const float *s, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(d + i) + nnc__v4_load(s + i));
+    for (; i < n; i++) d[i] += s[i];
+}
+
+/* d[i] = s[i] + b */
+static inline void row_copy_bias(float *d, const float *s, float b, int n)
+{
+    nnc__v4 vb = nnc__v4_set1(b);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i) + vb);
+    for (; i < n; i++) d[i] = s[i] + b;
 }
 
 /* Offset of tap t = r*S + s inside one channel of Xt. */
 static int tap_offset(const geo *G, int t)
 {
     int r = t / G->cs.s, s = t % G->cs.s, st = G->st;
-    return (int)(((r % st) * st + s % st) * G->pl) + (r / st) * G->wh + s / st;
+    return (int)(((r % st) * st + s % st) * G->phs) + (r / st) * G->wh + s / st;
 }
 
-/* x (C,H,W) of one image -> Xt (layout above); every float of Xt is written. */
-static void fill_xt(const geo *G, const float *x, float *xt)
+/* x (C,H,W) of image g of the group -> its slots of Xt (layout above). */
+static void fill_xt(const geo *G, const float *x, float *xt, int g)
 {
     const nnc__conv_shape *cs = &G->cs;
     const int st = G->st, pad = cs->pad, wh = G->wh;
     for (int c = 0; c < cs->c; c++)
         for (int a = 0; a < st; a++)
             for (int b = 0; b < st; b++) {
-                float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->pl;
+                float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->phs + (size_t)g * G->pl;
                 for (int i = 0; i < G->rh; i++) {
                     int hr = i * st + a - pad;
                     float *row = pln + (size_t)i * wh;
                     if (hr < 0 || hr >= cs->h) {
-                        memset(row, 0, sizeof(float) * (size_t)wh);
+                        row_zero(row, wh);
                         continue;
                     }
                     const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
                     if (st == 1) {
                         int tail = wh - pad - cs->w;
-                        memset(row, 0, sizeof(float) * (size_t)pad);
-                        memcpy(row + pad, src, sizeof(float) * (size_t)cs->w);
-                        if (tail > 0) memset(row + pad + cs->w, 0, sizeof(float) * (size_t)tail);
+                        row_zero(row, pad);
+                        row_copy(row + pad, src, cs->w);
+                        if (tail > 0) row_zero(row + pad + cs->w, tail);
                     } else {
                         for (int j = 0; j < wh; j++) {
                             int wc = j * st + b - pad;
@@ -88,32 +133,47 @@ static void fill_xt(const geo *G, const float *x, float *xt)
                         }
                     }
                 }
-                memset(pln + (size_t)G->rh * wh, 0, sizeof(float) * (G->pl - (size_t)G->rh * wh));
+                row_zero(pln + (size_t)G->rh * wh, (int)(G->pl - (size_t)G->rh * wh));
             }
-    size_t used = (size_t)cs->c * G->xcs;
-    memset(xt + used, 0, sizeof(float) * (G->xsz - used));
 }
 
-/* dy (K,P,Q) of one image -> Dyw (layout above), rows K..kp-1 zero. */
-static void fill_dyw(const geo *G, const float *dy, float *d)
+/* Zero what the gn filled images leave of every phase region, and the slack. */
+static void fill_xt_tail(const geo *G, float *xt, int gn)
+{
+    size_t used = (size_t)gn * G->pl;
+    for (int c = 0; c < G->cs.c; c++)
+        for (int ph = 0; ph < G->nph; ph++)
+            memset(xt + (size_t)c * G->xcs + (size_t)ph * G->phs + used, 0, sizeof(float) * (G->phs - used));
+    size_t all = (size_t)G->cs.c * G->xcs;
+    memset(xt + all, 0, sizeof(float) * (G->xsz - all));
+}
+
+/* dy (K,P,Q) of image g of the group -> its slot of Dyw (zeros around the data). */
+static void fill_dyw(const geo *G, const float *dy, float *d, int g)
 {
     const nnc__conv_shape *cs = &G->cs;
     const int P = cs->p, Q = cs->q, wh = G->wh;
-    for (int k = 0; k < G->kp; k++) {
+    for (int k = 0; k < cs->k; k++) {
         float *row = d + (size_t)k * G->dks;
-        if (k >= cs->k) {
-            memset(row, 0, sizeof(float) * G->dks);
-            continue;
-        }
-        memset(row, 0, sizeof(float) * (size_t)G->lead);
-        float *o = row + G->lead;
+        if (g == 0) row_zero(row, G->lead);
+        float *o = row + G->lead + (size_t)g * G->pl;
         const float *src = dy + (size_t)k * P * Q;
         for (int p = 0; p < P; p++) {
-            memcpy(o + (size_t)p * wh, src + (size_t)p * Q, sizeof(float) * (size_t)Q);
-            memset(o + (size_t)p * wh + Q, 0, sizeof(float) * (size_t)(wh - Q));
+            row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
+            row_zero(o + (size_t)p * wh + Q, wh - Q);
         }
-        size_t used = (size_t)G->lead + (size_t)P * wh;
-        memset(row + used, 0, sizeof(float) * (G->dks - used));
+        row_zero(o + (size_t)P * wh, (int)(G->pl - (size_t)P * wh));
+    }
+}
+
+/* Zero the tail after gn images and the padding rows K..kp-1. */
+static void fill_dyw_tail(const geo *G, float *d, int gn)
+{
+    size_t used = (size_t)G->lead + (size_t)gn * G->pl;
+    for (int k = 0; k < G->kp; k++) {
+        float *row = d + (size_t)k * G->dks;
+        if (k >= G->cs.k) memset(row, 0, sizeof(float) * G->dks);
+        else memset(row + used, 0, sizeof(float) * (G->dks - used));
     }
 }
 
@@ -128,24 +188,36 @@ typedef struct fwd_ctx {
     const int *toff;
     float *y, *scratch;
     size_t per_thread;
+    int stacked;       /* one kernel call over the whole group */
 } fwd_ctx;
 
-static void fwd_task(void *vctx, int n, int thread)
+static void fwd_task(void *vctx, int grp, int thread)
 {
     const fwd_ctx *f = vctx;
     const geo *G = f->G;
     const nnc__conv_shape *cs = &G->cs;
+    const conv_kernels *kn = f->kn;
     float *xt = f->scratch + (size_t)thread * f->per_thread, *yw = xt + G->xsz;
-    fill_xt(G, f->x + (size_t)n * cs->c * cs->h * cs->w, xt);
-    int kblocks = (cs->k + f->kn->kb - 1) / f->kn->kb, nvec = (G->nw + f->kn->L - 1) / f->kn->L;
-    f->kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec);
-    float *y = f->y + (size_t)n * cs->k * cs->p * cs->q;
-    for (int k = 0; k < cs->k; k++) {
-        float bk = f->b ? f->b[k] : 0.0f;
-        const float *src = yw + (size_t)k * G->ywr;
-        float *dst = y + (size_t)k * cs->p * cs->q;
-        for (int p = 0; p < cs->p; p++)
-            for (int q = 0; q < cs->q; q++) dst[p * cs->q + q] = src[p * G->wh + q] + bk;
+    int n0 = grp * G->grp, gn = n0 + G->grp <= cs->n ? G->grp : cs->n - n0;
+    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g);
+    fill_xt_tail(G, xt, gn);
+    int kblocks = (cs->k + kn->kb - 1) / kn->kb;
+    if (f->stacked) {
+        int nvec = (int)(((size_t)(gn - 1) * G->pl + (size_t)G->nw + kn->L - 1) / kn->L);
+        kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec);
+    } else {
+        for (int g = 0; g < gn; g++)
+            kn->shifted_gemm(xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
+                             G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L);
+    }
+    for (int g = 0; g < gn; g++) {
+        float *y = f->y + (size_t)(n0 + g) * cs->k * cs->p * cs->q;
+        for (int k = 0; k < cs->k; k++) {
+            float bk = f->b ? f->b[k] : 0.0f;
+            const float *src = yw + (size_t)k * G->ywr + (size_t)g * G->pl;
+            float *dst = y + (size_t)k * cs->p * cs->q;
+            for (int p = 0; p < cs->p; p++) row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, bk, cs->q);
+        }
     }
 }
 
@@ -153,10 +225,20 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                             const float *b, float *y)
 {
     (void)g;
+    if (nnc__conv_use_gemm(cs)) {
+        nnc__conv_gemm_forward(cs, x, w, b, y);
+        return;
+    }
     const conv_kernels *kn = nnc__conv_kernels();
-    geo G = make_geo(cs);
-    const int KB = kn->kb, C = cs->c, T = G.ntaps;
-    int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(cs->n);
+    int stacked = (size_t)cs->k * cs->c * cs->r * cs->s > BIG_WEIGHTS_FLOATS, grp = 1;
+    if (stacked) {
+        geo G1 = make_geo(cs, 1);
+        grp = (int)(GROUP_XT_FLOATS / (G1.xsz > 0 ? G1.xsz : 1));
+        grp = grp < 1 ? 1 : grp > 32 ? 32 : grp > cs->n ? cs->n : grp;
+    }
+    geo G = make_geo(cs, grp);
+    const int KB = kn->kb, C = cs->c, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
+    int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
     size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
     size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = sizeof(float) * (size_t)width * per_thread;
     size_t bytes = wpb + scb + sizeof(int) * (size_t)T;
@@ -173,8 +255,8 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                     int k = kb * KB + kk;
                     wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                 }
-    fwd_ctx f = {&G, kn, x, b, wp, toff, y, scratch, per_thread};
-    nnc__parallel_for(cs->n, fwd_task, &f);
+    fwd_ctx f = {&G, kn, x, b, wp, toff, y, scratch, per_thread, stacked};
+    nnc__parallel_for(ngroups, fwd_task, &f);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -189,8 +271,8 @@ typedef struct bwd_ctx {
     const float *x, *dy;
     float *dx;
     int need_w, need_b;
-    size_t xstride;    /* floats per image of Xt in the scratch (0 without dW) */
-    int g0, nsub, nchunk;
+    size_t xstride;    /* floats of Xt in the scratch (0 without dW) */
+    int g0, nsub, nchunk, stacked;
     /* dX: per phase, taps (shifts into Dyw) and packed transposed weights */
     const int *ph_nt, *ph_shift, *ph_wofs;
     const float *wt;
@@ -210,7 +292,7 @@ static void bwd_task(void *vctx, int chunk, int thread)
     const int C = cs->c, K = cs->k, T = G->ntaps, PQ = cs->p * cs->q;
     const size_t xs = (size_t)C * cs->h * cs->w, ys = (size_t)K * PQ, nwt = (size_t)K * C * T;
     float *xt = b->scratch + (size_t)thread * b->per_thread;
-    float *dyw = xt + (size_t)b->g0 * b->xstride, *dxt = dyw + (size_t)b->g0 * G->dsz;
+    float *dyw = xt + b->xstride, *dxt = dyw + G->dsz;
     float *part = b->part ? b->part + (size_t)chunk * nwt : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
     if (part) memset(part, 0, sizeof(float) * nwt);
@@ -220,39 +302,56 @@ static void bwd_task(void *vctx, int chunk, int thread)
         int n0 = sg * b->g0, n1 = n0 + b->g0 < cs->n ? n0 + b->g0 : cs->n, gn = n1 - n0;
         for (int i = 0; i < gn; i++) {
             const float *dyn = b->dy + (size_t)(n0 + i) * ys;
-            fill_dyw(G, dyn, dyw + (size_t)i * G->dsz);
-            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt + (size_t)i * G->xsz);
+            fill_dyw(G, dyn, dyw, i);
+            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt, i);
             if (bpart)
                 for (int k = 0; k < K; k++) {
-                    double s = 0;
-                    for (int j = 0; j < PQ; j++) s += dyn[(size_t)k * PQ + j];
+                    const float *d = dyn + (size_t)k * PQ;
+                    nnc__v4 a = nnc__v4_set1(0.0f);
+                    int j = 0;
+                    for (; j + 4 <= PQ; j += 4) a += nnc__v4_load(d + j);
+                    double s = nnc__v4_hsum(a);
+                    for (; j < PQ; j++) s += d[j];
                     bpart[k] += s;
                 }
         }
-        if (part)
-            kn->wgrad(dyw + G->lead, G->dks, G->dsz, xt, G->xsz, b->col, C * T, K, gn,
-                      (G->nw + kn->L - 1) / kn->L, part, (size_t)C * T);
+        fill_dyw_tail(G, dyw, gn);
+        if (part) {
+            fill_xt_tail(G, xt, gn);
+            kn->wgrad(dyw + G->lead, G->dks, G->pl, xt, G->pl, b->col, C * T, K, gn, (G->nw + kn->L - 1) / kn->L,
+                      part, (size_t)C * T);
+        }
         if (!b->dx) continue;
-        int cblocks = (C + kn->kb - 1) / kn->kb, nvec = (int)((size_t)G->rh * G->wh + kn->L - 1) / kn->L;
+        int cblocks = (C + kn->kb - 1) / kn->kb;
+        size_t rw = (size_t)G->rh * G->wh;
+        for (int ph = 0; ph < G->nph; ph++) {
+            const int *sh = b->ph_shift + ph * T, nt = b->ph_nt[ph];
+            const float *wt = b->wt + b->ph_wofs[ph];
+            if (b->stacked) {
+                int nvec = (int)(((size_t)(gn - 1) * G->pl + rw + kn->L - 1) / kn->L);
+                kn->shifted_gemm(dyw, G->dks, K, sh, nt, wt, dxt + (size_t)ph * G->phs, G->xcs, cblocks, nvec);
+            } else {
+                for (int i = 0; i < gn; i++)
+                    kn->shifted_gemm(dyw + (size_t)i * G->pl, G->dks, K, sh, nt, wt,
+                                     dxt + (size_t)ph * G->phs + (size_t)i * G->pl, G->xcs, cblocks,
+                                     (int)((rw + kn->L - 1) / kn->L));
+            }
+        }
+        const int st = G->st, pad = cs->pad;
         for (int i = 0; i < gn; i++) {
-            const float *d = dyw + (size_t)i * G->dsz;
-            for (int ph = 0; ph < G->nph; ph++)
-                kn->shifted_gemm(d, G->dks, K, b->ph_shift + ph * T, b->ph_nt[ph], b->wt + b->ph_wofs[ph],
-                                 dxt + (size_t)ph * G->pl, G->xcs, cblocks, nvec);
             float *dxn = b->dx + (size_t)(n0 + i) * xs;
-            const int st = G->st, pad = cs->pad;
             for (int c = 0; c < C; c++)
                 for (int h = 0; h < cs->h; h++) {
                     int hh = h + pad;
-                    const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->pl +
-                                       (size_t)(hh / st) * G->wh;
+                    const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs +
+                                       (size_t)i * G->pl + (size_t)(hh / st) * G->wh;
                     float *dst = dxn + ((size_t)c * cs->h + h) * cs->w;
                     if (st == 1) {
-                        for (int w = 0; w < cs->w; w++) dst[w] += src[w + pad];
+                        row_add(dst, src + pad, cs->w);
                     } else {
                         for (int w = 0; w < cs->w; w++) {
                             int ww = w + pad;
-                            dst[w] += src[(size_t)(ww % st) * G->pl + ww / st];
+                            dst[w] += src[(size_t)(ww % st) * G->phs + ww / st];
                         }
                     }
                 }
@@ -285,14 +384,19 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
 {
     (void)g;
     if (!dx && !dw && !db) return;
+    if (nnc__conv_use_gemm(cs)) {
+        nnc__conv_gemm_backward(cs, x, w, dy, dx, dw, db);
+        return;
+    }
     const conv_kernels *kn = nnc__conv_kernels();
-    geo G = make_geo(cs);
-    const int KB = kn->kb, C = cs->c, K = cs->k, T = G.ntaps, N = cs->n;
-    const size_t nwt = (size_t)K * C * T;
-
-    int g0 = (768 + G.nw - 1) / G.nw;
+    const int N = cs->n;
+    int g0 = (768 + cs->p * cs->q - 1) / (cs->p * cs->q);
     if (g0 > N) g0 = N;
     if (g0 > 16) g0 = 16;
+    geo G = make_geo(cs, g0);
+    const int KB = kn->kb, C = cs->c, K = cs->k, T = G.ntaps;
+    const size_t nwt = (size_t)K * C * T;
+    int stacked = nwt > BIG_WEIGHTS_FLOATS;
     int nsub = (N + g0 - 1) / g0;
     int nchunk = nsub < WGRAD_CHUNKS ? nsub : WGRAD_CHUNKS;
     if (dw && (size_t)nchunk * nwt > WGRAD_PART_FLOATS) nchunk = (int)(WGRAD_PART_FLOATS / nwt) > 0 ? (int)(WGRAD_PART_FLOATS / nwt) : 1;
@@ -301,7 +405,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
     int cblocks = (C + KB - 1) / KB;
     size_t ncol = (size_t)C * T, ncolp = (ncol + 47) / 48 * 48; /* a multiple of every WT */
     size_t wtn = dx ? (size_t)cblocks * K * T * KB : 0;
-    size_t per_thread = (size_t)g0 * ((dw ? G.xsz : 0) + G.dsz) + (dx ? (size_t)G.cp * G.xcs + G.pl : 0);
+    size_t per_thread = (dw ? G.xsz : 0) + G.dsz + (dx ? (size_t)G.cp * G.xcs + 64 : 0);
     size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,
                     sizeof(int) * (size_t)(2 * G.nph + G.nph * T), sizeof(float) * (dw ? (size_t)nchunk * nwt : 0),
                     sizeof(float) * wtn, sizeof(float) * (size_t)width * per_thread, 0};
@@ -348,7 +452,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
             wofs += cblocks * K * nt * KB;
         }
     }
-    bwd_ctx b = {&G, kn, x, dy, dx, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, ph_nt, ph_shift, ph_wofs, wt,
+    bwd_ctx b = {&G, kn, x, dy, dx, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
                  col, dw ? part : NULL, bpart, scratch, per_thread};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {

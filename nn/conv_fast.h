@@ -40,6 +40,15 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, float *dw, float *db);
 
+/* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
+ * nnc__conv_use_gemm says which path a shape takes (small images, deep reductions). */
+void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const float *b, float *y);
+void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
+                             float *dw, float *db);
+int nnc__conv_use_gemm(const nnc__conv_shape *cs);
+/* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
+void nnc__conv_set_path(int path);
+
 /* --- per-ISA micro-kernels (nn/conv_kern.c) --- */
 typedef struct conv_kernels {
     int L;      /* lanes per vector */

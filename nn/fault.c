@@ -14,21 +14,27 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char spec[512];
 static int loaded;
 
-void nnc__fault_reload(void)
+/* Read NNC_FAULT into spec; caller holds mu. */
+static void load_locked(void)
 {
-    pthread_mutex_lock(&mu);
     const char *e = getenv("NNC_FAULT");
     snprintf(spec, sizeof spec, "%s", e ? e : "");
     loaded = 1;
+}
+
+void nnc__fault_reload(void)
+{
+    pthread_mutex_lock(&mu);
+    load_locked();
     pthread_mutex_unlock(&mu);
 }
 
 int nnc__fault_arg(const char *name, char *arg, int n)
 {
-    if (!loaded) nnc__fault_reload();
     size_t len = strlen(name);
     int found = 0;
     pthread_mutex_lock(&mu);
+    if (!loaded) load_locked(); /* first use may come from several worker threads at once */
     for (const char *p = spec; *p;) {
         const char *end = strchr(p, ',');
         size_t item = end ? (size_t)(end - p) : strlen(p);

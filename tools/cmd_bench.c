@@ -20,6 +20,7 @@ typedef struct bench_state {
     float *x;
     int *labels;
     int batch, chans, size;
+    nnc_rng rng;       /* dropout masks */
 } bench_state;
 
 static int cmp_double(const void *a, const void *b)
@@ -41,7 +42,7 @@ static int train_step(bench_state *s)
     nnc_params_zero_grad(nnc_model_params(s->model));
     int shape[4] = {s->batch, s->chans, s->size, s->size};
     nnc_tensor *x = nnc_tensor_wrap(s->graph, s->x, 4, shape);
-    nnc_tensor *logits = nnc_model_forward(s->model, s->graph, x, 1, NULL);
+    nnc_tensor *logits = nnc_model_forward(s->model, s->graph, x, 1, &s->rng);
     nnc_tensor *loss = nnc_softmax_cross_entropy(s->graph, logits, s->labels, NNC_REDUCE_MEAN, 0.0f);
     int st = nnc_backward(s->graph, loss);
     if (st) return st;
@@ -159,6 +160,7 @@ int cmd_bench(int argc, char **argv)
     if (!st) {
         nnc_rng rng;
         nnc_rng_seed(&rng, (uint64_t)seed, 7);
+        nnc_rng_seed(&s.rng, (uint64_t)seed, 8);
         for (size_t i = 0; i < nx; i++) s.x[i] = nnc_rng_normal(&rng);
         for (int i = 0; i < batch; i++) s.labels[i] = (int)nnc_rng_below(&rng, (uint32_t)cfg.num_classes);
         st = measure(&s, 1, warmup, runs, iters, &train_ips);

@@ -43,13 +43,15 @@ Test(data_cifar, generated_cifar10_layout_labels_and_names)
     char sub[128];
     snprintf(sub, sizeof sub, "%s/cifar-10-batches-bin", tmp);
     for (int variant = 0; variant < 2; variant++) { /* parent folder and extracted folder */
-        cr_assert_eq(nnc_dataset_load("cifar10", variant ? sub : tmp, 1, 0, &d), NNC_OK, "%s", nnc_error_message());
+        cr_assert_eq(nnc_dataset_load("cifar10", variant ? sub : tmp, 1, 0, &d), NNC_OK, "%s",
+                     nnc_error_message());
         cr_assert_eq(d->n, 100);
         cr_assert_eq(d->c * 100 + d->h, 332);
         for (int i = 0; i < 100; i += 7) {
             int rec = i % 20;
             cr_assert_eq(d->labels[i], rec % 10);
-            cr_assert_eq(d->images[(size_t)i * 3072 + 2048 + 33], dg_pixel(rec, 2048 + 33), "B plane, row 1, col 1");
+            cr_assert_eq(d->images[(size_t)i * 3072 + 2048 + 33], dg_pixel(rec, 2048 + 33),
+                         "B plane, row 1, col 1");
         }
         cr_assert_str_eq(d->class_names[0], "airplane", "built-in names without batches.meta.txt");
         cr_assert_float_eq(d->mean[1], 0.4822f, 1e-7);
@@ -116,12 +118,14 @@ Test(data_cifar, c2_other_format_hint_both_ways)
     snprintf(p, sizeof p, "%s/data_batch_1.bin", tmp);
     sparse(p, 10000LL * 3074); /* a CIFAR-100 test.bin under a CIFAR-10 name */
     cr_assert_eq(nnc_cifar_load(tmp, 0, 1, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "record size 3074 suggests CIFAR-100"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "record size 3074 suggests CIFAR-100"), "%s",
+              nnc_error_message());
     unlink(p);
     snprintf(p, sizeof p, "%s/test.bin", tmp);
     sparse(p, 10000LL * 3073); /* a CIFAR-10 batch passed as CIFAR-100 */
     cr_assert_eq(nnc_cifar_load(tmp, 1, 0, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "record size 3073 suggests CIFAR-10"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "record size 3073 suggests CIFAR-10"), "%s",
+              nnc_error_message());
     /* a CIFAR-100 folder given to the CIFAR-10 loader */
     cr_assert_eq(nnc_cifar_load(tmp, 0, 1, &d), NNC_EIO);
     cr_assert(strstr(nnc_error_message(), "looks like CIFAR-100"), "%s", nnc_error_message());
@@ -137,13 +141,15 @@ Test(data_cifar, c3_label_out_of_range_names_record_and_value)
     nnc_dataset *d;
     cr_assert_eq(nnc_cifar_load(tmp, 0, 0, &d), NNC_EFORMAT);
     const char *m = nnc_error_message();
-    cr_assert(strstr(m, "record 17 ") && strstr(m, "label byte 255") && strstr(m, "[0, 10)"), "%s", m);
+    cr_assert(strstr(m, "record 17 ") && strstr(m, "label byte 255") && strstr(m, "[0, 10)"), "%s",
+              m);
     cr_assert(strstr(m, "byte offset 52241"), "%s", m);
     snprintf(p, sizeof p, "%s/test.bin", tmp);
     sparse(p, 30740000);
     poke(p, 17LL * 3074 + 1, 100);
     cr_assert_eq(nnc_cifar_load(tmp, 1, 0, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "record 17 ") && strstr(nnc_error_message(), "label byte 100 out of range [0, 100)"),
+    cr_assert(strstr(nnc_error_message(), "record 17 ") &&
+                  strstr(nnc_error_message(), "label byte 100 out of range [0, 100)"),
               "%s", nnc_error_message());
 }
 
@@ -161,7 +167,8 @@ Test(data_cifar, c4_missing_directory_and_unreadable_paths)
     snprintf(p, sizeof p, "%s/test_batch.bin", tmp);
     sparse(p, 30730000);
     cr_assert_eq(nnc_cifar_load(tmp, 0, 1, &d), NNC_EIO);
-    cr_assert(strstr(nnc_error_message(), "data_batch_1.bin: Is a directory"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "data_batch_1.bin: Is a directory"), "%s",
+              nnc_error_message());
     snprintf(p, sizeof p, "%s/test_batch.bin/x", tmp); /* a file used as a folder */
     cr_assert_eq(nnc_cifar_load(p, 0, 0, &d), NNC_EIO);
     cr_assert(strstr(nnc_error_message(), "Not a directory"), "%s", nnc_error_message());

@@ -105,9 +105,12 @@ Test(data_fetch, wrong_checksum_leaves_nothing)
     nnc_fetch_config cfg = {url, "0123456789abcdef0123456789abcdef", NULL, NULL};
     cr_assert_eq(nnc_dataset_fetch("cifar10", dir, &cfg), NNC_ECHECKSUM);
     const char *m = nnc_error_message();
-    cr_assert(strstr(m, "expected 0123456789abcdef0123456789abcdef") && strstr(m, tgz_md5) && strstr(m, url),
+    cr_assert(strstr(m, "expected 0123456789abcdef0123456789abcdef") && strstr(m, tgz_md5) &&
+                  strstr(m, url),
               "%s", m);
     cr_assert_eq(entries(dir, NULL, 0), 0, "nothing left behind");
+    struct stat st;
+    cr_assert_neq(stat(dir, &st), 0, "the data folder fetch created is removed again");
     cr_assert_eq(nnc_dataset_present("cifar10", dir), 0);
     httpd_stop(h);
 }
@@ -133,7 +136,8 @@ Test(data_fetch, http_404_is_a_network_error)
     httpd_url(h, "/data", url, sizeof url);
     nnc_fetch_config cfg = {url, tgz_md5, NULL, NULL};
     cr_assert_eq(nnc_dataset_fetch("cifar10", dir, &cfg), NNC_ENET);
-    cr_assert(strstr(nnc_error_message(), "404") && strstr(nnc_error_message(), url), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "404") && strstr(nnc_error_message(), url), "%s",
+              nnc_error_message());
     cr_assert_eq(entries(dir, NULL, 0), 0);
     httpd_stop(h);
 }
@@ -168,9 +172,18 @@ Test(data_fetch, stale_temp_removed_and_incomplete_folder_reported)
     cr_assert_eq(nnc_dataset_present("cifar10", dir), 0, "a short file makes the set incomplete");
     int s = nnc_dataset_fetch("cifar10", dir, &cfg);
     cr_assert_neq(s, NNC_OK);
-    cr_assert(strstr(nnc_error_message(), "exists but is incomplete") && strstr(nnc_error_message(), "data_batch_3.bin"),
+    cr_assert(strstr(nnc_error_message(), "exists but is incomplete") &&
+                  strstr(nnc_error_message(), "data_batch_3.bin"),
               "%s", nnc_error_message());
     cr_assert_eq(nnc_dataset_fetch("fashion-mnist", dir, NULL), NNC_EUNSUPPORTED);
+    cr_assert(strstr(nnc_error_message(), "dataset-fashion-mnist"), "%s", nnc_error_message());
+    cr_assert_eq(nnc_dataset_present("mnist", dir), 0);
+    cr_assert_eq(nnc_dataset_fetch("mnist", dir, NULL), NNC_EUNSUPPORTED);
+    struct stat fm;
+    if (stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &fm) == 0) {
+        cr_assert_eq(nnc_dataset_present("fashion-mnist", NULL), 1);
+        cr_assert_eq(nnc_dataset_fetch("fashion-mnist", NULL, NULL), NNC_OK, "installed: no-op");
+    }
     httpd_stop(h);
 }
 
@@ -189,7 +202,8 @@ Test(data_fetch, archive_without_the_dataset_is_rejected)
     httpd_url(h, "/data", url, sizeof url);
     nnc_fetch_config cfg = {url, md5, NULL, NULL};
     cr_assert_eq(nnc_dataset_fetch("cifar10", dir, &cfg), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "not a complete cifar10") && strstr(nnc_error_message(), "data_batch_1.bin"),
+    cr_assert(strstr(nnc_error_message(), "not a complete cifar10") &&
+                  strstr(nnc_error_message(), "data_batch_1.bin"),
               "%s", nnc_error_message());
     cr_assert_eq(entries(dir, NULL, 0), 0);
     httpd_stop(h);
@@ -233,14 +247,16 @@ Test(data_fetch, untar_rejects_traversal_links_and_truncation)
     dg_tar_add(&b, "dir/file.bin", '0', "0123456789", 10);
     b.p[148] ^= 1; /* corrupt the header checksum */
     cr_assert_eq(untar_bytes(&b, dest), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "bad tar header checksum at byte offset 0"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "bad tar header checksum at byte offset 0"), "%s",
+              nnc_error_message());
     b.n = 0;
     static uint8_t big[3000];
     dg_tar_add(&b, "dir/file.bin", '0', big, sizeof big);
     b.n = 512 + 1000; /* cut inside the data */
     cr_assert_eq(untar_bytes(&b, dest), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "entry 'dir/file.bin' ends at byte offset 1512, expected 3000"), "%s",
-              nnc_error_message());
+    cr_assert(
+        strstr(nnc_error_message(), "entry 'dir/file.bin' ends at byte offset 1512, expected 3000"),
+        "%s", nnc_error_message());
     b.n = 0;
     dg_tar_add(&b, "./ok/f.txt", '0', "hello", 5);
     dg_tar_end(&b);

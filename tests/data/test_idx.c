@@ -23,7 +23,10 @@ static void mktmp(void)
 
 static void cleanup(void) { nnc__rmtree(tmp); }
 
-static void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24, p[1] = v >> 16, p[2] = v >> 8, p[3] = v; }
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = v >> 24, p[1] = v >> 16, p[2] = v >> 8, p[3] = v;
+}
 
 /* Write an IDX pair (n images of r x c, labels i % 10) as raw or gz files; returns paths. */
 static void write_pair(int n, int r, int c, int gz, char *ip, char *lp, uint32_t img_magic,
@@ -62,9 +65,11 @@ Test(data_idx, fashion_mnist_from_debian)
     nnc_dataset *d;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    cr_assert_eq(nnc_dataset_load("fashion-mnist", NULL, 1, 0, &d), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(nnc_dataset_load("fashion-mnist", NULL, 1, 0, &d), NNC_OK, "%s",
+                 nnc_error_message());
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    cr_log_info("fashion-mnist train load: %.3f s", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
+    cr_log_info("fashion-mnist train load: %.3f s",
+                (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
     cr_assert_eq(d->n, 60000);
     cr_assert_eq(d->c, 1);
     cr_assert_eq(d->h * d->w, 784);
@@ -105,13 +110,19 @@ Test(data_idx, validation_errors)
     nnc_dataset *d;
     write_pair(10, 4, 4, 1, ip, lp, 0x802, 10, 0);
     cr_assert_eq(nnc_idx_load(ip, lp, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "bad magic 0x00000802 at byte offset 0, expected 0x00000803"), "%s", nnc_error_message());
+    cr_assert(
+        strstr(nnc_error_message(), "bad magic 0x00000802 at byte offset 0, expected 0x00000803"),
+        "%s", nnc_error_message());
     write_pair(10, 4, 4, 0, ip, lp, 0x803, 9, 0);
     cr_assert_eq(nnc_idx_load(ip, lp, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "9 labels but") && strstr(nnc_error_message(), "has 10 images"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "9 labels but") &&
+                  strstr(nnc_error_message(), "has 10 images"),
+              "%s", nnc_error_message());
     write_pair(10, 4, 4, 1, ip, lp, 0x803, 10, 20);
     cr_assert_eq(nnc_idx_load(ip, lp, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "truncated: expected 160 bytes") && strstr(nnc_error_message(), "ends at byte offset 156"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "truncated: expected 160 bytes") &&
+                  strstr(nnc_error_message(), "ends at byte offset 156"),
+              "%s", nnc_error_message());
     write_pair(10, 0, 4, 0, ip, lp, 0x803, 10, 0);
     cr_assert_eq(nnc_idx_load(ip, lp, &d), NNC_EFORMAT);
     cr_assert(strstr(nnc_error_message(), "rows 0 at byte offset 8"), "%s", nnc_error_message());
@@ -119,11 +130,14 @@ Test(data_idx, validation_errors)
     FILE *f = fopen(lp, "r+b");
     fseek(f, 8 + 11, SEEK_SET), fputc(200, f), fclose(f);
     cr_assert_eq(nnc_idx_load(ip, lp, &d), NNC_EFORMAT);
-    cr_assert(strstr(nnc_error_message(), "label 200 of item 11 (byte offset 19) out of range [0, 10)"), "%s", nnc_error_message());
+    cr_assert(
+        strstr(nnc_error_message(), "label 200 of item 11 (byte offset 19) out of range [0, 10)"),
+        "%s", nnc_error_message());
     char missing[160];
     sprintf(missing, "%s/nope", tmp);
     cr_assert_eq(nnc_idx_load(missing, lp, &d), NNC_EIO);
-    cr_assert(strstr(nnc_error_message(), missing) && strstr(nnc_error_message(), "No such file or directory"));
+    cr_assert(strstr(nnc_error_message(), missing) &&
+              strstr(nnc_error_message(), "No such file or directory"));
     cr_assert_eq(nnc_idx_load(tmp, lp, &d), NNC_EIO);
     cr_assert(strstr(nnc_error_message(), "Is a directory"), "%s", nnc_error_message());
     cr_assert_eq(nnc_dataset_load("mnist", tmp, 1, 0, &d), NNC_EIO);

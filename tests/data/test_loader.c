@@ -22,7 +22,10 @@ static nnc_dataset *synth(const char *name, int n, int c, int h, int w)
     return d;
 }
 
-static float norm(const nnc_dataset *d, int c, int v) { return ((float)v / 255.0f - d->mean[c]) / d->std[c]; }
+static float norm(const nnc_dataset *d, int c, int v)
+{
+    return ((float)v / 255.0f - d->mean[c]) / d->std[c];
+}
 
 /* C9: every index exactly once per epoch across shards; epochs differ; same seed same order. */
 Test(data_loader, shards_cover_every_index_once_per_epoch)
@@ -57,7 +60,8 @@ Test(data_loader, shards_cover_every_index_once_per_epoch)
             nnc_loader_free(l);
         }
         cr_assert_eq(pos, N);
-        for (int i = 0; i < N; i++) cr_assert_eq(seen[i], 1, "epoch %ld index %d seen %d times", e, i, seen[i]);
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(seen[i], 1, "epoch %ld index %d seen %d times", e, i, seen[i]);
         free(seen);
     }
     int same = 0;
@@ -120,7 +124,8 @@ Test(data_loader, seek_resumes_identically, .timeout = 30)
         cr_assert_eq(nnc_loader_batches_per_epoch(a), 6);
         float xa[10 * 192], xb[10 * 192];
         int ya[10], yb[10];
-        for (int i = 0; i < 7 + 4; i++) nnc_loader_next(a, xa, ya); /* epoch 0 (6 + end), 4 of epoch 1 */
+        for (int i = 0; i < 7 + 4; i++)
+            nnc_loader_next(a, xa, ya); /* epoch 0 (6 + end), 4 of epoch 1 */
         cr_assert_eq(nnc_loader_epoch(a), 1);
         cr_assert_eq(nnc_loader_batch_index(a), 4);
         nnc_loader_next(b, xb, yb); /* b primes its prefetch for a different position */
@@ -146,7 +151,8 @@ Test(data_loader, augmentation_crop_flip_exact)
     uint8_t flipped[3072];
     for (int c = 0; c < 3; c++)
         for (int y = 0; y < 32; y++)
-            for (int x = 0; x < 32; x++) flipped[c * 1024 + y * 32 + x] = src[c * 1024 + y * 32 + 31 - x];
+            for (int x = 0; x < 32; x++)
+                flipped[c * 1024 + y * 32 + x] = src[c * 1024 + y * 32 + 31 - x];
     for (int dy = 0; dy <= 8; dy++)
         for (int dx = 0; dx <= 8; dx++) {
             nnc_augment_image(d, src, 4, dy, dx, 0, a);
@@ -154,7 +160,9 @@ Test(data_loader, augmentation_crop_flip_exact)
                 for (int y = 0; y < 32; y++)
                     for (int x = 0; x < 32; x++) {
                         int sy = y + dy - 4, sx = x + dx - 4;
-                        int v = (sy < 0 || sy >= 32 || sx < 0 || sx >= 32) ? 0 : src[c * 1024 + sy * 32 + sx];
+                        int v = (sy < 0 || sy >= 32 || sx < 0 || sx >= 32)
+                                    ? 0
+                                    : src[c * 1024 + sy * 32 + sx];
                         cr_assert_eq(a[c * 1024 + y * 32 + x], norm(d, c, v),
                                      "crop (%d,%d) pixel (%d,%d,%d)", dy, dx, c, y, x);
                     }
@@ -194,16 +202,20 @@ Test(data_loader, loader_augmentation_covers_offsets, .timeout = 30)
             int pa = -1, pb = -1, other = 0;
             for (int p = 0; p < 1024; p++) {
                 float v = x[i * 1024 + p];
-                if (v == va) pa = p;
-                else if (v == vb) pb = p;
-                else other += v != v0;
+                if (v == va)
+                    pa = p;
+                else if (v == vb)
+                    pb = p;
+                else
+                    other += v != v0;
             }
-            cr_assert(pa >= 0 && pb >= 0 && other == 0, "both markers survive, rest is padding/zero");
+            cr_assert(pa >= 0 && pb >= 0 && other == 0,
+                      "both markers survive, rest is padding/zero");
             cr_assert_eq(pa / 32, pb / 32);
             int flip = pb % 32 < pa % 32, px = pa % 32;
             cr_assert_eq(abs(pb % 32 - px), 1);
-            int dy = 20 - pa / 32;                 /* row 16 lands at 16 - (dy - 4) */
-            int dx = flip ? px - 11 : 20 - px;     /* flipped: px = 31 - (20 - dx) */
+            int dy = 20 - pa / 32;             /* row 16 lands at 16 - (dy - 4) */
+            int dx = flip ? px - 11 : 20 - px; /* flipped: px = 31 - (20 - dx) */
             cr_assert(dy >= 0 && dy <= 8 && dx >= 0 && dx <= 8);
             seen_y[dy]++, seen_x[dx]++, flips += flip;
         }
@@ -238,6 +250,34 @@ Test(data_loader, layout_and_normalisation)
     cr_assert_eq(y[0], 7);
     cr_assert_eq(y[1], 3);
     free(x);
+    nnc_dataset_free(d);
+}
+
+/* drop_last: equal shards (same batches per epoch for lockstep workers), still disjoint. */
+Test(data_loader, drop_last_shards_are_equal_and_disjoint)
+{
+    const int N = 1003, S = 4;
+    nnc_dataset *d = synth("cifar10", N, 1, 2, 2);
+    for (int i = 0; i < N; i++) d->labels[i] = i;
+    d->num_classes = N;
+    int seen[1003] = {0}, total = 0;
+    for (int k = 0; k < S; k++) {
+        nnc_loader_config c = nnc_loader_config_default();
+        c.batch = 10, c.augment = 0, c.shard = k, c.num_shards = S, c.seed = 9, c.prefetch = 0;
+        nnc_loader *l;
+        cr_assert_eq(nnc_loader_new(d, &c, &l), NNC_OK);
+        cr_assert_eq(nnc_loader_batches_per_epoch(l), 25, "250 items per shard -> 25 batches");
+        float x[40];
+        int y[10], n;
+        while ((n = nnc_loader_next(l, x, y)) > 0) {
+            cr_assert_eq(n, 10);
+            for (int i = 0; i < n; i++) seen[y[i]]++;
+            total += n;
+        }
+        nnc_loader_free(l);
+    }
+    cr_assert_eq(total, 1000);
+    for (int i = 0; i < N; i++) cr_assert_leq(seen[i], 1, "index %d seen twice", i);
     nnc_dataset_free(d);
 }
 

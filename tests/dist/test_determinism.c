@@ -3,6 +3,7 @@
  * training contexts (E10), DP step parity (E4), and exact resume (D2) for the single replica,
  * for lockstep M = 2, and after a stop request (E8). */
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "nn/fault.h"
 #include "tests/dist/dist_fixture.h"
@@ -244,15 +245,15 @@ Test(dist_determinism, d2_single_replica_resume_bitwise, .timeout = 60)
 }
 
 /* Lockstep M = 2: a straight run vs a run cut in two (by epochs, or by a stop request). */
-static void lockstep_resume(int by_stop)
+static void lockstep_resume(int by_stop, nnc_algo algo)
 {
     arm("worker_sleep_jitter:1");
     nnc_dataset *tr = fx_dataset(256, 1);
     char da[64], db[64];
     fx_trace ta, tb;
     nnc_train_result r;
-    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
-    c.tau = 2;
+    nnc_train_config c = fx_config(algo, 2);
+    c.tau = algo == NNC_ALGO_DP ? 0 : 2;
     c.augment = 1;
     c.epochs = 4;
     c.ckpt_dir = fx_tmpdir(da, sizeof da);
@@ -286,5 +287,56 @@ static void lockstep_resume(int by_stop)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0); }
-Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1); }
+Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, e8_dp_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_DP); }
+Test(dist_determinism, d2_lsgd_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LSGD); }
+
+Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
+    char dir[64], path[128];
+    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
+    c.tau = 2;
+    c.epochs = 2;
+    c.eval_every_epochs = 1;
+    c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
+    c.ckpt_meta_json = "{\"dataset\":\"synthetic\"}";
+    fx_trace t;
+    fx_hook(&c, &t);
+    nnc_train_result r;
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(t.evals, 4, "center + average after epoch 1 and at the end");
+    /* best.ckpt records its metric. */
+    snprintf(path, sizeof path, "%s/best.ckpt", dir);
+    nnc_ckpt *ck;
+    cr_assert_eq(nnc_ckpt_load(path, &ck), NNC_OK, "%s", nnc_error_message());
+    const void *m;
+    size_t n;
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "metric", &m, &n), NNC_OK);
+    cr_assert(n > 9 && memcmp(m, "test_acc=", 9) == 0);
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "meta/json", &m, &n), NNC_OK);
+    cr_assert(n == 23 && memcmp(m, "{\"dataset\":\"synthetic\"}", n) == 0);
+    nnc_ckpt_free(ck);
+    /* D10: resuming with a target already reached trains nothing and leaves last.ckpt alone. */
+    snprintf(path, sizeof path, "%s/last.ckpt", dir);
+    struct stat st0, st1;
+    cr_assert_eq(stat(path, &st0), 0);
+    c.resume = 1;
+    c.epochs = 1;
+    fx_hook(&c, &t);
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(t.rounds, 0);
+    cr_assert(t.logs == 1 && strstr(t.log[0], "already at epoch 2.00 >= target 1"), "%s", t.log[0]);
+    cr_assert_eq(stat(path, &st1), 0);
+    cr_assert(st0.st_mtim.tv_sec == st1.st_mtim.tv_sec && st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec);
+    /* D9: a different worker count is refused with an explanation. */
+    c.workers = 3;
+    c.epochs = 3;
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_EINVAL);
+    cr_assert(strstr(nnc_error_message(), "2 worker(s)") && strstr(nnc_error_message(), "this run has 3"), "%s",
+              nnc_error_message());
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+    fx_dataset_free(te);
+}

@@ -88,6 +88,12 @@ Test(dist_train, config_errors)
     c.batch = 16; /* 64 images over 8 workers: 8 each, no full batch */
     cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINVAL);
     cr_assert(strstr(nnc_error_message(), "no full batch"), "%s", nnc_error_message());
+    nnc_dataset *odd = fx_dataset(16, 2);
+    odd->h = odd->w = 4;  /* same bytes, smaller images */
+    c = fx_config(NNC_ALGO_MGRAWA, 2);
+    cr_assert_eq(nnc_train(&c, tr, odd, &r), NNC_EINVAL);
+    cr_assert(strstr(nnc_error_message(), "test set 'synthetic' has images 1x4x4"), "%s", nnc_error_message());
+    fx_dataset_free(odd);
     nnc_algo a;
     cr_assert_eq(nnc_algo_parse("dp-sam", &a), NNC_OK);
     cr_assert_eq(a, NNC_ALGO_DP_SAM);

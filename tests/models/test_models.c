@@ -4,6 +4,7 @@
  * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,7 +319,7 @@ Test(models_models, clone_equal_and_independent)
     nnc_model_free(c);
 }
 
-Test(models_models, tiny_model_trains, .timeout = 60)
+Test(models_models, tiny_model_trains)
 {
     nnc_model *m = make("tiny", 3, 8, 4, 11);
     nnc_params *p = nnc_model_params(m);
@@ -409,4 +410,79 @@ Test(models_models, forward_with_wrong_input_shape_asserts, .signal = SIGABRT)
     static float xb[1 * 1 * 8 * 8];
     nnc_tensor *x = nnc_tensor_wrap(g, xb, 4, (int[4]){1, 1, 8, 8});
     nnc_model_forward(m, g, x, 0, NULL); /* model expects 3 channels */
+}
+
+/* Replicas on worker threads: each thread trains its own clone on its own graph; the result is
+ * bitwise the same as running the clones one after another (what dist relies on). */
+typedef struct replica_job {
+    nnc_model *m;
+    const float *x;
+    const int *labels;
+    float loss[3];
+    int status;
+} replica_job;
+
+static void *replica_train(void *arg)
+{
+    replica_job *j = arg;
+    nnc_graph *g;
+    nnc_sgd *o;
+    if ((j->status = nnc_graph_new(0, &g))) return NULL;
+    if ((j->status = nnc_sgd_new(nnc_model_params(j->m), NULL, &o))) {
+        nnc_graph_free(g);
+        return NULL;
+    }
+    for (int step = 0; step < 3 && !j->status; step++) {
+        nnc_params_zero_grad(nnc_model_params(j->m));
+        nnc_tensor *x = nnc_tensor_wrap(g, (float *)j->x, 4, (int[4]){4, 3, 8, 8});
+        nnc_tensor *y = nnc_model_forward(j->m, g, x, 1, NULL);
+        nnc_tensor *l = nnc_softmax_cross_entropy(g, y, j->labels, NNC_REDUCE_MEAN, 0);
+        j->loss[step] = l->data[0];
+        j->status = nnc_backward(g, l);
+        nnc_graph_reset(g);
+        nnc_sgd_step(o, 0.1f);
+    }
+    nnc_sgd_free(o);
+    nnc_graph_free(g);
+    return NULL;
+}
+
+Test(models_models, clones_train_concurrently_like_serially, .timeout = 60)
+{
+    int saved_threads = nnc_blas_threads();
+    nnc_blas_set_threads(1);
+    nnc_model *base = make("resnet8", 3, 8, 10, 21);
+    enum { R = 3 };
+    static float xb[R][4 * 3 * 8 * 8];
+    static int labels[R][4];
+    nnc_rng r;
+    nnc_rng_seed(&r, 22, 0);
+    for (int k = 0; k < R; k++) {
+        for (int i = 0; i < 4 * 3 * 8 * 8; i++) xb[k][i] = nnc_rng_normal(&r);
+        for (int i = 0; i < 4; i++) labels[k][i] = (int)nnc_rng_below(&r, 10);
+    }
+    replica_job serial[R], par[R];
+    for (int k = 0; k < R; k++) {
+        serial[k] = (replica_job){.x = xb[k], .labels = labels[k]};
+        par[k] = serial[k];
+        cr_assert_eq(nnc_model_clone(base, &serial[k].m), NNC_OK);
+        cr_assert_eq(nnc_model_clone(base, &par[k].m), NNC_OK);
+        replica_train(&serial[k]);
+    }
+    pthread_t th[R];
+    for (int k = 0; k < R; k++) cr_assert_eq(pthread_create(&th[k], NULL, replica_train, &par[k]), 0);
+    for (int k = 0; k < R; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < R; k++) {
+        cr_assert_eq(serial[k].status, NNC_OK);
+        cr_assert_eq(par[k].status, NNC_OK);
+        cr_assert_eq(memcmp(serial[k].loss, par[k].loss, sizeof serial[k].loss), 0, "replica %d losses", k);
+        nnc_params *a = nnc_model_params(serial[k].m), *b = nnc_model_params(par[k].m);
+        cr_assert_eq(memcmp(a->data, b->data, a->n_data * sizeof(float)), 0, "replica %d weights", k);
+        cr_assert_eq(memcmp(a->buf, b->buf, a->n_buf * sizeof(float)), 0, "replica %d BN statistics", k);
+        cr_assert_lt(serial[k].loss[2], serial[k].loss[0], "replica %d learns", k);
+        nnc_model_free(serial[k].m);
+        nnc_model_free(par[k].m);
+    }
+    nnc_model_free(base);
+    nnc_blas_set_threads(saved_threads);
 }

@@ -120,7 +120,7 @@ Test(models_reference, resnet8_block_forward_backward_a2)
              r8_eval_logits, 1e-5);
 }
 
-Test(models_reference, resnet20_forward_backward_vs_pytorch, .timeout = 60)
+Test(models_reference, resnet20_forward_backward_vs_pytorch)
 {
     static const ref_grad grads[] = {
         G(r20, "conv1.weight", conv1_weight),

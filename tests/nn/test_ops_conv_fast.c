@@ -6,6 +6,8 @@
  *   stride 2, pad 0/1, 1x1, batch 1, channel counts not multiple of 16); normwise bound
  *   |fast - ref| <= 1e-4 (max|ref| + |ref|) as in test_ops_conv.c.
  * - the levels against each other (the same bound).
+ * - the batched im2col + GEMM path (forced for every shape) vs the references, and its thread
+ *   invariance.
  * - 1 vs 2 vs 4 kernel threads: conv2d, batchnorm2d, batchnorm2d_relu, relu/add forward and
  *   backward bitwise equal.
  * - batchnorm2d_relu vs batchnorm2d + add + relu (values and every gradient), and gradchecks.
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/conv_fast.h"
 #include "nn/cpu.h"
 #include "nn/nnc.h"
 #include "nn/threads.h"
@@ -168,6 +171,8 @@ static const ccase fixed_cases[] = {
     {2, 4, 9, 10, 3, 3, 3, 2, 0, 1},    /* stride 2, pad 0, odd */
     {1, 3, 2, 2, 130, 3, 3, 1, 1, 1},   /* VGG tail: 2x2 image, many filters */
     {2, 2, 7, 5, 3, 5, 3, 3, 2, 1},     /* stride 3, non-square 5x3 kernel */
+    {3, 72, 5, 6, 210, 3, 3, 1, 1, 1},  /* large weights: kernels run over stacked images */
+    {5, 80, 7, 7, 200, 3, 3, 2, 1, 0},  /* large weights, stride 2 */
 };
 
 static ccase random_case(nnc_rng *rng)
@@ -188,7 +193,7 @@ static ccase case_at(int i, nnc_rng *rng)
     return i < nf ? fixed_cases[i] : random_case(rng);
 }
 
-#define NCASES 34
+#define NCASES 36
 
 static void check_level(nnc__isa_level lvl)
 {
@@ -266,4 +271,43 @@ Test(nn_ops_conv_fast, set_threads_rejects_bad_counts)
     cr_expect_eq(nnc_set_threads(0), NNC_EINVAL);
     cr_expect_eq(nnc_set_threads(65), NNC_EINVAL);
     cr_expect_eq(nnc_threads(), 1);
+}
+
+Test(nn_ops_conv_fast, gemm_path_matches_reference)
+{
+    nnc__conv_set_path(2);
+    nnc_rng rng;
+    nnc_rng_seed(&rng, 123, 0);
+    for (int i = 0; i < 25; i++) {
+        ccase c = case_at(i, &rng);
+        if (i == 24) c = (ccase){60, 512, 4, 4, 8, 3, 3, 1, 1, 1}; /* 3 groups: multi-chunk dW */
+        conv_in in = make_in(&c, (uint64_t)i + 300);
+        conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+        char tag[64];
+        snprintf(tag, sizeof tag, "gemm path, case %d", i);
+        expect_out_close(tag, &c, &got, &want);
+        free_out(&got);
+        free_out(&want);
+        free_in(&in);
+    }
+    nnc__conv_set_path(0);
+}
+
+Test(nn_ops_conv_fast, gemm_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)
+{
+    nnc__conv_set_path(2);
+    ccase c = {60, 512, 4, 4, 8, 3, 3, 1, 1, 1}; /* 28 images per group: 3 groups and chunks */
+    conv_in in = make_in(&c, 9);
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    conv_out one = run_op(&c, &in);
+    for (int t = 2; t <= 4; t += 2) {
+        cr_assert_eq(nnc_set_threads(t), NNC_OK);
+        conv_out o = run_op(&c, &in);
+        expect_out_equal(t == 2 ? "gemm path, 2 threads" : "gemm path, 4 threads", &c, &o, &one);
+        free_out(&o);
+    }
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    free_out(&one);
+    free_in(&in);
+    nnc__conv_set_path(0);
 }

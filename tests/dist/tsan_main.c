@@ -1,0 +1,141 @@
+/* tests/dist/tsan_main.c - the dist thread scenarios as a plain program, for ThreadSanitizer
+ * (TESTS.md E5). Criterion cannot start under TSan (its inheritable arena mmap fails once TSan
+ * has reserved the address space: Snaipe/Criterion#274), so `make SAN=thread check-threads`
+ * aborts before any test runs. Build and run this instead:
+ *   make SAN=thread build/san-thread/libnnc_testing.a
+ *   clang -std=c11 -g -O1 -fsanitize=thread -D_GNU_SOURCE -DNNC_TESTING -pthread -I. \
+ *       tests/dist/tsan_main.c build/san-thread/libnnc_testing.a \
+ *       $(pkg-config --libs openblas zlib libcurl) -lm -o build/san-thread/dist_tsan
+ *   build/san-thread/dist_tsan     (exit 0 and no "WARNING: ThreadSanitizer" = pass)
+ * Scenarios: every algorithm with 4 workers in both sync modes, the single replica (loader
+ * prefetch thread), a NaN worker under jitter, a stalled worker, a failing worker, a stop
+ * request with checkpoint + resume, and two training contexts on two threads at once.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "dist/dist.h"
+#include "nn/fault.h"
+#include "nn/nnc.h"
+
+static nnc_dataset *g_train;
+static volatile sig_atomic_t g_stop;
+
+/* 256 images 1x8x8 of 4 classes: a bright quadrant per class over noise. */
+static nnc_dataset *make_dataset(int n)
+{
+    nnc_dataset *d = nnc__calloc(1, sizeof *d);
+    snprintf(d->name, sizeof d->name, "synthetic");
+    d->n = n, d->c = 1, d->h = 8, d->w = 8, d->num_classes = 4;
+    d->images = nnc__calloc((size_t)n * 64, 1);
+    d->labels = nnc__calloc((size_t)n, sizeof(int));
+    d->mean[0] = 0.3f, d->std[0] = 0.3f;
+    nnc_rng r;
+    nnc_rng_seed(&r, 1, 2);
+    for (int i = 0; i < n; i++) {
+        d->labels[i] = i % 4;
+        for (int j = 0; j < 64; j++) {
+            int quadrant = (j / 32) * 2 + (j % 8) / 4;
+            d->images[i * 64 + j] = (uint8_t)(nnc_rng_below(&r, 90) + (quadrant == i % 4 ? 140 : 0));
+        }
+    }
+    return d;
+}
+
+static void stop_at_round_3(const nnc_round_info *r, void *ud)
+{
+    if (ud && r->round == 3) g_stop = 2;
+}
+
+static nnc_train_config config(nnc_algo a, int M, nnc_sync_mode sync)
+{
+    nnc_train_config c = nnc_train_config_default();
+    c.model = "tiny";
+    c.batch = 16;
+    c.lr = 0.05f;
+    c.epochs = 2;
+    c.workers = M;
+    c.algo = a;
+    c.sync = sync;
+    c.tau = (a == NNC_ALGO_DP || a == NNC_ALGO_DP_SAM) ? 0 : 2;
+    c.probe_batch = 32;
+    c.bn_reestimate_batches = 2;
+    c.sync_timeout = 20;
+    c.seed = 3;
+    return c;
+}
+
+static int run(const char *what, nnc_train_config c, int expect)
+{
+    nnc_train_result r;
+    int s = nnc_train(&c, g_train, g_train, &r);
+    printf("%-22s status %3d (expect %3d) rounds %3ld test acc %.3f %s\n", what, s, expect, r.rounds,
+           r.test_acc, s ? nnc_error_message() : "");
+    return s != expect;
+}
+
+static void arm(const char *spec)
+{
+    setenv("NNC_FAULT", spec, 1);
+    nnc__fault_reload();
+}
+
+static void *context(void *arg)
+{
+    nnc_train_config c = config(NNC_ALGO_LGRAWA, 2, NNC_SYNC_ASYNC);
+    c.seed = (uint64_t)(size_t)arg;
+    nnc_train_result r;
+    return (void *)(size_t)(nnc_train(&c, g_train, NULL, &r) != NNC_OK);
+}
+
+int main(void)
+{
+    g_train = make_dataset(256);
+    int bad = 0;
+    char name[64];
+    for (int a = NNC_ALGO_MGRAWA; a <= NNC_ALGO_DP_SAM; a++)
+        for (int s = 0; s < 2; s++) {
+            snprintf(name, sizeof name, "%s/%s", nnc_algo_name((nnc_algo)a), s ? "lockstep" : "async");
+            bad += run(name, config((nnc_algo)a, 4, (nnc_sync_mode)s), NNC_OK);
+        }
+    bad += run("sgd single", config(NNC_ALGO_SGD, 1, NNC_SYNC_ASYNC), NNC_OK);
+    arm("worker_nan:2:2,worker_sleep_jitter:2");
+    bad += run("nan worker", config(NNC_ALGO_MGRAWA, 4, NNC_SYNC_LOCKSTEP), NNC_OK);
+    arm("worker_stall:1");
+    nnc_train_config c = config(NNC_ALGO_MGRAWA, 4, NNC_SYNC_ASYNC);
+    c.sync_timeout = 0.5;
+    c.epochs = 50;
+    bad += run("stalled worker", c, NNC_ETIMEOUT);
+    arm("worker_error:3");
+    bad += run("failing worker", config(NNC_ALGO_DP, 4, NNC_SYNC_ASYNC), NNC_ETHREAD);
+    arm("");
+    char dir[] = "/tmp/nnc_dist_tsan_XXXXXX";
+    if (!mkdtemp(dir)) return 2;
+    c = config(NNC_ALGO_MGRAWA, 3, NNC_SYNC_ASYNC);
+    c.stop = &g_stop;
+    c.on_round = stop_at_round_3;
+    c.ud = (void *)1;
+    c.ckpt_dir = dir;
+    bad += run("stop", c, NNC_EINTERRUPTED);
+    c.stop = NULL;
+    c.resume = 1;
+    c.on_round = NULL;
+    bad += run("resume", c, NNC_OK);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) bad++;
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) pthread_create(&th[k], NULL, context, (void *)(size_t)(k + 1));
+    for (int k = 0; k < 2; k++) {
+        void *rv;
+        pthread_join(th[k], &rv);
+        bad += (int)(size_t)rv;
+    }
+    printf("two concurrent contexts: %s\n", bad ? "see above" : "ok");
+    printf("%s: %d failure(s)\n", bad ? "FAIL" : "OK", bad);
+    nnc__free(g_train->images);
+    nnc__free(g_train->labels);
+    nnc__free(g_train);
+    return bad != 0;
+}

@@ -1,0 +1,611 @@
+/* tools/cmd_train.c - `nnc train DATASET`: flags, data (fetched on first use), signals, progress
+ * and the run folder around nnc_train(). train_execute() is shared with `nnc compare`. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nn/status.h"
+#include "tools/train.h"
+
+/* ---- signals: the first SIGINT/SIGTERM asks nnc_train to stop after the current step (it
+ * writes a checkpoint); a second SIGINT exits at once. ---- */
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    if (g_stop && sig == SIGINT) _exit(EXIT_SIGINT);
+    g_stop = sig;
+    static const char msg[] = "\nnnc: stopping after this step (checkpoint follows); Ctrl-C again to quit now\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+void train_opts_init(train_opts *o)
+{
+    nnc_train_config d = nnc_train_config_default();
+    memset(o, 0, sizeof *o);
+    o->model = d.model ? d.model : "resnet20";
+    o->epochs = d.epochs;
+    o->time_budget = d.time_budget;
+    o->batch = d.batch;
+    o->lr = d.lr;
+    o->momentum = d.sgd.momentum;
+    o->nesterov = d.sgd.nesterov;
+    o->wd = d.sgd.weight_decay;
+    o->sched = nnc_sched_kind_name(d.sched.kind);
+    o->gamma = d.sched.gamma > 0 ? d.sched.gamma : 0.1f;
+    o->step_epochs = d.sched.step_epochs > 0 ? d.sched.step_epochs : 30;
+    o->drop_time = d.sched.drop_seconds;
+    o->seed = (long)d.seed;
+    o->threads = d.threads;
+    o->augment = d.augment;
+    o->download = 1;
+    o->workers = d.workers > 0 ? d.workers : 1;
+    o->algo = nnc_algo_name(d.algo);
+    o->sync = d.sync == NNC_SYNC_LOCKSTEP ? "lockstep" : "async";
+    o->norm = d.norm_kind == NNC_NORM_GLOBAL_L2 ? "l2" : "sum";
+    o->tau = d.tau;
+    o->pull = d.pull;
+    o->prox = d.prox;
+    o->bn_batches = d.bn_reestimate_batches;
+    o->sync_timeout = d.sync_timeout;
+    o->eval_every = d.eval_every_epochs;
+    o->log_every = 50;
+}
+
+int train_flags(train_opts *o, flag_spec *f)
+{
+    int n = 0;
+#define F(name, type, dest, help) f[n++] = (flag_spec){name, type, dest, help, 0}
+    F("dataset", FLAG_STR, &o->dataset, "dataset (or the DATASET argument): cifar10 cifar100 fashion-mnist mnist imagefolder");
+    F("data", FLAG_STR, &o->data, "data folder (default: the dataset's own, e.g. data-cache/cifar10)");
+    F("download", FLAG_BOOL, &o->download, "download cifar10/cifar100 when missing (--no-download to refuse)");
+    F("model", FLAG_STR, &o->model, "model name (nnc info --model NAME; resnet20 resnet56 vgg11 ...)");
+    F("epochs", FLAG_INT, &o->epochs, "epochs per worker (0 = until the time budget)");
+    F("time-budget", FLAG_DOUBLE, &o->time_budget, "seconds of training (0 = none)");
+    F("batch", FLAG_INT, &o->batch, "batch size per worker");
+    F("lr", FLAG_FLOAT, &o->lr, "learning rate");
+    F("momentum", FLAG_FLOAT, &o->momentum, "SGD momentum");
+    F("nesterov", FLAG_BOOL, &o->nesterov, "Nesterov momentum");
+    F("wd", FLAG_FLOAT, &o->wd, "weight decay");
+    F("sched", FLAG_STR, &o->sched, "schedule: constant step multistep cosine time-drop");
+    F("gamma", FLAG_FLOAT, &o->gamma, "decay factor of step/multistep/time-drop");
+    F("step-epochs", FLAG_LONG, &o->step_epochs, "epochs between decays (--sched step)");
+    F("milestones", FLAG_STR, &o->milestones, "epochs of the decays, comma separated (--sched multistep)");
+    F("drop-time", FLAG_DOUBLE, &o->drop_time, "seconds after which the lr drops (--sched time-drop)");
+    F("warmup-epochs", FLAG_FLOAT, &o->warmup_epochs, "linear warm-up length in epochs");
+    F("seed", FLAG_LONG, &o->seed, "random seed");
+    F("threads", FLAG_INT, &o->threads, "BLAS threads for one replica (1 when workers > 1)");
+    F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
+    F("resume", FLAG_BOOL, &o->resume, "continue from RUN-DIR/last.ckpt");
+    F("limit-train", FLAG_LONG, &o->limit_train, "use only the first N training images (0 = all)");
+    F("limit-test", FLAG_LONG, &o->limit_test, "use only the first N test images (0 = all)");
+    F("augment", FLAG_BOOL, &o->augment, "random crop + flip (--no-augment to disable)");
+    F("workers", FLAG_INT, &o->workers, "worker replicas (threads)");
+    F("algo", FLAG_STR, &o->algo, "sgd mgrawa lgrawa local-sgd easgd lsgd dp dp-sam");
+    F("sync", FLAG_STR, &o->sync, "async or lockstep");
+    F("tau", FLAG_INT, &o->tau, "local steps between rounds (0 = algorithm default)");
+    F("pull", FLAG_FLOAT, &o->pull, "pull strength c (< 0 = algorithm default)");
+    F("prox", FLAG_FLOAT, &o->prox, "proximity term p (< 0 = algorithm default)");
+    F("norm", FLAG_STR, &o->norm, "GRAWA gradient norm: sum (of layer norms) or l2");
+    F("bn-batches", FLAG_INT, &o->bn_batches, "batches to re-estimate BN statistics of the center (0 = keep)");
+    F("sync-timeout", FLAG_DOUBLE, &o->sync_timeout, "seconds a round waits for a worker (0 = 600)");
+    F("eval-every", FLAG_INT, &o->eval_every, "evaluate every N epochs (0 = only at the end)");
+    F("anomaly", FLAG_BOOL, &o->anomaly, "anomaly mode: name the first op producing NaN/Inf");
+    F("log-every", FLAG_INT, &o->log_every, "steps between progress lines and metrics rows");
+#undef F
+    return n;
+}
+
+void train_outcome_free(train_outcome *o)
+{
+    free(o->evals);
+    o->evals = NULL;
+    o->nevals = o->cap = 0;
+}
+
+/* ---- building the nnc_train config ---- */
+
+static int bad_value(const char *flag, const char *expected, const char *found)
+{
+    cli_error("--%s: expected %s, found '%s'", flag, expected, found ? found : "");
+    return EXIT_USAGE;
+}
+
+static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train_config *c)
+{
+    *c = nnc_train_config_default();
+    c->model = o->model;
+    if (o->batch <= 0) return bad_value("batch", "a positive integer", "<= 0");
+    if (o->workers <= 0 || o->workers > NNC_MAX_WORKERS) return bad_value("workers", "1..64", "out of range");
+    if (o->epochs < 0) return bad_value("epochs", "a count >= 0", "negative");
+    if (o->time_budget < 0) return bad_value("time-budget", "seconds >= 0", "negative");
+    if (o->epochs == 0 && o->time_budget <= 0)
+        return bad_value("epochs", "a positive count (or --time-budget SECONDS)", "0");
+    if (o->lr <= 0) return bad_value("lr", "a positive number", "<= 0");
+    c->batch = o->batch;
+    c->augment = o->augment;
+    c->limit_train = o->limit_train;
+    c->limit_test = o->limit_test;
+    c->lr = o->lr;
+    c->sgd.momentum = o->momentum;
+    c->sgd.nesterov = o->nesterov;
+    c->sgd.weight_decay = o->wd;
+    if (nnc_sched_parse_kind(o->sched, &c->sched.kind))
+        return bad_value("sched", "constant, step, multistep, cosine or time-drop", o->sched);
+    c->sched.base_lr = o->lr;
+    c->sched.gamma = o->gamma;
+    c->sched.step_epochs = (int)o->step_epochs;
+    c->sched.drop_seconds = o->drop_time;
+    c->sched.nmilestones = 0;
+    if (o->milestones && *o->milestones) {
+        const char *p = o->milestones;
+        while (*p) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v < 0 || c->sched.nmilestones >= NNC_SCHED_MAX_MILESTONES ||
+                (c->sched.nmilestones && v <= c->sched.milestones[c->sched.nmilestones - 1]))
+                return bad_value("milestones", "up to 8 ascending epochs separated by commas", o->milestones);
+            c->sched.milestones[c->sched.nmilestones++] = (int)v;
+            p = *end == ',' ? end + 1 : end;
+            if (*end && *end != ',') return bad_value("milestones", "epochs separated by commas", o->milestones);
+        }
+    }
+    if (c->sched.kind == NNC_SCHED_MULTISTEP && !c->sched.nmilestones)
+        return bad_value("milestones", "a list such as 100,150 for --sched multistep", "");
+    if (c->sched.kind == NNC_SCHED_TIME_DROP && !(o->drop_time > 0))
+        return bad_value("drop-time", "seconds > 0 for --sched time-drop", "0");
+    long per_worker = train->n / o->workers;
+    long spe = per_worker / o->batch;
+    if (spe < 1) {
+        cli_error("--batch %d: larger than the %ld training images per worker (%d images, %d workers)", o->batch,
+                  per_worker, train->n, o->workers);
+        return EXIT_USAGE;
+    }
+    c->sched.steps_per_epoch = spe;
+    c->sched.total_steps = (long)o->epochs * spe;
+    if (o->warmup_epochs < 0) return bad_value("warmup-epochs", "epochs >= 0", "negative");
+    c->sched.warmup_steps = (long)lround(o->warmup_epochs * (double)spe);
+    c->epochs = o->epochs;
+    c->time_budget = o->time_budget;
+    c->seed = (uint64_t)o->seed;
+    c->threads = o->threads;
+    c->workers = o->workers;
+    if (nnc_algo_parse(o->algo, &c->algo))
+        return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam", o->algo);
+    if (c->algo == NNC_ALGO_SGD && o->workers > 1)
+        return bad_value("algo", "a distributed algorithm for --workers > 1 (mgrawa, dp, ...)", o->algo);
+    if (!strcmp(o->sync, "async")) c->sync = NNC_SYNC_ASYNC;
+    else if (!strcmp(o->sync, "lockstep")) c->sync = NNC_SYNC_LOCKSTEP;
+    else return bad_value("sync", "async or lockstep", o->sync);
+    if (!strcmp(o->norm, "sum")) c->norm_kind = NNC_NORM_SUM_LAYERS;
+    else if (!strcmp(o->norm, "l2")) c->norm_kind = NNC_NORM_GLOBAL_L2;
+    else return bad_value("norm", "sum or l2", o->norm);
+    if (o->tau < 0) return bad_value("tau", "steps >= 0", "negative");
+    c->tau = o->tau;
+    c->pull = o->pull;
+    c->prox = o->prox;
+    c->bn_reestimate_batches = o->bn_batches;
+    c->sync_timeout = o->sync_timeout;
+    c->eval_every_epochs = o->eval_every;
+    c->anomaly = o->anomaly;
+    return 0;
+}
+
+/* ---- data ---- */
+
+/* Load one split, fetching cifar10/cifar100 once when their files are missing. */
+static int load_split(const train_opts *o, int train, long limit, nnc_dataset **out)
+{
+    int s = nnc_dataset_load(o->dataset, o->data, train, (int)limit, out);
+    int fetchable = !strcmp(o->dataset, "cifar10") || !strcmp(o->dataset, "cifar100");
+    char first[1024];
+    snprintf(first, sizeof first, "%s", nnc_error_message());
+    if (s == NNC_EIO && fetchable && !nnc_dataset_present(o->dataset, o->data)) {
+        if (!o->download) {
+            cli_error("%s", first);
+            cli_error("%s is not in %s and --no-download was given (nnc data fetch %s)", o->dataset,
+                      o->data ? o->data : nnc_dataset_default_dir(o->dataset), o->dataset);
+            return EXIT_USAGE;
+        }
+        printf("downloading %s into %s\n", o->dataset, o->data ? o->data : nnc_dataset_default_dir(o->dataset));
+        progress p;
+        progress_init(&p, 1);
+        nnc_fetch_config fc = {NULL, NULL, cli_fetch_progress, &p};
+        int f = nnc_dataset_fetch(o->dataset, o->data, &fc);
+        progress_done(&p);
+        if (f) {
+            cli_error("download failed: %s", nnc_error_message());
+            return cli_load_exit_code(f);
+        }
+        s = nnc_dataset_load(o->dataset, o->data, train, (int)limit, out);
+    }
+    if (s) {
+        cli_error("%s", nnc_error_message());
+        return cli_load_exit_code(s);
+    }
+    return 0;
+}
+
+/* dataset.json / checkpoint metadata: what `nnc predict` needs to prepare an image. */
+static char *dataset_meta_json(const nnc_dataset *d)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    json_out j;
+    json_begin(&j, f);
+    json_str(&j, "dataset", d->name);
+    json_int(&j, "channels", d->c);
+    json_int(&j, "image_size", d->h);
+    json_int(&j, "num_classes", d->num_classes);
+    char arr[256];
+    int o = snprintf(arr, sizeof arr, "[");
+    for (int i = 0; i < d->c && i < 3; i++) o += snprintf(arr + o, sizeof arr - (size_t)o, "%s%.9g", i ? ", " : "", d->mean[i]);
+    snprintf(arr + o, sizeof arr - (size_t)o, "]");
+    json_raw(&j, "mean", arr);
+    o = snprintf(arr, sizeof arr, "[");
+    for (int i = 0; i < d->c && i < 3; i++) o += snprintf(arr + o, sizeof arr - (size_t)o, "%s%.9g", i ? ", " : "", d->std[i]);
+    snprintf(arr + o, sizeof arr - (size_t)o, "]");
+    json_raw(&j, "std", arr);
+    if (d->class_names) {
+        fprintf(f, ",\n  \"classes\": [");
+        for (int i = 0; i < d->num_classes; i++) {
+            fprintf(f, "%s\"", i ? ", " : "");
+            for (const char *s = d->class_names[i]; s && *s; s++) {
+                if (*s == '"' || *s == '\\') fputc('\\', f);
+                if ((unsigned char)*s >= 0x20) fputc(*s, f);
+            }
+            fputc('"', f);
+        }
+        fputc(']', f);
+    }
+    json_end(&j);
+    fclose(f);
+    return buf;
+}
+
+/* ---- callbacks ---- */
+
+typedef struct run_ctx {
+    const train_opts *o;
+    progress prog;
+    metrics_log ml;
+    long last_row, last_line, step; /* latest step seen in a callback */
+    double seconds, epoch;
+    train_outcome *out;
+    const char *run_dir;
+} run_ctx;
+
+static void clear_bar(run_ctx *c) { progress_clear(&c->prog); }
+
+static void on_step(const nnc_step_info *s, void *ud)
+{
+    run_ctx *c = ud;
+    c->step = s->step;
+    c->seconds = s->seconds;
+    c->epoch = s->epoch;
+    int every = c->o->log_every > 0 ? c->o->log_every : 50;
+    int last = s->total_steps > 0 && s->step >= s->total_steps;
+    if (s->step - c->last_row >= every || last || !c->last_row) {
+        c->last_row = s->step;
+        metrics_row(&c->ml, "train", s->step, s->epoch, s->seconds, s->loss, s->acc, s->lr, s->images_per_sec, NULL);
+    }
+    double eta = -1;
+    if (s->total_steps > 0 && s->step > 0 && s->seconds > 0)
+        eta = (double)(s->total_steps - s->step) * s->seconds / (double)s->step;
+    if (c->o->time_budget > 0) {
+        double left = c->o->time_budget - s->seconds;
+        if (left < 0) left = 0;
+        if (eta < 0 || left < eta) eta = left;
+    }
+    if (!c->prog.tty && !(s->step - c->last_line >= every || last || !c->last_line)) return;
+    c->last_line = s->step;
+    char label[48];
+    snprintf(label, sizeof label, "epoch %.2f", s->epoch);
+    progress_update(&c->prog, label, s->step, s->total_steps, s->loss, s->acc, s->images_per_sec, eta);
+}
+
+static void join_list(char *buf, size_t n, const double *v, int count, const char *fmt)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (int i = 0; i < count && o + 1 < n; i++) {
+        if (i) buf[o++] = ';', buf[o] = 0;
+        o += (size_t)snprintf(buf + o, n - o, fmt, v[i]);
+    }
+}
+
+static void on_round(const nnc_round_info *r, void *ud)
+{
+    run_ctx *c = ud;
+    int m = r->workers < NNC_MAX_WORKERS ? r->workers : NNC_MAX_WORKERS;
+    double steps[NNC_MAX_WORKERS];
+    for (int i = 0; i < m; i++) steps[i] = (double)r->local_steps[i];
+    char norms[1024], weights[1024], dists[1024], locals[512], extra[4200];
+    join_list(norms, sizeof norms, r->norm, m, "%.4g");
+    join_list(weights, sizeof weights, r->weight, m, "%.4f");
+    join_list(dists, sizeof dists, r->distance, m, "%.4g");
+    join_list(locals, sizeof locals, steps, m, "%.0f");
+    snprintf(extra, sizeof extra, "round=%ld norm=%s weight=%s dist=%s local=%s sync_s=%.4f", r->round, norms,
+             weights, dists, locals, r->sync_seconds);
+    metrics_row(&c->ml, "round", c->step, NAN, r->seconds, r->loss, NAN, NAN, NAN, extra);
+    clear_bar(c);
+    printf("round %ld loss %.4f sync %.3fs |", r->round, r->loss, r->sync_seconds);
+    for (int i = 0; i < m; i++)
+        printf(" w%d norm %.3g weight %.3f dist %.3g steps %ld |", i, r->norm[i], r->weight[i], r->distance[i],
+               r->local_steps[i]);
+    printf("\n");
+    fflush(stdout);
+}
+
+static void on_eval(const nnc_eval_info *e, void *ud)
+{
+    run_ctx *c = ud;
+    int avg = e->which && !strcmp(e->which, "average");
+    if (e->step >= c->step) c->step = e->step, c->epoch = e->epoch;
+    metrics_row(&c->ml, avg ? "val_average" : "val", e->step, e->epoch, e->seconds, e->loss, e->acc, NAN, NAN,
+                e->which);
+    clear_bar(c);
+    printf("eval epoch %.2f step %ld (%s): test loss %.4f acc %.2f%%%s\n", e->epoch, e->step,
+           e->which ? e->which : "model", e->loss, 100 * e->acc, e->is_best ? " (best)" : "");
+    fflush(stdout);
+    plot_metrics_svg(c->run_dir);
+    train_outcome *o = c->out;
+    if (o && o->nevals == o->cap) {
+        int cap = o->cap ? o->cap * 2 : 16;
+        train_eval_point *p = realloc(o->evals, sizeof *p * (size_t)cap);
+        if (!p) return;
+        o->evals = p;
+        o->cap = cap;
+    }
+    if (o) o->evals[o->nevals++] = (train_eval_point){e->seconds, e->epoch, e->loss, e->acc, e->step, avg};
+}
+
+static void on_log(const char *line, void *ud)
+{
+    run_ctx *c = ud;
+    clear_bar(c);
+    fflush(stdout);
+    fprintf(stderr, "nnc: %s\n", line);
+}
+
+/* ---- run folder ---- */
+
+static int write_text(const char *dir, const char *name, const char *text)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (cli_write_atomic(path, text, strlen(text))) {
+        cli_error("cannot write %s: %s", path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+static int write_config(const train_opts *o, const char *run_dir)
+{
+    train_opts copy = *o;
+    copy.resume = 0;
+    copy.run_dir = run_dir;
+    flag_spec specs[TRAIN_MAX_FLAGS];
+    flag_table t = {.command = "train", .flags = specs, .nflags = train_flags(&copy, specs)};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return EXIT_RUNTIME;
+    flags_write_json(&t, f);
+    fclose(f);
+    int r = write_text(run_dir, "config.json", buf);
+    free(buf);
+    return r;
+}
+
+static int write_summary(const train_opts *o, const nnc_train_result *r, const char *run_dir, const char *status)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return EXIT_RUNTIME;
+    json_out j;
+    json_begin(&j, f);
+    json_str(&j, "status", status);
+    json_str(&j, "dataset", o->dataset);
+    json_str(&j, "model", o->model);
+    json_str(&j, "algo", o->algo);
+    json_int(&j, "workers", r->workers > 0 ? r->workers : o->workers);
+    json_num(&j, "test_acc", r->test_acc);
+    json_num(&j, "test_loss", r->test_loss);
+    json_num(&j, "train_loss", r->train_loss);
+    json_num(&j, "train_acc", r->train_acc);
+    json_num(&j, "epochs", r->epochs);
+    json_num(&j, "seconds", r->seconds);
+    json_num(&j, "images_per_sec", r->images_per_sec);
+    json_int(&j, "steps", r->steps);
+    json_int(&j, "resets", r->resets);
+    if (o->workers > 1) {
+        json_num(&j, "center_test_acc", r->center_test_acc);
+        json_num(&j, "average_test_acc", r->average_test_acc);
+        json_int(&j, "rounds", r->rounds);
+        json_num(&j, "bytes_per_round", r->bytes_per_round);
+        char arr[64 * 24];
+        int off = snprintf(arr, sizeof arr, "[");
+        for (int i = 0; i < o->workers && i < NNC_MAX_WORKERS; i++)
+            off += snprintf(arr + off, sizeof arr - (size_t)off, "%s%ld", i ? ", " : "", r->local_steps[i]);
+        snprintf(arr + off, sizeof arr - (size_t)off, "]");
+        json_raw(&j, "local_steps", arr);
+        json_num(&j, "sync_seconds", r->sync_seconds);
+    }
+    json_end(&j);
+    fclose(f);
+    int rc = write_text(run_dir, "summary.json", buf);
+    free(buf);
+    return rc;
+}
+
+/* Epochs already completed by the run in run_dir (from its summary.json), or -1. */
+static double epochs_done(const char *run_dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/summary.json", run_dir);
+    char *text = cli_read_file(path, NULL);
+    double e = -1;
+    if (text && jr_num(text, "epochs", &e)) e = -1;
+    free(text);
+    return e;
+}
+
+int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
+{
+    (void)t;
+    if (!o->dataset || !*o->dataset) {
+        cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
+        return EXIT_USAGE;
+    }
+    char run_dir[1024];
+    if (o->run_dir && *o->run_dir) {
+        snprintf(run_dir, sizeof run_dir, "%s", o->run_dir);
+    } else {
+        if (o->resume) {
+            cli_error("--resume needs --run-dir DIR (the folder holding last.ckpt)");
+            return EXIT_USAGE;
+        }
+        char stamp[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+        snprintf(run_dir, sizeof run_dir, "runs/%s-%s-%s", o->dataset, o->model, stamp);
+    }
+    if (out) snprintf(out->run_dir, sizeof out->run_dir, "%s", run_dir);
+    if (o->resume) {
+        char ck[1100];
+        struct stat st;
+        snprintf(ck, sizeof ck, "%s/last.ckpt", run_dir);
+        if (stat(ck, &st) || !S_ISREG(st.st_mode)) {
+            cli_error("--resume: %s: %s", ck, S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
+            return EXIT_USAGE;
+        }
+        double done = epochs_done(run_dir);
+        if (o->epochs > 0 && done >= 0 && done + 1e-9 >= o->epochs) {
+            printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", done, o->epochs, run_dir);
+            return EXIT_OK;
+        }
+    }
+
+    nnc_dataset *train = NULL, *test = NULL;
+    int rc = load_split(o, 1, o->limit_train, &train);
+    if (!rc) rc = load_split(o, 0, o->limit_test, &test);
+    nnc_train_config cfg;
+    if (!rc) rc = build_config(o, train, &cfg);
+    if (!rc) rc = cli_mkdirs(run_dir);
+    char *meta = NULL;
+    if (!rc) {
+        meta = dataset_meta_json(train);
+        rc = write_config(o, run_dir);
+        if (!rc && meta) rc = write_text(run_dir, "dataset.json", meta);
+    }
+    run_ctx ctx = {.o = o, .out = out, .run_dir = run_dir};
+    if (!rc && metrics_open(&ctx.ml, run_dir)) rc = EXIT_USAGE;
+    if (rc) {
+        free(meta);
+        nnc_dataset_free(train);
+        nnc_dataset_free(test);
+        return rc;
+    }
+    progress_init(&ctx.prog, 1);
+    int every = o->log_every > 0 ? o->log_every : 50;
+    cfg.log_every = ctx.prog.tty && every > 10 ? 10 : every; /* a terminal bar redraws more often */
+    cfg.ckpt_dir = run_dir;
+    cfg.resume = o->resume;
+    cfg.ckpt_meta_json = meta;
+    cfg.stop = &g_stop;
+    cfg.on_step = on_step;
+    cfg.on_round = on_round;
+    cfg.on_eval = on_eval;
+    cfg.on_log = on_log;
+    cfg.ud = &ctx;
+    printf("training %s on %s (%d train / %d test images, %dx%dx%d, %d classes), %d worker%s, algo %s -> %s\n",
+           o->model, o->dataset, train->n, test->n, train->c, train->h, train->w, train->num_classes, o->workers,
+           o->workers > 1 ? "s" : "", o->algo, run_dir);
+    fflush(stdout);
+    g_stop = 0;
+    install_signals();
+    nnc_train_result res;
+    memset(&res, 0, sizeof res);
+    int s = nnc_train(&cfg, train, test, &res);
+    progress_done(&ctx.prog);
+    if (out) {
+        out->res = res;
+        out->status = s;
+    }
+    metrics_close(&ctx.ml);
+    plot_metrics_svg(run_dir);
+    if (s == NNC_EINTERRUPTED && res.steps < ctx.step) {
+        /* the trainer may not count the steps of a stopped run: use what the callbacks saw */
+        res.steps = ctx.step;
+        res.epochs = ctx.epoch;
+    }
+    if (s == NNC_OK || s == NNC_EINTERRUPTED) {
+        rc = write_summary(o, &res, run_dir, s == NNC_OK ? "ok" : "interrupted");
+        if (s == NNC_EINTERRUPTED) {
+            printf("stopped at step %ld (epoch %.2f); resume with: nnc train %s --run-dir %s --resume\n", res.steps,
+                   res.epochs, o->dataset, run_dir);
+            rc = g_stop == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+        } else {
+            printf("test acc %.2f%% loss %.4f | train loss %.4f | %.2f epochs %.1fs %.0f img/s", 100 * res.test_acc,
+                   res.test_loss, res.train_loss, res.epochs, res.seconds, res.images_per_sec);
+            if (o->workers > 1)
+                printf(" | center %.2f%% average %.2f%% rounds %ld", 100 * res.center_test_acc,
+                       100 * res.average_test_acc, res.rounds);
+            printf("\n");
+        }
+    } else {
+        cli_error("training failed: %s", nnc_error_message());
+        rc = cli_exit_code(s);
+    }
+    fflush(stdout);
+    free(meta);
+    nnc_dataset_free(train);
+    nnc_dataset_free(test);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_opts o;
+    train_opts_init(&o);
+    flag_spec specs[TRAIN_MAX_FLAGS];
+    const char *pos[1];
+    flag_table t = {.command = "train",
+                    .usage = "nnc train DATASET [flags]",
+                    .summary = "Train a model on DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder) with one\n"
+                               "replica or --workers M replicas (--algo). Writes a run folder: config.json, metrics.csv,\n"
+                               "plot.svg, last.ckpt, best.ckpt, summary.json. Ctrl-C stops after the current step\n"
+                               "with a checkpoint (exit 130); --resume continues it.",
+                    .flags = specs,
+                    .nflags = train_flags(&o, specs),
+                    .positional = pos,
+                    .max_positional = 1};
+    int r = flags_parse(&t, argc - 1, argv + 1);
+    if (r == 1) return EXIT_OK;
+    if (r) return r;
+    if (t.npositional) o.dataset = pos[0];
+    return train_execute(&o, &t, NULL);
+}
