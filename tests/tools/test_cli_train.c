@@ -172,6 +172,17 @@ Test(tools_cli_train, end_to_end_run_folder)
                   strstr(r.out, "horse") || strstr(r.out, "ship") || strstr(r.out, "truck"),
               "class names from the run's metadata: %s", r.out);
     tcli_free(&r);
+    /* without dataset.json the checkpoint's own meta/json section supplies mean/std and names */
+    char *side = tcli_path(run, "dataset.json"), *side_text = tcli_slurp(side);
+    cr_assert_eq(unlink(side), 0);
+    r = tcli_run(60, "predict", "--ckpt", ck, img, "--top", "10", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "airplane") && strstr(r.out, "truck"), "names from meta/json: %s", r.out);
+    tcli_free(&r);
+    FILE *sf = fopen(side, "w");
+    fputs(side_text, sf);
+    fclose(sf);
+    free(side), free(side_text);
     r = tcli_run(60, "predict", "--ckpt", ck, "/nonexistent.png", NULL);
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "/nonexistent.png"), "%s", r.err);
