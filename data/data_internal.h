@@ -74,6 +74,9 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
 /* Extract a .tar.gz file into folder dest (which must exist). Rejects absolute names, "..",
  * links and special files; checks every header checksum and size. */
 int nnc__untar_gz(const char *tgz_path, const char *dest);
+/* The tar reader behind it, over any byte stream (named `name` in messages); dest NULL
+ * validates the whole archive without writing anything (fuzzing). */
+int nnc__untar(const char *name, nnc__reader *r, const char *dest);
 /* Recursively remove a folder this library created (temp folders). Best effort. */
 void nnc__rmtree(const char *path);
 

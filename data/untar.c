@@ -1,11 +1,11 @@
 /* data/untar.c - a small, strict .tar.gz extractor for downloaded datasets, and rmtree.
  *
  * Reads POSIX ustar / GNU tar through zlib's gzread. Regular files and folders only; GNU long
- * names ('L') are honoured, pax headers ('x', 'g') skipped; links, devices and FIFOs are
- * rejected. Names that are absolute or contain a ".." component are rejected (path-traversal
- * protection), every header checksum is verified, sizes are octal and capped (total 4 GiB), and
- * a short archive names the entry and the byte offset where the data ends. Files are fsync'ed
- * so a completeness check after a crash never sees right-sized files with lost contents.
+ * names ('L') and pax path= records ('x') are honoured, global pax headers ('g') skipped; links,
+ * devices and FIFOs are rejected. Names that are absolute or contain a ".." component are rejected
+ * (path-traversal protection), every header checksum is verified, sizes are octal and capped (total
+ * 4 GiB), and a short archive names the entry and the byte offset where the data ends. Files are
+ * fsync'ed so a completeness check after a crash never sees right-sized files with lost contents.
  */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
@@ -81,11 +81,11 @@ static int mkdirs(const char *dest, const char *rel, int last_too)
     return NNC_OK;
 }
 
-static long gz_full(gzFile g, void *dst, size_t n)
+static long gz_read(void *ctx, void *dst, size_t n)
 {
     size_t done = 0;
     while (done < n) {
-        int r = gzread(g, (char *)dst + done, (unsigned)(n - done));
+        int r = gzread((gzFile)ctx, (char *)dst + done, (unsigned)(n - done));
         if (r < 0) return -1;
         if (r == 0) break;
         done += (size_t)r;
@@ -93,12 +93,47 @@ static long gz_full(gzFile g, void *dst, size_t n)
     return (long)done;
 }
 
-static int gz_fail(gzFile g, const char *path, unsigned long long off)
+static const char *gz_error(void *ctx)
 {
     int code;
-    const char *m = gzerror(g, &code);
-    return nnc__fail(NNC_EFORMAT, "%s: corrupt gzip data near archive byte offset %llu: %s", path,
-                     off, code == Z_ERRNO ? strerror(errno) : m);
+    const char *m = gzerror((gzFile)ctx, &code);
+    return code == Z_ERRNO ? strerror(errno) : m;
+}
+
+/* pax extended header records "LEN key=value\n": path= becomes the next entry's name; size=
+ * (files over 8 GiB) is refused; other keys are ignored. */
+static int pax_path(const char *tgz, unsigned long long off, const char *p, size_t n, char *name)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t len = 0, j = i;
+        while (j < n && p[j] >= '0' && p[j] <= '9' && len < 100000)
+            len = len * 10 + (size_t)(p[j++] - '0');
+        if (j >= n || p[j] != ' ' || len <= j - i + 1 || len > n - i || p[i + len - 1] != '\n')
+            return nnc__fail(NNC_EFORMAT, "%s: malformed pax record before byte offset %llu", tgz,
+                             off);
+        const char *kv = p + j + 1;
+        size_t kvlen = i + len - 1 - (j + 1);
+        if (kvlen >= 5 && memcmp(kv, "path=", 5) == 0) {
+            if (kvlen - 5 > TAR_MAX_NAME || memchr(kv + 5, 0, kvlen - 5))
+                return nnc__fail(NNC_EFORMAT, "%s: bad pax path before byte offset %llu", tgz, off);
+            memcpy(name, kv + 5, kvlen - 5);
+            name[kvlen - 5] = 0;
+        } else if (kvlen >= 5 && memcmp(kv, "size=", 5) == 0) {
+            return nnc__fail(
+                NNC_EFORMAT,
+                "%s: pax size override (file over 8 GiB) before byte offset %llu unsupported", tgz,
+                off);
+        }
+        i += len;
+    }
+    return NNC_OK;
+}
+
+static int read_fail(nnc__reader *r, const char *path, unsigned long long off)
+{
+    return nnc__fail(NNC_EFORMAT, "%s: corrupt data near archive byte offset %llu: %s", path, off,
+                     r->error ? r->error(r->ctx) : "read error");
 }
 
 int nnc__untar_gz(const char *tgz, const char *dest)
@@ -106,16 +141,24 @@ int nnc__untar_gz(const char *tgz, const char *dest)
     gzFile g = gzopen(tgz, "rb");
     if (!g) return nnc__fail_errno("cannot open", tgz, errno ? errno : ENOMEM);
     gzbuffer(g, 1u << 17);
+    nnc__reader r = {gz_read, gz_error, g};
+    int s = nnc__untar(tgz, &r, dest);
+    gzclose(g);
+    return s;
+}
+
+int nnc__untar(const char *tgz, nnc__reader *rd, const char *dest)
+{
     uint8_t h[512];
     static const size_t CH = 1u << 16;
     uint8_t *buf = nnc__alloc(CH);
-    char name[TAR_MAX_NAME + 1], longname[TAR_MAX_NAME + 1] = "";
+    char name[TAR_MAX_NAME + 1], longname[TAR_MAX_NAME + 1] = "", pax[4 * TAR_MAX_NAME + 1];
     unsigned long long off = 0, total = 0;
     int s = buf ? NNC_OK : nnc__fail(NNC_ENOMEM, "untar: out of memory"), entries = 0;
     while (!s) {
-        long r = gz_full(g, h, 512);
+        long r = rd->read(rd->ctx, h, 512);
         if (r < 0) {
-            s = gz_fail(g, tgz, off);
+            s = read_fail(rd, tgz, off);
             break;
         }
         if (r < 512) {
@@ -162,10 +205,10 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         }
         int fd = -1;
         char path[TAR_MAX_NAME + 4096];
-        if (type == 'L') {
-            if (size > TAR_MAX_NAME) {
-                s = nnc__fail(NNC_EFORMAT, "%s: long name of %llu bytes at byte offset %llu", tgz,
-                              size, off);
+        if (type == 'L' || type == 'x') {
+            if (size > (type == 'L' ? TAR_MAX_NAME : 4 * TAR_MAX_NAME)) {
+                s = nnc__fail(NNC_EFORMAT, "%s: %s of %llu bytes at byte offset %llu", tgz,
+                              type == 'L' ? "long name" : "pax header", size, off);
                 break;
             }
         } else if (type == '0' || type == 0 || type == '5') {
@@ -176,19 +219,19 @@ int nnc__untar_gz(const char *tgz, const char *dest)
                 break;
             }
             entries++;
-            s = mkdirs(dest, name, type == '5');
-            if (s || type == '5') {
-                if (!s && size)
+            if (dest) s = mkdirs(dest, name, type == '5');
+            if (s || type == '5' || !dest) {
+                if (!s && size && type == '5')
                     s = nnc__fail(NNC_EFORMAT, "%s: folder entry %s has data", tgz, name);
-                continue;
+                if (s || type == '5') continue;
             }
-            snprintf(path, sizeof path, "%s/%s", dest, name);
-            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
-            if (fd < 0) {
+            if (dest) snprintf(path, sizeof path, "%s/%s", dest, name);
+            if (dest) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
+            if (dest && fd < 0) {
                 s = nnc__fail_errno("cannot create", path, errno);
                 break;
             }
-        } else if (type != 'x' && type != 'g') {
+        } else if (type != 'g') {
             s = nnc__fail(NNC_EFORMAT,
                           "%s: entry '%s' at byte offset %llu has unsupported type '%c' (only "
                           "files and folders)",
@@ -199,9 +242,9 @@ int nnc__untar_gz(const char *tgz, const char *dest)
         size_t lpos = 0;
         while (left && !s) {
             size_t want_n = left < CH ? (size_t)left : CH;
-            long got = gz_full(g, buf, want_n);
+            long got = rd->read(rd->ctx, buf, want_n);
             if (got < 0)
-                s = gz_fail(g, tgz, off);
+                s = read_fail(rd, tgz, off);
             else if ((size_t)got < want_n)
                 s = nnc__fail(NNC_EFORMAT,
                               "%s: archive truncated: entry '%s' ends at byte offset %llu, "
@@ -211,18 +254,18 @@ int nnc__untar_gz(const char *tgz, const char *dest)
             size_t use = data < (unsigned long long)got ? (size_t)data : (size_t)got;
             if (fd >= 0 && use && write(fd, buf, use) != (ssize_t)use)
                 s = nnc__fail_errno("cannot write", path, errno);
-            if (type == 'L' && use) {
-                memcpy(longname + lpos, buf, use);
+            if ((type == 'L' || type == 'x') && use) {
+                memcpy((type == 'L' ? longname : pax) + lpos, buf, use);
                 lpos += use;
-                longname[lpos] = 0;
+                (type == 'L' ? longname : pax)[lpos] = 0;
             }
             data -= use, left -= (unsigned long long)got, off += (unsigned long long)got;
         }
+        if (type == 'x' && !s) s = pax_path(tgz, off, pax, lpos, longname);
         if (fd >= 0 && !s && fsync(fd) != 0) s = nnc__fail_errno("cannot sync", path, errno);
         if (fd >= 0 && close(fd) != 0 && !s) s = nnc__fail_errno("cannot write", path, errno);
     }
     if (!s && entries == 0) s = nnc__fail(NNC_EFORMAT, "%s: archive has no files", tgz);
     nnc__free(buf);
-    gzclose(g);
     return s;
 }

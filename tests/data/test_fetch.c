@@ -4,6 +4,7 @@
  * CIFAR files use 20 records per 10000 (nnc__cifar_test_scale) to stay small. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -265,4 +266,32 @@ Test(data_fetch, untar_rejects_traversal_links_and_truncation)
     cr_assert_eq(stat(p, &st), 0);
     cr_assert_eq(st.st_size, 5);
     free(b.p);
+}
+
+/* Long names written by Python's tarfile: GNU 'L' records and pax path= records. */
+Test(data_fetch, untar_long_names_gnu_and_pax)
+{
+    const char *arch[2] = {"tests/fuzz/corpus/untar/gnu_longname.tar",
+                           "tests/fuzz/corpus/untar/pax.tar"};
+    char want[2][256], dest[128], p[512];
+    memset(want, 0, sizeof want);
+    memset(want[0], 'l', 150), strcat(want[0], "/f.txt");
+    memset(want[1], 'x', 120);
+    const long size[2] = {5, 3};
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(arch[k], "rb");
+        cr_assert_not_null(f, "run from the repository root");
+        dg_buf b = {0};
+        uint8_t chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) dg_append(&b, chunk, n);
+        fclose(f);
+        snprintf(dest, sizeof dest, "%s/x%d", tmp, k);
+        cr_assert_eq(untar_bytes(&b, dest), NNC_OK, "%s: %s", arch[k], nnc_error_message());
+        snprintf(p, sizeof p, "%s/%s", dest, want[k]);
+        struct stat st;
+        cr_assert_eq(stat(p, &st), 0, "%s: %s missing", arch[k], want[k]);
+        cr_assert_eq(st.st_size, size[k]);
+        free(b.p);
+    }
 }

@@ -162,8 +162,20 @@ Test(data_image, empty_class_folder_is_an_error)
     cr_assert(strstr(nnc_error_message(), "no class sub-folders"), "%s", nnc_error_message());
 }
 
+static size_t max_request;
+static void *spy_alloc(size_t size, size_t align, void *ud)
+{
+    (void)ud;
+    if (size > max_request) max_request = size;
+    size_t rounded = (size + align - 1) / align * align;
+    return aligned_alloc(align, rounded ? rounded : align);
+}
+static void spy_free(void *p, void *ud) { (void)ud, free(p); }
+
 Test(data_image, dimension_cap_checked_before_decoding)
 {
+    nnc_allocator spy = {spy_alloc, spy_free, NULL};
+    nnc_set_allocator(&spy); /* every library and stb_image allocation is seen */
     char p[256];
     mkdirf("%s/%s", "c");
     snprintf(p, sizeof p, "%s/c/huge.pgm", tmp);
@@ -175,9 +187,13 @@ Test(data_image, dimension_cap_checked_before_decoding)
                      "huge.pgm: image is 50000x40000, above the 4096-pixel max_dim cap"),
               "%s", nnc_error_message());
     cr_assert_eq(nnc_alloc_live_bytes(), live);
+    cr_assert_lt(max_request, 1u << 20, "largest allocation %zu bytes: nothing sized by the header",
+                 max_request);
     uint8_t out[3 * 32 * 32];
     cr_assert_eq(nnc_image_load(p, 3, 32, 4096, out), NNC_EFORMAT);
     cr_assert(strstr(nnc_error_message(), "max_dim"));
+    cr_assert_lt(max_request, 1u << 20);
+    nnc_set_allocator(NULL);
 }
 
 Test(data_image, image_4096_square_at_the_cap)
