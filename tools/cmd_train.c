@@ -471,9 +471,8 @@ static double epochs_done(const char *run_dir)
     return e;
 }
 
-int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
+int train_execute(const train_opts *o, train_outcome *out)
 {
-    (void)t;
     if (!o->dataset || !*o->dataset) {
         cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
         return EXIT_USAGE;
@@ -607,5 +606,5 @@ int cmd_train(int argc, char **argv)
     if (r == 1) return EXIT_OK;
     if (r) return r;
     if (t.npositional) o.dataset = pos[0];
-    return train_execute(&o, &t, NULL);
+    return train_execute(&o, NULL);
 }
