@@ -11,8 +11,9 @@
 #include "nn/status.h"
 #include "tools/ckpt_model.h"
 
-/* Prefixes under which a trainer may store the reported model, most preferred first. */
-static const char *PREFIXES[] = {"center/", "model/", "", "replica0/", "worker0/", "w0/"};
+/* Where the reported model's sections may be: top level (nnc_train: the replica, or the center
+ * of a multi-worker run), else the older "model/" / "center/" layouts, else worker 0. */
+static const char *PREFIXES[] = {"", "model/", "center/", "w0/"};
 
 const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
 {
@@ -64,7 +65,7 @@ int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_
         if (nnc_ckpt_has(ck, sec)) prefix = PREFIXES[i];
     }
     if (!prefix) {
-        cli_error("%s: no parameters for %s: section 'param/%s' not found under center/, model/ or the top level",
+        cli_error("%s: no parameters for %s: section 'param/%s' not found at the top level or under model/, center/, w0/",
                   path, arch, p->count ? p->entries[0].name : "?");
         nnc_model_free(m);
         nnc_ckpt_free(ck);
