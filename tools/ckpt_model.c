@@ -11,8 +11,9 @@
 #include "nn/status.h"
 #include "tools/ckpt_model.h"
 
-/* Where the reported model's sections may be: top level (nnc_train: the replica, or the center
- * of a multi-worker run), else the older "model/" / "center/" layouts, else worker 0. */
+/* Where the reported model's sections may be: the top level is nnc_train's layout (the replica,
+ * or the center of a multi-worker run); model/, center/ and w0/ (worker 0) are accepted for
+ * checkpoints assembled by other programs with nnc_ckpt_add_params. */
 static const char *PREFIXES[] = {"", "model/", "center/", "w0/"};
 
 const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
