@@ -449,3 +449,48 @@ Test(tools_cli_train, g1_checkpoint_write_failure_exits_1)
     tcli_free(&r);
     free(run);
 }
+
+/* E8: with worker 1 stalled (fault hook) the first SIGINT cannot finish a step; the second one
+ * exits at once with 130. E6: the same stall with --sync-timeout 1 exits 1 naming worker 1. */
+Test(tools_cli_train, second_sigint_and_stalled_worker)
+{
+    char *run = tcli_path(work, "run");
+    const char *args[] = {"train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "32",
+                          "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--workers", "2",
+                          "--algo", "mgrawa", "--sync", "lockstep", "--tau", "2", "--sync-timeout", "60",
+                          "--run-dir", run, "--epochs", "5", NULL};
+    setenv("NNC_FAULT", "worker_stall:1", 1);
+    pid_t pid = tcli_spawn(work, args);
+    char *out = tcli_path(work, "out.txt");
+    cr_assert(wait_for(out, "training tiny", 30), "started");
+    usleep(300000);
+    kill(pid, SIGINT);
+    cr_assert_eq(tcli_wait(pid, 0.5), -1, "a stalled run cannot stop after the first SIGINT");
+    /* tcli_wait killed it on timeout: start again and send two SIGINTs */
+    pid = tcli_spawn(work, args);
+    cr_assert(wait_for(out, "training tiny", 30), "started");
+    usleep(300000);
+    kill(pid, SIGINT);
+    usleep(200000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(pid, SIGINT);
+    int code = tcli_wait(pid, 5);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_eq(code, 130, "second SIGINT exits 130, got %d", code);
+    cr_assert_lt((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, 2.0, "at once");
+
+    char *run2 = tcli_path(work, "run2");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tcli_result r = tcli_run(30, "train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--workers", "2",
+                             "--algo", "mgrawa", "--sync", "lockstep", "--tau", "2", "--sync-timeout", "1",
+                             "--run-dir", run2, "--epochs", "5", NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    unsetenv("NNC_FAULT");
+    cr_assert_eq(r.code, 1, "stall is a runtime failure: %d %s", r.code, r.err);
+    cr_assert(strstr(r.err, "worker 1"), "names the worker: %s", r.err);
+    cr_assert_lt((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, 1 + 5.0, "within the timeout");
+    tcli_free(&r);
+    free(run), free(run2), free(out);
+}
