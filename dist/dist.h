@@ -29,7 +29,7 @@
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
  * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
- * worker_stall:W, worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
+ * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
  * Thread-safety: independent runs may execute concurrently in one process (no global state;
  * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
@@ -93,7 +93,7 @@ typedef struct nnc_train_config {
     int probe_batch;              /* 128 */
     int bn_reestimate_batches;    /* 20 (0 = keep running statistics) */
     double sync_timeout;          /* seconds a round waits for the last worker after the first
-                                     arrived; 0 = 600 */
+                                     arrived, or with no worker progressing at all; 0 = 600 */
     /* evaluation and checkpoints */
     int eval_every_epochs;        /* 1 (0 = only at the end) */
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
@@ -168,8 +168,29 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
               nnc_train_result *out);
 
 /* Evaluate a model on a dataset (eval mode, batches of `batch`): mean loss, top-1 accuracy, and
- * optionally a num_classes x num_classes confusion matrix (row = true class) and predictions. */
+ * optionally a num_classes x num_classes confusion matrix (row = true class, column = predicted). */
 int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
                  long *confusion);
+
+/* Flatness (GRAWA.md section 5): top eigenvalues of the training-loss Hessian by Lanczos with
+ * full re-orthogonalisation; Hessian-vector products by central differences of gradients,
+ * Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), ||v|| = 1, so no double backward is needed.
+ * The loss is the mean cross-entropy over a fixed subset of `samples` training images (the first
+ * ones), without augmentation, model in train mode (BN batch statistics over each chunk). */
+typedef struct nnc_hessian_config {
+    int iterations;   /* Lanczos steps per start (100) */
+    int starts;       /* random starts, Ritz values averaged (3) */
+    int samples;      /* images in the fixed subset (320) */
+    int chunk;        /* images per forward/backward (64; BN statistics are per chunk) */
+    int top;          /* Ritz values summed into the "trace" (100) */
+    double eps;       /* central-difference step (1e-3) */
+    uint64_t seed;    /* start vectors */
+} nnc_hessian_config;
+
+nnc_hessian_config nnc_hessian_config_default(void);
+/* lambda_max and the sum of the top `top` Ritz values, each averaged over the starts. m's
+ * parameters, buffers and gradients are unchanged on return (gradients zeroed). */
+int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
+                    double *lambda_max, double *trace_top);
 
 #endif

@@ -81,4 +81,9 @@ int nnc__lsgd_leader(const nnc_lsgd_hist *h, const int *ok, int M);
  * ||g||. A zero or non-finite gradient norm leaves w unchanged. */
 double nnc__sam_perturb(float *w, const float *g, float *saved, double rho, size_t n);
 
+/* Eigenvalues of the symmetric tridiagonal matrix with diagonal d[0..n) and off-diagonal
+ * e[i] = T(i, i+1) (e[n-1] ignored): implicit QL; eigenvalues into d (unsorted), e destroyed.
+ * Returns 0, or -1 if an eigenvalue did not converge (dist/flatness.c). */
+int nnc__tridiag_eigenvalues(double *d, double *e, int n);
+
 #endif

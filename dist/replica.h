@@ -59,7 +59,8 @@ int nnc__replica_grad(nnc_replica *r, int n, double *loss, long *correct);
  * NNC_EDIVERGED before the step is applied (parameters unchanged). */
 int nnc__replica_step(nnc_replica *r, float lr, double *loss);
 /* GRAWA probe: per-layer gradient norms (L values into out) of the summed cross-entropy on a
- * fresh uniform sample of the whole training set, no augmentation. BN running statistics are
+ * fresh uniform sample (with replacement, from probe_rng) of the whole training set, no
+ * augmentation, no weight decay. BN running statistics are
  * saved and restored around the probe forward, so the probe leaves the replica unchanged. */
 int nnc__replica_probe(nnc_replica *r, const nnc_grawa_layers *ly, double *out);
 

@@ -74,9 +74,10 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds);
 /* Multi-worker training (sync.c). */
 int nnc__run_workers(nnc_run *R);
 
-/* Evaluate the center and/or the uniform average at the end or an epoch boundary
- * (train.c; coordinator with every worker parked). Updates R->res and calls on_eval. */
-int nnc__run_evaluate(nnc_run *R, int final);
+/* Evaluate the replica (sgd), or the center and the uniform average, at the end or an epoch
+ * boundary (train.c; coordinator with every worker parked). Updates R->res, calls on_eval,
+ * writes best.ckpt when the reported accuracy improves. */
+int nnc__run_evaluate(nnc_run *R);
 
 /* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. */
 int nnc__run_save(nnc_run *R, const char *name);

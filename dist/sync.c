@@ -57,7 +57,7 @@ static int step_hooks(nnc_run *R, int i, nnc_rng *jitter)
 {
 #ifdef NNC_TESTING
     char a[32];
-    if (nnc__fault_arg("worker_stall", a, sizeof a) && atoi(a) == i) {
+    if (nnc__fault_arg("worker_stall", a, sizeof a) && (atoi(a) == i || atoi(a) < 0)) {
         while (!cancelled(R)) sleep_ms(5);   /* "stalled forever", but cancellable */
         return GO_CANCEL;
     }
@@ -116,7 +116,6 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         if (arrive) return GO_ROUND;
         int h = step_hooks(R, i, jitter);
         if (h) return h;
-        float lr = nnc__run_lr(R, r->steps, R->pub_seconds);
         double loss = 0.0;
         long c0 = r->correct, s0 = r->seen;
         if (is_dp(R->c.algo)) {
@@ -155,10 +154,9 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             R->wcorrect[i] += r->correct - c0;
             R->wseen[i] += r->seen - s0;
             pthread_mutex_unlock(&R->mu);
-            (void)lr;
             continue;
         }
-        int s = nnc__replica_step(r, lr, &loss);
+        int s = nnc__replica_step(r, nnc__run_lr(R, r->steps, R->pub_seconds), &loss);
         if (s == NNC_EDIVERGED) {
             /* Parameters unchanged; this worker is reset at the next round. */
             R->bad[i] = 1;
@@ -458,7 +456,8 @@ static int coordinate(nnc_run *R, progress start)
     double t_last = nnc__run_seconds(R);
     pthread_mutex_lock(&R->mu);
     for (;;) {
-        double first = 0.0;
+        double first = 0.0, quiet_since = nnc__now();
+        long activity = -1;
         while (R->arrived < M && !R->failed) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -477,6 +476,22 @@ static int coordinate(nnc_run *R, progress start)
                                  "sync round %ld: worker %d did not arrive within %.1f s of the first "
                                  "worker (stalled?); %d of %d workers waiting",
                                  R->round + 1, w, timeout, R->arrived, M);
+            }
+            /* Watchdog for the case where no worker arrives at all: no local step, gradient
+             * or arrival anywhere for sync_timeout seconds. */
+            long act = R->arrived;
+            for (int i = 0; i < M; i++) act += R->wsteps[i] + R->wround[i];
+            if (act != activity) {
+                activity = act;
+                quiet_since = nnc__now();
+            } else if (nnc__now() - quiet_since > timeout && !R->failed) {
+                int w = 0;
+                while (w < M && R->here[w]) w++;
+                pthread_mutex_unlock(&R->mu);
+                return nnc__fail(NNC_ETIMEOUT,
+                                 "sync round %ld: no worker made progress for %.1f s (worker %d first "
+                                 "of those not arrived; stalled?); %d of %d workers waiting",
+                                 R->round + 1, timeout, w, R->arrived, M);
             }
             if (R->user->stop && *R->user->stop && !R->stop_req) {
                 R->stop_req = 1;
@@ -556,7 +571,7 @@ static int coordinate(nnc_run *R, progress start)
             while (R->arrived2 < M && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
             R->arrived2 = 0;
             pthread_mutex_unlock(&R->mu);
-            if (eval_due && (s = nnc__run_evaluate(R, 0))) return s;
+            if (eval_due && (s = nnc__run_evaluate(R))) return s;
             if (R->c.ckpt_dir) {
                 double t1 = nnc__now();
                 s = nnc__run_save(R, "last.ckpt");

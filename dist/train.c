@@ -200,14 +200,13 @@ static int run_setup(nnc_run *R)
     return NNC_OK;
 }
 
-/* Evaluate scratch (params already set) after BN re-estimation; report as `which`. */
-static int eval_scratch(nnc_run *R, const char *which, double *loss, double *acc)
+/* Evaluate scratch (params already set) after BN re-estimation. */
+static int eval_scratch(nnc_run *R, double *loss, double *acc)
 {
     nnc_rng rng;
     nnc_rng_seed(&rng, R->c.seed, EVAL_STREAM + (uint64_t)R->round);
     int s = nnc__bn_reestimate(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch, &rng);
     if (s) return s;
-    (void)which;
     return nnc_evaluate(R->scratch, R->test, R->c.batch, loss, acc, NULL);
 }
 
@@ -244,7 +243,7 @@ static int load_average(nnc_run *R)
     return NNC_OK;
 }
 
-int nnc__run_evaluate(nnc_run *R, int final)
+int nnc__run_evaluate(nnc_run *R)
 {
     if (!R->test) return NNC_OK;
     double t0 = nnc__now();
@@ -266,9 +265,9 @@ int nnc__run_evaluate(nnc_run *R, int final)
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;
-        if ((s = eval_scratch(R, "center", &closs, &cacc))) return s;
+        if ((s = eval_scratch(R, &closs, &cacc))) return s;
         if ((s = load_average(R))) return s;
-        if ((s = eval_scratch(R, "average", &aloss, &aacc))) return s;
+        if ((s = eval_scratch(R, &aloss, &aacc))) return s;
         int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
         loss = use_avg ? aloss : closs;
         acc = use_avg ? aacc : cacc;
@@ -287,7 +286,6 @@ int nnc__run_evaluate(nnc_run *R, int final)
         s = nnc__run_save(R, "best.ckpt");
         R->t_excluded += nnc__now() - t1;
     }
-    (void)final;
     return s;
 }
 
@@ -321,6 +319,7 @@ static int run_single(nnc_run *R)
     for (;;) {
         if (R->user->stop && *R->user->stop) {
             res->stopped_by_signal = (int)*R->user->stop;
+            res->steps = res->local_steps[0] = r->steps; /* so epochs/summary describe the stopped run */
             int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
             if (s) return s;
             return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d after step %ld%s", res->stopped_by_signal,
@@ -352,7 +351,7 @@ static int run_single(nnc_run *R)
             long epoch = r->steps / R->spe;
             int last = R->plan && r->steps >= R->plan;
             if (!last && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0 &&
-                (s = nnc__run_evaluate(R, 0)))
+                (s = nnc__run_evaluate(R)))
                 return s;
             if (R->c.ckpt_dir) {
                 double t1 = nnc__now();
@@ -427,7 +426,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
     }
-    if (!s && !done) s = nnc__run_evaluate(R, 1);
+    if (!s && !done) s = nnc__run_evaluate(R);
     if (!s && R->c.ckpt_dir && !done) s = nnc__run_save(R, "last.ckpt");
     if (s) {
         /* Keep the failing thread's message while the run is torn down. */

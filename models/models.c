@@ -152,9 +152,28 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
     for (int i = 0; i < m->nlayers; i++) {
         const nnc__layer *l = &m->layers[i];
         switch (l->kind) {
-        case NNC__L_CONV:
-            x = nnc_conv2d(g, x, T(l->p[0]), T(l->p[1]), l->stride, l->pad);
+        case NNC__L_CONV: {
+            /* CONV -> BN -> ReLU and CONV -> BN -> residual -> ReLU run as nnc_conv2d_bn_relu (in
+             * inference one pass over the output; in training conv + fused BN/ReLU) */
+            const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
+            const nnc__layer *n3 = i + 3 < m->nlayers ? l + 3 : NULL;
+            int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU;
+            int resid = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RESIDUAL && n3 && n3->kind == NNC__L_RELU;
+            if (plain || resid) {
+                nnc_tensor *sc = NULL;
+                if (resid) {
+                    sc = saved;
+                    if (n2->stride != 1 || n2->out_c != n2->in_shape[0])
+                        sc = nnc_shortcut_a(g, saved, n2->out_c, n2->stride);
+                }
+                x = nnc_conv2d_bn_relu(g, x, T(l->p[0]), T(l->p[1]), l->stride, l->pad, T(n1->p[0]), T(n1->p[1]),
+                                       T(n1->p[2]), T(n1->p[3]), 0.1f, 1e-5f, training, sc);
+                i += plain ? 2 : 3;
+            } else {
+                x = nnc_conv2d(g, x, T(l->p[0]), T(l->p[1]), l->stride, l->pad);
+            }
             break;
+        }
         case NNC__L_BN: {
             /* BN -> ReLU and BN -> residual add -> ReLU run as one fused op (nn/ops.h) */
             const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;

@@ -184,7 +184,8 @@ static void fill_dyw_tail(const geo *G, float *d, int gn)
 typedef struct fwd_ctx {
     const geo *G;
     const conv_kernels *kn;
-    const float *x, *b, *wp;
+    const float *x, *wp;
+    const nnc__conv_epilogue *ep;
     const int *toff;
     float *y, *scratch;
     size_t per_thread;
@@ -210,23 +211,31 @@ static void fwd_task(void *vctx, int grp, int thread)
             kn->shifted_gemm(xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
                              G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L);
     }
+    const nnc__conv_epilogue *ep = f->ep;
+    const int plain = !ep->scale && !ep->res && !ep->relu, PQ = cs->p * cs->q;
     for (int g = 0; g < gn; g++) {
-        float *y = f->y + (size_t)(n0 + g) * cs->k * cs->p * cs->q;
+        size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
         for (int k = 0; k < cs->k; k++) {
-            float bk = f->b ? f->b[k] : 0.0f;
             const float *src = yw + (size_t)k * G->ywr + (size_t)g * G->pl;
-            float *dst = y + (size_t)k * cs->p * cs->q;
-            for (int p = 0; p < cs->p; p++) row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, bk, cs->q);
+            float *dst = f->y + yoff + (size_t)k * PQ;
+            const float *res = ep->res ? ep->res + yoff + (size_t)k * PQ : NULL;
+            for (int p = 0; p < cs->p; p++) {
+                if (plain)
+                    row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, ep->shift ? ep->shift[k] : 0.0f, cs->q);
+                else
+                    nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
+                                      res ? res + (size_t)p * cs->q : NULL);
+            }
         }
     }
 }
 
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                            const float *b, float *y)
+                            const nnc__conv_epilogue *ep, float *y)
 {
     (void)g;
     if (nnc__conv_use_gemm(cs)) {
-        nnc__conv_gemm_forward(cs, x, w, b, y);
+        nnc__conv_gemm_forward(cs, x, w, ep, y);
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
@@ -255,7 +264,7 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                     int k = kb * KB + kk;
                     wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                 }
-    fwd_ctx f = {&G, kn, x, b, wp, toff, y, scratch, per_thread, stacked};
+    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked};
     nnc__parallel_for(ngroups, fwd_task, &f);
 }
 
@@ -270,6 +279,7 @@ typedef struct bwd_ctx {
     const conv_kernels *kn;
     const float *x, *dy;
     float *dx;
+    int dx_fresh;
     int need_w, need_b;
     size_t xstride;    /* floats of Xt in the scratch (0 without dW) */
     int g0, nsub, nchunk, stacked;
@@ -346,12 +356,15 @@ static void bwd_task(void *vctx, int chunk, int thread)
                     const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs +
                                        (size_t)i * G->pl + (size_t)(hh / st) * G->wh;
                     float *dst = dxn + ((size_t)c * cs->h + h) * cs->w;
-                    if (st == 1) {
+                    if (st == 1 && b->dx_fresh) {
+                        row_copy(dst, src + pad, cs->w);
+                    } else if (st == 1) {
                         row_add(dst, src + pad, cs->w);
                     } else {
                         for (int w = 0; w < cs->w; w++) {
                             int ww = w + pad;
-                            dst[w] += src[(size_t)(ww % st) * G->phs + ww / st];
+                            float v = src[(size_t)(ww % st) * G->phs + ww / st];
+                            dst[w] = b->dx_fresh ? v : dst[w] + v;
                         }
                     }
                 }
@@ -380,17 +393,17 @@ static void reduce_task(void *vctx, int task, int thread)
 }
 
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, float *dw, float *db)
+                             const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
     (void)g;
     if (!dx && !dw && !db) return;
     if (nnc__conv_use_gemm(cs)) {
-        nnc__conv_gemm_backward(cs, x, w, dy, dx, dw, db);
+        nnc__conv_gemm_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
-    int g0 = (768 + cs->p * cs->q - 1) / (cs->p * cs->q);
+    int g0 = (2048 + cs->p * cs->q - 1) / (cs->p * cs->q);
     if (g0 > N) g0 = N;
     if (g0 > 16) g0 = 16;
     geo G = make_geo(cs, g0);
@@ -452,7 +465,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
             wofs += cblocks * K * nt * KB;
         }
     }
-    bwd_ctx b = {&G, kn, x, dy, dx, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
+    bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
                  col, dw ? part : NULL, bpart, scratch, per_thread};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {

@@ -24,6 +24,7 @@
 #include <stddef.h>
 
 #include "nn/tensor.h"
+#include "nn/vec.h"
 
 typedef struct nnc__conv_shape {
     int n, c, h, w;   /* input */
@@ -32,22 +33,50 @@ typedef struct nnc__conv_shape {
     int p, q;         /* output spatial size */
 } nnc__conv_shape;
 
-/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K or NULL); overwrites y. */
+/* What the forward applies to each output value v of channel k, image n, position i:
+ *   y = v * scale[k] + shift[k] (+ res[n][k][i]), then max(y, 0) when relu.
+ * scale NULL means 1, shift NULL means 0 (a plain conv: shift = bias). */
+typedef struct nnc__conv_epilogue {
+    const float *scale, *shift, *res;
+    int relu;
+} nnc__conv_epilogue;
+
+/* y (N,K,P,Q) = epilogue(conv(x (N,C,H,W), w (K,C,R,S))); overwrites y. */
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                            const float *b, float *y);
+                            const nnc__conv_epilogue *ep, float *y);
 /* dx (N,C,H,W), dw (K,C,R,S), db (K) += gradients for upstream dy (N,K,P,Q); any of dx, dw,
- * db may be NULL. */
+ * db may be NULL. dx_fresh: dx is uninitialised and is written (=) instead. */
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, float *dw, float *db);
+                             const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
  * nnc__conv_use_gemm says which path a shape takes (small images, deep reductions). */
-void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const float *b, float *y);
+void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                            float *y);
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                             float *dw, float *db);
+                             int dx_fresh, float *dw, float *db);
 int nnc__conv_use_gemm(const nnc__conv_shape *cs);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
 void nnc__conv_set_path(int path);
+
+/* dst[i] = epilogue(src[i]) for one row of n values of channel k (res: that row of res or NULL). */
+static inline void nnc__epilogue_row(float *dst, const float *src, int n, const nnc__conv_epilogue *ep, int k,
+                                     const float *res)
+{
+    float sc = ep->scale ? ep->scale[k] : 1.0f, sh = ep->shift ? ep->shift[k] : 0.0f;
+    nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        nnc__v4 v = nnc__v4_load(src + i) * vs + vh;
+        if (res) v += nnc__v4_load(res + i);
+        if (ep->relu) v = nnc__v4_keep(v, v > zero);
+        nnc__v4_store(dst + i, v);
+    }
+    for (; i < n; i++) {
+        float v = src[i] * sc + sh + (res ? res[i] : 0.0f);
+        dst[i] = ep->relu && !(v > 0.0f) ? 0.0f : v;
+    }
+}
 
 /* --- per-ISA micro-kernels (nn/conv_kern.c) --- */
 typedef struct conv_kernels {

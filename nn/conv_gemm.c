@@ -94,9 +94,11 @@ static void col2im_add(const float *col, size_t ld, float *dx, const nnc__conv_s
 
 typedef struct gemm_ctx {
     const nnc__conv_shape *cs;
-    const float *x, *w, *b, *dy;
+    const float *x, *w, *dy;
+    const nnc__conv_epilogue *ep;
     float *y, *dx, *part;
     double *bpart;
+    int dx_fresh;
     int G, ngroups, nchunk;
     float *scratch;
     size_t per_thread;
@@ -115,14 +117,14 @@ static void fwd_group(void *vctx, int grp, int thread)
     nnc__sgemm(0, 0, K, (int)ld, CRS, 1.0f, c->w, CRS, col, (int)ld, 0.0f, yg, (int)ld);
     for (int g = 0; g < gn; g++)
         for (int k = 0; k < K; k++) {
-            float *dst = c->y + ((size_t)(n0 + g) * K + k) * PQ;
-            const float *src = yg + (size_t)k * ld + (size_t)g * PQ;
-            float bk = c->b ? c->b[k] : 0.0f;
-            for (int i = 0; i < PQ; i++) dst[i] = src[i] + bk;
+            size_t off = ((size_t)(n0 + g) * K + k) * PQ;
+            nnc__epilogue_row(c->y + off, yg + (size_t)k * ld + (size_t)g * PQ, PQ, c->ep, k,
+                              c->ep->res ? c->ep->res + off : NULL);
         }
 }
 
-void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const float *b, float *y)
+void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                            float *y)
 {
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q;
     int G = (int)(COL_FLOATS / (CRS * PQ));
@@ -132,7 +134,7 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
     size_t per_thread = (CRS + (size_t)cs->k) * G * PQ;
     float *scratch = nnc__thread_scratch(sizeof(float) * per_thread * (size_t)width);
     NNC_ASSERT(scratch != NULL, "conv2d: out of memory for the column buffers");
-    gemm_ctx c = {cs, x, w, b, NULL, y, NULL, NULL, NULL, G, ngroups, 0, scratch, per_thread};
+    gemm_ctx c = {cs, x, w, NULL, ep, y, NULL, NULL, NULL, 0, G, ngroups, 0, scratch, per_thread};
     nnc__parallel_for(ngroups, fwd_group, &c);
 }
 
@@ -168,8 +170,11 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
         }
         if (c->dx) {
             nnc__sgemm(1, 0, CRS, (int)ld, K, 1.0f, c->w, CRS, dyg, (int)ld, 0.0f, col, (int)ld);
-            for (int g = 0; g < gn; g++)
-                col2im_add(col + (size_t)g * PQ, ld, c->dx + (size_t)(n0 + g) * cs->c * cs->h * cs->w, cs);
+            for (int g = 0; g < gn; g++) {
+                float *dxn = c->dx + (size_t)(n0 + g) * cs->c * cs->h * cs->w;
+                if (c->dx_fresh) memset(dxn, 0, sizeof(float) * (size_t)cs->c * cs->h * cs->w);
+                col2im_add(col + (size_t)g * PQ, ld, dxn, cs);
+            }
         }
     }
 }
@@ -194,7 +199,7 @@ static void sum_task(void *vctx, int task, int thread)
 }
 
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                             float *dw, float *db)
+                             int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return;
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q, nwt = (size_t)cs->k * CRS;
@@ -211,7 +216,7 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
     bb = (bb + 63) / 64 * 64;
     char *base = nnc__thread_scratch(partb + bb + sizeof(float) * per_thread * (size_t)width);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for the column buffers");
-    gemm_ctx c = {cs, x, w, NULL, dy, NULL, dx, dw ? (float *)base : NULL, db ? (double *)(base + partb) : NULL,
+    gemm_ctx c = {cs, x, w, dy, NULL, NULL, dx, dw ? (float *)base : NULL, db ? (double *)(base + partb) : NULL, dx_fresh,
                   G, ngroups, nchunk, (float *)(base + partb + bb), per_thread};
     nnc__parallel_for(nchunk, bwd_chunk, &c);
     if (dw) {

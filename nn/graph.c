@@ -167,8 +167,9 @@ nnc_node *nnc__record(nnc_graph *g, const char *op, nnc_backward_fn bw, nnc_tens
     return n;
 }
 
-float *nnc__grad(nnc_graph *g, nnc_tensor *t)
+float *nnc__grad_fresh(nnc_graph *g, nnc_tensor *t, int *fresh)
 {
+    *fresh = 0;
     if (!t->grad) {
         for (int i = g->nfree - 1; i >= 0; i--)
             if (g->free_grads[i].numel == t->numel) {
@@ -177,9 +178,17 @@ float *nnc__grad(nnc_graph *g, nnc_tensor *t)
                 break;
             }
         if (!t->grad) t->grad = nnc_graph_scratch(g, t->numel * sizeof(float));
-        memset(t->grad, 0, t->numel * sizeof(float));
+        *fresh = 1;
     }
     return t->grad;
+}
+
+float *nnc__grad(nnc_graph *g, nnc_tensor *t)
+{
+    int fresh;
+    float *p = nnc__grad_fresh(g, t, &fresh);
+    if (fresh) memset(p, 0, t->numel * sizeof(float));
+    return p;
 }
 
 /* The gradient of an op output is final once its producer's backward has run: hand the buffer

@@ -42,6 +42,15 @@ nnc_tensor *nnc_batchnorm2d_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma,
                                  nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                                  float eps, int training, nnc_tensor *residual);
 
+/* conv2d followed by batchnorm2d_relu (same arguments as the two ops; b may be NULL):
+ * y = relu(bn(conv(x)) + residual). In eval mode with nothing to record (grad off or no input
+ * requiring grad) the BN affine map, residual and ReLU are applied in the conv's output pass
+ * (no intermediate tensor); otherwise it records the two ops. */
+nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad,
+                               nnc_tensor *gamma, nnc_tensor *beta, nnc_tensor *running_mean,
+                               nnc_tensor *running_var, float momentum, float eps, int training,
+                               nnc_tensor *residual);
+
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
 /* scale: y = s * x (any shape). */
 nnc_tensor *nnc_scale(nnc_graph *g, nnc_tensor *x, float s);

@@ -7,6 +7,7 @@
  *   3. the conv2d op: asserts, output allocation, tape node, backward.
  *   4. the linear op.
  */
+#include <math.h>
 #include <string.h>
 
 #include "nn/blas.h"
@@ -107,8 +108,9 @@ static void conv2d_backward(nnc_graph *g, nnc_node *nd)
 {
     nnc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->nin > 2 ? nd->in[2] : NULL;
     nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
-    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad,
-                            x->requires_grad ? nnc__grad(g, x) : NULL,
+    int dx_fresh = 0;
+    float *dx = x->requires_grad ? nnc__grad_fresh(g, x, &dx_fresh) : NULL;
+    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad, dx, dx_fresh,
                             w->requires_grad ? nnc__grad(g, w) : NULL,
                             b && b->requires_grad ? nnc__grad(g, b) : NULL);
 }
@@ -136,7 +138,8 @@ nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
 
     nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
     nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
-    nnc__conv_fast_forward(g, &cs, x->data, w->data, b ? b->data : NULL, y->data);
+    nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
+    nnc__conv_fast_forward(g, &cs, x->data, w->data, &ep, y->data);
 
     nnc_tensor *ins[3] = {x, w, b};
     nnc_node *nd = nnc__record(g, "conv2d", conv2d_backward, y, b ? 3 : 2, ins);
@@ -144,6 +147,51 @@ nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
         nd->iargs[0] = stride;
         nd->iargs[1] = pad;
     }
+    return y;
+}
+
+/* conv2d -> batchnorm2d_relu. Inference (eval mode, nothing recorded) folds the running
+ * statistics into the conv's output pass: one pass, one tensor. Otherwise the two ops. */
+nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad,
+                               nnc_tensor *gamma, nnc_tensor *beta, nnc_tensor *running_mean,
+                               nnc_tensor *running_var, float momentum, float eps, int training,
+                               nnc_tensor *residual)
+{
+    const nnc_tensor *all[6] = {x, w, b, gamma, beta, residual};
+    int record = 0;
+    for (int i = 0; i < 6; i++)
+        if (all[i] && all[i]->requires_grad) record = nnc_graph_grad_enabled(g);
+    if (training || record)
+        return nnc_batchnorm2d_relu(g, nnc_conv2d(g, x, w, b, stride, pad), gamma, beta, running_mean, running_var,
+                                    momentum, eps, training, residual);
+    char s1[64], s2[64];
+    NNC_ASSERT(x && w && x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1],
+               "conv2d_bn_relu: x %s and w %s must be (N,C,H,W) and (K,C,R,S)",
+               x ? nnc_tensor_shape_str(x, s1, sizeof s1) : "NULL", w ? nnc_tensor_shape_str(w, s2, sizeof s2) : "NULL");
+    NNC_ASSERT(stride >= 1 && pad >= 0 && x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3],
+               "conv2d_bn_relu: stride %d / pad %d do not fit kernel %s on input %s", stride, pad,
+               nnc_tensor_shape_str(w, s2, sizeof s2), nnc_tensor_shape_str(x, s1, sizeof s1));
+    const int K = w->shape[0];
+    const nnc_tensor *per_k[5] = {b, gamma, beta, running_mean, running_var};
+    for (int i = 0; i < 5; i++)
+        NNC_ASSERT(!per_k[i] || per_k[i]->numel == (size_t)K, "conv2d_bn_relu: per-channel tensor %d has %zu values, "
+                   "the conv has %d filters", i, per_k[i]->numel, K);
+    NNC_ASSERT(running_mean && running_var, "conv2d_bn_relu: eval mode needs running statistics");
+    NNC_ASSERT(eps > 0.0f, "conv2d_bn_relu: eps %g", (double)eps);
+    nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
+    NNC_ASSERT(!residual || (residual->ndim == 4 && residual->shape[0] == cs.n && residual->shape[1] == K &&
+                             residual->shape[2] == cs.p && residual->shape[3] == cs.q),
+               "conv2d_bn_relu: residual %s must have the output shape (%d,%d,%d,%d)",
+               residual ? nnc_tensor_shape_str(residual, s1, sizeof s1) : "", cs.n, K, cs.p, cs.q);
+    float *sc = nnc_graph_scratch(g, 2 * (size_t)K * sizeof(float)), *sh = sc + K;
+    for (int k = 0; k < K; k++) {
+        float is = (float)(1.0 / sqrt((double)running_var->data[k] + (double)eps));
+        sc[k] = (gamma ? gamma->data[k] : 1.0f) * is;
+        sh[k] = (beta ? beta->data[k] : 0.0f) - running_mean->data[k] * sc[k] + (b ? b->data[k] * sc[k] : 0.0f);
+    }
+    nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
+    nnc__conv_epilogue ep = {sc, sh, residual ? residual->data : NULL, 1};
+    nnc__conv_fast_forward(g, &cs, x->data, w->data, &ep, y->data);
     return y;
 }
 

@@ -7,6 +7,7 @@
  * Eval: the same affine map with the running statistics.
  * Saved for backward: per channel mean and inv_std = 1/sqrt(var + eps) (2C floats). */
 #include <math.h>
+#include <string.h>
 
 #include "nn/ops.h"
 #include "nn/threads.h"
@@ -96,6 +97,7 @@ typedef struct bn_bwd_ctx {
     float *dx, *dgamma, *dbeta;
     const float *y;    /* fused ReLU: the op's output (its mask), else NULL */
     float *dres;       /* fused residual: its gradient, else NULL */
+    int dx_fresh, dres_fresh; /* write instead of accumulating (buffers not initialised) */
     const float *gamma, *mean, *inv_std;
     int N, C;
     size_t hw;
@@ -126,12 +128,20 @@ static void bn_bwd_task(void *vctx, int c, int thread)
             const float *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
             float *dr = b->dres + off;
             nnc__v4 zero = nnc__v4_set1(0.0f);
-            if (y) {
+            if (y && b->dres_fresh) {
+                for (; i + 4 <= hw; i += 4)
+                    nnc__v4_store(dr + i, nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
+                for (; i < hw; i++) dr[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+            } else if (y) {
                 for (; i + 4 <= hw; i += 4)
                     nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
                 for (; i < hw; i++)
                     if (y[i] > 0.0f) dr[i] += dy[i];
             } else {
+                if (b->dres_fresh) {
+                    memcpy(dr, dy, sizeof(float) * hw);
+                    continue;
+                }
                 for (; i + 4 <= hw; i += 4) nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_load(dy + i));
                 for (; i < hw; i++) dr[i] += dy[i];
             }
@@ -149,6 +159,15 @@ static void bn_bwd_task(void *vctx, int c, int thread)
         size_t off = ((size_t)n * C + c) * hw, i = 0;
         const float *x = b->x + off, *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
         float *dx = b->dx + off;
+        if (y && b->dx_fresh) {
+            nnc__v4 zero = nnc__v4_set1(0.0f);
+            for (; i + 4 <= hw; i += 4) {
+                nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
+                nnc__v4_store(dx + i, vg * dz + va * nnc__v4_load(x + i) + vb);
+            }
+            for (; i < hw; i++) dx[i] = gs * (y[i] > 0.0f ? dy[i] : 0.0f) + A * x[i] + B;
+            continue;
+        }
         if (y) {
             nnc__v4 zero = nnc__v4_set1(0.0f);
             for (; i + 4 <= hw; i += 4) {
@@ -156,6 +175,12 @@ static void bn_bwd_task(void *vctx, int c, int thread)
                 nnc__v4_store(dx + i, nnc__v4_load(dx + i) + vg * dz + va * nnc__v4_load(x + i) + vb);
             }
             for (; i < hw; i++) dx[i] += gs * (y[i] > 0.0f ? dy[i] : 0.0f) + A * x[i] + B;
+            continue;
+        }
+        if (b->dx_fresh) {
+            for (; i + 4 <= hw; i += 4)
+                nnc__v4_store(dx + i, vg * nnc__v4_load(dy + i) + va * nnc__v4_load(x + i) + vb);
+            for (; i < hw; i++) dx[i] = gs * dy[i] + A * x[i] + B;
             continue;
         }
         for (; i + 4 <= hw; i += 4)
@@ -176,13 +201,14 @@ static void batchnorm_backward(nnc_graph *g, nnc_node *n)
     int training = n->iargs[0];
     const float *mean = n->saved, *inv_std = mean + C;
     const float *dy = n->out->grad;
-    float *dx = x->requires_grad ? nnc__grad(g, x) : NULL;
+    int dx_fresh = 0, dres_fresh = 0;
+    float *dx = x->requires_grad ? nnc__grad_fresh(g, x, &dx_fresh) : NULL;
     float *dgamma = gamma && gamma->requires_grad ? nnc__grad(g, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? nnc__grad(g, beta) : NULL;
     int relu = n->iargs[1];
     nnc_tensor *res = n->nin > 3 ? n->in[3] : NULL;
-    float *dres = res && res->requires_grad ? nnc__grad(g, res) : NULL;
-    bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, relu ? n->out->data : NULL, dres,
+    float *dres = res && res->requires_grad ? nnc__grad_fresh(g, res, &dres_fresh) : NULL;
+    bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, relu ? n->out->data : NULL, dres, dx_fresh, dres_fresh,
                     gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training};
     nnc__parallel_for(C, bn_bwd_task, &b);
 }

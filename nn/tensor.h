@@ -98,5 +98,8 @@ nnc_node *nnc__record(nnc_graph *g, const char *op, nnc_backward_fn bw, nnc_tens
                       nnc_tensor *const *in);
 /* Gradient buffer of t, allocated zero-filled in the arena on first use. */
 float *nnc__grad(nnc_graph *g, nnc_tensor *t);
+/* The same buffer, but a newly allocated one is left uninitialised and *fresh = 1: the caller
+ * must then write (not accumulate into) every element. *fresh = 0: accumulate as usual. */
+float *nnc__grad_fresh(nnc_graph *g, nnc_tensor *t, int *fresh);
 
 #endif

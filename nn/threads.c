@@ -1,7 +1,9 @@
 /* nn/threads.c - the kernel thread pool (see nn/threads.h).
  *
  * One job at a time: the dispatcher publishes (fn, ctx, ntasks, width) under the mutex, bumps
- * the generation and broadcasts; worker i runs its fixed task range and decrements `pending`.
+ * the generation and broadcasts; every participating thread takes task indices from a shared
+ * atomic counter until none are left (so a thread slowed by other processes on a shared
+ * machine just runs fewer tasks), and workers decrement `pending` when done.
  * Workers and the dispatcher spin briefly on the atomics before sleeping on the condition
  * variables, since the ops dispatch many short jobs per step. */
 #include <pthread.h>
@@ -22,6 +24,7 @@ typedef struct pool {
     atomic_uint gen;           /* job generation */
     atomic_int pending;        /* workers still running the current job */
     atomic_int busy;           /* a job is being dispatched (guards against concurrent callers) */
+    atomic_int next;           /* next task index of the current job */
     int stop;
     nnc__task_fn fn;
     void *ctx;
@@ -31,10 +34,10 @@ typedef struct pool {
 static pool P = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 static _Thread_local int in_pool_job;
 
-static void run_range(nnc__task_fn fn, void *ctx, int ntasks, int width, int t)
+/* Take tasks of the current job until there are none left. */
+static void run_tasks(nnc__task_fn fn, void *ctx, int ntasks, int t)
 {
-    int lo = (int)((long long)t * ntasks / width), hi = (int)((long long)(t + 1) * ntasks / width);
-    for (int i = lo; i < hi; i++) fn(ctx, i, t);
+    for (int i; (i = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed)) < ntasks;) fn(ctx, i, t);
 }
 
 static void *worker_main(void *arg)
@@ -55,7 +58,7 @@ static void *worker_main(void *arg)
         if (g == seen) return NULL; /* stop */
         seen = g;
         if (P.stop) return NULL;
-        if (me < P.width) run_range(P.fn, P.ctx, P.ntasks, P.width, me);
+        if (me < P.width) run_tasks(P.fn, P.ctx, P.ntasks, me);
         if (atomic_fetch_sub_explicit(&P.pending, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&P.mu);
             pthread_cond_signal(&P.done);
@@ -106,22 +109,22 @@ void nnc__parallel_for(int ntasks, nnc__task_fn fn, void *ctx)
     int width = nnc__parallel_width(ntasks);
     int expected = 0;
     if (width == 1 || in_pool_job || !atomic_compare_exchange_strong(&P.busy, &expected, 1)) {
-        /* Inline: the same partition as the parallel run, executed in order by one thread,
-         * keeping the thread indices so per-thread scratch is used the same way. */
-        for (int t = 0; t < width; t++) run_range(fn, ctx, ntasks, width, t);
+        /* Inline, in task order, as thread 0. */
+        for (int i = 0; i < ntasks; i++) fn(ctx, i, 0);
         return;
     }
     P.fn = fn;
     P.ctx = ctx;
     P.ntasks = ntasks;
     P.width = width;
+    atomic_store_explicit(&P.next, 0, memory_order_relaxed);
     atomic_store_explicit(&P.pending, P.nworkers, memory_order_relaxed);
     pthread_mutex_lock(&P.mu);
     atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
     pthread_cond_broadcast(&P.wake);
     pthread_mutex_unlock(&P.mu);
     in_pool_job = 1;
-    run_range(fn, ctx, ntasks, width, 0);
+    run_tasks(fn, ctx, ntasks, 0);
     in_pool_job = 0;
     for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&P.pending, memory_order_acquire); i++)
         ;

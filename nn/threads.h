@@ -3,8 +3,9 @@
  *
  * The pool is process-wide and created once by nnc_set_threads(n) (n - 1 workers; the calling
  * thread is worker 0). The default is 1 thread: no worker exists and every op runs inline.
- * Work is split by a fixed partition of task indices, and every reduction the ops do over
- * tasks runs in task order, so results are bitwise identical for any thread count.
+ * Threads take task indices dynamically; a task's result never depends on which thread runs
+ * it (thread indices only select scratch slices), and every reduction the ops do over tasks
+ * runs in task order, so results are bitwise identical for any thread count.
  *
  * Thread-safety: nnc_set_threads must not run concurrently with ops. Ops may be called from
  * several threads at once (multi-worker training); a parallel region entered while another
@@ -24,9 +25,9 @@ int nnc_set_threads(int n);
 int nnc_threads(void);
 
 /* --- for op implementations --- */
-/* fn(ctx, task, thread) for every task in [0, ntasks): thread t of T runs the contiguous range
- * [t*ntasks/T, (t+1)*ntasks/T) in order, T = min(nnc_threads(), ntasks). Returns when all are
- * done. thread is in [0, nnc__parallel_width(ntasks)). */
+/* fn(ctx, task, thread) once for every task in [0, ntasks), spread over T = min(nnc_threads(),
+ * ntasks) threads that take the next index as they finish; returns when all are done. thread
+ * is in [0, nnc__parallel_width(ntasks)): the caller's slot for per-thread scratch. */
 typedef void (*nnc__task_fn)(void *ctx, int task, int thread);
 void nnc__parallel_for(int ntasks, nnc__task_fn fn, void *ctx);
 /* Per-calling-thread scratch of at least `bytes` (64-byte aligned), grown through nnc__alloc

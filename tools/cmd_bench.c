@@ -98,7 +98,7 @@ static int measure(bench_state *s, int train, int warmup, int runs, int iters, d
 int cmd_bench(int argc, char **argv)
 {
     const char *model = "resnet20";
-    int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0;
+    int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
     long seed = 1;
     flag_spec flags[] = {
         {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; see nnc models)", 0},
@@ -109,6 +109,7 @@ int cmd_bench(int argc, char **argv)
         {"iters", FLAG_INT, &iters, "steps per timed run", 0},
         {"image-size", FLAG_INT, &image, "image side S (0 = the model's default)", 0},
         {"train-only", FLAG_BOOL, &train_only, "skip the inference measurement", 0},
+        {"infer-only", FLAG_BOOL, &infer_only, "skip the training measurement", 0},
         {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
     };
@@ -163,7 +164,7 @@ int cmd_bench(int argc, char **argv)
         nnc_rng_seed(&s.rng, (uint64_t)seed, 8);
         for (size_t i = 0; i < nx; i++) s.x[i] = nnc_rng_normal(&rng);
         for (int i = 0; i < batch; i++) s.labels[i] = (int)nnc_rng_below(&rng, (uint32_t)cfg.num_classes);
-        st = measure(&s, 1, warmup, runs, iters, &train_ips);
+        if (!infer_only) st = measure(&s, 1, warmup, runs, iters, &train_ips);
     }
     if (!st && !train_only) st = measure(&s, 0, warmup, runs, iters, &infer_ips);
     struct rusage ru;

@@ -86,6 +86,8 @@ int cmd_predict(int argc, char **argv)
         cli_error("--top: expected a positive integer, found %d", topk);
         return EXIT_USAGE;
     }
+    char resolved[1100];
+    ckpt = cli_resolve_ckpt(ckpt, resolved, sizeof resolved);
     nnc_ckpt *ck;
     nnc_model *m;
     r = cli_model_from_ckpt(ckpt, NULL, &ck, &m);

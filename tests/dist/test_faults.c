@@ -126,6 +126,23 @@ Test(dist_faults, e6_stalled_worker_times_out, .timeout = 30)
     fx_dataset_free(tr);
 }
 
+Test(dist_faults, e6_all_workers_stalled_times_out, .timeout = 30)
+{
+    arm("worker_stall:-1");
+    nnc_dataset *tr = fx_dataset(256, 1);
+    nnc_train_config c = fx_config(NNC_ALGO_LGRAWA, 2);
+    c.sync_timeout = 1.0;
+    nnc_train_result r;
+    double t0 = now_s();
+    int s = nnc_train(&c, tr, NULL, &r);
+    double dt = now_s() - t0;
+    cr_assert_eq(s, NNC_ETIMEOUT, "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "sync round 1: no worker made progress") &&
+                  strstr(nnc_error_message(), "worker 0"), "%s", nnc_error_message());
+    cr_assert_lt(dt, 1.0 + 2.0, "returned after %.2f s", dt);
+    fx_dataset_free(tr);
+}
+
 Test(dist_faults, e7_worker_error_propagates, .timeout = 30)
 {
     arm("worker_error:2");

@@ -72,6 +72,8 @@ static void free_in(conv_in *in)
     free(in->dy);
 }
 
+static int via_op; /* feed the conv through scale(1): its input gradient is then a fresh buffer */
+
 /* Run the conv2d op (forward + backward seeded with dy); gradients start at 0.5 to check +=. */
 static conv_out run_op(const ccase *c, const conv_in *in)
 {
@@ -93,7 +95,7 @@ static conv_out run_op(const ccase *c, const conv_in *in)
     w->grad = o.dw;
     b->grad = o.db;
     x->requires_grad = w->requires_grad = b->requires_grad = 1;
-    nnc_tensor *y = nnc_conv2d(g, x, w, c->bias ? b : NULL, c->stride, c->pad);
+    nnc_tensor *y = nnc_conv2d(g, via_op ? nnc_scale(g, x, 1.0f) : x, w, c->bias ? b : NULL, c->stride, c->pad);
     o.ny = y->numel;
     o.y = copy_of(y->data, y->numel);
     cr_assert_eq(nnc_backward_seed(g, y, in->dy), NNC_OK);
@@ -310,4 +312,27 @@ Test(nn_ops_conv_fast, gemm_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)
     free_out(&one);
     free_in(&in);
     nnc__conv_set_path(0);
+}
+
+Test(nn_ops_conv_fast, fresh_input_gradient_is_written_on_both_paths)
+{
+    via_op = 1;
+    for (int path = 1; path <= 2; path++) {
+        nnc__conv_set_path(path);
+        nnc_rng rng;
+        nnc_rng_seed(&rng, 55, 0);
+        for (int i = 0; i < 16; i++) {
+            ccase c = case_at(i, &rng);
+            conv_in in = make_in(&c, (uint64_t)i + 400);
+            conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+            char tag[64];
+            snprintf(tag, sizeof tag, "%s path, input through an op, case %d", path == 1 ? "direct" : "gemm", i);
+            expect_out_close(tag, &c, &got, &want);
+            free_out(&got);
+            free_out(&want);
+            free_in(&in);
+        }
+    }
+    nnc__conv_set_path(0);
+    via_op = 0;
 }

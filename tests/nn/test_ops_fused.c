@@ -1,7 +1,9 @@
 /* tests/nn/test_ops_fused.c - batchnorm2d_relu (fused batch norm + residual add + ReLU):
  * gradchecks (TESTS.md A1), equality with the unfused op chain (values, running statistics and
  * every gradient, within 1e-5 relative), and bitwise thread-count invariance (TESTS.md A3) of
- * batchnorm2d, batchnorm2d_relu, relu and add, forward and backward, 1 vs 2 vs 4 threads. */
+ * batchnorm2d, batchnorm2d_relu, relu and add, forward and backward, 1 vs 2 vs 4 threads.
+ * conv2d_bn_relu: the inference fold (eval, nothing recorded) equals conv2d -> batchnorm2d ->
+ * add -> relu within 1e-5; with gradients it records the same values and gradients. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <signal.h>
@@ -60,7 +62,16 @@ typedef struct run_result {
 
 /* Forward + backward of either the fused op or the chain bn -> add -> relu, with running stats;
  * x, residual, gamma, beta from seed, upstream gradient dy from seed. */
+static run_result run_bn_ex(int fused, int training, int residual, const int *shape, uint64_t seed, int via_op);
+
 static run_result run_bn(int fused, int training, int residual, const int *shape, uint64_t seed)
+{
+    return run_bn_ex(fused, training, residual, shape, seed, 0);
+}
+
+/* via_op: x and the residual pass through scale(1) first, so the BN backward writes into fresh
+ * (uninitialised) gradient buffers instead of accumulating into the leaves' ones. */
+static run_result run_bn_ex(int fused, int training, int residual, const int *shape, uint64_t seed, int via_op)
 {
     nnc_rng r;
     nnc_rng_seed(&r, seed, 1);
@@ -72,12 +83,12 @@ static run_result run_bn(int fused, int training, int residual, const int *shape
     for (size_t i = 0; i < x->numel; i++) dy[i] = nnc_rng_uniform(&r) - 0.5f;
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
-    nnc_tensor *y;
+    nnc_tensor *y, *xin = via_op ? nnc_scale(g, x, 1.0f) : x, *rin = via_op ? nnc_scale(g, res, 1.0f) : res;
     if (fused) {
-        y = nnc_batchnorm2d_relu(g, x, gm, bt, rm, rv, 0.1f, 1e-5f, training, residual ? res : NULL);
+        y = nnc_batchnorm2d_relu(g, xin, gm, bt, rm, rv, 0.1f, 1e-5f, training, residual ? rin : NULL);
     } else {
-        y = nnc_batchnorm2d(g, x, gm, bt, rm, rv, 0.1f, 1e-5f, training);
-        if (residual) y = nnc_add(g, y, res);
+        y = nnc_batchnorm2d(g, xin, gm, bt, rm, rv, 0.1f, 1e-5f, training);
+        if (residual) y = nnc_add(g, y, rin);
         y = nnc_relu(g, y);
     }
     cr_assert_eq(nnc_backward_seed(g, y, dy), NNC_OK);
@@ -149,6 +160,20 @@ Test(nn_ops_fused, fused_equals_bn_add_relu_chain)
             }
 }
 
+Test(nn_ops_fused, fresh_gradient_buffers_written_not_accumulated)
+{
+    int shape[4] = {2, 6, 5, 7};
+    for (int fused = 0; fused < 2; fused++)
+        for (int train = 0; train < 2; train++) {
+            run_result a = run_bn_ex(fused, train, 1, shape, 90, 0), b = run_bn_ex(fused, train, 1, shape, 90, 1);
+            char tag[64];
+            snprintf(tag, sizeof tag, "fused %d training %d, through an op", fused, train);
+            compare(tag, &b, &a, 1, 0);
+            free_result(&a);
+            free_result(&b);
+        }
+}
+
 Test(nn_ops_fused, bn_relu_add_bitwise_equal_for_1_2_4_threads, .timeout = 60)
 {
     int shape[4] = {6, 8, 20, 20}; /* 19200 values: several elementwise chunks, 8 channel tasks */
@@ -178,4 +203,59 @@ Test(nn_ops_fused, residual_shape_mismatch_aborts, .signal = SIGABRT)
     nnc_graph *g;
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
     nnc_batchnorm2d_relu(g, x, NULL, NULL, NULL, NULL, 0.1f, 1e-5f, 1, res);
+}
+
+/* conv2d_bn_relu vs the op chain, in eval mode (folded path) on both conv paths. */
+static void check_conv_bn(int n, int c, int h, int k, int stride, int bias, int residual, uint64_t seed)
+{
+    nnc_rng r;
+    nnc_rng_seed(&r, seed, 2);
+    int sx[4] = {n, c, h, h}, sw[4] = {k, c, 3, 3}, sk[1] = {k};
+    int p = (h + 2 - 3) / stride + 1, sy[4] = {n, k, p, p};
+    nnc_tensor *x = gc_leaf(4, sx, &r, -1, 1, 0), *w = gc_leaf(4, sw, &r, -0.5f, 0.5f, 0);
+    nnc_tensor *b = gc_leaf(1, sk, &r, -0.5f, 0.5f, 0), *gm = gc_leaf(1, sk, &r, 0.5f, 1.5f, 0);
+    nnc_tensor *bt = gc_leaf(1, sk, &r, -0.5f, 0.5f, 0), *rm = gc_leaf(1, sk, &r, -0.5f, 0.5f, 0);
+    nnc_tensor *rv = gc_leaf(1, sk, &r, 0.5f, 1.5f, 0), *res = gc_leaf(4, sy, &r, -1, 1, 0);
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    nnc_tensor *fused = nnc_conv2d_bn_relu(g, x, w, bias ? b : NULL, stride, 1, gm, bt, rm, rv, 0.1f, 1e-5f, 0,
+                                           residual ? res : NULL);
+    nnc_tensor *y = nnc_batchnorm2d(g, nnc_conv2d(g, x, w, bias ? b : NULL, stride, 1), gm, bt, rm, rv, 0.1f, 1e-5f, 0);
+    if (residual) y = nnc_add(g, y, res);
+    y = nnc_relu(g, y);
+    cr_assert_eq(nnc_graph_num_nodes(g), 0, "inference must record nothing");
+    double err = gc_max_err(fused->data, y->data, y->numel, 1e-5, 1e-5);
+    cr_expect_leq(err, 1.0, "conv2d_bn_relu n%d c%d h%d k%d s%d bias %d residual %d: err %.3g", n, c, h, k, stride,
+                  bias, residual, err);
+    nnc_graph_free(g);
+    nnc_tensor *all[8] = {x, w, b, gm, bt, rm, rv, res};
+    for (int i = 0; i < 8; i++) gc_leaf_free(all[i]);
+}
+
+Test(nn_ops_fused, conv_bn_relu_inference_fold_equals_chain)
+{
+    for (int bias = 0; bias < 2; bias++)
+        for (int res = 0; res < 2; res++) {
+            check_conv_bn(3, 5, 9, 7, 1, bias, res, 10 + bias * 2 + res);
+            check_conv_bn(2, 16, 8, 32, 2, bias, res, 20 + bias * 2 + res);
+            check_conv_bn(2, 40, 2, 9, 1, bias, res, 30 + bias * 2 + res); /* im2col + GEMM path */
+        }
+}
+
+Test(nn_ops_fused, conv_bn_relu_with_gradients_records_the_chain)
+{
+    nnc_rng r;
+    nnc_rng_seed(&r, 8, 0);
+    int sx[4] = {2, 3, 6, 6}, sw[4] = {4, 3, 3, 3}, sk[1] = {4};
+    nnc_tensor *x = gc_leaf(4, sx, &r, -1, 1, 1), *w = gc_leaf(4, sw, &r, -0.5f, 0.5f, 1);
+    nnc_tensor *gm = gc_leaf(1, sk, &r, 0.5f, 1.5f, 1), *bt = gc_leaf(1, sk, &r, -0.5f, 0.5f, 1);
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    nnc_tensor *y = nnc_conv2d_bn_relu(g, x, w, NULL, 1, 1, gm, bt, NULL, NULL, 0.1f, 1e-5f, 1, NULL);
+    cr_expect_eq(nnc_graph_num_nodes(g), 2, "training records conv2d and batchnorm2d_relu");
+    cr_expect_str_eq(nnc_graph_node(g, 1)->op, "batchnorm2d_relu");
+    cr_expect_eq(y->shape[1], 4);
+    nnc_graph_free(g);
+    nnc_tensor *all[4] = {x, w, gm, bt};
+    for (int i = 0; i < 4; i++) gc_leaf_free(all[i]);
 }

@@ -471,9 +471,8 @@ static double epochs_done(const char *run_dir)
     return e;
 }
 
-int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
+int train_execute(const train_opts *o, train_outcome *out)
 {
-    (void)t;
     if (!o->dataset || !*o->dataset) {
         cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
         return EXIT_USAGE;
@@ -530,6 +529,8 @@ int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
         return rc;
     }
     progress_init(&ctx.prog, 1);
+    int every = o->log_every > 0 ? o->log_every : 50;
+    cfg.log_every = ctx.prog.tty && every > 10 ? 10 : every; /* a terminal bar redraws more often */
     cfg.ckpt_dir = run_dir;
     cfg.resume = o->resume;
     cfg.ckpt_meta_json = meta;
@@ -605,5 +606,5 @@ int cmd_train(int argc, char **argv)
     if (r == 1) return EXIT_OK;
     if (r) return r;
     if (t.npositional) o.dataset = pos[0];
-    return train_execute(&o, &t, NULL);
+    return train_execute(&o, NULL);
 }
