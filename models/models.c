@@ -139,6 +139,12 @@ int nnc_model_clone(const nnc_model *m, nnc_model **out)
     return NNC_OK;
 }
 
+static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng);
+
+/* Images per slice of an inference batch: one slice's activations stay in the L2 cache from
+ * one layer to the next (every layer is per image in eval mode, so slicing changes nothing). */
+#define INFER_SLICE 8
+
 nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng)
 {
     NNC_ASSERT(m && g && x, "model_forward: NULL argument");
@@ -146,6 +152,25 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
                    x->shape[3] == m->cfg.image_size,
                "model %s: input must be (N,%d,%d,%d)", m->arch, m->cfg.in_channels, m->cfg.image_size,
                m->cfg.image_size);
+    const int N = x->shape[0];
+    if (training || nnc_graph_grad_enabled(g) || N <= INFER_SLICE) return forward_layers(m, g, x, training, rng);
+    const size_t per = x->numel / (size_t)N;
+    nnc_tensor *out = NULL;
+    for (int n0 = 0; n0 < N; n0 += INFER_SLICE) {
+        int shape[4] = {N - n0 < INFER_SLICE ? N - n0 : INFER_SLICE, x->shape[1], x->shape[2], x->shape[3]};
+        nnc_tensor *y = forward_layers(m, g, nnc_tensor_wrap(g, x->data + (size_t)n0 * per, 4, shape), 0, rng);
+        if (!out) {
+            int os[NNC_MAX_DIMS] = {N, y->shape[1], y->shape[2], y->shape[3]};
+            out = nnc_tensor_new(g, y->ndim, os);
+        }
+        size_t row = y->numel / (size_t)shape[0];
+        memcpy(out->data + (size_t)n0 * row, y->data, y->numel * sizeof(float));
+    }
+    return out;
+}
+
+static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng)
+{
     nnc_params *p = m->params;
 #define T(i) ((i) >= 0 ? nnc_params_tensor(p, (i)) : NULL)
     nnc_tensor *saved = NULL;

@@ -234,7 +234,7 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                             const nnc__conv_epilogue *ep, float *y)
 {
     (void)g;
-    if (nnc__conv_use_gemm(cs)) {
+    if (nnc__conv_use_gemm(cs, 0)) {
         nnc__conv_gemm_forward(cs, x, w, ep, y);
         return;
     }
@@ -397,7 +397,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
 {
     (void)g;
     if (!dx && !dw && !db) return;
-    if (nnc__conv_use_gemm(cs)) {
+    if (nnc__conv_use_gemm(cs, 1)) {
         nnc__conv_gemm_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
         return;
     }

@@ -50,12 +50,13 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
- * nnc__conv_use_gemm says which path a shape takes (small images, deep reductions). */
+ * nnc__conv_use_gemm says which path a shape's forward or backward takes (small images, deep
+ * reductions); the two paths compute the same values up to float rounding. */
 void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                             float *y);
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
                              int dx_fresh, float *dw, float *db);
-int nnc__conv_use_gemm(const nnc__conv_shape *cs);
+int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
 void nnc__conv_set_path(int path);
 

@@ -178,21 +178,39 @@ nnc_tensor *nnc_add(nnc_graph *g, nnc_tensor *a, nnc_tensor *b)
 /* ---- shortcut_a: x (N,C,H,W) -> y (N,K,P,Q), P = ceil(H/s), Q = ceil(W/s), pad = (K-C)/2:
  * y[n,pad+c,i,j] = x[n,c,i*s,j*s]; the pad channels on either side are zero. ---- */
 
+typedef struct sc_ctx {
+    const float *src;
+    float *dst;
+    int C, H, W, K, P, Q, s, pad, backward;
+} sc_ctx;
+
+/* Image b: forward y[b] = subsampled, channel-padded x[b]; backward dx[b] += scattered dy[b]. */
+static void shortcut_task(void *vctx, int b, int thread)
+{
+    (void)thread;
+    const sc_ctx *t = vctx;
+    const int C = t->C, H = t->H, W = t->W, K = t->K, P = t->P, Q = t->Q, s = t->s;
+    if (!t->backward) memset(t->dst + (size_t)b * K * P * Q, 0, sizeof(float) * (size_t)K * P * Q);
+    for (int c = 0; c < C; c++) {
+        const float *x = t->backward ? NULL : t->src + (((size_t)b * C + c) * H) * W;
+        float *y = t->backward ? NULL : t->dst + (((size_t)b * K + t->pad + c) * P) * Q;
+        const float *dy = t->backward ? t->src + (((size_t)b * K + t->pad + c) * P) * Q : NULL;
+        float *dx = t->backward ? t->dst + (((size_t)b * C + c) * H) * W : NULL;
+        for (int i = 0; i < P; i++)
+            for (int j = 0; j < Q; j++) {
+                size_t xi = (size_t)i * s * W + (size_t)j * s;
+                if (t->backward) dx[xi] += dy[i * Q + j];
+                else y[i * Q + j] = x[xi];
+            }
+    }
+}
+
 static void shortcut_a_backward(nnc_graph *g, nnc_node *n)
 {
     nnc_tensor *x = n->in[0], *y = n->out;
-    int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    int K = y->shape[1], P = y->shape[2], Q = y->shape[3];
-    int s = n->iargs[0], pad = (K - C) / 2;
-    const float *dy = y->grad;
-    float *dx = nnc__grad(g, x);
-    for (int b = 0; b < N; b++)
-        for (int c = 0; c < C; c++) {
-            const float *src = dy + (((size_t)b * K + pad + c) * P) * Q;
-            float *dst = dx + (((size_t)b * C + c) * H) * W;
-            for (int i = 0; i < P; i++)
-                for (int j = 0; j < Q; j++) dst[(size_t)i * s * W + (size_t)j * s] += src[i * Q + j];
-        }
+    sc_ctx t = {y->grad, nnc__grad(g, x), x->shape[1], x->shape[2], x->shape[3], y->shape[1], y->shape[2],
+                y->shape[3], n->iargs[0], (y->shape[1] - x->shape[1]) / 2, 1};
+    nnc__parallel_for(x->shape[0], shortcut_task, &t);
 }
 
 nnc_tensor *nnc_shortcut_a(nnc_graph *g, nnc_tensor *x, int out_c, int stride)
@@ -205,14 +223,8 @@ nnc_tensor *nnc_shortcut_a(nnc_graph *g, nnc_tensor *x, int out_c, int stride)
                "shortcut_a: out_c %d - in channels %d must be even and >= 0", out_c, C);
     int P = (H + stride - 1) / stride, Q = (W + stride - 1) / stride, pad = (out_c - C) / 2;
     nnc_tensor *y = nnc_tensor_new4(g, N, out_c, P, Q);
-    memset(y->data, 0, y->numel * sizeof(float));
-    for (int b = 0; b < N; b++)
-        for (int c = 0; c < C; c++) {
-            const float *src = x->data + (((size_t)b * C + c) * H) * W;
-            float *dst = y->data + (((size_t)b * out_c + pad + c) * P) * Q;
-            for (int i = 0; i < P; i++)
-                for (int j = 0; j < Q; j++) dst[i * Q + j] = src[(size_t)i * stride * W + (size_t)j * stride];
-        }
+    sc_ctx t = {x->data, y->data, C, H, W, out_c, P, Q, stride, pad, 0};
+    nnc__parallel_for(N, shortcut_task, &t);
     nnc_node *n = nnc__record(g, "shortcut_a", shortcut_a_backward, y, 1, &x);
     if (n) n->iargs[0] = stride;
     return y;
