@@ -22,7 +22,7 @@ else
   SAN_TESTFLAGS := --jobs 1
 endif
 
-PKGS := openblas zlib libcurl
+PKGS := openblas zlib libcurl libjpeg
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter
 ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
   WARN += -Wno-format-truncation

@@ -8,8 +8,8 @@
  *                       dir may be the extracted folder or its parent
  *   mnist / fashion-mnist  IDX files, gzipped or not; fashion-mnist defaults to Debian's
  *                       /usr/share/datasets/fashion-mnist
- *   imagefolder         DIR/<class>/<image> PNG/BMP/PPM/PGM via stb_image (no JPEG: Debian's
- *                       stb 2.27 JPEG decoder is unsafe, see data/image.c), resized to a fixed
+ *   imagefolder         DIR/<class>/<image> PNG/BMP/PPM/PGM via stb_image, JPEG via
+ *                       libjpeg-turbo (see data/image.c), resized to a fixed
  *                       size; dimensions capped before any allocation
  * Image folders: classes are the sub-folders sorted by name; an empty class folder is an
  * error, zero-byte and non-image files are skipped and counted in one log warning, images above
@@ -66,7 +66,7 @@ typedef struct nnc_imagefolder_config {
     int max_dim;           /* larger images are rejected before decoding, default 4096 */
 } nnc_imagefolder_config;
 int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc_dataset **out);
-/* Decode one image file (PNG/BMP/PPM/PGM; JPEG is refused, see data/image.c) into
+/* Decode one image file (PNG/JPEG/BMP/PPM/PGM, recognised by content) into
  * (channels, size, size) uint8 CHW, bilinear-resized (predict uses this). */
 int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_t *out);
 

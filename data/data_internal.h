@@ -69,6 +69,12 @@ int nnc__imagefolder_load_split(const char *dir, int train, nnc_dataset **out);
  * image-folder loader skips (0 empty, 1 not an image, 2 undecodable), -1 otherwise. */
 int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int channels,
                           int size, int max_dim, uint8_t *out, int *skip_kind);
+/* 1 when buf starts with the JPEG magic bytes FF D8 FF. */
+int nnc__jpeg_is(const uint8_t *buf, size_t len);
+/* Decode a JPEG with libjpeg-turbo into an nnc__alloc'd HWC buffer (*w x *h x channels, 1 or 3);
+ * dimensions above max_dim are refused before decoding; *skip_kind as above. */
+int nnc__jpeg_decode(const char *path, const uint8_t *buf, size_t len, int channels, int max_dim,
+                     uint8_t **px, int *w, int *h, int *skip_kind);
 
 /* ---- tar ---- */
 /* Extract a .tar.gz file into folder dest (which must exist). Rejects absolute names, "..",

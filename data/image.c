@@ -1,12 +1,14 @@
-/* data/image.c - image files (PNG/BMP/PPM/PGM via stb_image) and image-folder datasets.
+/* data/image.c - image files (PNG/BMP/PPM/PGM via stb_image, JPEG via libjpeg-turbo) and
+ * image-folder datasets.
  *
- * JPEG is not decoded: Debian's stb_image 2.27 JPEG decoder writes out of bounds on crafted
- * Huffman tables (CVE-2021-28021; tests/fuzz/fuzz_image found it within a minute, and a
- * marker-walking guard still missed variants), so JPEG files are "not images" and skipped.
- * Convert JPEG datasets to PNG. PNG and PNM headers are pre-checked here for other 2.27 bugs
+ * JPEG (recognised by its magic bytes FF D8 FF, not by extension) goes to libjpeg-turbo
+ * (data/image_jpeg.c), never to stb: Debian's stb_image 2.27 JPEG decoder writes out of bounds
+ * on crafted Huffman tables (CVE-2021-28021; tests/fuzz/fuzz_image found it within a minute),
+ * so stb is built without it. PNG and PNM headers are pre-checked here for other 2.27 bugs
  * (see png_check, pnm_check; 16-bit PNM is refused).
- * Safety: a file is read whole (cap 256 MiB), stbi_info_from_memory gives its dimensions, and
- * anything wider or taller than max_dim is rejected before a pixel buffer is allocated.
+ * Safety: a file is read whole (cap 256 MiB), its header gives the dimensions
+ * (stbi_info_from_memory, jpeg_read_header), and anything wider or taller than max_dim is
+ * rejected before a pixel buffer is allocated.
  * Resizing: bilinear with pixel-centre alignment (PyTorch align_corners=False, no antialias),
  * output rounded to the nearest uint8; a same-size image is copied unchanged.
  *
@@ -148,6 +150,15 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
         *skip_kind = SKIP_EMPTY;
         return nnc__fail(NNC_EFORMAT, "%s: empty file (0 bytes)", path);
     }
+    if (nnc__jpeg_is(buf, len)) {
+        uint8_t *px;
+        int jw, jh;
+        int s = nnc__jpeg_decode(path, buf, len, channels, max_dim, &px, &jw, &jh, skip_kind);
+        if (s) return s;
+        resize_chw(px, jw, jh, channels, size, out);
+        nnc__free(px);
+        return NNC_OK;
+    }
     int pnm = pnm_check(buf, len);
     if (!png_check(buf, len)) {
         *skip_kind = SKIP_CORRUPT;
@@ -157,7 +168,7 @@ int nnc__image_decode_mem(const char *path, const uint8_t *buf, size_t len, int 
     if (len > (size_t)0x7fffffff || pnm < 0 ||
         !stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
         *skip_kind = SKIP_NOT_IMAGE;
-        return nnc__fail(NNC_EFORMAT, "%s: not a PNG/BMP/PPM/PGM image (%s)", path,
+        return nnc__fail(NNC_EFORMAT, "%s: not a PNG/JPEG/BMP/PPM/PGM image (%s)", path,
                          pnm == -1   ? "PNM header number too long"
                          : pnm == -2 ? "16-bit PNM is not supported"
                                      : stbi_failure_reason());

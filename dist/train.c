@@ -319,6 +319,7 @@ static int run_single(nnc_run *R)
     for (;;) {
         if (R->user->stop && *R->user->stop) {
             res->stopped_by_signal = (int)*R->user->stop;
+            res->steps = res->local_steps[0] = r->steps; /* so epochs/summary describe the stopped run */
             int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
             if (s) return s;
             return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d after step %ld%s", res->stopped_by_signal,

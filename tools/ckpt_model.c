@@ -4,19 +4,33 @@
  * else the single replica). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "models/models.h"
 #include "nn/checkpoint.h"
 #include "nn/status.h"
 #include "tools/ckpt_model.h"
 
-/* Prefixes under which a trainer may store the reported model, most preferred first. */
-static const char *PREFIXES[] = {"center/", "model/", "", "replica0/", "worker0/", "w0/"};
+/* Where the reported model's sections may be: the top level is nnc_train's layout (the replica,
+ * or the center of a multi-worker run); model/, center/ and w0/ (worker 0) are accepted for
+ * checkpoints assembled by other programs with nnc_ckpt_add_params. */
+static const char *PREFIXES[] = {"", "model/", "center/", "w0/"};
+
+const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return path;
+    snprintf(buf, n, "%s/best.ckpt", path);
+    if (stat(buf, &st) != 0) snprintf(buf, n, "%s/last.ckpt", path);
+    return buf;
+}
 
 int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_out, nnc_model **m_out)
 {
     *ck_out = NULL;
     *m_out = NULL;
+    char file[1100];
+    path = cli_resolve_ckpt(path, file, sizeof file);
     nnc_ckpt *ck = NULL;
     int s = nnc_ckpt_load(path, &ck);
     if (s) {
@@ -52,7 +66,7 @@ int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_
         if (nnc_ckpt_has(ck, sec)) prefix = PREFIXES[i];
     }
     if (!prefix) {
-        cli_error("%s: no parameters for %s: section 'param/%s' not found under center/, model/ or the top level",
+        cli_error("%s: no parameters for %s: section 'param/%s' not found at the top level or under model/, center/, w0/",
                   path, arch, p->count ? p->entries[0].name : "?");
         nnc_model_free(m);
         nnc_ckpt_free(ck);

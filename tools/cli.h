@@ -98,7 +98,8 @@ void metrics_row(metrics_log *m, const char *kind, long step, double epoch, doub
                  double loss, double acc, double lr, double img_per_s, const char *extra);
 void metrics_close(metrics_log *m);
 
-/* Render run_dir/metrics.csv into run_dir/plot.svg (loss and accuracy against steps/time).
+/* Render run_dir/metrics.csv into run_dir/plot.svg (loss and accuracy against steps, accuracy
+ * against training seconds).
  * Returns 0 or -1. */
 int plot_metrics_svg(const char *run_dir);
 

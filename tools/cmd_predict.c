@@ -64,7 +64,8 @@ int cmd_predict(int argc, char **argv)
     const char *pos[MAX_IMAGES];
     flag_table t = {.command = "predict",
                     .usage = "nnc predict --ckpt FILE IMAGE... [--top K]",
-                    .summary = "Classify images (PNG, JPEG, BMP, PPM/PGM) with a trained checkpoint: the top-K classes\n"
+                    .summary = "Classify images (PNG, JPEG (libjpeg-turbo), BMP, PPM/PGM) with a trained checkpoint: the\n"
+                               "top-K classes "
                                "and their probabilities per image. Images are resized to the model's input size.",
                     .flags = specs,
                     .nflags = (int)(sizeof specs / sizeof *specs),
@@ -85,6 +86,8 @@ int cmd_predict(int argc, char **argv)
         cli_error("--top: expected a positive integer, found %d", topk);
         return EXIT_USAGE;
     }
+    char resolved[1100];
+    ckpt = cli_resolve_ckpt(ckpt, resolved, sizeof resolved);
     nnc_ckpt *ck;
     nnc_model *m;
     r = cli_model_from_ckpt(ckpt, NULL, &ck, &m);

@@ -278,7 +278,7 @@ void flags_print_help(const flag_table *t, FILE *f)
         case FLAG_FLOAT: snprintf(def, sizeof def, "%g", *(float *)s->dest); break;
         case FLAG_DOUBLE: snprintf(def, sizeof def, "%g", *(double *)s->dest); break;
         case FLAG_STR: snprintf(def, sizeof def, "%s", *(const char **)s->dest ? *(const char **)s->dest : ""); break;
-        case FLAG_BOOL: snprintf(def, sizeof def, "%s", *(int *)s->dest ? "on" : "off"); break;
+        case FLAG_BOOL: snprintf(def, sizeof def, "%s", *(int *)s->dest < 0 ? "auto" : *(int *)s->dest ? "on" : "off"); break;
         }
         fprintf(f, "  %-22s %s%s%s%s\n", left, s->help, def[0] ? " [" : "", def, def[0] ? "]" : "");
     }

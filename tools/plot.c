@@ -116,7 +116,7 @@ int plot_metrics_svg(const char *run_dir)
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
     FILE *in = fopen(path, "r");
     if (!in) return -1;
-    col tl = {0}, ta = {0}, vl = {0}, va = {0};
+    col tl = {0}, ta = {0}, vl = {0}, va = {0}, vt = {0}, tt = {0};
     while (fgets(line, sizeof line, in)) {
         char *p = strchr(line, ',');
         if (!p) continue;
@@ -125,29 +125,35 @@ int plot_metrics_svg(const char *run_dir)
         if (!train && !val) continue;
         double step = field(&p);
         field(&p); /* epoch */
-        field(&p); /* seconds */
+        double secs = field(&p);
         double loss = field(&p), acc = field(&p);
         if (train) {
             if (isfinite(loss)) push(&tl, step, loss);
             if (isfinite(acc)) push(&ta, step, 100 * acc);
+            if (isfinite(acc) && isfinite(secs)) push(&tt, secs, 100 * acc);
         } else {
             if (isfinite(loss)) push(&vl, step, loss);
             if (isfinite(acc)) push(&va, step, 100 * acc);
+            if (isfinite(acc) && isfinite(secs)) push(&vt, secs, 100 * acc);
         }
     }
     fclose(in);
     plot_series ls[2] = {{"train", tl.x, tl.y, tl.n}, {"test", vl.x, vl.y, vl.n}};
     plot_series as[2] = {{"train", ta.x, ta.y, ta.n}, {"test", va.x, va.y, va.n}};
-    plot_panel panels[2] = {{"loss", "step", "cross-entropy", ls, 2}, {"accuracy", "step", "top-1 %", as, 2}};
+    plot_series ts[2] = {{"train", tt.x, tt.y, tt.n}, {"test", vt.x, vt.y, vt.n}};
+    plot_panel panels[3] = {{"loss", "step", "cross-entropy", ls, 2},
+                            {"accuracy", "step", "top-1 %", as, 2},
+                            {"accuracy over time", "training seconds", "top-1 %", ts, 2}};
     snprintf(path, sizeof path, "%s/plot.svg", run_dir);
     char tmp[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = fopen(tmp, "w");
     int rc = -1;
     if (out) {
-        plot_svg(out, panels, 2);
+        plot_svg(out, panels, 3);
         rc = fclose(out) == 0 && rename(tmp, path) == 0 ? 0 : -1;
     }
     free(tl.x), free(tl.y), free(ta.x), free(ta.y), free(vl.x), free(vl.y), free(va.x), free(va.y);
+    free(tt.x), free(tt.y), free(vt.x), free(vt.y);
     return rc;
 }

@@ -44,8 +44,8 @@ typedef struct train_outcome {
 
 void train_outcome_free(train_outcome *o);
 
-/* Run one training as configured; `t` is the parsed flag table (its JSON dump becomes
- * config.json). Returns an exit code (EXIT_*). out may be NULL. */
-int train_execute(const train_opts *o, const flag_table *t, train_outcome *out);
+/* Run one training as configured (o's flags become config.json). Returns an exit code (EXIT_*).
+ * out may be NULL. */
+int train_execute(const train_opts *o, train_outcome *out);
 
 #endif

@@ -91,7 +91,7 @@ int cmd_compare(int argc, char **argv)
             if (!strcmp(names[a], "sgd")) ro.workers = 1;
             printf("== compare: %s seed %ld (%d/%d)\n", names[a], ro.seed, k + 1, n);
             fflush(stdout);
-            int e = train_execute(&ro, &t, &outs[k]);
+            int e = train_execute(&ro, &outs[k]);
             compare_run *cr = &runs[k];
             snprintf(cr->algo, sizeof cr->algo, "%s", names[a]);
             cr->seed = ro.seed;

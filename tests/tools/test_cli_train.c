@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,6 +163,26 @@ Test(tools_cli_train, end_to_end_run_folder)
     cr_assert(strstr(r.out, " 1. ") && strstr(r.out, " 3. ") && !strstr(r.out, " 4. "), "%s", r.out);
     cr_assert(strstr(r.out, "%"), "%s", r.out);
     tcli_free(&r);
+    r = tcli_run(60, "predict", "--ckpt", run, img, img, "--top", "1", NULL); /* run folder = best.ckpt */
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    char *first = strstr(r.out, " 1. ");
+    cr_assert(first && strstr(first + 1, " 1. ") && !strstr(r.out, " 2. "), "two images, top-1: %s", r.out);
+    cr_assert(strstr(r.out, "airplane") || strstr(r.out, "automobile") || strstr(r.out, "bird") ||
+                  strstr(r.out, "cat") || strstr(r.out, "deer") || strstr(r.out, "dog") || strstr(r.out, "frog") ||
+                  strstr(r.out, "horse") || strstr(r.out, "ship") || strstr(r.out, "truck"),
+              "class names from the run's metadata: %s", r.out);
+    tcli_free(&r);
+    /* without dataset.json the checkpoint's own meta/json section supplies mean/std and names */
+    char *side = tcli_path(run, "dataset.json"), *side_text = tcli_slurp(side);
+    cr_assert_eq(unlink(side), 0);
+    r = tcli_run(60, "predict", "--ckpt", ck, img, "--top", "10", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "airplane") && strstr(r.out, "truck"), "names from meta/json: %s", r.out);
+    tcli_free(&r);
+    FILE *sf = fopen(side, "w");
+    fputs(side_text, sf);
+    fclose(sf);
+    free(side), free(side_text);
     r = tcli_run(60, "predict", "--ckpt", ck, "/nonexistent.png", NULL);
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "/nonexistent.png"), "%s", r.err);
@@ -182,35 +203,38 @@ Test(tools_cli_train, end_to_end_run_folder)
     free(run);
 }
 
-/* D6: a checkpoint whose tensors do not match its architecture string, and one for 100 classes. */
+/* D6: a resnet20 checkpoint labelled resnet32 (the loader names the first mismatching tensor
+ * and shapes), and a 100-class checkpoint evaluated on CIFAR-10. */
 Test(tools_cli_train, d6_wrong_architecture_checkpoint)
 {
     nnc_model *m;
     nnc_model_config mc = nnc_model_config_default();
-    cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m), 0);
+    cr_assert_eq(nnc_model_new("resnet20", &mc, 1, &m), 0);
     nnc_ckpt *c;
-    cr_assert_eq(nnc_ckpt_new("resnet8/c3/s32/k10", &c), 0);
-    cr_assert_eq(nnc_ckpt_add_params(c, "model/", nnc_model_params(m)), 0);
+    cr_assert_eq(nnc_ckpt_new("resnet32/c3/s32/k10", &c), 0);
+    cr_assert_eq(nnc_ckpt_add_params(c, "", nnc_model_params(m)), 0);
     char *p = tcli_path(work, "bad.ckpt");
     cr_assert_eq(nnc_ckpt_save(c, p), 0);
     nnc_ckpt_free(c);
     tcli_result r = tcli_run(60, "eval", "cifar10", "--ckpt", p, "--data", data, NULL);
     cr_assert_eq(r.code, 2, "%s", r.err);
-    cr_assert(strstr(r.err, p) && strstr(r.err, "resnet8"), "%s", r.err);
+    cr_assert(strstr(r.err, p) && strstr(r.err, "shape mismatch") && strstr(r.err, "expected (16,16,3,3)") &&
+                  strstr(r.err, "found (32,16,3,3)"),
+              "%s", r.err);
     tcli_free(&r);
+    nnc_model_free(m);
 
     mc.num_classes = 100;
     nnc_model *m100;
     cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m100), 0);
     cr_assert_eq(nnc_ckpt_new(nnc_model_arch(m100), &c), 0);
-    cr_assert_eq(nnc_ckpt_add_params(c, "model/", nnc_model_params(m100)), 0);
+    cr_assert_eq(nnc_ckpt_add_params(c, "", nnc_model_params(m100)), 0);
     cr_assert_eq(nnc_ckpt_save(c, p), 0);
     nnc_ckpt_free(c);
     r = tcli_run(60, "eval", "cifar10", "--ckpt", p, "--data", data, NULL);
     cr_assert_eq(r.code, 2, "%s", r.err);
     cr_assert(strstr(r.err, "100 classes") && strstr(r.err, "10 classes"), "%s", r.err);
     tcli_free(&r);
-    nnc_model_free(m);
     nnc_model_free(m100);
     free(p);
 }
@@ -239,6 +263,11 @@ Test(tools_cli_train, resume_appends_and_d10)
     cr_assert_str_eq(before, after);
     cr_assert(ck_before && ck_after);
     free(before), free(after), free(ck_before), free(ck_after);
+    /* D9: a different worker count is refused with an explanation, not resumed wrongly */
+    r = TRAIN(run, "--epochs", "3", "--resume", "--workers", "2", "--algo", "mgrawa");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    cr_assert(strstr(r.err, "resum"), "%s", r.err);
+    tcli_free(&r);
     char *none = tcli_path(work, "none");
     r = TRAIN(none, "--epochs", "1", "--resume");
     cr_assert_eq(r.code, 2);
@@ -398,4 +427,70 @@ Test(tools_cli_train, compare_table_and_plot)
     char *sub = tcli_path(out, "dp-s1/summary.json");
     cr_assert(tcli_exists(sub));
     free(sub), free(md), free(csv), free(svg), free(out);
+}
+
+/* G1: a checkpoint that cannot be written (file size limit) is a runtime failure: exit 1,
+ * with the path in the message. */
+Test(tools_cli_train, g1_checkpoint_write_failure_exits_1)
+{
+    char *run = tcli_path(work, "run");
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 64 * 1024; /* config/metrics fit, a resnet8 checkpoint (~0.6 MB) does not */
+    signal(SIGXFSZ, SIG_IGN);   /* inherited: writes fail with EFBIG instead of killing */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    tcli_result r = tcli_run(60, "train", "cifar10", "--data", data, "--no-download", "--model", "resnet8", "--batch",
+                             "32", "--limit-train", "64", "--limit-test", "32", "--threads", "1", "--epochs", "1",
+                             "--run-dir", run, NULL);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_assert_eq(r.code, 1, "exit %d: %s", r.code, r.err);
+    cr_assert(strstr(r.err, "ckpt"), "names the checkpoint: %s", r.err);
+    tcli_free(&r);
+    free(run);
+}
+
+/* E8: with worker 1 stalled (fault hook) the first SIGINT cannot finish a step; the second one
+ * exits at once with 130. E6: the same stall with --sync-timeout 1 exits 1 naming worker 1. */
+Test(tools_cli_train, second_sigint_and_stalled_worker)
+{
+    char *run = tcli_path(work, "run");
+    const char *args[] = {"train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "32",
+                          "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--workers", "2",
+                          "--algo", "mgrawa", "--sync", "lockstep", "--tau", "2", "--sync-timeout", "60",
+                          "--run-dir", run, "--epochs", "5", NULL};
+    setenv("NNC_FAULT", "worker_stall:1", 1);
+    pid_t pid = tcli_spawn(work, args);
+    char *out = tcli_path(work, "out.txt");
+    cr_assert(wait_for(out, "training tiny", 30), "started");
+    usleep(300000);
+    kill(pid, SIGINT);
+    cr_assert_eq(tcli_wait(pid, 0.5), -1, "a stalled run cannot stop after the first SIGINT");
+    /* tcli_wait killed it on timeout: start again and send two SIGINTs */
+    pid = tcli_spawn(work, args);
+    cr_assert(wait_for(out, "training tiny", 30), "started");
+    usleep(300000);
+    kill(pid, SIGINT);
+    usleep(200000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kill(pid, SIGINT);
+    int code = tcli_wait(pid, 5);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_eq(code, 130, "second SIGINT exits 130, got %d", code);
+    cr_assert_lt((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, 2.0, "at once");
+
+    char *run2 = tcli_path(work, "run2");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tcli_result r = tcli_run(30, "train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--workers", "2",
+                             "--algo", "mgrawa", "--sync", "lockstep", "--tau", "2", "--sync-timeout", "1",
+                             "--run-dir", run2, "--epochs", "5", NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    unsetenv("NNC_FAULT");
+    cr_assert_eq(r.code, 1, "stall is a runtime failure: %d %s", r.code, r.err);
+    cr_assert(strstr(r.err, "worker 1"), "names the worker: %s", r.err);
+    cr_assert_lt((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, 1 + 5.0, "within the timeout");
+    tcli_free(&r);
+    free(run), free(run2), free(out);
 }

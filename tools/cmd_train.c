@@ -47,13 +47,13 @@ void train_opts_init(train_opts *o)
     o->momentum = d.sgd.momentum;
     o->nesterov = d.sgd.nesterov;
     o->wd = d.sgd.weight_decay;
-    o->sched = nnc_sched_kind_name(d.sched.kind);
+    o->sched = "auto";
     o->gamma = d.sched.gamma > 0 ? d.sched.gamma : 0.1f;
     o->step_epochs = d.sched.step_epochs > 0 ? d.sched.step_epochs : 30;
     o->drop_time = d.sched.drop_seconds;
     o->seed = (long)d.seed;
-    o->threads = d.threads;
-    o->augment = d.augment;
+    o->threads = 0; /* all online cores for one replica */
+    o->augment = -1; /* auto: per dataset, see augment_for() */
     o->download = 1;
     o->workers = d.workers > 0 ? d.workers : 1;
     o->algo = nnc_algo_name(d.algo);
@@ -83,19 +83,19 @@ int train_flags(train_opts *o, flag_spec *f)
     F("momentum", FLAG_FLOAT, &o->momentum, "SGD momentum");
     F("nesterov", FLAG_BOOL, &o->nesterov, "Nesterov momentum");
     F("wd", FLAG_FLOAT, &o->wd, "weight decay");
-    F("sched", FLAG_STR, &o->sched, "schedule: constant step multistep cosine time-drop");
+    F("sched", FLAG_STR, &o->sched, "schedule: auto (cosine over --epochs, constant with only a time budget) constant step multistep cosine time-drop");
     F("gamma", FLAG_FLOAT, &o->gamma, "decay factor of step/multistep/time-drop");
     F("step-epochs", FLAG_LONG, &o->step_epochs, "epochs between decays (--sched step)");
     F("milestones", FLAG_STR, &o->milestones, "epochs of the decays, comma separated (--sched multistep)");
     F("drop-time", FLAG_DOUBLE, &o->drop_time, "seconds after which the lr drops (--sched time-drop)");
     F("warmup-epochs", FLAG_FLOAT, &o->warmup_epochs, "linear warm-up length in epochs");
     F("seed", FLAG_LONG, &o->seed, "random seed");
-    F("threads", FLAG_INT, &o->threads, "BLAS threads for one replica (1 when workers > 1)");
+    F("threads", FLAG_INT, &o->threads, "kernel + BLAS threads of one replica (0 = all cores; 1 per worker when workers > 1)");
     F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
     F("resume", FLAG_BOOL, &o->resume, "continue from RUN-DIR/last.ckpt");
     F("limit-train", FLAG_LONG, &o->limit_train, "use only the first N training images (0 = all)");
     F("limit-test", FLAG_LONG, &o->limit_test, "use only the first N test images (0 = all)");
-    F("augment", FLAG_BOOL, &o->augment, "random crop + flip (--no-augment to disable)");
+    F("augment", FLAG_BOOL, &o->augment, "random crop (pad 4) + flip; default on for cifar10/cifar100/imagefolder, off for mnist/fashion-mnist");
     F("workers", FLAG_INT, &o->workers, "worker replicas (threads)");
     F("algo", FLAG_STR, &o->algo, "sgd mgrawa lgrawa local-sgd easgd lsgd dp dp-sam");
     F("sync", FLAG_STR, &o->sync, "async or lockstep");
@@ -127,6 +127,15 @@ static int bad_value(const char *flag, const char *expected, const char *found)
     return EXIT_USAGE;
 }
 
+/* Augmentation unless --augment/--no-augment says otherwise: crop + flip for natural images,
+ * none for the 28x28 IDX sets (flipped digits are wrong, and their one-epoch runs learn faster
+ * without it). */
+static int augment_for(const train_opts *o)
+{
+    if (o->augment >= 0) return o->augment;
+    return !(o->dataset && (!strcmp(o->dataset, "mnist") || !strcmp(o->dataset, "fashion-mnist")));
+}
+
 static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train_config *c)
 {
     *c = nnc_train_config_default();
@@ -139,15 +148,19 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
         return bad_value("epochs", "a positive count (or --time-budget SECONDS)", "0");
     if (o->lr <= 0) return bad_value("lr", "a positive number", "<= 0");
     c->batch = o->batch;
-    c->augment = o->augment;
+    c->augment = augment_for(o);
     c->limit_train = o->limit_train;
     c->limit_test = o->limit_test;
     c->lr = o->lr;
     c->sgd.momentum = o->momentum;
     c->sgd.nesterov = o->nesterov;
     c->sgd.weight_decay = o->wd;
-    if (nnc_sched_parse_kind(o->sched, &c->sched.kind))
-        return bad_value("sched", "constant, step, multistep, cosine or time-drop", o->sched);
+    if (!strcmp(o->sched, "auto"))
+        c->sched.kind = o->epochs > 0 ? NNC_SCHED_COSINE : NNC_SCHED_CONSTANT;
+    else if (nnc_sched_parse_kind(o->sched, &c->sched.kind))
+        return bad_value("sched", "auto, constant, step, multistep, cosine or time-drop", o->sched);
+    if (c->sched.kind == NNC_SCHED_COSINE && o->epochs <= 0)
+        return bad_value("sched", "--epochs N for the cosine schedule (its horizon)", "cosine without --epochs");
     c->sched.base_lr = o->lr;
     c->sched.gamma = o->gamma;
     c->sched.step_epochs = (int)o->step_epochs;
@@ -184,7 +197,9 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->epochs = o->epochs;
     c->time_budget = o->time_budget;
     c->seed = (uint64_t)o->seed;
-    c->threads = o->threads;
+    if (o->threads < 0) return bad_value("threads", "threads >= 0 (0 = all cores)", "negative");
+    c->threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (c->threads < 1) c->threads = 1;
     c->workers = o->workers;
     if (nnc_algo_parse(o->algo, &c->algo))
         return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam", o->algo);
@@ -404,6 +419,7 @@ static int write_config(const train_opts *o, const char *run_dir)
     train_opts copy = *o;
     copy.resume = 0;
     copy.run_dir = run_dir;
+    copy.augment = augment_for(o);
     flag_spec specs[TRAIN_MAX_FLAGS];
     flag_table t = {.command = "train", .flags = specs, .nflags = train_flags(&copy, specs)};
     char *buf = NULL;
@@ -471,9 +487,8 @@ static double epochs_done(const char *run_dir)
     return e;
 }
 
-int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
+int train_execute(const train_opts *o, train_outcome *out)
 {
-    (void)t;
     if (!o->dataset || !*o->dataset) {
         cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
         return EXIT_USAGE;
@@ -530,6 +545,8 @@ int train_execute(const train_opts *o, const flag_table *t, train_outcome *out)
         return rc;
     }
     progress_init(&ctx.prog, 1);
+    int every = o->log_every > 0 ? o->log_every : 50;
+    cfg.log_every = ctx.prog.tty && every > 10 ? 10 : every; /* a terminal bar redraws more often */
     cfg.ckpt_dir = run_dir;
     cfg.resume = o->resume;
     cfg.ckpt_meta_json = meta;
@@ -605,5 +622,5 @@ int cmd_train(int argc, char **argv)
     if (r == 1) return EXIT_OK;
     if (r) return r;
     if (t.npositional) o.dataset = pos[0];
-    return train_execute(&o, &t, NULL);
+    return train_execute(&o, NULL);
 }
