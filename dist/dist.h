@@ -78,8 +78,8 @@ typedef struct nnc_train_config {
     int epochs;                   /* per worker; 0 = until the time budget */
     double time_budget;           /* seconds of training time (test time excluded); 0 = none */
     uint64_t seed;
-    int threads;                  /* kernel (nn/threads.h) and BLAS threads of one replica; 1 when
-                                     workers > 1 (both process-wide, changed only if different) */
+    int threads;                  /* kernel threads (nn/threads.h) of one replica; 1 when workers > 1.
+                                     Process-wide, changed only if different; BLAS runs with 1 */
     /* distribution */
     int workers;                  /* 1 */
     nnc_algo algo;

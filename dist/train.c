@@ -393,12 +393,14 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         R->M = R->c.workers;
         R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
         out->workers = R->M;
-        /* Kernel and BLAS threads are process-wide: one per replica when M > 1. Only changed
-         * when different, so concurrent runs with the same setting never touch them. */
+        /* Kernel threads are process-wide: one per replica when M > 1. BLAS stays
+         * single-threaded: its GEMMs are called from the kernel pool's threads, which already
+         * split the batch. Only changed when different, so concurrent runs with the same
+         * setting never touch them. */
         int want = R->M > 1 ? 1 : R->c.threads;
         if (nnc_threads() != want && (s = nnc_set_threads(want)))
             s = nnc__fail_prefix(s, "training: %d kernel threads", want);
-        if (!s && nnc_blas_threads() != want) nnc_blas_set_threads(want);
+        if (!s && nnc_blas_threads() != 1) nnc_blas_set_threads(1);
         if (!s) s = run_setup(R);
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
