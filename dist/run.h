@@ -74,6 +74,26 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds);
 /* Multi-worker training (sync.c). */
 int nnc__run_workers(nnc_run *R);
 
+#ifdef NNC_TESTING
+/* Test-only observation points of the worker threads (compiled only into the test binary, like
+ * the fault points of nn/fault.h). The observer runs on worker `w`'s thread, concurrently with
+ * the other workers' calls; it may read R->rep[w], R->pub and R->center (stable at every point:
+ * the synchronizer writes them only while all workers are parked) and R->norms row w at ARRIVE.
+ *   ARRIVE     w is about to park at round R->round + 1: pre-pull replica, probe norms
+ *              (GRAWA), R->center of the previous round
+ *   APPLIED    w applied round R->round (pull, reset or DP step): R->center of this round
+ *   STEP_PRE   before a local SGD step (not DP)
+ *   STEP_SGD   after that step's SGD update (r->p->grad: its gradient), before the proximity;
+ *              loss = the step's batch loss
+ *   STEP_DONE  after the proximity pull of that step */
+typedef enum nnc__obs_event {
+    NNC__OBS_ARRIVE, NNC__OBS_APPLIED, NNC__OBS_STEP_PRE, NNC__OBS_STEP_SGD, NNC__OBS_STEP_DONE
+} nnc__obs_event;
+typedef void (*nnc__obs_fn)(const nnc_run *R, nnc__obs_event ev, int w, double loss, void *ud);
+/* Install (fn = NULL: remove) the process-wide observer; call only while no run is active. */
+void nnc__dist_observe(nnc__obs_fn fn, void *ud);
+#endif
+
 /* Evaluate the replica (sgd), or the center and the uniform average, at the end or an epoch
  * boundary (train.c; coordinator with every worker parked). Updates R->res, calls on_eval,
  * writes best.ckpt when the reported accuracy improves. */

@@ -52,6 +52,24 @@ static int cancelled(nnc_run *R)
 }
 #endif
 
+#ifdef NNC_TESTING
+static nnc__obs_fn obs_fn;
+static void *obs_ud;
+
+void nnc__dist_observe(nnc__obs_fn fn, void *ud)
+{
+    obs_fn = fn;
+    obs_ud = ud;
+}
+
+#define OBSERVE(R, ev, w, loss) \
+    do { \
+        if (obs_fn) obs_fn((R), (ev), (w), (loss), obs_ud); \
+    } while (0)
+#else
+#define OBSERVE(R, ev, w, loss) ((void)0)
+#endif
+
 /* Test-only fault points at a worker's step boundary (nn/fault.h). */
 static int step_hooks(nnc_run *R, int i, nnc_rng *jitter)
 {
@@ -156,6 +174,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             pthread_mutex_unlock(&R->mu);
             continue;
         }
+        OBSERVE(R, NNC__OBS_STEP_PRE, i, NAN);
         int s = nnc__replica_step(r, nnc__run_lr(R, r->steps, R->pub_seconds), &loss);
         if (s == NNC_EDIVERGED) {
             /* Parameters unchanged; this worker is reset at the next round. */
@@ -167,7 +186,9 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             continue;
         }
         if (s) return s;
+        OBSERVE(R, NNC__OBS_STEP_SGD, i, loss);
         if (R->prox > 0.0) nnc__grawa_pull(r->p->data, R->pub, R->prox, r->p->n_data);
+        OBSERVE(R, NNC__OBS_STEP_DONE, i, loss);
         if (R->c.algo == NNC_ALGO_LSGD) nnc__lsgd_push(&R->hist[i], loss);
         count_step(R, i, loss, r->correct - c0, r->seen - s0);
     }
@@ -246,6 +267,7 @@ static void *worker_main(void *arg)
             worker_fail(R, i, s);
             break;
         }
+        OBSERVE(R, NNC__OBS_ARRIVE, i, NAN);
         pthread_mutex_lock(&R->mu);
         long g = R->gen;
         R->arrived++;
@@ -255,7 +277,10 @@ static void *worker_main(void *arg)
         int cancel = R->cancel, ex = R->exit_req, done = R->round_done, ack = R->need_ack;
         pthread_mutex_unlock(&R->mu);
         if (cancel) break;
-        if (done) round_apply(R, i);
+        if (done) {
+            round_apply(R, i);
+            OBSERVE(R, NNC__OBS_APPLIED, i, NAN);
+        }
         if (ack) {
             pthread_mutex_lock(&R->mu);
             long g2 = R->gen2;

@@ -4,7 +4,8 @@
  * arenas) plus a flat list of layer descriptors whose forward records ops on a step graph.
  * Builders are registered by name: resnet20/32/44/56/110 (CIFAR ResNets, option-A shortcuts)
  * and resnet8 (n = 1, for fast tests), vgg11/13/16/19 (with BatchNorm, CIFAR classifier), and
- * "tiny" (conv-BN-ReLU-maxpool-linear, for fast tests). Input channels, image size and class
+ * "tiny" (conv-BN-ReLU-maxpool-linear, for fast tests) and "tiny-nobn" (tiny without BN, for
+ * exact data-parallel parity tests). Input channels, image size and class
  * count are configurable. Definitions, parameter names/order and initialisation match the
  * PyTorch anchor /work/shared/peers/torch_bench.py (see models/builders.c):
  *   ResNet: kaiming_normal_ defaults (fan_in, gain sqrt 2) for conv and linear weights, linear

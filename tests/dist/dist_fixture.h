@@ -148,8 +148,9 @@ static inline void fx_rmdir(const char *dir)
     cr_assert_eq(system(cmd), 0);
 }
 
-/* Load params (prefix "", "w0/", ...) of ckpt dir/name into a fresh tiny model's table. */
-static inline nnc_model *fx_load_model(const char *dir, const char *name, const char *prefix)
+/* Load params (prefix "", "w0/", ...) of ckpt dir/name into a fresh `model` (1x8x8, 4 classes). */
+static inline nnc_model *fx_load_model_of(const char *model, const char *dir, const char *name,
+                                          const char *prefix)
 {
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -157,10 +158,16 @@ static inline nnc_model *fx_load_model(const char *dir, const char *name, const 
     cr_assert_eq(nnc_ckpt_load(path, &c), NNC_OK, "%s", nnc_error_message());
     nnc_model_config mc = {.in_channels = 1, .image_size = 8, .num_classes = 4};
     nnc_model *m;
-    cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m), NNC_OK);
+    cr_assert_eq(nnc_model_new(model, &mc, 1, &m), NNC_OK);
     cr_assert_eq(nnc_ckpt_get_params(c, prefix, nnc_model_params(m)), NNC_OK, "%s", nnc_error_message());
     nnc_ckpt_free(c);
     return m;
+}
+
+/* The same for the default "tiny" model. */
+static inline nnc_model *fx_load_model(const char *dir, const char *name, const char *prefix)
+{
+    return fx_load_model_of("tiny", dir, name, prefix);
 }
 
 static inline int fx_same_params(nnc_model *a, nnc_model *b)

@@ -1,6 +1,7 @@
 /* tests/dist/test_determinism.c - bitwise reproducibility: lockstep under injected jitter (A4),
  * the fixed-order center over 20 repeats (E9), 1 worker GRAWA == plain SGD, two concurrent
- * training contexts (E10), DP step parity (E4), and exact resume (D2) for the single replica,
+ * training contexts (E10), DP parity with one worker x M*b (E4, BN-free model) and the DP step
+ * against its definition (BN model), and exact resume (D2) for the single replica,
  * for lockstep M = 2, and after a stop request (E8). */
 #include <pthread.h>
 #include <sys/stat.h>
@@ -140,6 +141,67 @@ Test(dist_determinism, e10_two_contexts_in_one_process, .timeout = 120)
     cr_assert_neq(alone[0].t.hash, alone[1].t.hash, "different seeds give different runs");
     fx_dataset_free(tr);
 }
+
+/* E4 literally: M workers x batch b with DP equal one worker x batch M*b after one step. The
+ * BN-free tiny-nobn makes every sample's gradient independent of the rest of its batch, and a
+ * training set of exactly M*b images makes each shard one batch: the workers' first batches are
+ * a partition of the set, and the single worker's first batch is the whole set (in another
+ * order, which changes only the summation order). */
+static void dp_parity(int M)
+{
+    enum { B = 8 };
+    nnc_dataset *tr = fx_dataset(M * B, 7);
+    char dd[64], ds[64];
+    nnc_train_config c = fx_config(NNC_ALGO_DP, M);
+    c.model = "tiny-nobn";
+    c.epochs = 1;
+    c.batch = B;
+    c.sgd.momentum = 0.9f;
+    c.sgd.weight_decay = 5e-4f;
+    c.bn_reestimate_batches = 0;
+    c.ckpt_dir = fx_tmpdir(dd, sizeof dd);
+    nnc_train_result r;
+    run_ok(&c, tr, &r);
+    cr_assert_eq(r.rounds, 1);
+    cr_assert_eq(r.steps, M, "one step per worker");
+    nnc_train_config c1 = c;
+    c1.workers = 1;
+    c1.algo = NNC_ALGO_SGD;
+    c1.batch = M * B;
+    c1.ckpt_dir = fx_tmpdir(ds, sizeof ds);
+    run_ok(&c1, tr, &r);
+    cr_assert_eq(r.steps, 1);
+    nnc_model_config mc = {.in_channels = 1, .image_size = 8, .num_classes = 4};
+    nnc_model *init;
+    cr_assert_eq(nnc_model_new("tiny-nobn", &mc, c.seed, &init), NNC_OK);
+    nnc_params *pi = nnc_model_params(init);
+    cr_assert_eq(pi->n_buf, 0, "no BN buffers");
+    nnc_model *one = fx_load_model_of("tiny-nobn", ds, "last.ckpt", "");
+    nnc_params *po = nnc_model_params(one);
+    cr_assert_neq(memcmp(po->data, pi->data, pi->n_data * sizeof(float)), 0, "a step was taken");
+    for (int i = 0; i < M; i++) {
+        char prefix[8];
+        snprintf(prefix, sizeof prefix, "w%d/", i);
+        nnc_model *got = fx_load_model_of("tiny-nobn", dd, "last.ckpt", prefix);
+        nnc_params *pg = nnc_model_params(got);
+        for (size_t j = 0; j < po->n_data; j++) {
+            double d = fabs((double)pg->data[j] - po->data[j]);
+            /* relative to the entry, and to its change when the entry itself is ~0 */
+            double scale = fmax(fabs(po->data[j]), fabs((double)po->data[j] - pi->data[j]));
+            cr_assert_leq(d, 1e-6 * scale + 1e-12, "M %d worker %d entry %zu: %.9g vs %.9g", M, i, j,
+                          pg->data[j], po->data[j]);
+        }
+        nnc_model_free(got);
+    }
+    nnc_model_free(one);
+    nnc_model_free(init);
+    fx_rmdir(dd);
+    fx_rmdir(ds);
+    fx_dataset_free(tr);
+}
+
+Test(dist_determinism, e4_dp_equals_one_worker_big_batch_m2, .timeout = 60) { dp_parity(2); }
+Test(dist_determinism, e4_dp_equals_one_worker_big_batch_m4, .timeout = 60) { dp_parity(4); }
 
 Test(dist_determinism, e4_dp_step_parity, .timeout = 60)
 {

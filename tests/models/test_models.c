@@ -36,7 +36,7 @@ Test(models_models, param_and_tensor_counts_match_pytorch)
     for (int i = 0; i < nnc_model_num_registered(); i++) {
         const char *name = nnc_model_registered_name(i);
         int r = ref_index(name);
-        if (strcmp(name, "tiny") == 0) continue;
+        if (strncmp(name, "tiny", 4) == 0) continue;   /* test models: no PyTorch reference */
         cr_assert_geq(r, 0, "registered model %s has no reference numbers", name);
         nnc_model *m = make(name, 3, 32, 10, 1);
         const nnc_params *p = nnc_model_params_const(m);
