@@ -3,6 +3,7 @@
  * error propagation (E7), stop flag with checkpoint (E8). */
 #include <time.h>
 
+#include "dist/run.h"
 #include "nn/fault.h"
 
 #include "tests/dist/dist_fixture.h"
@@ -20,6 +21,33 @@ static void arm(const char *spec)
     nnc__fault_reload();
 }
 
+/* Round 2 as the callbacks and the worker observer (dist/run.h) saw it. */
+typedef struct b3_seen {
+    fx_trace t;   /* first member: fx_on_step/fx_on_eval get &b3_seen as their fx_trace */
+    nnc_round_info r2;
+    int got_r2;
+    int center_checked, center_finite;   /* written by worker 0 only */
+} b3_seen;
+
+static void b3_on_round(const nnc_round_info *r, void *ud)
+{
+    b3_seen *b = ud;
+    fx_on_round(r, &b->t);
+    if (r->round == 2) b->r2 = *r, b->got_r2 = 1;
+}
+
+static void b3_on_log(const char *line, void *ud) { fx_on_log(line, &((b3_seen *)ud)->t); }
+
+static void b3_observer(const nnc_run *R, nnc__obs_event ev, int w, double loss, void *ud)
+{
+    (void)loss;
+    b3_seen *b = ud;
+    if (ev == NNC__OBS_APPLIED && R->round == 2 && w == 0) {
+        b->center_checked = 1;
+        b->center_finite = nnc__grawa_finite(R->center, R->ly.n) && nnc__grawa_finite(R->pub, R->ly.n);
+    }
+}
+
 Test(dist_faults, b3_nan_worker_is_reset, .timeout = 60)
 {
     arm("worker_nan:2:2");
@@ -29,15 +57,34 @@ Test(dist_faults, b3_nan_worker_is_reset, .timeout = 60)
     c.epochs = 6;
     char dir[64];
     c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
-    fx_trace t;
-    fx_hook(&c, &t);
+    static b3_seen b;
+    fx_trace *tp = &b.t;
+    fx_hook(&c, tp);
+    c.on_round = b3_on_round;
+    c.on_log = b3_on_log;
+    c.ud = &b;
+    nnc__dist_observe(b3_observer, &b);
     nnc_train_result r;
     int s = nnc_train(&c, tr, te, &r);
+    nnc__dist_observe(NULL, NULL);
     cr_assert_eq(s, NNC_OK, "%s", nnc_error_message());
+    fx_trace t = b.t;
     cr_assert_eq(r.resets, 1);
     cr_assert_eq(t.logs, 1);
     cr_assert(strstr(t.log[0], "worker 2 non-finite") && strstr(t.log[0], "reset") &&
                   strstr(t.log[0], "round 2"), "%s", t.log[0]);
+    /* Round 2: the bad worker has weight 0, the others' weights are a convex combination, the
+     * center the synchronizer published is finite. */
+    cr_assert(b.got_r2);
+    cr_assert_eq(b.r2.workers, 4);
+    cr_assert_eq(b.r2.weight[2], 0.0, "NaN worker weight %g", b.r2.weight[2]);
+    double wsum = 0.0;
+    for (int i = 0; i < 4; i++) {
+        if (i != 2) cr_assert_gt(b.r2.weight[i], 0.0, "worker %d weight", i);
+        wsum += b.r2.weight[i];
+    }
+    cr_assert_float_eq(wsum, 1.0, 1e-12, "weights of the finite workers sum to %.17g", wsum);
+    cr_assert(b.center_checked && b.center_finite, "center after round 2 is finite");
     cr_assert_gt(r.center_test_acc, 0.6, "training continues: center acc %g", r.center_test_acc);
     /* Everything saved at the end is finite, the center included. */
     nnc_model *m = fx_load_model(dir, "last.ckpt", "");

@@ -1,6 +1,6 @@
 /* tests/dist/test_replica.c - BN re-estimation (cumulative average of batch statistics, the
  * PyTorch momentum=None protocol) against a direct computation, and the GRAWA probe leaving the
- * replica unchanged. */
+ * replica unchanged, and the probe being a summed loss on un-augmented images. */
 #include "dist/replica.h"
 #include "tests/dist/dist_fixture.h"
 
@@ -124,5 +124,65 @@ Test(dist_replica, evaluate_confusion_matrix)
     cr_assert(strstr(nnc_error_message(), "expects 1x8x8"), "%s", nnc_error_message());
     d->h = d->w = 8;
     nnc_model_free(m);
+    fx_dataset_free(d);
+}
+
+/* The probe loss is a SUM over the probe batch (its gradient norm is probe_n times that of the
+ * mean loss on the same images) and the probe images are un-augmented even when training
+ * augments. */
+Test(dist_replica, probe_is_summed_loss_without_augmentation)
+{
+    nnc_dataset *d = fx_dataset(64, 4);
+    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
+    c.augment = 1;
+    c.probe_batch = 24;
+    c.model_cfg = (nnc_model_config){.in_channels = 1, .image_size = 8, .num_classes = 4};
+    nnc_model *init;
+    cr_assert_eq(nnc_model_new("tiny", &c.model_cfg, 3, &init), NNC_OK);
+    nnc_replica *r;
+    cr_assert_eq(nnc__replica_new(init, d, &c, 0, 2, &r), NNC_OK);
+    cr_assert_eq(r->probe_n, 24);
+    nnc_grawa_layers ly;
+    cr_assert_eq(nnc__grawa_layers_new(r->p, &ly), NNC_OK);
+    double got[64], ref[64];
+    cr_assert_leq(ly.L, 64);
+    cr_assert_eq(nnc__replica_probe(r, &ly, got), NNC_OK);
+    enum { N = 24 };
+    float x[N * 64];
+    int y[N];
+    nnc_dataset_gather(d, r->probe_idx, N, x, y);
+    cr_assert_eq(memcmp(x, r->probe_x, sizeof x), 0, "probe images are the un-augmented ones");
+    cr_assert_eq(memcmp(y, r->probe_y, sizeof y), 0);
+    /* The same images through the loader's augmentation would differ (so the check has teeth). */
+    float aug[64];
+    int differs = 0;
+    for (int i = 0; i < N && !differs; i++) {
+        nnc_augment_image(d, d->images + (size_t)r->probe_idx[i] * 64, 4, 1, 3, 1, aug);
+        differs = memcmp(aug, x + (size_t)i * 64, sizeof aug) != 0;
+    }
+    cr_assert(differs);
+    /* Reference: mean cross-entropy on the same batch, same parameters, train mode. */
+    nnc_model *m;
+    cr_assert_eq(nnc_model_clone(r->model, &m), NNC_OK);
+    nnc_graph *g;
+    cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+    int shape[4] = {N, 1, 8, 8};
+    nnc_rng rng;
+    nnc_rng_seed(&rng, 0, 0);
+    nnc_tensor *lo = nnc_model_forward(m, g, nnc_tensor_wrap(g, x, 4, shape), 1, &rng);
+    nnc_tensor *loss = nnc_softmax_cross_entropy(g, lo, y, NNC_REDUCE_MEAN, 0.0f);
+    nnc_params_zero_grad(nnc_model_params(m));
+    cr_assert_eq(nnc_backward(g, loss), NNC_OK);
+    nnc__grawa_layer_norms(&ly, nnc_model_params(m)->grad, ref);
+    for (int l = 0; l < ly.L; l++) {
+        cr_assert_gt(ref[l], 0.0);
+        cr_assert_float_eq(got[l], N * ref[l], 1e-5 * N * ref[l], "layer %d: probe norm %g vs %d x mean-loss norm %g",
+                           l, got[l], N, ref[l]);
+    }
+    nnc_graph_free(g);
+    nnc_model_free(m);
+    nnc__grawa_layers_free(&ly);
+    nnc__replica_free(r);
+    nnc_model_free(init);
     fx_dataset_free(d);
 }
