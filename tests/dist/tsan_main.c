@@ -9,13 +9,16 @@
  *   build/san-thread/dist_tsan     (exit 0 and no "WARNING: ThreadSanitizer" = pass)
  * Scenarios: every algorithm with 4 workers in both sync modes, the single replica (loader
  * prefetch thread), a NaN worker under jitter, a stalled worker, a failing worker, a stop
- * request with checkpoint + resume, and two training contexts on two threads at once.
+ * request with checkpoint + resume, two training contexts on two threads at once, and the
+ * test-only worker observer (dist/run.h) reading what it documents as stable.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "dist/dist.h"
+#include "dist/run.h"
 #include "nn/fault.h"
 #include "nn/nnc.h"
 
@@ -81,6 +84,20 @@ static void arm(const char *spec)
     nnc__fault_reload();
 }
 
+/* Reads everything nnc__dist_observe documents as readable; per-worker sums (slot w only). */
+static double g_obs[NNC_MAX_WORKERS];
+
+static void observer(const nnc_run *R, nnc__obs_event ev, int w, double loss, void *ud)
+{
+    (void)ud;
+    const nnc_params *p = R->rep[w]->p;
+    double s = (double)R->round + (isfinite(loss) ? loss : 0.0) + R->center[0] + R->pub[p->n_data - 1];
+    for (size_t j = 0; j < p->n_data; j += 7) s += p->data[j] + p->grad[j];
+    if (ev == NNC__OBS_ARRIVE)
+        for (int l = 0; l < R->ly.L; l++) s += R->norms[(size_t)w * R->ly.L + l];
+    g_obs[w] += s;
+}
+
 static void *context(void *arg)
 {
     nnc_train_config c = config(NNC_ALGO_LGRAWA, 2, NNC_SYNC_ASYNC);
@@ -100,6 +117,11 @@ int main(void)
             bad += run(name, config((nnc_algo)a, 4, (nnc_sync_mode)s), NNC_OK);
         }
     bad += run("sgd single", config(NNC_ALGO_SGD, 1, NNC_SYNC_ASYNC), NNC_OK);
+    nnc__dist_observe(observer, NULL);
+    bad += run("observed mgrawa", config(NNC_ALGO_MGRAWA, 4, NNC_SYNC_LOCKSTEP), NNC_OK);
+    bad += run("observed easgd async", config(NNC_ALGO_EASGD, 4, NNC_SYNC_ASYNC), NNC_OK);
+    bad += run("observed dp", config(NNC_ALGO_DP, 4, NNC_SYNC_LOCKSTEP), NNC_OK);
+    nnc__dist_observe(NULL, NULL);
     arm("worker_nan:2:2,worker_sleep_jitter:2");
     bad += run("nan worker", config(NNC_ALGO_MGRAWA, 4, NNC_SYNC_LOCKSTEP), NNC_OK);
     arm("worker_stall:1");
