@@ -46,6 +46,7 @@ void train_opts_init(train_opts *o)
     o->lr = d.lr;
     o->momentum = d.sgd.momentum;
     o->nesterov = d.sgd.nesterov;
+    o->decay_bn_bias = d.sgd.decay_bn_bias;
     o->wd = d.sgd.weight_decay;
     o->sched = "auto";
     o->gamma = d.sched.gamma > 0 ? d.sched.gamma : 0.1f;
@@ -82,6 +83,7 @@ int train_flags(train_opts *o, flag_spec *f)
     F("lr", FLAG_FLOAT, &o->lr, "learning rate");
     F("momentum", FLAG_FLOAT, &o->momentum, "SGD momentum");
     F("nesterov", FLAG_BOOL, &o->nesterov, "Nesterov momentum");
+    F("wd-bn-bias", FLAG_BOOL, &o->decay_bn_bias, "weight decay on BN gamma/beta and biases too (--no-wd-bn-bias: weights only)");
     F("wd", FLAG_FLOAT, &o->wd, "weight decay");
     F("sched", FLAG_STR, &o->sched, "schedule: auto (cosine over --epochs, constant with only a time budget) constant step multistep cosine time-drop");
     F("gamma", FLAG_FLOAT, &o->gamma, "decay factor of step/multistep/time-drop");
@@ -154,6 +156,7 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->lr = o->lr;
     c->sgd.momentum = o->momentum;
     c->sgd.nesterov = o->nesterov;
+    c->sgd.decay_bn_bias = o->decay_bn_bias;
     c->sgd.weight_decay = o->wd;
     if (!strcmp(o->sched, "auto"))
         c->sched.kind = o->epochs > 0 ? NNC_SCHED_COSINE : NNC_SCHED_CONSTANT;

@@ -282,7 +282,7 @@ Test(tools_cli_train, g5_config_precedence_and_reproduction)
 {
     char *cfg = tcli_path(work, "cfg.txt");
     FILE *f = fopen(cfg, "w");
-    fputs("# key = value lines\nepochs = 1\nbatch = 16\nmomentum = 0.5\nseed = 11\n", f);
+    fputs("# key = value lines\nepochs = 1\nbatch = 16\nmomentum = 0.5\nseed = 11\nwd-bn-bias = false\n", f);
     fclose(f);
     char *run1 = tcli_path(work, "r1"), *run2 = tcli_path(work, "r2");
     tcli_result r = TRAIN(run1, "--config", cfg, "--momentum", "0.8");
@@ -295,6 +295,7 @@ Test(tools_cli_train, g5_config_precedence_and_reproduction)
     cr_assert(strstr(dump, "\"momentum\": 0.8"), "%s", dump);
     cr_assert(strstr(dump, "\"wd\": "), "defaults dumped too: %s", dump);
     cr_assert(strstr(dump, "\"resume\": false"));
+    cr_assert(strstr(dump, "\"wd-bn-bias\": false"), "%s", dump);
     free(dump);
     char *dumped = tcli_path(run1, "config.json");
     r = tcli_run(60, "train", "--config", dumped, "--run-dir", run2, NULL);
@@ -302,6 +303,13 @@ Test(tools_cli_train, g5_config_precedence_and_reproduction)
     tcli_free(&r);
     cr_assert_eq(summary_num(run1, "test_loss"), summary_num(run2, "test_loss"), "same run from the dump");
     cr_assert_eq(summary_num(run1, "train_loss"), summary_num(run2, "train_loss"));
+    /* the same run with weight decay on BN and biases too reaches other parameters */
+    char *run3 = tcli_path(work, "r3");
+    r = tcli_run(60, "train", "--config", dumped, "--run-dir", run3, "--wd-bn-bias", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    tcli_free(&r);
+    cr_assert_neq(summary_num(run1, "train_loss"), summary_num(run3, "train_loss"), "--wd-bn-bias reaches the optimizer");
+    free(run3);
     free(dumped), free(cfg), free(run1), free(run2);
 }
 
