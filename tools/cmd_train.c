@@ -306,6 +306,7 @@ typedef struct run_ctx {
     progress prog;
     metrics_log ml;
     long last_row, last_line, step; /* latest step seen in a callback */
+    long round_steps, round_printed;  /* local steps summed over rounds; at the last round line */
     double seconds, epoch;
     train_outcome *out;
     const char *run_dir;
@@ -364,11 +365,22 @@ static void on_round(const nnc_round_info *r, void *ud)
     snprintf(extra, sizeof extra, "round=%ld norm=%s weight=%s dist=%s local=%s sync_s=%.4f", r->round, norms,
              weights, dists, locals, r->sync_seconds);
     metrics_row(&c->ml, "round", c->step, NAN, r->seconds, r->loss, NAN, NAN, NAN, extra);
+    /* A line per round, but no more often than --log-every local steps (EASGD/LSGD/DP rounds
+     * are short); every round is in metrics.csv. */
+    for (int i = 0; i < m; i++) c->round_steps += r->local_steps[i];
+    if (r->round > 1 && c->round_steps - c->round_printed < c->o->log_every) return;
+    c->round_printed = c->round_steps;
+    const char *algo = c->o->algo;
+    const char *norm_label = !strcmp(algo, "lsgd") ? "loss" : strstr(algo, "grawa") ? "norm" : NULL;
     clear_bar(c);
     printf("round %ld loss %.4f sync %.3fs |", r->round, r->loss, r->sync_seconds);
-    for (int i = 0; i < m; i++)
-        printf(" w%d norm %.3g weight %.3f dist %.3g steps %ld |", i, r->norm[i], r->weight[i], r->distance[i],
-               r->local_steps[i]);
+    for (int i = 0; i < m; i++) {
+        printf(" w%d", i);
+        if (norm_label) printf(" %s %.3g", norm_label, r->norm[i]);
+        printf(" weight %.3f", r->weight[i]);
+        if (isfinite(r->distance[i])) printf(" dist %.3g", r->distance[i]);
+        printf(" steps %ld |", r->local_steps[i]);
+    }
     printf("\n");
     fflush(stdout);
 }
