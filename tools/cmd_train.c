@@ -355,7 +355,7 @@ static void on_round(const nnc_round_info *r, void *ud)
 {
     run_ctx *c = ud;
     int m = r->workers < NNC_MAX_WORKERS ? r->workers : NNC_MAX_WORKERS;
-    double steps[NNC_MAX_WORKERS];
+    double steps[NNC_MAX_WORKERS] = {0};
     for (int i = 0; i < m; i++) steps[i] = (double)r->local_steps[i];
     char norms[1024], weights[1024], dists[1024], locals[512], extra[4200];
     join_list(norms, sizeof norms, r->norm, m, "%.4g");
