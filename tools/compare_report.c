@@ -26,8 +26,11 @@ static int mean_std(const double *v, int n, double *mean, double *sd)
 static void pct(FILE *f, const double *v, int n)
 {
     double m, s;
-    if (!mean_std(v, n, &m, &s))
+    int k = mean_std(v, n, &m, &s);
+    if (!k)
         fprintf(f, " - |");
+    else if (k == 1) /* one run has no spread: say so rather than print a zero deviation */
+        fprintf(f, " %.2f (1 run) |", 100 * m);
     else
         fprintf(f, " %.2f ± %.2f |", 100 * m, 100 * s);
 }
