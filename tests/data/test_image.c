@@ -12,23 +12,7 @@
 #include "nn/nnc.h"
 #include "tests/common/datagen.h"
 
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wall"
-#pragma clang diagnostic ignored "-Wextra"
-#else
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#endif
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STB_IMAGE_WRITE_STATIC
-#include <stb/stb_image_write.h>
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#else
-#pragma GCC diagnostic pop
-#endif
+#include "tests/common/stb_write.h"
 
 static char tmp[64];
 static void setup(void) { dg_tmpdir(tmp, "img"); }
@@ -120,10 +104,10 @@ Test(data_image, skip_policy_counts_empty_and_non_image_files)
         uint8_t px[16 * 16 * 3];
         for (int i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 13);
         int len;
-        unsigned char *png = stbi_write_png_to_mem(px, 48, 16, 16, 3, &len);
+        unsigned char *png = tw_png_to_mem(px, 48, 16, 16, 3, &len);
         snprintf(p, sizeof p, "%s/b/cut.png", tmp);
         dg_write_file(p, png, (size_t)len / 2); /* valid header, data cut short */
-        STBIW_FREE(png);
+        tw_free(png);
     }
     snprintf(p, sizeof p, "%s/b/good.pgm", tmp);
     write_pnm(p, 2, 2, 1, 9);
