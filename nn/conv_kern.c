@@ -30,21 +30,7 @@ static inline float g_hsum(v4f v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 #define VSET1(x) ((v4f){(x), (x), (x), (x)})
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VHSUM(v) g_hsum(v)
-#include "nn/conv_kern.inc"
-#undef SFX
-#undef TGT
-#undef V
-#undef L
-#undef KB
-#undef JV
-#undef WK
-#undef WT
-#undef VLOAD
-#undef VSTORE
-#undef VZERO
-#undef VSET1
-#undef VFMA
-#undef VHSUM
+#include "nn/conv_kern.inc" /* undefines its parameters */
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -71,21 +57,7 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
 #define VSET1(x) _mm256_set1_ps(x)
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VHSUM(v) a2_hsum(v)
-#include "nn/conv_kern.inc"
-#undef SFX
-#undef TGT
-#undef V
-#undef L
-#undef KB
-#undef JV
-#undef WK
-#undef WT
-#undef VLOAD
-#undef VSTORE
-#undef VZERO
-#undef VSET1
-#undef VFMA
-#undef VHSUM
+#include "nn/conv_kern.inc" /* undefines its parameters */
 
 /* ---- AVX-512F: 16 lanes, 32 zmm registers ---- */
 #define SFX avx512
@@ -102,7 +74,7 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
 #define VSET1(x) _mm512_set1_ps(x)
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define VHSUM(v) _mm512_reduce_add_ps(v)
-#include "nn/conv_kern.inc"
+#include "nn/conv_kern.inc" /* undefines its parameters */
 #endif
 
 const conv_kernels *nnc__conv_kernels(void)
