@@ -61,7 +61,17 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
                              int dx_fresh, float *dw, float *db);
 int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
-/* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
+/* Small-image path with channel-vectorised kernels (nn/conv_small.c), same contracts again;
+ * the GEMM entry points above hand a shape to it when it is faster (nnc__conv_use_small).
+ * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). */
+void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                             float *y);
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
+                              int dx_fresh, float *dw, float *db);
+int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward);
+int nnc__conv_use_small(const nnc__conv_shape *cs, int backward);
+/* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM, 3 small-image where it
+ * can run the shape, else direct). */
 void nnc__conv_set_path(int path);
 
 /* dst[i] = epilogue(src[i]) for one row of n values of channel k (res: that row of res or NULL). */
@@ -88,6 +98,7 @@ typedef struct conv_kernels {
     int L;      /* lanes per vector */
     int kb, jv; /* shifted-GEMM tile: kb output rows x jv vectors */
     int wk, wt; /* weight-gradient tile: wk rows x wt columns */
+    int kv, np; /* channel-vectorised tile: kv vectors of output channels x np pixels */
     /* out[k][j] (k < kblocks*kb, j < nvec*L, row stride out_ks)
      *   = sum_{c < cin, t < ntaps} wp[((k/kb)*cin + c)*ntaps + t)*kb + k%kb] * in[c*in_cs + toff[t] + j] */
     void (*shifted_gemm)(const float *in, size_t in_cs, int cin, const int *toff, int ntaps,
@@ -95,6 +106,14 @@ typedef struct conv_kernels {
     /* dw[k*ld + c] += sum_{g < nimg, j < nvec*L} dy[g*dy_is + k*dy_ks + j] * x[g*x_is + col[c] + j] */
     void (*wgrad)(const float *dy, size_t dy_ks, size_t dy_is, const float *x, size_t x_is,
                   const size_t *col, int ncol, int nrow, int nimg, int nvec, float *dw, size_t ld);
+    /* Channel-vectorised (nn/conv_small.c), kp a multiple of 16, npix / ncol multiples of np:
+     * out[i*out_ps + k] (= or, accumulate, +=) sum_{c < cin, t < ntaps}
+     *     in[c*in_cs + poff[i] + toff[t]] * w[(c*ntaps + t)*kp + k]        i < npix, k < kp */
+    void (*kvec)(const float *in, size_t in_cs, int cin, const int *toff, int ntaps, const int *poff, int npix,
+                 const float *w, int kp, float *out, size_t out_ps, int accumulate);
+    /* dw[j*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[i*dy_ps + k]    j < ncol, k < kp */
+    void (*kvec_wgrad)(const float *in, const size_t *col, int ncol, const int *poff, int npix, const float *dyt,
+                       size_t dy_ps, int kp, float *dw);
 } conv_kernels;
 
 /* The kernels for the current ISA level (nn/cpu.h). */

@@ -24,6 +24,8 @@ static inline float g_hsum(v4f v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 #define JV 2
 #define WK 2
 #define WT 4
+#define KV 4
+#define NP 2
 #define VLOAD(p) g_load(p)
 #define VSTORE(p, v) g_store((p), (v))
 #define VZERO() ((v4f){0, 0, 0, 0})
@@ -51,6 +53,8 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
 #define JV 3
 #define WK 2
 #define WT 6
+#define KV 2
+#define NP 6
 #define VLOAD(p) _mm256_loadu_ps(p)
 #define VSTORE(p, v) _mm256_storeu_ps((p), (v))
 #define VZERO() _mm256_setzero_ps()
@@ -68,6 +72,8 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
 #define JV 3
 #define WK 4
 #define WT 6
+#define KV 4
+#define NP 6
 #define VLOAD(p) _mm512_loadu_ps(p)
 #define VSTORE(p, v) _mm512_storeu_ps((p), (v))
 #define VZERO() _mm512_setzero_ps()

@@ -60,7 +60,7 @@ static float *rand_buf(nnc_rng *rng, size_t n)
 
 static const char *path_name(const nnc__conv_shape *cs, int backward)
 {
-    return nnc__conv_use_gemm(cs, backward) ? "gemm" : "direct";
+    return nnc__conv_use_small(cs, backward) ? "small" : nnc__conv_use_gemm(cs, backward) ? "gemm" : "direct";
 }
 
 int bench_layers(const nnc_model *m, int batch, int threads, int runs, double peak_gflops, int path)

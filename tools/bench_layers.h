@@ -7,7 +7,7 @@
 
 /* Time forward, input-gradient and weight-gradient passes of every conv layer of m at batch
  * size batch (median of runs); % of peak uses peak_gflops per thread. path: 0 automatic,
- * 1 direct kernels, 2 im2col + GEMM for every layer. Returns a status. */
+ * 1 direct kernels, 2 im2col + GEMM, 3 small-image kernels where they run. Returns a status. */
 int bench_layers(const nnc_model *m, int batch, int threads, int runs, double peak_gflops, int path);
 
 #endif

@@ -117,7 +117,7 @@ int cmd_bench(int argc, char **argv)
         {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
         {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
-        {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct or gemm kernels for every layer", 0},
+        {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
         {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (PERF.md)", 0},
     };
     flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json | --layers]",
@@ -135,9 +135,10 @@ int cmd_bench(int argc, char **argv)
             cli_error("--%s: expected an integer >= %d, found %d", checks[i].name, checks[i].lo, checks[i].v);
             return EXIT_USAGE;
         }
-    int path = !strcmp(conv_path, "auto") ? 0 : !strcmp(conv_path, "direct") ? 1 : !strcmp(conv_path, "gemm") ? 2 : -1;
+    int path = !strcmp(conv_path, "auto") ? 0 : !strcmp(conv_path, "direct") ? 1 : !strcmp(conv_path, "gemm") ? 2
+             : !strcmp(conv_path, "small") ? 3 : -1;
     if (path < 0) {
-        cli_error("--conv-path: expected auto, direct or gemm, found '%s'", conv_path);
+        cli_error("--conv-path: expected auto, direct, gemm or small, found '%s'", conv_path);
         return EXIT_USAGE;
     }
     if (!(peak > 0)) {

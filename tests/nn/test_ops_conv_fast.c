@@ -8,6 +8,10 @@
  * - the levels against each other (the same bound).
  * - the batched im2col + GEMM path (forced for every shape) vs the references, and its thread
  *   invariance.
+ * - the small-image path (channel-vectorised kernels, forced where it runs) vs the references at
+ *   every ISA level, on shapes that reach each tile remainder (K = 16/32/48/64 + odd, channel
+ *   chunks with accumulation, stride 2 forward with the direct backward), and its thread
+ *   invariance.
  * - 1 vs 2 vs 4 kernel threads: conv2d, batchnorm2d, batchnorm2d_relu, relu/add forward and
  *   backward bitwise equal.
  * - batchnorm2d_relu vs batchnorm2d + add + relu (values and every gradient), and gradchecks.
@@ -335,4 +339,79 @@ Test(nn_ops_conv_fast, fresh_input_gradient_is_written_on_both_paths)
     }
     nnc__conv_set_path(0);
     via_op = 0;
+}
+
+/* Shapes for the small-image path: every remainder of the channel block (K mod 64 = 16, 32, 48,
+ * 0 and odd K), reductions longer than one 32-channel chunk, pixel counts that are not a
+ * multiple of the pixel tile, images up to 8x8, batch 1, stride 2 (forward only). */
+static const ccase small_cases[] = {
+    {3, 8, 8, 8, 64, 3, 3, 1, 1, 1},   /* ResNet stage 3 shape, one full 64-channel block */
+    {2, 72, 4, 4, 48, 3, 3, 1, 1, 0},  /* three reduction chunks (32+32+8), kv remainder 3 */
+    {1, 5, 3, 5, 16, 3, 3, 1, 1, 1},   /* batch 1, odd image, kv remainder 1 */
+    {5, 33, 2, 2, 130, 3, 3, 1, 1, 1}, /* 2x2 images, K past two blocks with a remainder of 2 */
+    {4, 7, 7, 6, 33, 1, 1, 1, 0, 1},   /* 1x1, odd K */
+    {3, 6, 8, 8, 20, 3, 3, 2, 1, 0},   /* stride 2: small forward, direct backward */
+    {2, 40, 5, 5, 96, 3, 3, 1, 0, 1},  /* pad 0 */
+    {2, 9, 6, 6, 17, 5, 5, 1, 2, 0},   /* 5x5 taps */
+    {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
+};
+
+static void check_small(nnc__isa_level lvl)
+{
+    if (nnc__isa_best() < lvl) return;
+    cr_assert_eq(nnc__set_isa(lvl), lvl);
+    nnc__conv_set_path(3);
+    for (int i = 0; i < (int)(sizeof small_cases / sizeof small_cases[0]); i++) {
+        ccase c = small_cases[i];
+        nnc__conv_shape cs = {c.n, c.c, c.h, c.w, c.k, c.r, c.s, c.stride, c.pad,
+                              out_dim(c.h, c.r, c.stride, c.pad), out_dim(c.w, c.s, c.stride, c.pad)};
+        cr_assert(nnc__conv_use_small(&cs, 0), "case %d: the forced small path must take the forward", i);
+        cr_assert_eq(nnc__conv_use_small(&cs, 1), c.stride == 1, "case %d: small backward only at stride 1", i);
+        for (via_op = 0; via_op <= 1; via_op++) {
+            conv_in in = make_in(&c, (uint64_t)i + 500);
+            conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+            char tag[96];
+            snprintf(tag, sizeof tag, "%s small path, case %d%s", nnc__isa_name(lvl), i, via_op ? " (fresh dx)" : "");
+            expect_out_close(tag, &c, &got, &want);
+            free_out(&got);
+            free_out(&want);
+            free_in(&in);
+        }
+    }
+    via_op = 0;
+    nnc__conv_set_path(0);
+    nnc__set_isa(nnc__isa_best());
+}
+
+Test(nn_ops_conv_fast, small_path_matches_reference_generic) { check_small(NNC_ISA_GENERIC); }
+Test(nn_ops_conv_fast, small_path_matches_reference_avx2) { check_small(NNC_ISA_AVX2); }
+Test(nn_ops_conv_fast, small_path_matches_reference_avx512) { check_small(NNC_ISA_AVX512); }
+
+Test(nn_ops_conv_fast, small_path_taken_automatically_for_small_images)
+{
+    nnc__conv_shape big = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8};
+    nnc__conv_shape k16 = {8, 64, 8, 8, 16, 3, 3, 1, 1, 8, 8}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8};
+    cr_expect(!nnc__conv_use_small(&big, 0) && !nnc__conv_use_small(&big, 1));
+    cr_expect(nnc__conv_use_small(&s8, 0) && nnc__conv_use_small(&s8, 1));
+    cr_expect(!nnc__conv_use_small(&k16, 0), "16 output channels fill one vector only");
+    cr_expect(nnc__conv_use_small(&st2, 0) && !nnc__conv_use_small(&st2, 1));
+}
+
+Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)
+{
+    nnc__conv_set_path(3);
+    ccase c = {40, 12, 4, 4, 64, 3, 3, 1, 1, 1}; /* several groups and dW chunks */
+    conv_in in = make_in(&c, 19);
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    conv_out one = run_op(&c, &in);
+    for (int t = 2; t <= 4; t += 2) {
+        cr_assert_eq(nnc_set_threads(t), NNC_OK);
+        conv_out o = run_op(&c, &in);
+        expect_out_equal(t == 2 ? "small path, 2 threads" : "small path, 4 threads", &c, &o, &one);
+        free_out(&o);
+    }
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    free_out(&one);
+    free_in(&in);
+    nnc__conv_set_path(0);
 }

@@ -1,0 +1,337 @@
+/* nn/conv_small.c - conv2d for small images with output channels in the vector lanes (the
+ * channel-vectorised kernels of nn/conv_kern.inc), for layers where the shifted-GEMM kernel's
+ * padded wide rows leave most lanes idle (VGG's 8x8..2x2 stages, ResNet's 8x8 stage).
+ *
+ * Layouts, for a group of G images (x zero-padded, channel-major, images side by side):
+ *   Xp  [c][g][Hp*Wp]          in_cs = G*plane, plane = Hp*Wp, Hp = H + 2*pad, Wp = W + 2*pad
+ *   pixel i = (g, p, q) of the group's G*P*Q outputs reads Xp at poff[i] = g*plane + p*st*Wp + q*st
+ *   and tap t = (r, s) adds toff[t] = r*Wp + s.
+ *   forward:  O[i][k] = sum_{c,t} Xp[c][poff[i] + toff[t]] * Wk[c][t][k]   (Wk: w repacked, kp
+ *             = K rounded to 16), then O is transposed into y (N,K,P,Q) through the epilogue.
+ *   dX (stride 1, pad <= R-1, S-1): the same kernel on dy padded by R-1-pad rows / S-1-pad
+ *             columns, with the K channels as the reduction, C as the lanes and tap (r,s) at
+ *             (R-1-r)*Qp + (S-1-s); its H*W output pixels are exactly dx's.
+ *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
+ *             transposed to pixel-major; summed per chunk of groups, chunks added in order.
+ * Groups are tasks of nn/threads.h; results do not depend on the thread count.
+ *
+ * Thread-safety: like the ops; scratch is the calling thread's nnc__thread_scratch. */
+#include <string.h>
+
+#include "nn/conv_fast.h"
+#include "nn/threads.h"
+
+#define GROUP_FLOATS (128u << 10)  /* target size of a group's padded input */
+#define CB 32                      /* reduction channels per kernel call (weight panel in L1/L2) */
+#define PART_FLOATS (16u << 20)    /* cap on chunks * |dW| */
+#define MAX_CHUNKS 16
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
+{
+    return !backward || (cs->stride == 1 && cs->pad <= cs->r - 1 && cs->pad <= cs->s - 1);
+}
+
+typedef struct sgeo {
+    nnc__conv_shape cs;
+    int G, ngroups, hp, wp, ph, pw, T, kp, cp, np;
+    size_t plane, plane2, xsz, dysz, npixp, npixp2, ncolp;
+} sgeo;
+
+static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn)
+{
+    sgeo S;
+    memset(&S, 0, sizeof S);
+    S.cs = *cs;
+    S.hp = cs->h + 2 * cs->pad;
+    S.wp = cs->w + 2 * cs->pad;
+    S.plane = (size_t)S.hp * S.wp;
+    S.ph = cs->p + 2 * (cs->r - 1 - cs->pad);
+    S.pw = cs->q + 2 * (cs->s - 1 - cs->pad);
+    S.plane2 = S.ph > 0 && S.pw > 0 ? (size_t)S.ph * S.pw : 0;
+    S.T = cs->r * cs->s;
+    S.kp = (int)round_up((size_t)cs->k, 16);
+    S.cp = (int)round_up((size_t)cs->c, 16);
+    S.np = kn->np;
+    size_t per = (size_t)cs->c * S.plane;
+    S.G = (int)(GROUP_FLOATS / (per ? per : 1));
+    S.G = S.G < 1 ? 1 : S.G > cs->n ? cs->n : S.G;
+    S.ngroups = (cs->n + S.G - 1) / S.G;
+    S.xsz = (size_t)cs->c * S.G * S.plane + 16;
+    S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
+    S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
+    S.npixp2 = round_up((size_t)S.G * cs->h * cs->w, (size_t)S.np);
+    S.ncolp = round_up((size_t)cs->c * S.T, (size_t)S.np);
+    return S;
+}
+
+/* x (C,H,W) of image g -> its zero-padded planes in Xp. */
+static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
+{
+    const nnc__conv_shape *cs = &S->cs;
+    const size_t in_cs = (size_t)S->G * S->plane;
+    for (int c = 0; c < cs->c; c++) {
+        float *pl = xp + (size_t)c * in_cs + (size_t)g * S->plane;
+        memset(pl, 0, sizeof(float) * S->plane);
+        for (int h = 0; h < cs->h; h++)
+            memcpy(pl + (size_t)(h + cs->pad) * S->wp + cs->pad, x + ((size_t)c * cs->h + h) * cs->w,
+                   sizeof(float) * (size_t)cs->w);
+    }
+}
+
+/* src (rows x cols, row stride ld) -> dst[j*dld + i] = src[i*ld + j], in 8x8 blocks. */
+static void transpose(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld)
+{
+    for (int i0 = 0; i0 < rows; i0 += 8)
+        for (int j0 = 0; j0 < cols; j0 += 8) {
+            int i1 = i0 + 8 < rows ? i0 + 8 : rows, j1 = j0 + 8 < cols ? j0 + 8 : cols;
+            for (int j = j0; j < j1; j++)
+                for (int i = i0; i < i1; i++) dst[(size_t)j * dld + i] = src[(size_t)i * ld + j];
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * forward
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct sctx {
+    const sgeo *S;
+    const conv_kernels *kn;
+    const float *x, *dy, *wk, *wd;
+    const nnc__conv_epilogue *ep;
+    const int *poff, *toff, *poff2, *toff2;
+    const size_t *col;
+    float *y, *dx, *part, *scratch;
+    double *bpart;
+    int dx_fresh, nchunk;
+    size_t per_thread;
+} sctx;
+
+static void fwd_group(void *vctx, int grp, int thread)
+{
+    const sctx *f = vctx;
+    const sgeo *S = f->S;
+    const nnc__conv_shape *cs = &S->cs;
+    const int PQ = cs->p * cs->q, K = cs->k;
+    float *xp = f->scratch + (size_t)thread * f->per_thread, *o = xp + S->xsz, *row = o + S->npixp * S->kp;
+    int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
+    for (int g = 0; g < gn; g++) fill_xp(S, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xp, g);
+    const size_t in_cs = (size_t)S->G * S->plane, npix = round_up((size_t)gn * PQ, (size_t)S->np);
+    for (int c0 = 0; c0 < cs->c; c0 += CB)
+        f->kn->kvec(xp + (size_t)c0 * in_cs, in_cs, cs->c - c0 < CB ? cs->c - c0 : CB, f->toff, S->T, f->poff,
+                    (int)npix, f->wk + (size_t)c0 * S->T * S->kp, S->kp, o, (size_t)S->kp, c0 > 0);
+    for (int g = 0; g < gn; g++) {
+        size_t yoff = (size_t)(n0 + g) * K * PQ;
+        for (int k = 0; k < K; k++) {
+            const float *src = o + (size_t)g * PQ * S->kp + k;
+            for (int j = 0; j < PQ; j++) row[j] = src[(size_t)j * S->kp];
+            nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row, PQ, f->ep, k,
+                              f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
+        }
+    }
+}
+
+/* toff[t] = r*Wp + s and poff[i] for the group's pixels (padding entries 0). */
+static void offsets(const sgeo *S, int *toff, int *poff)
+{
+    const nnc__conv_shape *cs = &S->cs;
+    for (int t = 0; t < S->T; t++) toff[t] = (t / cs->s) * S->wp + t % cs->s;
+    size_t npix = (size_t)S->G * cs->p * cs->q;
+    for (size_t i = 0; i < S->npixp; i++) {
+        if (i >= npix) {
+            poff[i] = 0;
+            continue;
+        }
+        int g = (int)(i / ((size_t)cs->p * cs->q)), pq = (int)(i % ((size_t)cs->p * cs->q));
+        poff[i] = (int)((size_t)g * S->plane) + (pq / cs->q) * cs->stride * S->wp + (pq % cs->q) * cs->stride;
+    }
+}
+
+void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                             float *y)
+{
+    const conv_kernels *kn = nnc__conv_kernels();
+    sgeo S = make_sgeo(cs, kn);
+    const int C = cs->c, K = cs->k, T = S.T;
+    int width = nnc__parallel_width(S.ngroups);
+    size_t per_thread = S.xsz + S.npixp * S.kp + (size_t)cs->p * cs->q + 16;
+    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(int) * (size_t)T, sizeof(int) * S.npixp,
+                    sizeof(float) * per_thread * (size_t)width};
+    size_t bytes = 0;
+    for (int i = 0; i < 4; i++) bytes += round_up(sz[i], 64);
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    float *wk = (float *)base;
+    int *toff = (int *)(base + round_up(sz[0], 64)), *poff = (int *)((char *)toff + round_up(sz[1], 64));
+    float *scratch = (float *)((char *)poff + round_up(sz[2], 64));
+    /* wk[(c*T + t)*kp + k] = w[k][c][t] (0 past K) */
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T; t++) {
+            float *d = wk + ((size_t)c * T + t) * S.kp;
+            for (int k = 0; k < S.kp; k++) d[k] = k < K ? w[((size_t)k * C + c) * T + t] : 0.0f;
+        }
+    offsets(&S, toff, poff);
+    sctx f = {&S, kn, x, NULL, wk, NULL, ep, poff, toff, NULL, NULL, NULL, y, NULL, NULL, scratch, NULL, 0, 0,
+              per_thread};
+    nnc__parallel_for(S.ngroups, fwd_group, &f);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * backward: tasks are chunks of consecutive groups; each owns partial dW / db sums
+ * ------------------------------------------------------------------------------------------ */
+
+static void bwd_chunk(void *vctx, int chunk, int thread)
+{
+    const sctx *b = vctx;
+    const sgeo *S = b->S;
+    const nnc__conv_shape *cs = &S->cs;
+    const conv_kernels *kn = b->kn;
+    const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
+    float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dyp = dyt + S->npixp * S->kp;
+    float *dxt = dyp + S->dysz;
+    float *part = b->part ? b->part + (size_t)chunk * S->ncolp * S->kp : NULL;
+    double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
+    if (part) memset(part, 0, sizeof(float) * S->ncolp * S->kp);
+    if (bpart) memset(bpart, 0, sizeof(double) * (size_t)K);
+    const size_t dy_cs = (size_t)S->G * S->plane2;
+    int g0 = (int)((long long)chunk * S->ngroups / b->nchunk), g1 = (int)((long long)(chunk + 1) * S->ngroups / b->nchunk);
+    for (int grp = g0; grp < g1; grp++) {
+        int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
+        for (int g = 0; g < gn; g++) {
+            const float *dyn = b->dy + (size_t)(n0 + g) * K * PQ;
+            if (bpart)
+                for (int k = 0; k < K; k++) {
+                    double s = 0;
+                    for (int j = 0; j < PQ; j++) s += dyn[(size_t)k * PQ + j];
+                    bpart[k] += s;
+                }
+            if (part) {
+                fill_xp(S, b->x + (size_t)(n0 + g) * C * HW, xp, g);
+                float *d = dyt + (size_t)g * PQ * S->kp;
+                transpose(dyn, (size_t)PQ, K, PQ, d, (size_t)S->kp);
+                if (S->kp > K)
+                    for (int j = 0; j < PQ; j++) memset(d + (size_t)j * S->kp + K, 0, sizeof(float) * (size_t)(S->kp - K));
+            }
+            if (b->dx) {
+                const int pr = cs->r - 1 - cs->pad, pc = cs->s - 1 - cs->pad;
+                for (int k = 0; k < K; k++) {
+                    float *pl = dyp + (size_t)k * dy_cs + (size_t)g * S->plane2;
+                    memset(pl, 0, sizeof(float) * S->plane2);
+                    for (int p = 0; p < cs->p; p++)
+                        memcpy(pl + (size_t)(p + pr) * S->pw + pc, dyn + ((size_t)k * cs->p + p) * cs->q,
+                               sizeof(float) * (size_t)cs->q);
+                }
+            }
+        }
+        if (part)
+            kn->kvec_wgrad(xp, b->col, (int)S->ncolp, b->poff, gn * PQ, dyt, (size_t)S->kp, S->kp, part);
+        if (b->dx) {
+            size_t npix = round_up((size_t)gn * HW, (size_t)S->np);
+            for (int k0 = 0; k0 < K; k0 += CB)
+                kn->kvec(dyp + (size_t)k0 * dy_cs, dy_cs, K - k0 < CB ? K - k0 : CB, b->toff2, T, b->poff2, (int)npix,
+                         b->wd + (size_t)k0 * T * S->cp, S->cp, dxt, (size_t)S->cp, k0 > 0);
+            for (int g = 0; g < gn; g++) {
+                float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
+                const float *src = dxt + (size_t)g * HW * S->cp;
+                for (int c = 0; c < C; c++) {
+                    float *d = dxn + (size_t)c * HW;
+                    if (b->dx_fresh)
+                        for (int j = 0; j < HW; j++) d[j] = src[(size_t)j * S->cp + c];
+                    else
+                        for (int j = 0; j < HW; j++) d[j] += src[(size_t)j * S->cp + c];
+                }
+            }
+        }
+    }
+}
+
+typedef struct red_ctx {
+    float *dw;
+    const float *part;
+    const sgeo *S;
+    int nchunk;
+} red_ctx;
+
+/* dw[k][j] += sum over chunks in order of part[chunk][j*kp + k], for this task's slice of k. */
+static void reduce_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    const red_ctx *r = vctx;
+    const int K = r->S->cs.k, ncol = r->S->cs.c * r->S->T;
+    const size_t psz = r->S->ncolp * r->S->kp;
+    int k0 = K * task / 16, k1 = K * (task + 1) / 16;
+    for (int k = k0; k < k1; k++)
+        for (int j = 0; j < ncol; j++) {
+            const float *p = r->part + (size_t)j * r->S->kp + k;
+            float s = p[0];
+            for (int c = 1; c < r->nchunk; c++) s += p[(size_t)c * psz];
+            r->dw[(size_t)k * ncol + j] += s;
+        }
+}
+
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
+                              int dx_fresh, float *dw, float *db)
+{
+    if (!dx && !dw && !db) return;
+    NNC_ASSERT(!dx || nnc__conv_small_ok(cs, 1), "conv2d: the small-image input gradient needs stride 1, pad < kernel");
+    const conv_kernels *kn = nnc__conv_kernels();
+    sgeo S = make_sgeo(cs, kn);
+    const int C = cs->c, K = cs->k, T = S.T;
+    const size_t psz = S.ncolp * S.kp;
+    int nchunk = S.ngroups < MAX_CHUNKS ? S.ngroups : MAX_CHUNKS;
+    if (dw && (size_t)nchunk * psz > PART_FLOATS) nchunk = (int)(PART_FLOATS / psz) > 0 ? (int)(PART_FLOATS / psz) : 1;
+    int width = nnc__parallel_width(nchunk);
+    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + S.npixp2 * S.cp;
+    size_t sz[9] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
+                    sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
+                    sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
+                    sizeof(size_t) * S.ncolp,
+                    sizeof(int) * S.npixp,
+                    sizeof(int) * S.npixp2,
+                    sizeof(int) * (size_t)T * 2,
+                    sizeof(float) * per_thread * (size_t)width, 0};
+    size_t bytes = 0;
+    for (int i = 0; i < 8; i++) bytes += round_up(sz[i], 64);
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    void *slot[8];
+    for (int i = 0; i < 8; i++) {
+        slot[i] = base;
+        base += round_up(sz[i], 64);
+    }
+    double *bpart = db ? slot[0] : NULL;
+    float *part = dw ? slot[1] : NULL, *wd = slot[2], *scratch = slot[7];
+    size_t *col = slot[3];
+    int *poff = slot[4], *poff2 = slot[5], *toff = slot[6], *toff2 = toff + T;
+    offsets(&S, toff, poff);
+    for (size_t j = 0; j < S.ncolp; j++)
+        col[j] = j < (size_t)C * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
+    if (dx) {
+        /* wd[(k*T + t)*cp + c] = w[k][c][t]; tap (r,s) of pixel (h,w) reads dyp at (h+R-1-r, w+S-1-s) */
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < T; t++) {
+                float *d = wd + ((size_t)k * T + t) * S.cp;
+                for (int c = 0; c < S.cp; c++) d[c] = c < C ? w[((size_t)k * C + c) * T + t] : 0.0f;
+                toff2[t] = (cs->r - 1 - t / cs->s) * S.pw + (cs->s - 1 - t % cs->s);
+            }
+        size_t npix2 = (size_t)S.G * cs->h * cs->w;
+        for (size_t i = 0; i < S.npixp2; i++) {
+            int g = (int)(i / ((size_t)cs->h * cs->w)), hw = (int)(i % ((size_t)cs->h * cs->w));
+            poff2[i] = i < npix2 ? (int)((size_t)g * S.plane2) + (hw / cs->w) * S.pw + hw % cs->w : 0;
+        }
+    }
+    sctx b = {&S, kn, x, dy, NULL, wd, NULL, poff, toff, poff2, toff2, col, NULL, dx, part, scratch, bpart, dx_fresh,
+              nchunk, per_thread};
+    nnc__parallel_for(nchunk, bwd_chunk, &b);
+    if (dw) {
+        red_ctx r = {dw, part, &S, nchunk};
+        nnc__parallel_for(16, reduce_task, &r);
+    }
+    if (db)
+        for (int k = 0; k < K; k++) {
+            double s = 0;
+            for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
+            db[k] += (float)s;
+        }
+}
