@@ -13,7 +13,9 @@
  *             (R-1-r)*Qp + (S-1-s); its H*W output pixels are exactly dx's.
  *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
  *             transposed to pixel-major; summed per chunk of groups, chunks added in order.
- * Groups are tasks of nn/threads.h; results do not depend on the thread count.
+ * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
+ * only) are tasks, each a sequence of groups of about GROUP_PIXELS pixels, with its own dW
+ * partial sums, added in chunk order. Results do not depend on the thread count.
  *
  * Thread-safety: like the ops; scratch is the calling thread's nnc__thread_scratch. */
 #include <string.h>
@@ -25,6 +27,8 @@
 #define CB 32                      /* reduction channels per kernel call (weight panel in L1/L2) */
 #define PART_FLOATS (16u << 20)    /* cap on chunks * |dW| */
 #define MAX_CHUNKS 16
+#define CHUNK_PIXELS 4096          /* backward: output pixels per chunk (task) */
+#define GROUP_PIXELS 2048          /* backward: output pixels per group (one dW kernel call) */
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
@@ -39,7 +43,8 @@ typedef struct sgeo {
     size_t plane, plane2, xsz, dysz, npixp, npixp2, ncolp;
 } sgeo;
 
-static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn)
+/* Geometry for groups of G images (G <= 0: the forward's choice, a group's Xp near GROUP_FLOATS). */
+static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
 {
     sgeo S;
     memset(&S, 0, sizeof S);
@@ -55,7 +60,7 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn)
     S.cp = (int)round_up((size_t)cs->c, 16);
     S.np = kn->np;
     size_t per = (size_t)cs->c * S.plane;
-    S.G = (int)(GROUP_FLOATS / (per ? per : 1));
+    S.G = G > 0 ? G : (int)(GROUP_FLOATS / (per ? per : 1));
     S.G = S.G < 1 ? 1 : S.G > cs->n ? cs->n : S.G;
     S.ngroups = (cs->n + S.G - 1) / S.G;
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
@@ -152,7 +157,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
                              float *y)
 {
     const conv_kernels *kn = nnc__conv_kernels();
-    sgeo S = make_sgeo(cs, kn);
+    sgeo S = make_sgeo(cs, kn, 0);
     const int C = cs->c, K = cs->k, T = S.T;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + S.npixp * S.kp + (size_t)cs->p * cs->q + 16;
@@ -195,9 +200,9 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     if (part) memset(part, 0, sizeof(float) * S->ncolp * S->kp);
     if (bpart) memset(bpart, 0, sizeof(double) * (size_t)K);
     const size_t dy_cs = (size_t)S->G * S->plane2;
-    int g0 = (int)((long long)chunk * S->ngroups / b->nchunk), g1 = (int)((long long)(chunk + 1) * S->ngroups / b->nchunk);
-    for (int grp = g0; grp < g1; grp++) {
-        int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
+    int c0 = (int)((long long)chunk * cs->n / b->nchunk), c1 = (int)((long long)(chunk + 1) * cs->n / b->nchunk);
+    for (int n0 = c0; n0 < c1; n0 += S->G) {
+        int gn = n0 + S->G <= c1 ? S->G : c1 - n0;
         for (int g = 0; g < gn; g++) {
             const float *dyn = b->dy + (size_t)(n0 + g) * K * PQ;
             if (bpart)
@@ -276,11 +281,19 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     if (!dx && !dw && !db) return;
     NNC_ASSERT(!dx || nnc__conv_small_ok(cs, 1), "conv2d: the small-image input gradient needs stride 1, pad < kernel");
     const conv_kernels *kn = nnc__conv_kernels();
-    sgeo S = make_sgeo(cs, kn);
+    /* chunks of about CHUNK_PIXELS output pixels (at least 2 for 2 threads), each a sequence of
+     * groups of about GROUP_PIXELS: the dW tiles stay in registers over a whole group */
+    const int PQ = cs->p * cs->q, N = cs->n;
+    const size_t ncol = (size_t)cs->c * cs->r * cs->s, psz0 = round_up(ncol, (size_t)kn->np) * round_up((size_t)cs->k, 16);
+    int nchunk = (int)((size_t)N * PQ / CHUNK_PIXELS);
+    nchunk = nchunk < 2 ? 2 : nchunk > MAX_CHUNKS ? MAX_CHUNKS : nchunk;
+    if (dw && (size_t)nchunk * psz0 > PART_FLOATS) nchunk = (int)(PART_FLOATS / psz0) > 1 ? (int)(PART_FLOATS / psz0) : 2;
+    if (nchunk > N) nchunk = N;
+    int per_chunk = (N + nchunk - 1) / nchunk, G = (GROUP_PIXELS + PQ - 1) / PQ;
+    G = G > per_chunk ? per_chunk : G;
+    sgeo S = make_sgeo(cs, kn, G);
     const int C = cs->c, K = cs->k, T = S.T;
     const size_t psz = S.ncolp * S.kp;
-    int nchunk = S.ngroups < MAX_CHUNKS ? S.ngroups : MAX_CHUNKS;
-    if (dw && (size_t)nchunk * psz > PART_FLOATS) nchunk = (int)(PART_FLOATS / psz) > 0 ? (int)(PART_FLOATS / psz) : 1;
     int width = nnc__parallel_width(nchunk);
     size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + S.npixp2 * S.cp;
     size_t sz[9] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),

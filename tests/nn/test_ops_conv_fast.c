@@ -354,6 +354,7 @@ static const ccase small_cases[] = {
     {2, 40, 5, 5, 96, 3, 3, 1, 0, 1},  /* pad 0 */
     {2, 9, 6, 6, 17, 5, 5, 1, 2, 0},   /* 5x5 taps */
     {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
+    {2, 16, 24, 20, 32, 3, 3, 1, 1, 0}, /* larger image: several groups per dW chunk */
 };
 
 static void check_small(nnc__isa_level lvl)
@@ -387,13 +388,13 @@ Test(nn_ops_conv_fast, small_path_matches_reference_generic) { check_small(NNC_I
 Test(nn_ops_conv_fast, small_path_matches_reference_avx2) { check_small(NNC_ISA_AVX2); }
 Test(nn_ops_conv_fast, small_path_matches_reference_avx512) { check_small(NNC_ISA_AVX512); }
 
-Test(nn_ops_conv_fast, small_path_taken_automatically_for_small_images)
+Test(nn_ops_conv_fast, small_path_taken_automatically_where_it_is_faster)
 {
-    nnc__conv_shape big = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8};
-    nnc__conv_shape k16 = {8, 64, 8, 8, 16, 3, 3, 1, 1, 8, 8}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8};
-    cr_expect(!nnc__conv_use_small(&big, 0) && !nnc__conv_use_small(&big, 1));
+    nnc__conv_shape k16 = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8};
+    nnc__conv_shape c3 = {8, 3, 32, 32, 64, 3, 3, 1, 1, 32, 32}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8};
+    cr_expect(!nnc__conv_use_small(&k16, 0) && !nnc__conv_use_small(&k16, 1), "16 output channels fill one vector only");
     cr_expect(nnc__conv_use_small(&s8, 0) && nnc__conv_use_small(&s8, 1));
-    cr_expect(!nnc__conv_use_small(&k16, 0), "16 output channels fill one vector only");
+    cr_expect(!nnc__conv_use_small(&c3, 0), "3 input channels: too short a reduction");
     cr_expect(nnc__conv_use_small(&st2, 0) && !nnc__conv_use_small(&st2, 1));
 }
 
