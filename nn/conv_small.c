@@ -8,9 +8,11 @@
  *   and tap t = (r, s) adds toff[t] = r*Wp + s.
  *   forward:  O[i][k] = sum_{c,t} Xp[c][poff[i] + toff[t]] * Wk[c][t][k]   (Wk: w repacked, kp
  *             = K rounded to 16), then O is transposed into y (N,K,P,Q) through the epilogue.
- *   dX (stride 1, pad <= R-1, S-1): the same kernel on dy padded by R-1-pad rows / S-1-pad
- *             columns, with the K channels as the reduction, C as the lanes and tap (r,s) at
- *             (R-1-r)*Qp + (S-1-s); its H*W output pixels are exactly dx's.
+ *   dX:       the same kernel on dy zero-padded by ep = ceil(R/st)-1 rows and eq columns in
+ *             front, with the K channels as the reduction and C as the lanes, once per stride
+ *             phase (a,b): pixel (h,w) with ((h+pad)%st, (w+pad)%st) = (a,b) reads dyp at
+ *             ((h+pad-a)/st)*Pw + (w+pad-b)/st, tap (a+st*m, b+st*n) adds (ep-m)*Pw + (eq-n);
+ *             the pixels, grouped by phase, are exactly dx's H*W.
  *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
  *             transposed to pixel-major; summed per chunk of groups, chunks added in order.
  * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
@@ -34,12 +36,13 @@ static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
 {
-    return !backward || (cs->stride == 1 && cs->pad <= cs->r - 1 && cs->pad <= cs->s - 1);
+    (void)backward;
+    return cs->n >= 1 && cs->c >= 1 && cs->k >= 1;
 }
 
 typedef struct sgeo {
     nnc__conv_shape cs;
-    int G, ngroups, hp, wp, ph, pw, T, kp, cp, np;
+    int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np, nph;
     size_t plane, plane2, xsz, dysz, npixp, npixp2, ncolp;
 } sgeo;
 
@@ -52,9 +55,13 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.hp = cs->h + 2 * cs->pad;
     S.wp = cs->w + 2 * cs->pad;
     S.plane = (size_t)S.hp * S.wp;
-    S.ph = cs->p + 2 * (cs->r - 1 - cs->pad);
-    S.pw = cs->q + 2 * (cs->s - 1 - cs->pad);
-    S.plane2 = S.ph > 0 && S.pw > 0 ? (size_t)S.ph * S.pw : 0;
+    const int st = cs->stride, rp = (cs->h - 1 + cs->pad) / st + 1, cq = (cs->w - 1 + cs->pad) / st + 1;
+    S.ep = (cs->r + st - 1) / st - 1;
+    S.eq = (cs->s + st - 1) / st - 1;
+    S.ph = (rp > cs->p ? rp : cs->p) + S.ep;
+    S.pw = (cq > cs->q ? cq : cs->q) + S.eq;
+    S.plane2 = (size_t)S.ph * S.pw;
+    S.nph = st * st;
     S.T = cs->r * cs->s;
     S.kp = (int)round_up((size_t)cs->k, 16);
     S.cp = (int)round_up((size_t)cs->c, 16);
@@ -66,7 +73,7 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
     S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
     S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
-    S.npixp2 = round_up((size_t)S.G * cs->h * cs->w, (size_t)S.np);
+    S.npixp2 = round_up((size_t)S.G * cs->h * cs->w, (size_t)S.np) + (size_t)S.nph * S.np; /* per-phase rounding */
     S.ncolp = round_up((size_t)cs->c * S.T, (size_t)S.np);
     return S;
 }
@@ -106,6 +113,7 @@ typedef struct sctx {
     const float *x, *dy, *wk, *wd;
     const nnc__conv_epilogue *ep;
     const int *poff, *toff, *poff2, *toff2;
+    const int *ph_nt, *ph_row, *ph_np, *ph_wofs, *pix_dst; /* dX phases (see nnc__conv_small_backward) */
     const size_t *col;
     float *y, *dx, *part, *scratch;
     double *bpart;
@@ -177,8 +185,8 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
             for (int k = 0; k < S.kp; k++) d[k] = k < K ? w[((size_t)k * C + c) * T + t] : 0.0f;
         }
     offsets(&S, toff, poff);
-    sctx f = {&S, kn, x, NULL, wk, NULL, ep, poff, toff, NULL, NULL, NULL, y, NULL, NULL, scratch, NULL, 0, 0,
-              per_thread};
+    sctx f = {&S,   kn,   x,    NULL, wk,   NULL, ep,      poff, toff, NULL, NULL, NULL, NULL,      NULL,
+              NULL, NULL, NULL, y,    NULL, NULL, scratch, NULL, 0,    0,    per_thread};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
 }
 
@@ -218,34 +226,41 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                 if (S->kp > K)
                     for (int j = 0; j < PQ; j++) memset(d + (size_t)j * S->kp + K, 0, sizeof(float) * (size_t)(S->kp - K));
             }
-            if (b->dx) {
-                const int pr = cs->r - 1 - cs->pad, pc = cs->s - 1 - cs->pad;
+            if (b->dx)
                 for (int k = 0; k < K; k++) {
                     float *pl = dyp + (size_t)k * dy_cs + (size_t)g * S->plane2;
                     memset(pl, 0, sizeof(float) * S->plane2);
                     for (int p = 0; p < cs->p; p++)
-                        memcpy(pl + (size_t)(p + pr) * S->pw + pc, dyn + ((size_t)k * cs->p + p) * cs->q,
+                        memcpy(pl + (size_t)(p + S->ep) * S->pw + S->eq, dyn + ((size_t)k * cs->p + p) * cs->q,
                                sizeof(float) * (size_t)cs->q);
                 }
-            }
         }
         if (part)
             kn->kvec_wgrad(xp, b->col, (int)S->ncolp, b->poff, gn * PQ, dyt, (size_t)S->kp, S->kp, part);
         if (b->dx) {
-            size_t npix = round_up((size_t)gn * HW, (size_t)S->np);
-            for (int k0 = 0; k0 < K; k0 += CB)
-                kn->kvec(dyp + (size_t)k0 * dy_cs, dy_cs, K - k0 < CB ? K - k0 : CB, b->toff2, T, b->poff2, (int)npix,
-                         b->wd + (size_t)k0 * T * S->cp, S->cp, dxt, (size_t)S->cp, k0 > 0);
-            for (int g = 0; g < gn; g++) {
-                float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
-                const float *src = dxt + (size_t)g * HW * S->cp;
-                for (int c = 0; c < C; c++) {
-                    float *d = dxn + (size_t)c * HW;
-                    if (b->dx_fresh)
-                        for (int j = 0; j < HW; j++) d[j] = src[(size_t)j * S->cp + c];
-                    else
-                        for (int j = 0; j < HW; j++) d[j] += src[(size_t)j * S->cp + c];
+            for (int ph = 0; ph < S->nph; ph++) {
+                const int nt = b->ph_nt[ph];
+                float *o = dxt + (size_t)b->ph_row[ph] * S->cp;
+                if (!nt) {
+                    memset(o, 0, sizeof(float) * (size_t)b->ph_np[ph] * S->cp);
+                    continue;
                 }
+                const float *wd = b->wd + b->ph_wofs[ph];
+                for (int k0 = 0; k0 < K; k0 += CB)
+                    kn->kvec(dyp + (size_t)k0 * dy_cs, dy_cs, K - k0 < CB ? K - k0 : CB, b->toff2 + ph * T, nt,
+                             b->poff2 + b->ph_row[ph], b->ph_np[ph], wd + (size_t)k0 * nt * S->cp, S->cp, o,
+                             (size_t)S->cp, k0 > 0);
+            }
+            const int rows = b->ph_row[S->nph - 1] + b->ph_np[S->nph - 1];
+            for (int i = 0; i < rows; i++) {
+                const int d = b->pix_dst[i];
+                if (d < 0 || d / HW >= gn) continue;
+                float *dxn = b->dx + (size_t)(n0 + d / HW) * C * HW + d % HW;
+                const float *src = dxt + (size_t)i * S->cp;
+                if (b->dx_fresh)
+                    for (int c = 0; c < C; c++) dxn[(size_t)c * HW] = src[c];
+                else
+                    for (int c = 0; c < C; c++) dxn[(size_t)c * HW] += src[c];
             }
         }
     }
@@ -279,7 +294,6 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
                               int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return;
-    NNC_ASSERT(!dx || nnc__conv_small_ok(cs, 1), "conv2d: the small-image input gradient needs stride 1, pad < kernel");
     const conv_kernels *kn = nnc__conv_kernels();
     /* chunks of about CHUNK_PIXELS output pixels (at least 2 for 2 threads), each a sequence of
      * groups of about GROUP_PIXELS: the dW tiles stay in registers over a whole group */
@@ -301,8 +315,8 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
                     sizeof(size_t) * S.ncolp,
                     sizeof(int) * S.npixp,
-                    sizeof(int) * S.npixp2,
-                    sizeof(int) * (size_t)T * 2,
+                    sizeof(int) * S.npixp2 * 2,
+                    sizeof(int) * ((size_t)T * (1 + S.nph) + 4 * (size_t)S.nph),
                     sizeof(float) * per_thread * (size_t)width, 0};
     size_t bytes = 0;
     for (int i = 0; i < 8; i++) bytes += round_up(sz[i], 64);
@@ -316,26 +330,59 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     double *bpart = db ? slot[0] : NULL;
     float *part = dw ? slot[1] : NULL, *wd = slot[2], *scratch = slot[7];
     size_t *col = slot[3];
-    int *poff = slot[4], *poff2 = slot[5], *toff = slot[6], *toff2 = toff + T;
+    int *poff = slot[4], *poff2 = slot[5], *pix_dst = poff2 + S.npixp2, *toff = slot[6], *toff2 = toff + T;
+    int *ph_nt = toff2 + (size_t)S.nph * T, *ph_row = ph_nt + S.nph, *ph_np = ph_row + S.nph, *ph_wofs = ph_np + S.nph;
     offsets(&S, toff, poff);
     for (size_t j = 0; j < S.ncolp; j++)
         col[j] = j < (size_t)C * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
     if (dx) {
-        /* wd[(k*T + t)*cp + c] = w[k][c][t]; tap (r,s) of pixel (h,w) reads dyp at (h+R-1-r, w+S-1-s) */
-        for (int k = 0; k < K; k++)
+        /* phase ph = a*st + b: its taps (a + st*m, b + st*n) in toff2[ph*T..] and packed weights
+         * wd[ph_wofs[ph] + (k*nt + i)*cp + c] = w[k][c][tap i]; its pixels are dxt rows
+         * [ph_row[ph], +ph_np[ph]) (a multiple of np), pix_dst = image*HW + h*W + w or -1 */
+        const int st = cs->stride, HW = cs->h * cs->w;
+        int wofs = 0, row = 0;
+        for (int ph = 0; ph < S.nph; ph++) {
+            const int a = ph / st, bb = ph % st;
+            int nt = 0;
             for (int t = 0; t < T; t++) {
-                float *d = wd + ((size_t)k * T + t) * S.cp;
-                for (int c = 0; c < S.cp; c++) d[c] = c < C ? w[((size_t)k * C + c) * T + t] : 0.0f;
-                toff2[t] = (cs->r - 1 - t / cs->s) * S.pw + (cs->s - 1 - t % cs->s);
+                int r = t / cs->s, sc = t % cs->s;
+                if (r % st != a || sc % st != bb) continue;
+                toff2[ph * T + nt] = (S.ep - r / st) * S.pw + (S.eq - sc / st);
+                nt++;
             }
-        size_t npix2 = (size_t)S.G * cs->h * cs->w;
-        for (size_t i = 0; i < S.npixp2; i++) {
-            int g = (int)(i / ((size_t)cs->h * cs->w)), hw = (int)(i % ((size_t)cs->h * cs->w));
-            poff2[i] = i < npix2 ? (int)((size_t)g * S.plane2) + (hw / cs->w) * S.pw + hw % cs->w : 0;
+            ph_nt[ph] = nt;
+            ph_wofs[ph] = wofs;
+            for (int k = 0; k < K; k++) {
+                int i = 0;
+                for (int t = 0; t < T; t++) {
+                    int r = t / cs->s, sc = t % cs->s;
+                    if (r % st != a || sc % st != bb) continue;
+                    float *d = wd + wofs + ((size_t)k * nt + i) * S.cp;
+                    for (int c = 0; c < S.cp; c++) d[c] = c < C ? w[((size_t)k * C + c) * T + t] : 0.0f;
+                    i++;
+                }
+            }
+            wofs += K * nt * S.cp;
+            ph_row[ph] = row;
+            int n = 0;
+            for (int g = 0; g < S.G; g++)
+                for (int hw = 0; hw < HW; hw++) {
+                    int hh = hw / cs->w + cs->pad, ww = hw % cs->w + cs->pad;
+                    if (hh % st != a || ww % st != bb) continue;
+                    poff2[row + n] = (int)((size_t)g * S.plane2) + ((hh - a) / st) * S.pw + (ww - bb) / st;
+                    pix_dst[row + n] = g * HW + hw;
+                    n++;
+                }
+            for (; n % S.np; n++) {
+                poff2[row + n] = 0;
+                pix_dst[row + n] = -1;
+            }
+            ph_np[ph] = n;
+            row += n;
         }
     }
-    sctx b = {&S, kn, x, dy, NULL, wd, NULL, poff, toff, poff2, toff2, col, NULL, dx, part, scratch, bpart, dx_fresh,
-              nchunk, per_thread};
+    sctx b = {&S,    kn,     x,     dy,      NULL,    wd,  NULL, poff, toff,    poff2,   toff2,  ph_nt,
+              ph_row, ph_np, ph_wofs, pix_dst, col, NULL, dx,   part, scratch, bpart, dx_fresh, nchunk, per_thread};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
