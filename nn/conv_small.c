@@ -113,7 +113,7 @@ typedef struct sctx {
     const float *x, *dy, *wk, *wd;
     const nnc__conv_epilogue *ep;
     const int *poff, *toff, *poff2, *toff2;
-    const int *ph_nt, *ph_row, *ph_np, *ph_wofs, *pix_dst; /* dX phases (see nnc__conv_small_backward) */
+    const int *ph_nt, *ph_row, *ph_np, *ph_cnt, *ph_wofs, *pix_dst; /* dX phases (nnc__conv_small_backward) */
     const size_t *col;
     float *y, *dx, *part, *scratch;
     double *bpart;
@@ -185,8 +185,8 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
             for (int k = 0; k < S.kp; k++) d[k] = k < K ? w[((size_t)k * C + c) * T + t] : 0.0f;
         }
     offsets(&S, toff, poff);
-    sctx f = {&S,   kn,   x,    NULL, wk,   NULL, ep,      poff, toff, NULL, NULL, NULL, NULL,      NULL,
-              NULL, NULL, NULL, y,    NULL, NULL, scratch, NULL, 0,    0,    per_thread};
+    sctx f = {&S,   kn,   x,    NULL, wk,   NULL, ep,   poff,    toff, NULL, NULL, NULL, NULL, NULL,
+              NULL, NULL, NULL, NULL, y,    NULL, NULL, scratch, NULL, 0,    0,    per_thread};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
 }
 
@@ -251,16 +251,22 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                              b->poff2 + b->ph_row[ph], b->ph_np[ph], wd + (size_t)k0 * nt * S->cp, S->cp, o,
                              (size_t)S->cp, k0 > 0);
             }
-            const int rows = b->ph_row[S->nph - 1] + b->ph_np[S->nph - 1];
-            for (int i = 0; i < rows; i++) {
-                const int d = b->pix_dst[i];
-                if (d < 0 || d / HW >= gn) continue;
-                float *dxn = b->dx + (size_t)(n0 + d / HW) * C * HW + d % HW;
-                const float *src = dxt + (size_t)i * S->cp;
-                if (b->dx_fresh)
-                    for (int c = 0; c < C; c++) dxn[(size_t)c * HW] = src[c];
-                else
-                    for (int c = 0; c < C; c++) dxn[(size_t)c * HW] += src[c];
+            /* dxt rows of image g in phase ph: ph_row[ph] + g*ph_cnt[ph] + j; channel-outer so
+             * that the writes stay in one plane */
+            for (int g = 0; g < gn; g++) {
+                float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
+                for (int c = 0; c < C; c++) {
+                    float *d = dxn + (size_t)c * HW;
+                    for (int ph = 0; ph < S->nph; ph++) {
+                        const int r0 = b->ph_row[ph] + g * b->ph_cnt[ph], cnt = b->ph_cnt[ph];
+                        const float *src = dxt + (size_t)r0 * S->cp + c;
+                        const int *dst = b->pix_dst + r0;
+                        if (b->dx_fresh)
+                            for (int j = 0; j < cnt; j++) d[dst[j] - g * HW] = src[(size_t)j * S->cp];
+                        else
+                            for (int j = 0; j < cnt; j++) d[dst[j] - g * HW] += src[(size_t)j * S->cp];
+                    }
+                }
             }
         }
     }
@@ -316,7 +322,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
                     sizeof(size_t) * S.ncolp,
                     sizeof(int) * S.npixp,
                     sizeof(int) * S.npixp2 * 2,
-                    sizeof(int) * ((size_t)T * (1 + S.nph) + 4 * (size_t)S.nph),
+                    sizeof(int) * ((size_t)T * (1 + S.nph) + 5 * (size_t)S.nph),
                     sizeof(float) * per_thread * (size_t)width, 0};
     size_t bytes = 0;
     for (int i = 0; i < 8; i++) bytes += round_up(sz[i], 64);
@@ -332,6 +338,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     size_t *col = slot[3];
     int *poff = slot[4], *poff2 = slot[5], *pix_dst = poff2 + S.npixp2, *toff = slot[6], *toff2 = toff + T;
     int *ph_nt = toff2 + (size_t)S.nph * T, *ph_row = ph_nt + S.nph, *ph_np = ph_row + S.nph, *ph_wofs = ph_np + S.nph;
+    int *ph_cnt = ph_wofs + S.nph;
     offsets(&S, toff, poff);
     for (size_t j = 0; j < S.ncolp; j++)
         col[j] = j < (size_t)C * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
@@ -373,6 +380,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
                     pix_dst[row + n] = g * HW + hw;
                     n++;
                 }
+            ph_cnt[ph] = n / S.G;
             for (; n % S.np; n++) {
                 poff2[row + n] = 0;
                 pix_dst[row + n] = -1;
@@ -381,8 +389,8 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
             row += n;
         }
     }
-    sctx b = {&S,    kn,     x,     dy,      NULL,    wd,  NULL, poff, toff,    poff2,   toff2,  ph_nt,
-              ph_row, ph_np, ph_wofs, pix_dst, col, NULL, dx,   part, scratch, bpart, dx_fresh, nchunk, per_thread};
+    sctx b = {&S,    kn,    x,      dy,      NULL,    wd,  NULL, poff, toff, poff2,   toff2, ph_nt,    ph_row,
+              ph_np, ph_cnt, ph_wofs, pix_dst, col, NULL, dx,   part, scratch, bpart, dx_fresh, nchunk, per_thread};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
