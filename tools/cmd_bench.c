@@ -158,6 +158,7 @@ int cmd_bench(int argc, char **argv)
     if (!s.x || !s.labels) st = nnc__fail(NNC_ENOMEM, "bench: out of memory for the batch");
     if (!st) st = nnc_sgd_new(nnc_model_params(s.model), &oc, &s.opt);
     if (!st) st = nnc_graph_new(0, &s.graph);
+    if (!st) nnc_graph_set_recycle(s.graph, 1); /* as the trainer does (dist/replica.c) */
     if (!st) {
         nnc_rng rng;
         nnc_rng_seed(&rng, (uint64_t)seed, 7);
