@@ -2,6 +2,7 @@
 # tools/bench.sh - nnc vs PyTorch, side by side (make bench; PERF.md "How to measure").
 #   tools/bench.sh [NNC_BINARY]            (default build/nnc)
 # Environment: ROUNDS (5), MODELS ("resnet20 vgg16"), THREADS ("1 2"), BATCH (128),
+#   WORKERS (4; 0 skips the multi-worker run), WORKER_SECONDS (60),
 #   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine).
 # Each round runs, for every model, `nnc bench` at every thread count and then one
 # torch_bench.py measurement (1 and 2 threads), so both share the machine's noise; the table
@@ -65,12 +66,21 @@ for m in $MODELS; do
     echo "mem $m $a $b" >>"$OUT"
 done
 
+# Multi-worker throughput: WORKERS MGRAWA workers (1 kernel thread each) against one replica on
+# all cores, each trained WORKER_SECONDS through nnc_train (tools/bench_workers.c).
+WORKERS=${WORKERS:-4}
+if [ "$WORKERS" -gt 0 ]; then
+    line=$(OPENBLAS_NUM_THREADS=1 "$NNC" bench --model resnet20 --batch "$BATCH" --workers "$WORKERS" --threads 0 \
+        --seconds "${WORKER_SECONDS:-60}" --json | tail -1)
+    echo "workers $line" >>"$OUT"
+fi
+
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, statistics, sys
 nnc, torch = {}, {}
 for line in open(sys.argv[1]):
     f = line.split(None, 2)
-    if f[0] == "mem":
+    if f[0] in ("mem", "workers"):
         continue
     if f[0] == "nnc":
         j = json.loads(f[2])
@@ -100,4 +110,10 @@ for line in open(sys.argv[1]):
     b = int(f[3]) / 1024 if f[3] != "-" else None
     tb, ratio = (f"{b:10.0f}", f"{a / b:6.2f}") if b else (f"{'-':>10s}", f"{'-':>6s}")
     print(f"{f[1]:9s} {'':40s} {a:8.0f} {tb} {ratio}")
+for line in open(sys.argv[1]):
+    if line.startswith("workers "):
+        j = json.loads(line.split(None, 1)[1])
+        print(f"\n{j['model']}: {j['workers']} {j['algo']} workers (1 thread each) {j['workers_images_per_sec']:.1f} img/s "
+              f"aggregate vs one replica on {j['threads']} threads {j['single_images_per_sec']:.1f} img/s = "
+              f"{j['ratio']:.3f}x; synchronizer {100 * j['sync_share']:.3f}% of {j['seconds']:.0f} s ({j['rounds']} rounds)")
 PY
