@@ -7,6 +7,7 @@
  * reported figure is the median over runs. --json ends the output with one JSON object line. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include "nn/nnc.h"
@@ -103,11 +104,14 @@ int cmd_bench(int argc, char **argv)
     int layers = 0;
     const char *conv_path = "auto";
     double peak = 246.6;
+    int workers = 0;
+    double seconds = 60;
+    const char *algo = "mgrawa";
     long seed = 1;
     flag_spec flags[] = {
         {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; see nnc models)", 0},
         {"batch", FLAG_INT, &batch, "batch size N of the random (N,C,S,S) batch", 0},
-        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads)", 0},
+        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads); 0 = all cores", 0},
         {"runs", FLAG_INT, &runs, "timed runs; the median is reported", 0},
         {"warmup", FLAG_INT, &warmup, "untimed steps before the runs", 0},
         {"iters", FLAG_INT, &iters, "steps per timed run", 0},
@@ -119,8 +123,12 @@ int cmd_bench(int argc, char **argv)
         {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
         {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
         {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (PERF.md)", 0},
+        {"workers", FLAG_INT, &workers, "instead: train M workers (1 thread each) vs one replica (--threads) "
+                                        "through nnc_train on synthetic CIFAR-shaped data", 0},
+        {"algo", FLAG_STR, &algo, "--workers: the algorithm (mgrawa, lgrawa, easgd, lsgd, local-sgd, dp)", 0},
+        {"seconds", FLAG_DOUBLE, &seconds, "--workers: training seconds of each of the two runs", 0},
     };
-    flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json | --layers]",
+    flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json | --layers | --workers M]",
                     "Measure training (forward + cross-entropy + backward + SGD momentum 0.9, weight "
                     "decay 5e-4) and eval-mode inference throughput on a random batch with random labels; "
                     "prints medians over runs (warm-up excluded) and the process's peak RSS.",
@@ -128,7 +136,7 @@ int cmd_bench(int argc, char **argv)
     int rc = flags_parse(&t, argc - 1, argv + 1);
     if (rc) return rc == 1 ? EXIT_OK : rc;
     const struct { const char *name; int v, lo; } checks[] = {
-        {"batch", batch, 1}, {"threads", threads, 1}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
+        {"batch", batch, 1}, {"threads", threads, 0}, {"workers", workers, 0}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
         {"image-size", image, 0}};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].v < checks[i].lo) {
@@ -144,6 +152,14 @@ int cmd_bench(int argc, char **argv)
     if (!(peak > 0)) {
         cli_error("--peak-gflops: expected a number > 0, found %g", peak);
         return EXIT_USAGE;
+    }
+    if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers > 0) {
+        if (!(seconds > 0)) {
+            cli_error("--seconds: expected a number > 0, found %g", seconds);
+            return EXIT_USAGE;
+        }
+        return bench_workers(model, workers, algo, threads, batch, seconds, seed, json);
     }
     int st = nnc_set_threads(threads);
     if (st) {
@@ -182,6 +198,7 @@ int cmd_bench(int argc, char **argv)
     if (!s.x || !s.labels) st = nnc__fail(NNC_ENOMEM, "bench: out of memory for the batch");
     if (!st) st = nnc_sgd_new(nnc_model_params(s.model), &oc, &s.opt);
     if (!st) st = nnc_graph_new(0, &s.graph);
+    if (!st) nnc_graph_set_recycle(s.graph, 1); /* as the trainer does (dist/replica.c) */
     if (!st) {
         nnc_rng rng;
         nnc_rng_seed(&rng, (uint64_t)seed, 7);
