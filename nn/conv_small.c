@@ -29,6 +29,7 @@
 #define CB 32                      /* reduction channels per kernel call (weight panel in L1/L2) */
 #define PART_FLOATS (16u << 20)    /* cap on chunks * |dW| */
 #define MAX_CHUNKS 16
+#define MIN_TASKS 8                /* tasks to share out over the threads (2 for huge dW) */
 #define CHUNK_PIXELS 4096          /* backward: output pixels per chunk (task) */
 #define GROUP_PIXELS 2048          /* backward: output pixels per group (one dW kernel call) */
 
@@ -67,8 +68,11 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.cp = (int)round_up((size_t)cs->c, 16);
     S.np = kn->np;
     size_t per = (size_t)cs->c * S.plane;
-    S.G = G > 0 ? G : (int)(GROUP_FLOATS / (per ? per : 1));
-    S.G = S.G < 1 ? 1 : S.G > cs->n ? cs->n : S.G;
+    if (G <= 0) { /* forward: Xp near GROUP_FLOATS, and at least MIN_TASKS groups to share out */
+        G = (int)(GROUP_FLOATS / (per ? per : 1));
+        if (G > (cs->n + MIN_TASKS - 1) / MIN_TASKS) G = (cs->n + MIN_TASKS - 1) / MIN_TASKS;
+    }
+    S.G = G < 1 ? 1 : G > cs->n ? cs->n : G;
     S.ngroups = (cs->n + S.G - 1) / S.G;
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
     S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
@@ -301,12 +305,12 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
 {
     if (!dx && !dw && !db) return;
     const conv_kernels *kn = nnc__conv_kernels();
-    /* chunks of about CHUNK_PIXELS output pixels (at least 2 for 2 threads), each a sequence of
+    /* chunks of about CHUNK_PIXELS output pixels (at least MIN_TASKS, 2 for huge dW), each a sequence of
      * groups of about GROUP_PIXELS: the dW tiles stay in registers over a whole group */
     const int PQ = cs->p * cs->q, N = cs->n;
     const size_t ncol = (size_t)cs->c * cs->r * cs->s, psz0 = round_up(ncol, (size_t)kn->np) * round_up((size_t)cs->k, 16);
-    int nchunk = (int)((size_t)N * PQ / CHUNK_PIXELS);
-    nchunk = nchunk < 2 ? 2 : nchunk > MAX_CHUNKS ? MAX_CHUNKS : nchunk;
+    int nchunk = (int)((size_t)N * PQ / CHUNK_PIXELS), lo = psz0 > (1u << 20) ? 2 : MIN_TASKS;
+    nchunk = nchunk < lo ? lo : nchunk > MAX_CHUNKS ? MAX_CHUNKS : nchunk;
     if (dw && (size_t)nchunk * psz0 > PART_FLOATS) nchunk = (int)(PART_FLOATS / psz0) > 1 ? (int)(PART_FLOATS / psz0) : 2;
     if (nchunk > N) nchunk = N;
     int per_chunk = (N + nchunk - 1) / nchunk, G = (GROUP_PIXELS + PQ - 1) / PQ;
