@@ -114,6 +114,8 @@ typedef struct conv_kernels {
     /* dw[j*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[i*dy_ps + k]    j < ncol, k < kp */
     void (*kvec_wgrad)(const float *in, const size_t *col, int ncol, const int *poff, int npix, const float *dyt,
                        size_t dy_ps, int kp, float *dw);
+    /* dst[j*dld + i] = src[i*ld + j] for i < rows, j < cols (layout changes around kvec) */
+    void (*transpose)(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld);
 } conv_kernels;
 
 /* The kernels for the current ISA level (nn/cpu.h). */

@@ -16,8 +16,20 @@ static inline v4f g_load(const float *p)
 static inline void g_store(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 static inline float g_hsum(v4f v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
+/* dst[j*dld + i] = src[i*ld + j] for i < rows, j < cols (8x8 blocks) */
+static void transpose_generic(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld)
+{
+    for (int i0 = 0; i0 < rows; i0 += 8)
+        for (int j0 = 0; j0 < cols; j0 += 8) {
+            int i1 = i0 + 8 < rows ? i0 + 8 : rows, j1 = j0 + 8 < cols ? j0 + 8 : cols;
+            for (int j = j0; j < j1; j++)
+                for (int i = i0; i < i1; i++) dst[(size_t)j * dld + i] = src[(size_t)i * ld + j];
+        }
+}
+
 #define SFX generic
 #define TGT
+#define TRANSPOSE transpose_generic
 #define V v4f
 #define L 4
 #define KB 4
@@ -45,8 +57,55 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
 }
+
+/* One 8x8 block: d[j*dld + i] = s[i*ld + j] (unpack, shuffle, lane permute). */
+__attribute__((target("avx2,fma"))) static inline void tr8x8(const float *s, size_t ld, float *d, size_t dld)
+{
+    __m256 r[8], t[8], u[8];
+    for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(s + (size_t)k * ld);
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+        u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_ps(d + (size_t)k * dld, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+        _mm256_storeu_ps(d + (size_t)(k + 4) * dld, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+    }
+}
+
+/* transpose_generic with 8x8 AVX blocks, two blocks per strip of 16 rows so that each
+ * destination row gets 16 consecutive floats (a whole cache line when aligned) at a time */
+__attribute__((target("avx2,fma"))) static void transpose_avx(const float *src, size_t ld, int rows, int cols,
+                                                               float *dst, size_t dld)
+{
+    int i0 = 0;
+    for (; i0 + 16 <= rows; i0 += 16) {
+        int j0 = 0;
+        for (; j0 + 8 <= cols; j0 += 8) {
+            tr8x8(src + (size_t)i0 * ld + j0, ld, dst + (size_t)j0 * dld + i0, dld);
+            tr8x8(src + (size_t)(i0 + 8) * ld + j0, ld, dst + (size_t)j0 * dld + i0 + 8, dld);
+        }
+        for (; j0 < cols; j0++)
+            for (int i = i0; i < i0 + 16; i++) dst[(size_t)j0 * dld + i] = src[(size_t)i * ld + j0];
+    }
+    for (; i0 + 8 <= rows; i0 += 8) {
+        int j0 = 0;
+        for (; j0 + 8 <= cols; j0 += 8) tr8x8(src + (size_t)i0 * ld + j0, ld, dst + (size_t)j0 * dld + i0, dld);
+        for (; j0 < cols; j0++)
+            for (int i = i0; i < i0 + 8; i++) dst[(size_t)j0 * dld + i] = src[(size_t)i * ld + j0];
+    }
+    for (; i0 < rows; i0++)
+        for (int j = 0; j < cols; j++) dst[(size_t)j * dld + i0] = src[(size_t)i0 * ld + j];
+}
 #define SFX avx2
 #define TGT __attribute__((target("avx2,fma")))
+#define TRANSPOSE transpose_avx
 #define V __m256
 #define L 8
 #define KB 4
@@ -66,6 +125,7 @@ __attribute__((target("avx2,fma"))) static inline float a2_hsum(__m256 v)
 /* ---- AVX-512F: 16 lanes, 32 zmm registers ---- */
 #define SFX avx512
 #define TGT __attribute__((target("avx512f")))
+#define TRANSPOSE transpose_avx
 #define V __m512
 #define L 16
 #define KB 8

@@ -96,17 +96,6 @@ static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
     }
 }
 
-/* src (rows x cols, row stride ld) -> dst[j*dld + i] = src[i*ld + j], in 8x8 blocks. */
-static void transpose(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld)
-{
-    for (int i0 = 0; i0 < rows; i0 += 8)
-        for (int j0 = 0; j0 < cols; j0 += 8) {
-            int i1 = i0 + 8 < rows ? i0 + 8 : rows, j1 = j0 + 8 < cols ? j0 + 8 : cols;
-            for (int j = j0; j < j1; j++)
-                for (int i = i0; i < i1; i++) dst[(size_t)j * dld + i] = src[(size_t)i * ld + j];
-        }
-}
-
 /* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
@@ -140,12 +129,10 @@ static void fwd_group(void *vctx, int grp, int thread)
                     (int)npix, f->wk + (size_t)c0 * S->T * S->kp, S->kp, o, (size_t)S->kp, c0 > 0);
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * K * PQ;
-        for (int k = 0; k < K; k++) {
-            const float *src = o + (size_t)g * PQ * S->kp + k;
-            for (int j = 0; j < PQ; j++) row[j] = src[(size_t)j * S->kp];
-            nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row, PQ, f->ep, k,
+        f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
+        for (int k = 0; k < K; k++)
+            nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
                               f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
-        }
     }
 }
 
@@ -172,7 +159,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     sgeo S = make_sgeo(cs, kn, 0);
     const int C = cs->c, K = cs->k, T = S.T;
     int width = nnc__parallel_width(S.ngroups);
-    size_t per_thread = S.xsz + S.npixp * S.kp + (size_t)cs->p * cs->q + 16;
+    size_t per_thread = S.xsz + S.npixp * S.kp + (size_t)K * cs->p * cs->q + 16;
     size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(int) * (size_t)T, sizeof(int) * S.npixp,
                     sizeof(float) * per_thread * (size_t)width};
     size_t bytes = 0;
@@ -182,12 +169,10 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     float *wk = (float *)base;
     int *toff = (int *)(base + round_up(sz[0], 64)), *poff = (int *)((char *)toff + round_up(sz[1], 64));
     float *scratch = (float *)((char *)poff + round_up(sz[2], 64));
-    /* wk[(c*T + t)*kp + k] = w[k][c][t] (0 past K) */
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < T; t++) {
-            float *d = wk + ((size_t)c * T + t) * S.kp;
-            for (int k = 0; k < S.kp; k++) d[k] = k < K ? w[((size_t)k * C + c) * T + t] : 0.0f;
-        }
+    /* wk[(c*T + t)*kp + k] = w[k][c][t] (0 past K): w as a K x C*T matrix, transposed */
+    kn->transpose(w, (size_t)C * T, K, C * T, wk, (size_t)S.kp);
+    if (S.kp > K)
+        for (size_t j = 0; j < (size_t)C * T; j++) memset(wk + j * S.kp + K, 0, sizeof(float) * (size_t)(S.kp - K));
     offsets(&S, toff, poff);
     sctx f = {&S,   kn,   x,    NULL, wk,   NULL, ep,   poff,    toff, NULL, NULL, NULL, NULL, NULL,
               NULL, NULL, NULL, NULL, y,    NULL, NULL, scratch, NULL, 0,    0,    per_thread};
@@ -206,7 +191,7 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     const conv_kernels *kn = b->kn;
     const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
     float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dyp = dyt + S->npixp * S->kp;
-    float *dxt = dyp + S->dysz;
+    float *dxt = dyp + S->dysz, *tmp = dxt + S->npixp2 * S->cp;
     float *part = b->part ? b->part + (size_t)chunk * S->ncolp * S->kp : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
     if (part) memset(part, 0, sizeof(float) * S->ncolp * S->kp);
@@ -226,7 +211,7 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
             if (part) {
                 fill_xp(S, b->x + (size_t)(n0 + g) * C * HW, xp, g);
                 float *d = dyt + (size_t)g * PQ * S->kp;
-                transpose(dyn, (size_t)PQ, K, PQ, d, (size_t)S->kp);
+                kn->transpose(dyn, (size_t)PQ, K, PQ, d, (size_t)S->kp);
                 if (S->kp > K)
                     for (int j = 0; j < PQ; j++) memset(d + (size_t)j * S->kp + K, 0, sizeof(float) * (size_t)(S->kp - K));
             }
@@ -255,10 +240,18 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                              b->poff2 + b->ph_row[ph], b->ph_np[ph], wd + (size_t)k0 * nt * S->cp, S->cp, o,
                              (size_t)S->cp, k0 > 0);
             }
-            /* dxt rows of image g in phase ph: ph_row[ph] + g*ph_cnt[ph] + j; channel-outer so
+            /* dxt rows of image g in phase ph: ph_row[ph] + g*ph_cnt[ph] + j. One phase (stride 1):
+             * they are the image's pixels in order, a transpose; else a scatter, channel-outer so
              * that the writes stay in one plane */
             for (int g = 0; g < gn; g++) {
                 float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
+                if (S->nph == 1) {
+                    const float *src = dxt + (size_t)(b->ph_row[0] + g * HW) * S->cp;
+                    kn->transpose(src, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
+                    if (!b->dx_fresh)
+                        for (size_t j = 0; j < (size_t)C * HW; j++) dxn[j] += tmp[j];
+                    continue;
+                }
                 for (int c = 0; c < C; c++) {
                     float *d = dxn + (size_t)c * HW;
                     for (int ph = 0; ph < S->nph; ph++) {
@@ -319,7 +312,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     const int C = cs->c, K = cs->k, T = S.T;
     const size_t psz = S.ncolp * S.kp;
     int width = nnc__parallel_width(nchunk);
-    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + S.npixp2 * S.cp;
+    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + S.npixp2 * S.cp + (size_t)C * cs->h * cs->w;
     size_t sz[9] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),

@@ -419,3 +419,32 @@ Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60
     free_in(&in);
     nnc__conv_set_path(0);
 }
+
+/* The level's transpose (weight packing and layout changes of the small path) on every size
+ * class: full 16-row strips, an 8-row strip, leftover rows and columns, strided rows. */
+Test(nn_ops_conv_fast, transpose_at_every_level)
+{
+    static const int dims[][2] = {{1, 1}, {3, 5}, {8, 8}, {16, 8}, {17, 9}, {24, 31}, {40, 3}, {33, 64}};
+    for (int l = NNC_ISA_GENERIC; l <= (int)nnc__isa_best(); l++) {
+        nnc__set_isa((nnc__isa_level)l);
+        const conv_kernels *kn = nnc__conv_kernels();
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            int rows = dims[d][0], cols = dims[d][1];
+            size_t ld = (size_t)cols + 3, dld = (size_t)rows + 5;
+            float *src = malloc(sizeof(float) * (size_t)rows * ld), *dst = malloc(sizeof(float) * (size_t)cols * dld);
+            for (size_t i = 0; i < (size_t)rows * ld; i++) src[i] = (float)i;
+            for (size_t i = 0; i < (size_t)cols * dld; i++) dst[i] = -1.0f;
+            kn->transpose(src, ld, rows, cols, dst, dld);
+            int bad = 0;
+            for (int j = 0; j < cols; j++)
+                for (size_t i = 0; i < dld; i++) {
+                    float want = i < (size_t)rows ? src[i * ld + (size_t)j] : -1.0f; /* padding untouched */
+                    bad += dst[(size_t)j * dld + i] != want;
+                }
+            cr_expect_eq(bad, 0, "%s transpose %dx%d: %d wrong values", nnc__isa_name((nnc__isa_level)l), rows, cols, bad);
+            free(src);
+            free(dst);
+        }
+    }
+    nnc__set_isa(nnc__isa_best());
+}
