@@ -29,6 +29,9 @@
 #define CB 32                      /* reduction channels per kernel call (weight panel in L1/L2) */
 #define PART_FLOATS (16u << 20)    /* cap on chunks * |dW| */
 #define MAX_CHUNKS 16
+#define WIDE_DW_FLOATS (1u << 20)  /* above: the weight gradient over the whole batch at once */
+#define WIDE_MAX_FLOATS (8u << 20) /* ... when its padded inputs and dy fit in this */
+#define WIDE_KB 64                 /* output channels per task of that pass */
 #define MIN_TASKS 8                /* tasks to share out over the threads (2 for huge dW) */
 #define CHUNK_PIXELS 4096          /* backward: output pixels per chunk (task) */
 #define GROUP_PIXELS 2048          /* backward: output pixels per group (one dW kernel call) */
@@ -293,11 +296,90 @@ static void reduce_task(void *vctx, int task, int thread)
         }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * weight gradient of large weight tensors (|dW| > WIDE_DW_FLOATS) over the whole batch at once:
+ * Xp and dyT of every image are filled first, then each task owns WIDE_KB output channels and
+ * runs their dW tiles over all N*P*Q pixels, so no partial sums of |dW| are written, re-read
+ * or reduced (each value is one task's, in a fixed order: thread-count independent)
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct wide_ctx {
+    const sgeo *S;
+    const conv_kernels *kn;
+    const float *x, *dy;
+    float *xp, *dyt, *blk, *dw;
+    const int *poff;
+    const size_t *col;
+} wide_ctx;
+
+static void wide_fill(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const wide_ctx *c = vctx;
+    const sgeo *S = c->S;
+    const nnc__conv_shape *cs = &S->cs;
+    const int PQ = cs->p * cs->q;
+    fill_xp(S, c->x + (size_t)n * cs->c * cs->h * cs->w, c->xp, n);
+    float *d = c->dyt + (size_t)n * PQ * S->kp;
+    c->kn->transpose(c->dy + (size_t)n * cs->k * PQ, (size_t)PQ, cs->k, PQ, d, (size_t)S->kp);
+    if (S->kp > cs->k)
+        for (int j = 0; j < PQ; j++) memset(d + (size_t)j * S->kp + cs->k, 0, sizeof(float) * (size_t)(S->kp - cs->k));
+}
+
+static void wide_task(void *vctx, int task, int thread)
+{
+    const wide_ctx *c = vctx;
+    const sgeo *S = c->S;
+    const nnc__conv_shape *cs = &S->cs;
+    const int ncol = cs->c * S->T, k0 = task * WIDE_KB;
+    float *blk = c->blk + (size_t)thread * S->ncolp * WIDE_KB;
+    memset(blk, 0, sizeof(float) * S->ncolp * WIDE_KB);
+    c->kn->kvec_wgrad(c->xp, c->col, (int)S->ncolp, c->poff, cs->n * cs->p * cs->q, c->dyt + k0, (size_t)S->kp,
+                      WIDE_KB, blk);
+    for (int kk = 0; kk < WIDE_KB && k0 + kk < cs->k; kk++) {
+        float *d = c->dw + (size_t)(k0 + kk) * ncol;
+        for (int j = 0; j < ncol; j++) d[j] += blk[(size_t)j * WIDE_KB + kk];
+    }
+}
+
+static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *dy, float *dw)
+{
+    const conv_kernels *kn = nnc__conv_kernels();
+    sgeo S = make_sgeo(cs, kn, cs->n);
+    const int T = S.T, ntask = S.kp / WIDE_KB;
+    size_t sz[5] = {sizeof(float) * S.xsz, sizeof(float) * S.npixp * S.kp, sizeof(int) * (S.npixp + (size_t)T),
+                    sizeof(size_t) * S.ncolp, sizeof(float) * S.ncolp * WIDE_KB * (size_t)nnc__parallel_width(ntask)};
+    size_t bytes = 0;
+    for (int i = 0; i < 5; i++) bytes += round_up(sz[i], 64);
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    void *slot[5];
+    for (int i = 0; i < 5; i++) {
+        slot[i] = base;
+        base += round_up(sz[i], 64);
+    }
+    int *poff = slot[2], *toff = poff + S.npixp;
+    size_t *col = slot[3];
+    offsets(&S, toff, poff);
+    for (size_t j = 0; j < S.ncolp; j++)
+        col[j] = j < (size_t)cs->c * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
+    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[4], dw, poff, col};
+    nnc__parallel_for(cs->n, wide_fill, &c);
+    nnc__parallel_for(ntask, wide_task, &c);
+}
+
 void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
                               int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return;
     const conv_kernels *kn = nnc__conv_kernels();
+    if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
+        (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
+                (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
+        nnc__conv_small_backward(cs, x, w, dy, dx, dx_fresh, NULL, db);
+        wide_wgrad(cs, x, dy, dw);
+        return;
+    }
     /* chunks of about CHUNK_PIXELS output pixels (at least MIN_TASKS, 2 for huge dW), each a sequence of
      * groups of about GROUP_PIXELS: the dW tiles stay in registers over a whole group */
     const int PQ = cs->p * cs->q, N = cs->n;

@@ -358,6 +358,7 @@ static const ccase small_cases[] = {
     {2, 9, 6, 6, 17, 5, 5, 1, 2, 0},   /* 5x5 taps */
     {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
     {2, 16, 24, 20, 32, 3, 3, 1, 1, 0}, /* larger image: several groups per dW chunk */
+    {3, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* |dW| > 1M: whole-batch dW, one task per 64 channels */
 };
 
 static void check_small(nnc__isa_level lvl)
@@ -404,19 +405,28 @@ Test(nn_ops_conv_fast, small_path_taken_automatically_where_it_is_faster)
 Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)
 {
     nnc__conv_set_path(3);
-    ccase c = {40, 12, 4, 4, 64, 3, 3, 1, 1, 1}; /* several groups and dW chunks */
-    conv_in in = make_in(&c, 19);
-    cr_assert_eq(nnc_set_threads(1), NNC_OK);
-    conv_out one = run_op(&c, &in);
-    for (int t = 2; t <= 4; t += 2) {
-        cr_assert_eq(nnc_set_threads(t), NNC_OK);
-        conv_out o = run_op(&c, &in);
-        expect_out_equal(t == 2 ? "small path, 2 threads" : "small path, 4 threads", &c, &o, &one);
-        free_out(&o);
+    static const ccase cases[] = {
+        {40, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
+        {9, 16, 9, 9, 32, 3, 3, 2, 1, 0},   /* stride 2: phased input gradient */
+        {5, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* whole-batch dW over 16 tasks */
+    };
+    for (int i = 0; i < 3; i++) {
+        const ccase c = cases[i];
+        conv_in in = make_in(&c, 19 + (uint64_t)i);
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        conv_out one = run_op(&c, &in);
+        for (int t = 2; t <= 4; t += 2) {
+            cr_assert_eq(nnc_set_threads(t), NNC_OK);
+            conv_out o = run_op(&c, &in);
+            char tag[64];
+            snprintf(tag, sizeof tag, "small path case %d, %d threads vs 1", i, t);
+            expect_out_equal(tag, &c, &o, &one);
+            free_out(&o);
+        }
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        free_out(&one);
+        free_in(&in);
     }
-    cr_assert_eq(nnc_set_threads(1), NNC_OK);
-    free_out(&one);
-    free_in(&in);
     nnc__conv_set_path(0);
 }
 
