@@ -1,25 +1,31 @@
-/* nn/conv_small.c - conv2d for small images with output channels in the vector lanes (the
- * channel-vectorised kernels of nn/conv_kern.inc), for layers where the shifted-GEMM kernel's
- * padded wide rows leave most lanes idle (VGG's 8x8..2x2 stages, ResNet's 8x8 stage).
+/* nn/conv_small.c - conv2d with output channels in the vector lanes (the channel-vectorised
+ * kernels of nn/conv_kern.inc), for layers with more than 16 output channels: no lane is spent
+ * on padding columns (the shifted-GEMM kernel's wide rows), and each output pixel runs only the
+ * taps that land inside the image (a 2x2 image with pad 1 sees 4 of 9 taps per pixel).
  *
  * Layouts, for a group of G images (x zero-padded, channel-major, images side by side):
  *   Xp  [c][g][Hp*Wp]          in_cs = G*plane, plane = Hp*Wp, Hp = H + 2*pad, Wp = W + 2*pad
- *   pixel i = (g, p, q) of the group's G*P*Q outputs reads Xp at poff[i] = g*plane + p*st*Wp + q*st
- *   and tap t = (r, s) adds toff[t] = r*Wp + s.
- *   forward:  O[i][k] = sum_{c,t} Xp[c][poff[i] + toff[t]] * Wk[c][t][k]   (Wk: w repacked, kp
- *             = K rounded to 16), then O is transposed into y (N,K,P,Q) through the epilogue.
+ *   output pixel (g, p, q) reads Xp at g*plane + p*st*Wp + q*st, tap t = (r, s) adds r*Wp + s.
+ *   Tap classes: the pixels of an image are grouped by the set of taps that are inside the image
+ *   (for 3x3 pad 1: corners, edges, interior); a class's rows are its pixels image by image,
+ *   padded to the kernel's pixel tile, and the kernel runs that class's taps only.
+ *   forward:  O[row][k] = sum_{c, valid t} Xp[c][poff[row] + toff[t]] * Wk[c][t][k] (Wk: w
+ *             transposed, kp = K rounded to 16); rows are put back in image order and
+ *             transposed into y (N,K,P,Q) through the epilogue.
  *   dX:       the same kernel on dy zero-padded by ep = ceil(R/st)-1 rows and eq columns in
- *             front, with the K channels as the reduction and C as the lanes, once per stride
- *             phase (a,b): pixel (h,w) with ((h+pad)%st, (w+pad)%st) = (a,b) reads dyp at
- *             ((h+pad-a)/st)*Pw + (w+pad-b)/st, tap (a+st*m, b+st*n) adds (ep-m)*Pw + (eq-n);
- *             the pixels, grouped by phase, are exactly dx's H*W.
+ *             front, K channels as the reduction and C as the lanes: pixel (h,w) reads dyp at
+ *             ((h+pad-a)/st)*Pw + (w+pad-b)/st with (a,b) = ((h+pad)%st, (w+pad)%st), tap (r,s)
+ *             of that stride phase (r%st = a, s%st = b, dy index in range) adds
+ *             (ep - r/st)*Pw + (eq - s/st); pixels without taps get zero.
  *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
- *             transposed to pixel-major; summed per chunk of groups, chunks added in order.
+ *             transposed to pixel-major (image order, padding taps read zeros); summed per chunk
+ *             of groups, chunks added in order; large dW over the whole batch (wide_wgrad).
  * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
  * only) are tasks, each a sequence of groups of about GROUP_PIXELS pixels, with its own dW
  * partial sums, added in chunk order. Results do not depend on the thread count.
  *
  * Thread-safety: like the ops; scratch is the calling thread's nnc__thread_scratch. */
+#include <stdint.h>
 #include <string.h>
 
 #include "nn/conv_fast.h"
@@ -41,13 +47,13 @@ static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
 {
     (void)backward;
-    return cs->n >= 1 && cs->c >= 1 && cs->k >= 1;
+    return cs->r * cs->s <= 64; /* tap sets are 64-bit masks */
 }
 
 typedef struct sgeo {
     nnc__conv_shape cs;
-    int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np, nph;
-    size_t plane, plane2, xsz, dysz, npixp, npixp2, ncolp;
+    int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np;
+    size_t plane, plane2, xsz, dysz, npixp, ncolp, rows1, rows2; /* rows: bound on tap-class rows */
 } sgeo;
 
 /* Geometry for groups of G images (G <= 0: the forward's choice, a group's Xp near GROUP_FLOATS). */
@@ -65,7 +71,6 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.ph = (rp > cs->p ? rp : cs->p) + S.ep;
     S.pw = (cq > cs->q ? cq : cs->q) + S.eq;
     S.plane2 = (size_t)S.ph * S.pw;
-    S.nph = st * st;
     S.T = cs->r * cs->s;
     S.kp = (int)round_up((size_t)cs->k, 16);
     S.cp = (int)round_up((size_t)cs->c, 16);
@@ -80,7 +85,8 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
     S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
     S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
-    S.npixp2 = round_up((size_t)S.G * cs->h * cs->w, (size_t)S.np) + (size_t)S.nph * S.np; /* per-phase rounding */
+    S.rows1 = (size_t)(S.G + S.np) * cs->p * cs->q; /* at most one class per pixel, each padded */
+    S.rows2 = (size_t)(S.G + S.np) * cs->h * cs->w;
     S.ncolp = round_up((size_t)cs->c * S.T, (size_t)S.np);
     return S;
 }
@@ -99,6 +105,126 @@ static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
     }
 }
 
+/* Tap classes (see the top): class cl has nt[cl] taps (toff/widx[cl*T + i]) and rows
+ * [row[cl], row[cl] + np[cl]); row i reads at poff[i] and is pixel pix[i] = g*n + j of the group
+ * (-1: padding row). */
+typedef struct tcls {
+    int ncls, nrows;
+    int *row, *np, *nt, *toff, *widx, *poff, *pix;
+} tcls;
+
+/* ints a tcls needs (first) plus the build's scratch (mask / base per pixel) for n pixels per
+ * image, rows (a bound like S.rows1) and T taps */
+static size_t tcls_ints(int n, size_t rows, int T) { return 5 * (size_t)n + 2 * (size_t)n * T + 2 * rows + 2; }
+
+/* Lays out a tcls in ints (tcls_ints) and builds it from pixel j's valid-tap mask m[j] and base
+ * offset b[j] (G images at plane apart); tap t adds toff_of[t] and uses weight row t. */
+static void tcls_build(tcls *tc, int *ints, int n, const uint64_t *m, const int *b, int G, size_t plane, int np, int T,
+                       const int *toff_of, size_t rows)
+{
+    tc->row = ints;
+    tc->np = tc->row + n;
+    tc->nt = tc->np + n;
+    tc->toff = tc->nt + n;
+    tc->widx = tc->toff + (size_t)n * T;
+    tc->poff = tc->widx + (size_t)n * T;
+    tc->pix = tc->poff + rows;
+    int *first = tc->pix + rows, *cls_of = first + n, ncls = 0, row = 0;
+    for (int j = 0; j < n; j++) {
+        int cl = 0;
+        while (cl < ncls && m[first[cl]] != m[j]) cl++;
+        if (cl == ncls) first[ncls++] = j;
+        cls_of[j] = cl;
+    }
+    for (int cl = 0; cl < ncls; cl++) {
+        const uint64_t mk = m[first[cl]];
+        int nt = 0, k = 0;
+        for (int t = 0; t < T; t++)
+            if (mk >> t & 1) {
+                tc->toff[cl * T + nt] = toff_of[t];
+                tc->widx[cl * T + nt] = t;
+                nt++;
+            }
+        tc->nt[cl] = nt;
+        tc->row[cl] = row;
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < n; j++)
+                if (cls_of[j] == cl) {
+                    tc->poff[row + k] = (int)((size_t)g * plane) + b[j];
+                    tc->pix[row + k] = g * n + j;
+                    k++;
+                }
+        for (; k % np; k++) {
+            tc->poff[row + k] = 0;
+            tc->pix[row + k] = -1;
+        }
+        tc->np[cl] = k;
+        row += k;
+    }
+    tc->ncls = ncls;
+    tc->nrows = row;
+}
+
+/* Forward classes: output pixel (p,q) of an image, taps inside the unpadded input. */
+static void fwd_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b, int *toff_of)
+{
+    const nnc__conv_shape *cs = &S->cs;
+    const int st = cs->stride, n = cs->p * cs->q;
+    for (int t = 0; t < S->T; t++) toff_of[t] = (t / cs->s) * S->wp + t % cs->s;
+    for (int j = 0; j < n; j++) {
+        int p = j / cs->q, q = j % cs->q;
+        b[j] = p * st * S->wp + q * st;
+        m[j] = 0;
+        for (int t = 0; t < S->T; t++) {
+            int h = p * st + t / cs->s - cs->pad, w = q * st + t % cs->s - cs->pad;
+            if (h >= 0 && h < cs->h && w >= 0 && w < cs->w) m[j] |= (uint64_t)1 << t;
+        }
+    }
+    tcls_build(tc, ints, n, m, b, S->G, S->plane, S->np, S->T, toff_of, S->rows1);
+}
+
+/* Input-gradient classes: input pixel (h,w), the taps of its stride phase whose dy index is in range. */
+static void dx_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b, int *toff_of)
+{
+    const nnc__conv_shape *cs = &S->cs;
+    const int st = cs->stride, n = cs->h * cs->w;
+    for (int t = 0; t < S->T; t++) toff_of[t] = (S->ep - t / cs->s / st) * S->pw + (S->eq - t % cs->s / st);
+    for (int j = 0; j < n; j++) {
+        int hh = j / cs->w + cs->pad, ww = j % cs->w + cs->pad, a = hh % st, bb = ww % st;
+        b[j] = ((hh - a) / st) * S->pw + (ww - bb) / st;
+        m[j] = 0;
+        for (int t = 0; t < S->T; t++) {
+            int r = t / cs->s, sc = t % cs->s;
+            if (r % st != a || sc % st != bb || hh < r || ww < sc) continue;
+            if ((hh - r) / st < cs->p && (ww - sc) / st < cs->q) m[j] |= (uint64_t)1 << t;
+        }
+    }
+    tcls_build(tc, ints, n, m, b, S->G, S->plane2, S->np, S->T, toff_of, S->rows2);
+}
+
+/* kvec over every class of tc, reduction channels in blocks of CB (in: cin channels at in_cs,
+ * w: wct = T rows of kp per channel), rows of out (stride kp) in class order. */
+static void run_classes(const conv_kernels *kn, const tcls *tc, const float *in, size_t in_cs, int cin, int T,
+                        const float *w, int kp, float *out)
+{
+    for (int cl = 0; cl < tc->ncls; cl++) {
+        float *o = out + (size_t)tc->row[cl] * kp;
+        for (int c0 = 0; c0 < cin; c0 += CB)
+            kn->kvec(in + (size_t)c0 * in_cs, in_cs, cin - c0 < CB ? cin - c0 : CB, tc->toff + cl * T,
+                     tc->widx + cl * T, tc->nt[cl], T, tc->poff + tc->row[cl], tc->np[cl], w + (size_t)c0 * T * kp,
+                     kp, o, (size_t)kp, c0 > 0);
+    }
+}
+
+/* Rows of out (class order, stride kp) -> dst[pix][0..cols) for the pixels of the first gn*n. */
+static void rows_to_pixels(const tcls *tc, const float *out, int kp, int cols, int lim, float *dst)
+{
+    for (int i = 0; i < tc->nrows; i++) {
+        const int d = tc->pix[i];
+        if (d >= 0 && d < lim) memcpy(dst + (size_t)d * kp, out + (size_t)i * kp, sizeof(float) * (size_t)cols);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
@@ -108,8 +234,8 @@ typedef struct sctx {
     const conv_kernels *kn;
     const float *x, *dy, *wk, *wd;
     const nnc__conv_epilogue *ep;
-    const int *poff, *toff, *poff2, *toff2;
-    const int *ph_nt, *ph_row, *ph_np, *ph_cnt, *ph_wofs, *pix_dst; /* dX phases (nnc__conv_small_backward) */
+    const tcls *tc;            /* forward, or the input gradient's */
+    const int *poff;           /* weight gradient: image-order pixel offsets */
     const size_t *col;
     float *y, *dx, *part, *scratch;
     double *bpart;
@@ -123,16 +249,15 @@ static void fwd_group(void *vctx, int grp, int thread)
     const sgeo *S = f->S;
     const nnc__conv_shape *cs = &S->cs;
     const int PQ = cs->p * cs->q, K = cs->k;
-    float *xp = f->scratch + (size_t)thread * f->per_thread, *o = xp + S->xsz, *row = o + S->npixp * S->kp;
+    float *xp = f->scratch + (size_t)thread * f->per_thread, *o = xp + S->xsz, *o2 = o + S->rows1 * S->kp;
+    float *row = o2 + (size_t)S->G * PQ * S->kp;
     int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
     for (int g = 0; g < gn; g++) fill_xp(S, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xp, g);
-    const size_t in_cs = (size_t)S->G * S->plane, npix = round_up((size_t)gn * PQ, (size_t)S->np);
-    for (int c0 = 0; c0 < cs->c; c0 += CB)
-        f->kn->kvec(xp + (size_t)c0 * in_cs, in_cs, cs->c - c0 < CB ? cs->c - c0 : CB, f->toff, S->T, f->poff,
-                    (int)npix, f->wk + (size_t)c0 * S->T * S->kp, S->kp, o, (size_t)S->kp, c0 > 0);
+    run_classes(f->kn, f->tc, xp, (size_t)S->G * S->plane, cs->c, S->T, f->wk, S->kp, o);
+    rows_to_pixels(f->tc, o, S->kp, K, gn * PQ, o2);
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * K * PQ;
-        f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
+        f->kn->transpose(o2 + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
         for (int k = 0; k < K; k++)
             nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
                               f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
@@ -160,25 +285,30 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, 0);
-    const int C = cs->c, K = cs->k, T = S.T;
+    const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
-    size_t per_thread = S.xsz + S.npixp * S.kp + (size_t)K * cs->p * cs->q + 16;
-    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(int) * (size_t)T, sizeof(int) * S.npixp,
+    size_t per_thread = S.xsz + (S.rows1 + (size_t)S.G * PQ) * S.kp + (size_t)K * PQ + 16;
+    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * (size_t)PQ,
+                    sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
     size_t bytes = 0;
     for (int i = 0; i < 4; i++) bytes += round_up(sz[i], 64);
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
-    float *wk = (float *)base;
-    int *toff = (int *)(base + round_up(sz[0], 64)), *poff = (int *)((char *)toff + round_up(sz[1], 64));
-    float *scratch = (float *)((char *)poff + round_up(sz[2], 64));
+    void *slot[4];
+    for (int i = 0; i < 4; i++) {
+        slot[i] = base;
+        base += round_up(sz[i], 64);
+    }
+    float *wk = slot[0];
+    int *ints = slot[2], *b = ints + tcls_ints(PQ, S.rows1, T), *toff_of = b + PQ;
     /* wk[(c*T + t)*kp + k] = w[k][c][t] (0 past K): w as a K x C*T matrix, transposed */
     kn->transpose(w, (size_t)C * T, K, C * T, wk, (size_t)S.kp);
     if (S.kp > K)
         for (size_t j = 0; j < (size_t)C * T; j++) memset(wk + j * S.kp + K, 0, sizeof(float) * (size_t)(S.kp - K));
-    offsets(&S, toff, poff);
-    sctx f = {&S,   kn,   x,    NULL, wk,   NULL, ep,   poff,    toff, NULL, NULL, NULL, NULL, NULL,
-              NULL, NULL, NULL, NULL, y,    NULL, NULL, scratch, NULL, 0,    0,    per_thread};
+    tcls tc;
+    fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
+    sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
 }
 
@@ -194,7 +324,7 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     const conv_kernels *kn = b->kn;
     const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
     float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dyp = dyt + S->npixp * S->kp;
-    float *dxt = dyp + S->dysz, *tmp = dxt + S->npixp2 * S->cp;
+    float *dxt = dyp + S->dysz, *dxo = dxt + S->rows2 * S->cp, *tmp = dxo + (size_t)S->G * HW * S->cp;
     float *part = b->part ? b->part + (size_t)chunk * S->ncolp * S->kp : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
     if (part) memset(part, 0, sizeof(float) * S->ncolp * S->kp);
@@ -230,43 +360,13 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
         if (part)
             kn->kvec_wgrad(xp, b->col, (int)S->ncolp, b->poff, gn * PQ, dyt, (size_t)S->kp, S->kp, part);
         if (b->dx) {
-            for (int ph = 0; ph < S->nph; ph++) {
-                const int nt = b->ph_nt[ph];
-                float *o = dxt + (size_t)b->ph_row[ph] * S->cp;
-                if (!nt) {
-                    memset(o, 0, sizeof(float) * (size_t)b->ph_np[ph] * S->cp);
-                    continue;
-                }
-                const float *wd = b->wd + b->ph_wofs[ph];
-                for (int k0 = 0; k0 < K; k0 += CB)
-                    kn->kvec(dyp + (size_t)k0 * dy_cs, dy_cs, K - k0 < CB ? K - k0 : CB, b->toff2 + ph * T, nt,
-                             b->poff2 + b->ph_row[ph], b->ph_np[ph], wd + (size_t)k0 * nt * S->cp, S->cp, o,
-                             (size_t)S->cp, k0 > 0);
-            }
-            /* dxt rows of image g in phase ph: ph_row[ph] + g*ph_cnt[ph] + j. One phase (stride 1):
-             * they are the image's pixels in order, a transpose; else a scatter, channel-outer so
-             * that the writes stay in one plane */
+            run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
+            rows_to_pixels(b->tc, dxt, S->cp, C, gn * HW, dxo);
             for (int g = 0; g < gn; g++) {
                 float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
-                if (S->nph == 1) {
-                    const float *src = dxt + (size_t)(b->ph_row[0] + g * HW) * S->cp;
-                    kn->transpose(src, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
-                    if (!b->dx_fresh)
-                        for (size_t j = 0; j < (size_t)C * HW; j++) dxn[j] += tmp[j];
-                    continue;
-                }
-                for (int c = 0; c < C; c++) {
-                    float *d = dxn + (size_t)c * HW;
-                    for (int ph = 0; ph < S->nph; ph++) {
-                        const int r0 = b->ph_row[ph] + g * b->ph_cnt[ph], cnt = b->ph_cnt[ph];
-                        const float *src = dxt + (size_t)r0 * S->cp + c;
-                        const int *dst = b->pix_dst + r0;
-                        if (b->dx_fresh)
-                            for (int j = 0; j < cnt; j++) d[dst[j] - g * HW] = src[(size_t)j * S->cp];
-                        else
-                            for (int j = 0; j < cnt; j++) d[dst[j] - g * HW] += src[(size_t)j * S->cp];
-                    }
-                }
+                kn->transpose(dxo + (size_t)g * HW * S->cp, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
+                if (!b->dx_fresh)
+                    for (size_t j = 0; j < (size_t)C * HW; j++) dxn[j] += tmp[j];
             }
         }
     }
@@ -393,16 +493,17 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     sgeo S = make_sgeo(cs, kn, G);
     const int C = cs->c, K = cs->k, T = S.T;
     const size_t psz = S.ncolp * S.kp;
+    const int HW = cs->h * cs->w;
     int width = nnc__parallel_width(nchunk);
-    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + S.npixp2 * S.cp + (size_t)C * cs->h * cs->w;
-    size_t sz[9] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
+    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + (S.rows2 + (size_t)S.G * HW) * S.cp + (size_t)C * HW;
+    size_t sz[8] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
                     sizeof(size_t) * S.ncolp,
-                    sizeof(int) * S.npixp,
-                    sizeof(int) * S.npixp2 * 2,
-                    sizeof(int) * ((size_t)T * (1 + S.nph) + 5 * (size_t)S.nph),
-                    sizeof(float) * per_thread * (size_t)width, 0};
+                    sizeof(int) * (S.npixp + (size_t)T),
+                    sizeof(uint64_t) * (size_t)HW,
+                    sizeof(int) * (tcls_ints(HW, S.rows2, T) + (size_t)HW + (size_t)T),
+                    sizeof(float) * per_thread * (size_t)width};
     size_t bytes = 0;
     for (int i = 0; i < 8; i++) bytes += round_up(sz[i], 64);
     char *base = nnc__thread_scratch(bytes);
@@ -413,63 +514,26 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
         base += round_up(sz[i], 64);
     }
     double *bpart = db ? slot[0] : NULL;
-    float *part = dw ? slot[1] : NULL, *wd = slot[2], *scratch = slot[7];
+    float *part = dw ? slot[1] : NULL, *wd = slot[2];
     size_t *col = slot[3];
-    int *poff = slot[4], *poff2 = slot[5], *pix_dst = poff2 + S.npixp2, *toff = slot[6], *toff2 = toff + T;
-    int *ph_nt = toff2 + (size_t)S.nph * T, *ph_row = ph_nt + S.nph, *ph_np = ph_row + S.nph, *ph_wofs = ph_np + S.nph;
-    int *ph_cnt = ph_wofs + S.nph;
+    int *poff = slot[4], *toff = poff + S.npixp;
     offsets(&S, toff, poff);
     for (size_t j = 0; j < S.ncolp; j++)
         col[j] = j < (size_t)C * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
+    tcls tc;
+    memset(&tc, 0, sizeof tc);
     if (dx) {
-        /* phase ph = a*st + b: its taps (a + st*m, b + st*n) in toff2[ph*T..] and packed weights
-         * wd[ph_wofs[ph] + (k*nt + i)*cp + c] = w[k][c][tap i]; its pixels are dxt rows
-         * [ph_row[ph], +ph_np[ph]) (a multiple of np), pix_dst = image*HW + h*W + w or -1 */
-        const int st = cs->stride, HW = cs->h * cs->w;
-        int wofs = 0, row = 0;
-        for (int ph = 0; ph < S.nph; ph++) {
-            const int a = ph / st, bb = ph % st;
-            int nt = 0;
-            for (int t = 0; t < T; t++) {
-                int r = t / cs->s, sc = t % cs->s;
-                if (r % st != a || sc % st != bb) continue;
-                toff2[ph * T + nt] = (S.ep - r / st) * S.pw + (S.eq - sc / st);
-                nt++;
-            }
-            ph_nt[ph] = nt;
-            ph_wofs[ph] = wofs;
-            for (int k = 0; k < K; k++) {
-                int i = 0;
-                for (int t = 0; t < T; t++) {
-                    int r = t / cs->s, sc = t % cs->s;
-                    if (r % st != a || sc % st != bb) continue;
-                    float *d = wd + wofs + ((size_t)k * nt + i) * S.cp;
-                    for (int c = 0; c < S.cp; c++) d[c] = c < C ? w[((size_t)k * C + c) * T + t] : 0.0f;
-                    i++;
-                }
-            }
-            wofs += K * nt * S.cp;
-            ph_row[ph] = row;
-            int n = 0;
-            for (int g = 0; g < S.G; g++)
-                for (int hw = 0; hw < HW; hw++) {
-                    int hh = hw / cs->w + cs->pad, ww = hw % cs->w + cs->pad;
-                    if (hh % st != a || ww % st != bb) continue;
-                    poff2[row + n] = (int)((size_t)g * S.plane2) + ((hh - a) / st) * S.pw + (ww - bb) / st;
-                    pix_dst[row + n] = g * HW + hw;
-                    n++;
-                }
-            ph_cnt[ph] = n / S.G;
-            for (; n % S.np; n++) {
-                poff2[row + n] = 0;
-                pix_dst[row + n] = -1;
-            }
-            ph_np[ph] = n;
-            row += n;
+        /* wd[(k*T + t)*cp + c] = w[k][c][t] (0 past C) */
+        for (int k = 0; k < K; k++) {
+            float *d = wd + (size_t)k * T * S.cp;
+            kn->transpose(w + (size_t)k * C * T, (size_t)T, C, T, d, (size_t)S.cp);
+            if (S.cp > C)
+                for (int t = 0; t < T; t++) memset(d + (size_t)t * S.cp + C, 0, sizeof(float) * (size_t)(S.cp - C));
         }
+        int *ints = slot[6], *bb = ints + tcls_ints(HW, S.rows2, T);
+        dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
-    sctx b = {&S,    kn,    x,      dy,      NULL,    wd,  NULL, poff, toff, poff2,   toff2, ph_nt,    ph_row,
-              ph_np, ph_cnt, ph_wofs, pix_dst, col, NULL, dx,   part, scratch, bpart, dx_fresh, nchunk, per_thread};
+    sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, poff, col, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
