@@ -35,7 +35,7 @@
 #define CB 32                      /* reduction channels per kernel call (weight panel in L1/L2) */
 #define PART_FLOATS (16u << 20)    /* cap on chunks * |dW| */
 #define MAX_CHUNKS 16
-#define WIDE_DW_FLOATS (1u << 20)  /* above: the weight gradient over the whole batch at once */
+#define WIDE_DW_FLOATS (256u << 10) /* above: the weight gradient over the whole batch at once */
 #define WIDE_MAX_FLOATS (8u << 20) /* ... when its padded inputs and dy fit in this */
 #define WIDE_KB 64                 /* output channels per task of that pass */
 #define MIN_TASKS 8                /* tasks to share out over the threads (2 for huge dW) */
