@@ -358,7 +358,7 @@ static const ccase small_cases[] = {
     {2, 9, 6, 6, 17, 5, 5, 1, 2, 0},   /* 5x5 taps */
     {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
     {2, 16, 24, 20, 32, 3, 3, 1, 1, 0}, /* larger image: several groups per dW chunk */
-    {3, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* |dW| > 1M: whole-batch dW, one task per 64 channels */
+    {3, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* large dW: whole-batch pass, one task per 64 channels */
 };
 
 static void check_small(nnc__isa_level lvl)
