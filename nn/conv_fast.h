@@ -14,8 +14,10 @@
  *   phase with that phase's taps (a transposed conv); the weight gradient is a dot product
  *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
  * Images are laid side by side in groups (large weights: one kernel call per group, so the
- * weights are streamed once per group). Tiny images with deep reductions take a batched
- * im2col + OpenBLAS path instead (nn/conv_gemm.c, nnc__conv_use_gemm). Work is split over
+ * weights are streamed once per group). Layers with more than 16 output channels (and at
+ * least 8 input channels) take the channel-vectorised path instead (nn/conv_small.c,
+ * nnc__conv_use_small: output channels in the lanes, only in-image taps), and a few remaining
+ * tiny-image shapes a batched im2col + OpenBLAS path (nn/conv_gemm.c). Work is split over
  * image groups by nn/threads.h; partial sums are per chunk of groups, the chunking depends
  * only on the shape, and chunks are reduced in order: results are bitwise identical for any
  * thread count.
