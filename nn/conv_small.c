@@ -38,6 +38,8 @@
 #define WIDE_DW_FLOATS (256u << 10) /* above: the weight gradient over the whole batch at once */
 #define WIDE_MAX_FLOATS (8u << 20) /* ... when its padded inputs and dy fit in this */
 #define WIDE_KB 64                 /* output channels per task of that pass */
+#define MIN_PIXELS 256             /* forward: output pixels per group at least (if the batch has them) */
+#define MERGE_ROWS 12              /* tap classes with fewer rows per group run the full tap set */
 #define MIN_TASKS 8                /* tasks to share out over the threads (2 for huge dW) */
 #define CHUNK_PIXELS 4096          /* backward: output pixels per chunk (task) */
 #define GROUP_PIXELS 2048          /* backward: output pixels per group (one dW kernel call) */
@@ -76,9 +78,12 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.cp = (int)round_up((size_t)cs->c, 16);
     S.np = kn->np;
     size_t per = (size_t)cs->c * S.plane;
-    if (G <= 0) { /* forward: Xp near GROUP_FLOATS, and at least MIN_TASKS groups to share out */
-        G = (int)(GROUP_FLOATS / (per ? per : 1));
-        if (G > (cs->n + MIN_TASKS - 1) / MIN_TASKS) G = (cs->n + MIN_TASKS - 1) / MIN_TASKS;
+    if (G <= 0) { /* forward: Xp near GROUP_FLOATS; MIN_TASKS groups to share out unless that
+                   * leaves fewer than MIN_PIXELS pixels per group (tap classes get too thin) */
+        const int pq = cs->p * cs->q, gmem = (int)(GROUP_FLOATS / (per ? per : 1));
+        int gt = (cs->n + MIN_TASKS - 1) / MIN_TASKS, gp = (MIN_PIXELS + pq - 1) / pq;
+        G = gt > gp ? gt : gp;
+        if (G > gmem) G = gmem;
     }
     S.G = G < 1 ? 1 : G > cs->n ? cs->n : G;
     S.ngroups = (cs->n + S.G - 1) / S.G;
@@ -117,10 +122,25 @@ typedef struct tcls {
  * image, rows (a bound like S.rows1) and T taps */
 static size_t tcls_ints(int n, size_t rows, int T) { return 5 * (size_t)n + 2 * (size_t)n * T + 2 * rows + 2; }
 
+/* Class of each of the n pixels by mask m[] (first[cl]: a pixel of class cl); returns the count. */
+static int classify(int n, const uint64_t *m, int *first, int *cls_of)
+{
+    int ncls = 0;
+    for (int j = 0; j < n; j++) {
+        int cl = 0;
+        while (cl < ncls && m[first[cl]] != m[j]) cl++;
+        if (cl == ncls) first[ncls++] = j;
+        cls_of[j] = cl;
+    }
+    return ncls;
+}
+
 /* Lays out a tcls in ints (tcls_ints) and builds it from pixel j's valid-tap mask m[j] and base
- * offset b[j] (G images at plane apart); tap t adds toff_of[t] and uses weight row t. */
-static void tcls_build(tcls *tc, int *ints, int n, const uint64_t *m, const int *b, int G, size_t plane, int np, int T,
-                       const int *toff_of, size_t rows)
+ * offset b[j] (G images at plane apart); tap t adds toff_of[t] and uses weight row t. A class
+ * with fewer than MERGE_ROWS rows takes the mask wide[j] instead (a superset whose extra taps
+ * read zero padding), so that thin classes join a larger one. */
+static void tcls_build(tcls *tc, int *ints, int n, uint64_t *m, const uint64_t *wide, const int *b, int G,
+                       size_t plane, int np, int T, const int *toff_of, size_t rows)
 {
     tc->row = ints;
     tc->np = tc->row + n;
@@ -129,13 +149,17 @@ static void tcls_build(tcls *tc, int *ints, int n, const uint64_t *m, const int 
     tc->widx = tc->toff + (size_t)n * T;
     tc->poff = tc->widx + (size_t)n * T;
     tc->pix = tc->poff + rows;
-    int *first = tc->pix + rows, *cls_of = first + n, ncls = 0, row = 0;
-    for (int j = 0; j < n; j++) {
-        int cl = 0;
-        while (cl < ncls && m[first[cl]] != m[j]) cl++;
-        if (cl == ncls) first[ncls++] = j;
-        cls_of[j] = cl;
-    }
+    int *first = tc->pix + rows, *cls_of = first + n, *cnt = tc->nt, row = 0;
+    int ncls = classify(n, m, first, cls_of);
+    for (int cl = 0; cl < ncls; cl++) cnt[cl] = 0;
+    for (int j = 0; j < n; j++) cnt[cls_of[j]]++;
+    int widened = 0;
+    for (int j = 0; j < n; j++)
+        if (cnt[cls_of[j]] * G < MERGE_ROWS && m[j] != wide[j]) {
+            m[j] = wide[j];
+            widened = 1;
+        }
+    if (widened) ncls = classify(n, m, first, cls_of);
     for (int cl = 0; cl < ncls; cl++) {
         const uint64_t mk = m[first[cl]];
         int nt = 0, k = 0;
@@ -170,6 +194,7 @@ static void fwd_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b,
 {
     const nnc__conv_shape *cs = &S->cs;
     const int st = cs->stride, n = cs->p * cs->q;
+    uint64_t *wide = m + n, all = S->T == 64 ? ~(uint64_t)0 : ((uint64_t)1 << S->T) - 1;
     for (int t = 0; t < S->T; t++) toff_of[t] = (t / cs->s) * S->wp + t % cs->s;
     for (int j = 0; j < n; j++) {
         int p = j / cs->q, q = j % cs->q;
@@ -179,8 +204,9 @@ static void fwd_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b,
             int h = p * st + t / cs->s - cs->pad, w = q * st + t % cs->s - cs->pad;
             if (h >= 0 && h < cs->h && w >= 0 && w < cs->w) m[j] |= (uint64_t)1 << t;
         }
+        wide[j] = all;
     }
-    tcls_build(tc, ints, n, m, b, S->G, S->plane, S->np, S->T, toff_of, S->rows1);
+    tcls_build(tc, ints, n, m, wide, b, S->G, S->plane, S->np, S->T, toff_of, S->rows1);
 }
 
 /* Input-gradient classes: input pixel (h,w), the taps of its stride phase whose dy index is in range. */
@@ -188,18 +214,21 @@ static void dx_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b, 
 {
     const nnc__conv_shape *cs = &S->cs;
     const int st = cs->stride, n = cs->h * cs->w;
+    uint64_t *wide = m + n;
     for (int t = 0; t < S->T; t++) toff_of[t] = (S->ep - t / cs->s / st) * S->pw + (S->eq - t % cs->s / st);
     for (int j = 0; j < n; j++) {
         int hh = j / cs->w + cs->pad, ww = j % cs->w + cs->pad, a = hh % st, bb = ww % st;
         b[j] = ((hh - a) / st) * S->pw + (ww - bb) / st;
-        m[j] = 0;
+        m[j] = wide[j] = 0;
         for (int t = 0; t < S->T; t++) {
             int r = t / cs->s, sc = t % cs->s;
-            if (r % st != a || sc % st != bb || hh < r || ww < sc) continue;
+            if (r % st != a || sc % st != bb) continue;
+            wide[j] |= (uint64_t)1 << t; /* the phase's taps: dyp's padding covers the rest */
+            if (hh < r || ww < sc) continue;
             if ((hh - r) / st < cs->p && (ww - sc) / st < cs->q) m[j] |= (uint64_t)1 << t;
         }
     }
-    tcls_build(tc, ints, n, m, b, S->G, S->plane2, S->np, S->T, toff_of, S->rows2);
+    tcls_build(tc, ints, n, m, wide, b, S->G, S->plane2, S->np, S->T, toff_of, S->rows2);
 }
 
 /* kvec over every class of tc, reduction channels in blocks of CB (in: cin channels at in_cs,
@@ -288,7 +317,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + (S.rows1 + (size_t)S.G * PQ) * S.kp + (size_t)K * PQ + 16;
-    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * (size_t)PQ,
+    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
                     sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
     size_t bytes = 0;
@@ -501,7 +530,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
                     sizeof(size_t) * S.ncolp,
                     sizeof(int) * (S.npixp + (size_t)T),
-                    sizeof(uint64_t) * (size_t)HW,
+                    sizeof(uint64_t) * 2 * (size_t)HW,
                     sizeof(int) * (tcls_ints(HW, S.rows2, T) + (size_t)HW + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
     size_t bytes = 0;

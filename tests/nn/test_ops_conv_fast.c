@@ -343,7 +343,8 @@ Test(nn_ops_conv_fast, fresh_input_gradient_is_written_on_both_paths)
 
 /* Shapes for the small-image path: every remainder of the channel block (K mod 64 = 16, 32, 48,
  * 0 and odd K), reductions longer than one 32-channel chunk, pixel counts that are not a
- * multiple of the pixel tile, batch 1, strides 2 and 3 (input-gradient phases, some empty). */
+ * multiple of the pixel tile, batch 1, strides 2 and 3 (input-gradient phases, some empty),
+ * tap classes both kept and widened into the full tap set (thin classes). */
 static const ccase small_cases[] = {
     {3, 8, 8, 8, 64, 3, 3, 1, 1, 1},   /* ResNet stage 3 shape, one full 64-channel block */
     {2, 72, 4, 4, 48, 3, 3, 1, 1, 0},  /* three reduction chunks (32+32+8), kv remainder 3 */
@@ -359,6 +360,8 @@ static const ccase small_cases[] = {
     {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
     {2, 16, 24, 20, 32, 3, 3, 1, 1, 0}, /* larger image: several groups per dW chunk */
     {3, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* large dW: whole-batch pass, one task per 64 channels */
+    {16, 8, 4, 4, 32, 3, 3, 1, 1, 1},   /* forward tap classes down to the corners (16 rows each) */
+    {16, 8, 8, 8, 32, 3, 3, 1, 1, 0},   /* input-gradient edge classes kept, corners widened */
 };
 
 static void check_small(nnc__isa_level lvl)
