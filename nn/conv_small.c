@@ -55,7 +55,7 @@ int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
 typedef struct sgeo {
     nnc__conv_shape cs;
     int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np;
-    size_t plane, plane2, xsz, dysz, npixp, ncolp, rows1, rows2; /* rows: bound on tap-class rows */
+    size_t plane, plane2, xsz, dysz, npixp, prow, rows1, rows2; /* rows: bound on tap-class rows */
 } sgeo;
 
 /* Geometry for groups of G images (G <= 0: the forward's choice, a group's Xp near GROUP_FLOATS). */
@@ -92,7 +92,7 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
     S.rows1 = (size_t)(S.G + S.np) * cs->p * cs->q; /* at most one class per pixel, each padded */
     S.rows2 = (size_t)(S.G + S.np) * cs->h * cs->w;
-    S.ncolp = round_up((size_t)cs->c * S.T, (size_t)S.np);
+    S.prow = (size_t)cs->c * S.T + 1; /* dW rows (c, t) and a dummy row for padding columns */
     return S;
 }
 
@@ -254,6 +254,68 @@ static void rows_to_pixels(const tcls *tc, const float *out, int kp, int cols, i
     }
 }
 
+/* Weight-gradient columns of the tap classes of tc: class cl's columns [ofs[cl], +n[cl]) are
+ * (c, tap i of the class) for c < C, padded to np: col = c*in_cs + toff, drow = c*T + t (the
+ * padding: col 0 and the dummy row C*T). */
+typedef struct wcols {
+    int *ofs, *n, *drow;
+    size_t *col;
+} wcols;
+
+/* At most this many forward tap classes: per axis the in-image taps form an interval whose two
+ * ends each move monotonically with the output position. */
+static int ncls_bound(const nnc__conv_shape *cs)
+{
+    int b = (2 * cs->r + 2) * (2 * cs->s + 2), n = cs->p * cs->q;
+    return b < n ? b : n;
+}
+
+static size_t wcols_cols(const sgeo *S) { return (size_t)ncls_bound(&S->cs) * ((size_t)S->cs.c * S->T + (size_t)S->np); }
+
+static void wcols_build(wcols *wc, const tcls *tc, const sgeo *S, size_t in_cs)
+{
+    const int C = S->cs.c, T = S->T;
+    NNC_ASSERT(tc->ncls <= ncls_bound(&S->cs), "conv2d: %d tap classes, bound %d", tc->ncls, ncls_bound(&S->cs));
+    int j = 0;
+    for (int cl = 0; cl < tc->ncls; cl++) {
+        const int nt = tc->nt[cl], j0 = j;
+        wc->ofs[cl] = j0;
+        for (int c = 0; c < C && nt; c++)
+            for (int i = 0; i < nt; i++, j++) {
+                wc->col[j] = (size_t)c * in_cs + (size_t)tc->toff[cl * T + i];
+                wc->drow[j] = c * T + tc->widx[cl * T + i];
+            }
+        for (; (j - j0) % S->np; j++) {
+            wc->col[j] = 0;
+            wc->drow[j] = C * T;
+        }
+        wc->n[cl] = j - j0;
+    }
+}
+
+/* Rows of dyt in pixel order (pixel d at row d, d < lim) -> dytc in tc's class order; rows of
+ * padding or of absent images are zero (the weight gradient sums over every row). */
+static void pixels_to_rows(const tcls *tc, const float *dyt, int lim, int kp, float *dytc)
+{
+    for (int i = 0; i < tc->nrows; i++) {
+        const int d = tc->pix[i];
+        float *o = dytc + (size_t)i * kp;
+        if (d >= 0 && d < lim) memcpy(o, dyt + (size_t)d * kp, sizeof(float) * (size_t)kp);
+        else memset(o, 0, sizeof(float) * (size_t)kp);
+    }
+}
+
+/* dw[drow][k] += the class-by-class weight gradient: Xp (xp) against dytc (row stride dy_ps),
+ * kw output channels. */
+static void wgrad_classes(const conv_kernels *kn, const tcls *tc, const wcols *wc, const float *xp, const float *dytc,
+                          size_t dy_ps, int kw, float *dw)
+{
+    for (int cl = 0; cl < tc->ncls; cl++)
+        if (wc->n[cl])
+            kn->kvec_wgrad(xp, wc->col + wc->ofs[cl], wc->drow + wc->ofs[cl], wc->n[cl], tc->poff + tc->row[cl],
+                           tc->np[cl], dytc + (size_t)tc->row[cl] * dy_ps, dy_ps, kw, dw);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
@@ -264,8 +326,8 @@ typedef struct sctx {
     const float *x, *dy, *wk, *wd;
     const nnc__conv_epilogue *ep;
     const tcls *tc;            /* forward, or the input gradient's */
-    const int *poff;           /* weight gradient: image-order pixel offsets */
-    const size_t *col;
+    const tcls *wtc;           /* weight gradient: forward-style classes */
+    const wcols *wc;
     float *y, *dx, *part, *scratch;
     double *bpart;
     int dx_fresh, nchunk;
@@ -290,22 +352,6 @@ static void fwd_group(void *vctx, int grp, int thread)
         for (int k = 0; k < K; k++)
             nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
                               f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
-    }
-}
-
-/* toff[t] = r*Wp + s and poff[i] for the group's pixels (padding entries 0). */
-static void offsets(const sgeo *S, int *toff, int *poff)
-{
-    const nnc__conv_shape *cs = &S->cs;
-    for (int t = 0; t < S->T; t++) toff[t] = (t / cs->s) * S->wp + t % cs->s;
-    size_t npix = (size_t)S->G * cs->p * cs->q;
-    for (size_t i = 0; i < S->npixp; i++) {
-        if (i >= npix) {
-            poff[i] = 0;
-            continue;
-        }
-        int g = (int)(i / ((size_t)cs->p * cs->q)), pq = (int)(i % ((size_t)cs->p * cs->q));
-        poff[i] = (int)((size_t)g * S->plane) + (pq / cs->q) * cs->stride * S->wp + (pq % cs->q) * cs->stride;
     }
 }
 
@@ -352,11 +398,12 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     const nnc__conv_shape *cs = &S->cs;
     const conv_kernels *kn = b->kn;
     const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
-    float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dyp = dyt + S->npixp * S->kp;
-    float *dxt = dyp + S->dysz, *dxo = dxt + S->rows2 * S->cp, *tmp = dxo + (size_t)S->G * HW * S->cp;
-    float *part = b->part ? b->part + (size_t)chunk * S->ncolp * S->kp : NULL;
+    float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dytc = dyt + S->npixp * S->kp;
+    float *dyp = dytc + S->rows1 * S->kp, *dxt = dyp + S->dysz, *dxo = dxt + S->rows2 * S->cp;
+    float *tmp = dxo + (size_t)S->G * HW * S->cp;
+    float *part = b->part ? b->part + (size_t)chunk * S->prow * S->kp : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
-    if (part) memset(part, 0, sizeof(float) * S->ncolp * S->kp);
+    if (part) memset(part, 0, sizeof(float) * S->prow * S->kp);
     if (bpart) memset(bpart, 0, sizeof(double) * (size_t)K);
     const size_t dy_cs = (size_t)S->G * S->plane2;
     int c0 = (int)((long long)chunk * cs->n / b->nchunk), c1 = (int)((long long)(chunk + 1) * cs->n / b->nchunk);
@@ -386,8 +433,10 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                                sizeof(float) * (size_t)cs->q);
                 }
         }
-        if (part)
-            kn->kvec_wgrad(xp, b->col, (int)S->ncolp, b->poff, gn * PQ, dyt, (size_t)S->kp, S->kp, part);
+        if (part) {
+            pixels_to_rows(b->wtc, dyt, gn * PQ, S->kp, dytc);
+            wgrad_classes(kn, b->wtc, b->wc, xp, dytc, (size_t)S->kp, S->kp, part);
+        }
         if (b->dx) {
             run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
             rows_to_pixels(b->tc, dxt, S->cp, C, gn * HW, dxo);
@@ -414,7 +463,7 @@ static void reduce_task(void *vctx, int task, int thread)
     (void)thread;
     const red_ctx *r = vctx;
     const int K = r->S->cs.k, ncol = r->S->cs.c * r->S->T;
-    const size_t psz = r->S->ncolp * r->S->kp;
+    const size_t psz = r->S->prow * r->S->kp;
     int k0 = K * task / 16, k1 = K * (task + 1) / 16;
     for (int k = k0; k < k1; k++)
         for (int j = 0; j < ncol; j++) {
@@ -436,9 +485,9 @@ typedef struct wide_ctx {
     const sgeo *S;
     const conv_kernels *kn;
     const float *x, *dy;
-    float *xp, *dyt, *blk, *dw;
-    const int *poff;
-    const size_t *col;
+    float *xp, *dyt, *dytc, *blk, *dw;
+    const tcls *wtc;
+    const wcols *wc;
 } wide_ctx;
 
 static void wide_fill(void *vctx, int n, int thread)
@@ -461,39 +510,60 @@ static void wide_task(void *vctx, int task, int thread)
     const sgeo *S = c->S;
     const nnc__conv_shape *cs = &S->cs;
     const int ncol = cs->c * S->T, k0 = task * WIDE_KB;
-    float *blk = c->blk + (size_t)thread * S->ncolp * WIDE_KB;
-    memset(blk, 0, sizeof(float) * S->ncolp * WIDE_KB);
-    c->kn->kvec_wgrad(c->xp, c->col, (int)S->ncolp, c->poff, cs->n * cs->p * cs->q, c->dyt + k0, (size_t)S->kp,
-                      WIDE_KB, blk);
+    float *blk = c->blk + (size_t)thread * S->prow * WIDE_KB;
+    memset(blk, 0, sizeof(float) * S->prow * WIDE_KB);
+    wgrad_classes(c->kn, c->wtc, c->wc, c->xp, c->dytc + k0, (size_t)S->kp, WIDE_KB, blk);
     for (int kk = 0; kk < WIDE_KB && k0 + kk < cs->k; kk++) {
         float *d = c->dw + (size_t)(k0 + kk) * ncol;
         for (int j = 0; j < ncol; j++) d[j] += blk[(size_t)j * WIDE_KB + kk];
     }
 }
 
+/* The weight-gradient classes of geometry S and their columns, laid out in ints (64-byte
+ * aligned, wclass_ints of them: the pixel masks first) and cols (wcols_cols). */
+static size_t wclass_ints(const sgeo *S)
+{
+    const int PQ = S->cs.p * S->cs.q;
+    return 4 * (size_t)PQ + tcls_ints(PQ, S->rows1, S->T) + (size_t)PQ + (size_t)S->T +
+           2 * (size_t)ncls_bound(&S->cs) + wcols_cols(S);
+}
+
+static void wclass_build(const sgeo *S, tcls *wtc, wcols *wc, int *ints, size_t *cols)
+{
+    const int PQ = S->cs.p * S->cs.q;
+    uint64_t *m = (uint64_t *)(void *)ints;
+    int *t = ints + 4 * (size_t)PQ, *b = t + tcls_ints(PQ, S->rows1, S->T), *toff_of = b + PQ;
+    fwd_classes(S, wtc, t, m, b, toff_of);
+    wc->ofs = toff_of + S->T;
+    wc->n = wc->ofs + ncls_bound(&S->cs);
+    wc->drow = wc->n + ncls_bound(&S->cs);
+    wc->col = cols;
+    wcols_build(wc, wtc, S, (size_t)S->G * S->plane);
+}
+
 static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *dy, float *dw)
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, cs->n);
-    const int T = S.T, ntask = S.kp / WIDE_KB;
-    size_t sz[5] = {sizeof(float) * S.xsz, sizeof(float) * S.npixp * S.kp, sizeof(int) * (S.npixp + (size_t)T),
-                    sizeof(size_t) * S.ncolp, sizeof(float) * S.ncolp * WIDE_KB * (size_t)nnc__parallel_width(ntask)};
+    const int ntask = S.kp / WIDE_KB;
+    size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * S.npixp * S.kp, sizeof(float) * S.rows1 * S.kp,
+                    sizeof(int) * wclass_ints(&S), sizeof(size_t) * wcols_cols(&S),
+                    sizeof(float) * S.prow * WIDE_KB * (size_t)nnc__parallel_width(ntask)};
     size_t bytes = 0;
-    for (int i = 0; i < 5; i++) bytes += round_up(sz[i], 64);
+    for (int i = 0; i < 6; i++) bytes += round_up(sz[i], 64);
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
-    void *slot[5];
-    for (int i = 0; i < 5; i++) {
+    void *slot[6];
+    for (int i = 0; i < 6; i++) {
         slot[i] = base;
         base += round_up(sz[i], 64);
     }
-    int *poff = slot[2], *toff = poff + S.npixp;
-    size_t *col = slot[3];
-    offsets(&S, toff, poff);
-    for (size_t j = 0; j < S.ncolp; j++)
-        col[j] = j < (size_t)cs->c * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
-    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[4], dw, poff, col};
+    tcls wtc;
+    wcols wc;
+    wclass_build(&S, &wtc, &wc, slot[3], slot[4]);
+    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[2], slot[5], dw, &wtc, &wc};
     nnc__parallel_for(cs->n, wide_fill, &c);
+    pixels_to_rows(&wtc, c.dyt, cs->n * cs->p * cs->q, S.kp, c.dytc);
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
@@ -521,15 +591,16 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     G = G > per_chunk ? per_chunk : G;
     sgeo S = make_sgeo(cs, kn, G);
     const int C = cs->c, K = cs->k, T = S.T;
-    const size_t psz = S.ncolp * S.kp;
+    const size_t psz = S.prow * S.kp;
     const int HW = cs->h * cs->w;
     int width = nnc__parallel_width(nchunk);
-    size_t per_thread = S.xsz + S.npixp * S.kp + S.dysz + (S.rows2 + (size_t)S.G * HW) * S.cp + (size_t)C * HW;
+    size_t per_thread = S.xsz + (S.npixp + S.rows1) * S.kp + S.dysz + (S.rows2 + (size_t)S.G * HW) * S.cp +
+                        (size_t)C * HW;
     size_t sz[8] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
-                    sizeof(size_t) * S.ncolp,
-                    sizeof(int) * (S.npixp + (size_t)T),
+                    sizeof(size_t) * (dw ? wcols_cols(&S) : 0),
+                    sizeof(int) * (dw ? wclass_ints(&S) : 0),
                     sizeof(uint64_t) * 2 * (size_t)HW,
                     sizeof(int) * (tcls_ints(HW, S.rows2, T) + (size_t)HW + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
@@ -544,11 +615,11 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     }
     double *bpart = db ? slot[0] : NULL;
     float *part = dw ? slot[1] : NULL, *wd = slot[2];
-    size_t *col = slot[3];
-    int *poff = slot[4], *toff = poff + S.npixp;
-    offsets(&S, toff, poff);
-    for (size_t j = 0; j < S.ncolp; j++)
-        col[j] = j < (size_t)C * T ? (j / T) * S.G * S.plane + (size_t)toff[j % T] : 0;
+    tcls wtc;
+    wcols wc;
+    memset(&wtc, 0, sizeof wtc);
+    memset(&wc, 0, sizeof wc);
+    if (dw) wclass_build(&S, &wtc, &wc, slot[4], slot[3]);
     tcls tc;
     memset(&tc, 0, sizeof tc);
     if (dx) {
@@ -562,7 +633,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
         int *ints = slot[6], *bb = ints + tcls_ints(HW, S.rows2, T);
         dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
-    sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, poff, col, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread};
+    sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, &wtc, &wc, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
