@@ -316,6 +316,43 @@ static void wgrad_classes(const conv_kernels *kn, const tcls *tc, const wcols *w
                            tc->np[cl], dytc + (size_t)tc->row[cl] * dy_ps, dy_ps, kw, dw);
 }
 
+typedef struct pack_ctx {
+    const conv_kernels *kn;
+    const float *w;
+    float *out;
+    int K, C, T, ld, dx;
+} pack_ctx;
+
+#define PACK_TASKS 16
+
+static void pack_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    const pack_ctx *p = vctx;
+    if (!p->dx) { /* columns [j0, j1) of w as a K x C*T matrix -> rows of out */
+        const int n = p->C * p->T, j0 = (int)((long long)n * task / PACK_TASKS), j1 = (int)((long long)n * (task + 1) / PACK_TASKS);
+        p->kn->transpose(p->w + j0, (size_t)n, p->K, j1 - j0, p->out + (size_t)j0 * p->ld, (size_t)p->ld);
+        if (p->ld > p->K)
+            for (int j = j0; j < j1; j++) memset(p->out + (size_t)j * p->ld + p->K, 0, sizeof(float) * (size_t)(p->ld - p->K));
+        return;
+    }
+    const int k0 = (int)((long long)p->K * task / PACK_TASKS), k1 = (int)((long long)p->K * (task + 1) / PACK_TASKS);
+    for (int k = k0; k < k1; k++) { /* w[k] as a C x T matrix -> T rows of out */
+        float *d = p->out + (size_t)k * p->T * p->ld;
+        p->kn->transpose(p->w + (size_t)k * p->C * p->T, (size_t)p->T, p->C, p->T, d, (size_t)p->ld);
+        if (p->ld > p->C)
+            for (int t = 0; t < p->T; t++) memset(d + (size_t)t * p->ld + p->C, 0, sizeof(float) * (size_t)(p->ld - p->C));
+    }
+}
+
+/* Weights w (K,C,T) repacked over the thread pool: forward (dx 0) out[(c*T + t)*ld + k] =
+ * w[k][c][t] (0 for K <= k < ld); input gradient (dx 1) out[(k*T + t)*ld + c] = w[k][c][t]. */
+static void pack_weights(const conv_kernels *kn, const float *w, int K, int C, int T, int ld, int dx, float *out)
+{
+    pack_ctx p = {kn, w, out, K, C, T, ld, dx};
+    nnc__parallel_for(PACK_TASKS, pack_task, &p);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
@@ -377,10 +414,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     }
     float *wk = slot[0];
     int *ints = slot[2], *b = ints + tcls_ints(PQ, S.rows1, T), *toff_of = b + PQ;
-    /* wk[(c*T + t)*kp + k] = w[k][c][t] (0 past K): w as a K x C*T matrix, transposed */
-    kn->transpose(w, (size_t)C * T, K, C * T, wk, (size_t)S.kp);
-    if (S.kp > K)
-        for (size_t j = 0; j < (size_t)C * T; j++) memset(wk + j * S.kp + K, 0, sizeof(float) * (size_t)(S.kp - K));
+    pack_weights(kn, w, K, C, T, S.kp, 0, wk);
     tcls tc;
     fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
     sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread};
@@ -623,13 +657,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     tcls tc;
     memset(&tc, 0, sizeof tc);
     if (dx) {
-        /* wd[(k*T + t)*cp + c] = w[k][c][t] (0 past C) */
-        for (int k = 0; k < K; k++) {
-            float *d = wd + (size_t)k * T * S.cp;
-            kn->transpose(w + (size_t)k * C * T, (size_t)T, C, T, d, (size_t)S.cp);
-            if (S.cp > C)
-                for (int t = 0; t < T; t++) memset(d + (size_t)t * S.cp + C, 0, sizeof(float) * (size_t)(S.cp - C));
-        }
+        pack_weights(kn, w, K, C, T, S.cp, 1, wd);
         int *ints = slot[6], *bb = ints + tcls_ints(HW, S.rows2, T);
         dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
