@@ -38,6 +38,7 @@
 #define WIDE_DW_FLOATS (256u << 10) /* above: the weight gradient over the whole batch at once */
 #define WIDE_MAX_FLOATS (8u << 20) /* ... when its padded inputs and dy fit in this */
 #define WIDE_KB 64                 /* output channels per task of that pass */
+#define SMALL_MAX_PIXELS 4096      /* images up to 64x64 (input and output) */
 #define MIN_PIXELS 256             /* forward: output pixels per group at least (if the batch has them) */
 #define MERGE_ROWS 12              /* tap classes with fewer rows per group run the full tap set */
 #define MIN_TASKS 8                /* tasks to share out over the threads (2 for huge dW) */
@@ -49,7 +50,8 @@ static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
 {
     (void)backward;
-    return cs->r * cs->s <= 64; /* tap sets are 64-bit masks */
+    /* tap sets are 64-bit masks; per-image pixel-major buffers stay small */
+    return cs->r * cs->s <= 64 && cs->p * cs->q <= SMALL_MAX_PIXELS && cs->h * cs->w <= SMALL_MAX_PIXELS;
 }
 
 typedef struct sgeo {
@@ -90,8 +92,14 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
     S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
     S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
-    S.rows1 = (size_t)(S.G + S.np) * cs->p * cs->q; /* at most one class per pixel, each padded */
-    S.rows2 = (size_t)(S.G + S.np) * cs->h * cs->w;
+    /* rows of the tap classes: every pixel once plus each class's padding; per axis the forward's
+     * in-image taps are an interval with monotone ends (<= 2R+2 of them), the input gradient's
+     * one per stride phase (<= 2R+2*st) */
+    int nb1 = (2 * cs->r + 2) * (2 * cs->s + 2), nb2 = (2 * cs->r + 2 * st) * (2 * cs->s + 2 * st);
+    nb1 = nb1 < cs->p * cs->q ? nb1 : cs->p * cs->q;
+    nb2 = nb2 < cs->h * cs->w ? nb2 : cs->h * cs->w;
+    S.rows1 = (size_t)S.G * cs->p * cs->q + (size_t)nb1 * S.np;
+    S.rows2 = (size_t)S.G * cs->h * cs->w + (size_t)nb2 * S.np;
     S.prow = (size_t)cs->c * S.T + 1; /* dW rows (c, t) and a dummy row for padding columns */
     return S;
 }
@@ -184,6 +192,7 @@ static void tcls_build(tcls *tc, int *ints, int n, uint64_t *m, const uint64_t *
         }
         tc->np[cl] = k;
         row += k;
+        NNC_ASSERT((size_t)row <= rows, "conv2d: tap-class rows %d past the bound %zu", row, rows);
     }
     tc->ncls = ncls;
     tc->nrows = row;

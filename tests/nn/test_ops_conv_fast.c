@@ -387,6 +387,20 @@ static void check_small(nnc__isa_level lvl)
         }
     }
     via_op = 0;
+    nnc_rng rng; /* and the random shapes of check_level (every kernel size, stride, pad) */
+    nnc_rng_seed(&rng, 77, 0);
+    for (int i = 0; i < 24; i++) {
+        ccase c = random_case(&rng);
+        conv_in in = make_in(&c, (uint64_t)i + 600);
+        conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+        char tag[160];
+        snprintf(tag, sizeof tag, "%s small path, random case %d (n%d c%d %dx%d k%d %dx%d s%d p%d)", nnc__isa_name(lvl),
+                 i, c.n, c.c, c.h, c.w, c.k, c.r, c.s, c.stride, c.pad);
+        expect_out_close(tag, &c, &got, &want);
+        free_out(&got);
+        free_out(&want);
+        free_in(&in);
+    }
     nnc__conv_set_path(0);
     nnc__set_isa(nnc__isa_best());
 }
