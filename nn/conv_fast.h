@@ -109,11 +109,13 @@ typedef struct conv_kernels {
     void (*wgrad)(const float *dy, size_t dy_ks, size_t dy_is, const float *x, size_t x_is,
                   const size_t *col, int ncol, int nrow, int nimg, int nvec, float *dw, size_t ld);
     /* Channel-vectorised (nn/conv_small.c), kp a multiple of 16, npix / ncol multiples of np:
-     * out[i*out_ps + k] (= or, accumulate, +=) sum_{c < cin, t < ntaps}
+     * out[orow[i]*out_ps + k] (= or, accumulate, +=) sum_{c < cin, t < ntaps}
      *     in[c*in_cs + poff[i] + toff[t]] * w[(c*wct + widx[t])*kp + k]     i < npix, k < kp
-     * (tap t reads weight row widx[t] of the wct rows of each input channel) */
+     * (tap t reads weight row widx[t] of the wct rows of each input channel; pixel i is output
+     * row orow[i]) */
     void (*kvec)(const float *in, size_t in_cs, int cin, const int *toff, const int *widx, int ntaps, int wct,
-                 const int *poff, int npix, const float *w, int kp, float *out, size_t out_ps, int accumulate);
+                 const int *poff, const int *orow, int npix, const float *w, int kp, float *out, size_t out_ps,
+                 int accumulate);
     /* dw[drow[j]*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[i*dy_ps + k]   j < ncol, k < kp
      * (drow NULL: row j) */
     void (*kvec_wgrad)(const float *in, const size_t *col, const int *drow, int ncol, const int *poff, int npix,

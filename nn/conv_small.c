@@ -120,7 +120,7 @@ static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
 
 /* Tap classes (see the top): class cl has nt[cl] taps (toff/widx[cl*T + i]) and rows
  * [row[cl], row[cl] + np[cl]); row i reads at poff[i] and is pixel pix[i] = g*n + j of the group
- * (-1: padding row). */
+ * (G*n: padding row, written to a spare row of the output). */
 typedef struct tcls {
     int ncls, nrows;
     int *row, *np, *nt, *toff, *widx, *poff, *pix;
@@ -188,7 +188,7 @@ static void tcls_build(tcls *tc, int *ints, int n, uint64_t *m, const uint64_t *
                 }
         for (; k % np; k++) {
             tc->poff[row + k] = 0;
-            tc->pix[row + k] = -1;
+            tc->pix[row + k] = G * n;
         }
         tc->np[cl] = k;
         row += k;
@@ -241,26 +241,15 @@ static void dx_classes(const sgeo *S, tcls *tc, int *ints, uint64_t *m, int *b, 
 }
 
 /* kvec over every class of tc, reduction channels in blocks of CB (in: cin channels at in_cs,
- * w: wct = T rows of kp per channel), rows of out (stride kp) in class order. */
+ * w: wct = T rows of kp per channel); out (stride kp) gets pixel d at row d, padding at row G*n. */
 static void run_classes(const conv_kernels *kn, const tcls *tc, const float *in, size_t in_cs, int cin, int T,
                         const float *w, int kp, float *out)
 {
-    for (int cl = 0; cl < tc->ncls; cl++) {
-        float *o = out + (size_t)tc->row[cl] * kp;
+    for (int cl = 0; cl < tc->ncls; cl++)
         for (int c0 = 0; c0 < cin; c0 += CB)
             kn->kvec(in + (size_t)c0 * in_cs, in_cs, cin - c0 < CB ? cin - c0 : CB, tc->toff + cl * T,
-                     tc->widx + cl * T, tc->nt[cl], T, tc->poff + tc->row[cl], tc->np[cl], w + (size_t)c0 * T * kp,
-                     kp, o, (size_t)kp, c0 > 0);
-    }
-}
-
-/* Rows of out (class order, stride kp) -> dst[pix][0..cols) for the pixels of the first gn*n. */
-static void rows_to_pixels(const tcls *tc, const float *out, int kp, int cols, int lim, float *dst)
-{
-    for (int i = 0; i < tc->nrows; i++) {
-        const int d = tc->pix[i];
-        if (d >= 0 && d < lim) memcpy(dst + (size_t)d * kp, out + (size_t)i * kp, sizeof(float) * (size_t)cols);
-    }
+                     tc->widx + cl * T, tc->nt[cl], T, tc->poff + tc->row[cl], tc->pix + tc->row[cl], tc->np[cl],
+                     w + (size_t)c0 * T * kp, kp, out, (size_t)kp, c0 > 0);
 }
 
 /* Weight-gradient columns of the tap classes of tc: class cl's columns [ofs[cl], +n[cl]) are
@@ -309,7 +298,7 @@ static void pixels_to_rows(const tcls *tc, const float *dyt, int lim, int kp, fl
     for (int i = 0; i < tc->nrows; i++) {
         const int d = tc->pix[i];
         float *o = dytc + (size_t)i * kp;
-        if (d >= 0 && d < lim) memcpy(o, dyt + (size_t)d * kp, sizeof(float) * (size_t)kp);
+        if (d < lim) memcpy(o, dyt + (size_t)d * kp, sizeof(float) * (size_t)kp);
         else memset(o, 0, sizeof(float) * (size_t)kp);
     }
 }
@@ -386,15 +375,14 @@ static void fwd_group(void *vctx, int grp, int thread)
     const sgeo *S = f->S;
     const nnc__conv_shape *cs = &S->cs;
     const int PQ = cs->p * cs->q, K = cs->k;
-    float *xp = f->scratch + (size_t)thread * f->per_thread, *o = xp + S->xsz, *o2 = o + S->rows1 * S->kp;
-    float *row = o2 + (size_t)S->G * PQ * S->kp;
+    float *xp = f->scratch + (size_t)thread * f->per_thread, *o = xp + S->xsz;
+    float *row = o + ((size_t)S->G * PQ + 1) * S->kp;
     int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
     for (int g = 0; g < gn; g++) fill_xp(S, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xp, g);
     run_classes(f->kn, f->tc, xp, (size_t)S->G * S->plane, cs->c, S->T, f->wk, S->kp, o);
-    rows_to_pixels(f->tc, o, S->kp, K, gn * PQ, o2);
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * K * PQ;
-        f->kn->transpose(o2 + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
+        f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
         for (int k = 0; k < K; k++)
             nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
                               f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
@@ -408,7 +396,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     sgeo S = make_sgeo(cs, kn, 0);
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
-    size_t per_thread = S.xsz + (S.rows1 + (size_t)S.G * PQ) * S.kp + (size_t)K * PQ + 16;
+    size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + (size_t)K * PQ + 16;
     size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
                     sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
@@ -442,8 +430,7 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     const conv_kernels *kn = b->kn;
     const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
     float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dytc = dyt + S->npixp * S->kp;
-    float *dyp = dytc + S->rows1 * S->kp, *dxt = dyp + S->dysz, *dxo = dxt + S->rows2 * S->cp;
-    float *tmp = dxo + (size_t)S->G * HW * S->cp;
+    float *dyp = dytc + S->rows1 * S->kp, *dxt = dyp + S->dysz, *tmp = dxt + ((size_t)S->G * HW + 1) * S->cp;
     float *part = b->part ? b->part + (size_t)chunk * S->prow * S->kp : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
     if (part) memset(part, 0, sizeof(float) * S->prow * S->kp);
@@ -482,10 +469,9 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
         }
         if (b->dx) {
             run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
-            rows_to_pixels(b->tc, dxt, S->cp, C, gn * HW, dxo);
             for (int g = 0; g < gn; g++) {
                 float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
-                kn->transpose(dxo + (size_t)g * HW * S->cp, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
+                kn->transpose(dxt + (size_t)g * HW * S->cp, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
                 if (!b->dx_fresh)
                     for (size_t j = 0; j < (size_t)C * HW; j++) dxn[j] += tmp[j];
             }
@@ -637,8 +623,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     const size_t psz = S.prow * S.kp;
     const int HW = cs->h * cs->w;
     int width = nnc__parallel_width(nchunk);
-    size_t per_thread = S.xsz + (S.npixp + S.rows1) * S.kp + S.dysz + (S.rows2 + (size_t)S.G * HW) * S.cp +
-                        (size_t)C * HW;
+    size_t per_thread = S.xsz + (S.npixp + S.rows1) * S.kp + S.dysz + ((size_t)S.G * HW + 1) * S.cp + (size_t)C * HW;
     size_t sz[8] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
