@@ -116,10 +116,10 @@ typedef struct conv_kernels {
     void (*kvec)(const float *in, size_t in_cs, int cin, const int *toff, const int *widx, int ntaps, int wct,
                  const int *poff, const int *orow, int npix, const float *w, int kp, float *out, size_t out_ps,
                  int accumulate);
-    /* dw[drow[j]*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[i*dy_ps + k]   j < ncol, k < kp
-     * (drow NULL: row j) */
-    void (*kvec_wgrad)(const float *in, const size_t *col, const int *drow, int ncol, const int *poff, int npix,
-                       const float *dyt, size_t dy_ps, int kp, float *dw);
+    /* dw[drow[j]*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[prow[i]*dy_ps + k]
+     * for j < ncol, k < kp (drow NULL: row j) */
+    void (*kvec_wgrad)(const float *in, const size_t *col, const int *drow, int ncol, const int *poff,
+                       const int *prow, int npix, const float *dyt, size_t dy_ps, int kp, float *dw);
     /* dst[j*dld + i] = src[i*ld + j] for i < rows, j < cols (layout changes around kvec) */
     void (*transpose)(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld);
 } conv_kernels;

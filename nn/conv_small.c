@@ -91,7 +91,6 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.ngroups = (cs->n + S.G - 1) / S.G;
     S.xsz = (size_t)cs->c * S.G * S.plane + 16;
     S.dysz = (size_t)cs->k * S.G * S.plane2 + 16;
-    S.npixp = round_up((size_t)S.G * cs->p * cs->q, (size_t)S.np);
     /* rows of the tap classes: every pixel once plus each class's padding; per axis the forward's
      * in-image taps are an interval with monotone ends (<= 2R+2 of them), the input gradient's
      * one per stride phase (<= 2R+2*st) */
@@ -291,27 +290,22 @@ static void wcols_build(wcols *wc, const tcls *tc, const sgeo *S, size_t in_cs)
     }
 }
 
-/* Rows of dyt in pixel order (pixel d at row d, d < lim) -> dytc in tc's class order; rows of
- * padding or of absent images are zero (the weight gradient sums over every row). */
-static void pixels_to_rows(const tcls *tc, const float *dyt, int lim, int kp, float *dytc)
+/* dyt rows (pixel d at row d) of the images past the gn filled ones of a group of G, and the
+ * spare row G*n that padding rows read: zero (the weight gradient sums over every row). */
+static void zero_absent_rows(float *dyt, int gn, int G, int n, int kp)
 {
-    for (int i = 0; i < tc->nrows; i++) {
-        const int d = tc->pix[i];
-        float *o = dytc + (size_t)i * kp;
-        if (d < lim) memcpy(o, dyt + (size_t)d * kp, sizeof(float) * (size_t)kp);
-        else memset(o, 0, sizeof(float) * (size_t)kp);
-    }
+    memset(dyt + (size_t)gn * n * kp, 0, sizeof(float) * ((size_t)(G - gn) * n + 1) * (size_t)kp);
 }
 
-/* dw[drow][k] += the class-by-class weight gradient: Xp (xp) against dytc (row stride dy_ps),
- * kw output channels. */
-static void wgrad_classes(const conv_kernels *kn, const tcls *tc, const wcols *wc, const float *xp, const float *dytc,
+/* dw[drow][k] += the class-by-class weight gradient: Xp (xp) against dyt (pixel-order rows of
+ * stride dy_ps, zero from the absent images on), kw output channels. */
+static void wgrad_classes(const conv_kernels *kn, const tcls *tc, const wcols *wc, const float *xp, const float *dyt,
                           size_t dy_ps, int kw, float *dw)
 {
     for (int cl = 0; cl < tc->ncls; cl++)
         if (wc->n[cl])
             kn->kvec_wgrad(xp, wc->col + wc->ofs[cl], wc->drow + wc->ofs[cl], wc->n[cl], tc->poff + tc->row[cl],
-                           tc->np[cl], dytc + (size_t)tc->row[cl] * dy_ps, dy_ps, kw, dw);
+                           tc->pix + tc->row[cl], tc->np[cl], dyt, dy_ps, kw, dw);
 }
 
 typedef struct pack_ctx {
@@ -429,8 +423,8 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
     const nnc__conv_shape *cs = &S->cs;
     const conv_kernels *kn = b->kn;
     const int C = cs->c, K = cs->k, PQ = cs->p * cs->q, HW = cs->h * cs->w, T = S->T;
-    float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz, *dytc = dyt + S->npixp * S->kp;
-    float *dyp = dytc + S->rows1 * S->kp, *dxt = dyp + S->dysz, *tmp = dxt + ((size_t)S->G * HW + 1) * S->cp;
+    float *xp = b->scratch + (size_t)thread * b->per_thread, *dyt = xp + S->xsz;
+    float *dyp = dyt + ((size_t)S->G * PQ + 1) * S->kp, *dxt = dyp + S->dysz, *tmp = dxt + ((size_t)S->G * HW + 1) * S->cp;
     float *part = b->part ? b->part + (size_t)chunk * S->prow * S->kp : NULL;
     double *bpart = b->bpart ? b->bpart + (size_t)chunk * K : NULL;
     if (part) memset(part, 0, sizeof(float) * S->prow * S->kp);
@@ -464,8 +458,8 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                 }
         }
         if (part) {
-            pixels_to_rows(b->wtc, dyt, gn * PQ, S->kp, dytc);
-            wgrad_classes(kn, b->wtc, b->wc, xp, dytc, (size_t)S->kp, S->kp, part);
+            zero_absent_rows(dyt, gn, S->G, PQ, S->kp);
+            wgrad_classes(kn, b->wtc, b->wc, xp, dyt, (size_t)S->kp, S->kp, part);
         }
         if (b->dx) {
             run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
@@ -514,7 +508,7 @@ typedef struct wide_ctx {
     const sgeo *S;
     const conv_kernels *kn;
     const float *x, *dy;
-    float *xp, *dyt, *dytc, *blk, *dw;
+    float *xp, *dyt, *blk, *dw;
     const tcls *wtc;
     const wcols *wc;
 } wide_ctx;
@@ -541,7 +535,7 @@ static void wide_task(void *vctx, int task, int thread)
     const int ncol = cs->c * S->T, k0 = task * WIDE_KB;
     float *blk = c->blk + (size_t)thread * S->prow * WIDE_KB;
     memset(blk, 0, sizeof(float) * S->prow * WIDE_KB);
-    wgrad_classes(c->kn, c->wtc, c->wc, c->xp, c->dytc + k0, (size_t)S->kp, WIDE_KB, blk);
+    wgrad_classes(c->kn, c->wtc, c->wc, c->xp, c->dyt + k0, (size_t)S->kp, WIDE_KB, blk);
     for (int kk = 0; kk < WIDE_KB && k0 + kk < cs->k; kk++) {
         float *d = c->dw + (size_t)(k0 + kk) * ncol;
         for (int j = 0; j < ncol; j++) d[j] += blk[(size_t)j * WIDE_KB + kk];
@@ -575,7 +569,7 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *d
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, cs->n);
     const int ntask = S.kp / WIDE_KB;
-    size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * S.npixp * S.kp, sizeof(float) * S.rows1 * S.kp,
+    size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * ((size_t)S.G * cs->p * cs->q + 1) * S.kp, 0,
                     sizeof(int) * wclass_ints(&S), sizeof(size_t) * wcols_cols(&S),
                     sizeof(float) * S.prow * WIDE_KB * (size_t)nnc__parallel_width(ntask)};
     size_t bytes = 0;
@@ -590,9 +584,9 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *d
     tcls wtc;
     wcols wc;
     wclass_build(&S, &wtc, &wc, slot[3], slot[4]);
-    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[2], slot[5], dw, &wtc, &wc};
+    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[5], dw, &wtc, &wc};
     nnc__parallel_for(cs->n, wide_fill, &c);
-    pixels_to_rows(&wtc, c.dyt, cs->n * cs->p * cs->q, S.kp, c.dytc);
+    zero_absent_rows(c.dyt, cs->n, cs->n, cs->p * cs->q, S.kp);
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
@@ -623,7 +617,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     const size_t psz = S.prow * S.kp;
     const int HW = cs->h * cs->w;
     int width = nnc__parallel_width(nchunk);
-    size_t per_thread = S.xsz + (S.npixp + S.rows1) * S.kp + S.dysz + ((size_t)S.G * HW + 1) * S.cp + (size_t)C * HW;
+    size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + S.dysz + ((size_t)S.G * HW + 1) * S.cp + (size_t)C * HW;
     size_t sz[8] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
                     sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
