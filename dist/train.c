@@ -255,19 +255,18 @@ static int load_average(nnc_run *R)
 /* Test hook eval_acc:A1/A2/...: the k-th evaluation of this run reports Ak (one replica). */
 static double forced_acc(nnc_run *R, double acc)
 {
-    int k = R->n_evals++;
-    (void)k;
 #ifdef NNC_TESTING
     char arg[256];
     if (nnc__fault_arg("eval_acc", arg, sizeof arg)) {
         const char *p = arg;
-        for (int i = 0; i < k && p; i++) {
+        for (int i = 0; i < R->n_evals && p; i++) {
             p = strchr(p, '/');
             if (p) p++;
         }
         if (p && *p) acc = atof(p);
     }
 #endif
+    R->n_evals++;
     return acc;
 }
 
