@@ -122,10 +122,51 @@ __attribute__((target("avx2,fma"))) static void transpose_avx(const float *src, 
 #define VHSUM(v) a2_hsum(v)
 #include "nn/conv_kern.inc" /* undefines its parameters */
 
+/* One 16x16 block with AVX-512: d[j*dld + i] = s[i*ld + j] (32-bit and 64-bit unpacks, then two
+ * rounds of 128-bit lane shuffles). */
+__attribute__((target("avx512f"))) static inline void tr16x16(const float *s, size_t ld, float *d, size_t dld)
+{
+    __m512 r[16], t[16];
+    for (int k = 0; k < 16; k++) r[k] = _mm512_loadu_ps(s + (size_t)k * ld);
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        r[k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+        r[k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+        r[k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+        r[k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+    }
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0x88);
+        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0xdd);
+        t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0x88);
+        t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0xdd);
+    }
+    for (int k = 0; k < 8; k++) {
+        _mm512_storeu_ps(d + (size_t)k * dld, _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88));
+        _mm512_storeu_ps(d + (size_t)(k + 8) * dld, _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd));
+    }
+}
+
+/* transpose_generic in 16x16 AVX-512 blocks; the edges go through transpose_avx */
+__attribute__((target("avx512f"))) static void transpose_avx512(const float *src, size_t ld, int rows, int cols,
+                                                                 float *dst, size_t dld)
+{
+    int i0 = 0;
+    for (; i0 + 16 <= rows; i0 += 16) {
+        int j0 = 0;
+        for (; j0 + 16 <= cols; j0 += 16) tr16x16(src + (size_t)i0 * ld + j0, ld, dst + (size_t)j0 * dld + i0, dld);
+        if (j0 < cols) transpose_avx(src + (size_t)i0 * ld + j0, ld, 16, cols - j0, dst + (size_t)j0 * dld + i0, dld);
+    }
+    if (i0 < rows) transpose_avx(src + (size_t)i0 * ld, ld, rows - i0, cols, dst + i0, dld);
+}
+
 /* ---- AVX-512F: 16 lanes, 32 zmm registers ---- */
 #define SFX avx512
 #define TGT __attribute__((target("avx512f")))
-#define TRANSPOSE transpose_avx
+#define TRANSPOSE transpose_avx512
 #define V __m512
 #define L 16
 #define KB 8

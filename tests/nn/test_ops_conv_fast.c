@@ -448,10 +448,12 @@ Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60
 }
 
 /* The level's transpose (weight packing and layout changes of the small path) on every size
- * class: full 16-row strips, an 8-row strip, leftover rows and columns, strided rows. */
+ * class: 16x16 blocks (AVX-512), 16-row strips and 8-row strips (AVX), leftover rows and
+ * columns, strided rows. */
 Test(nn_ops_conv_fast, transpose_at_every_level)
 {
-    static const int dims[][2] = {{1, 1}, {3, 5}, {8, 8}, {16, 8}, {17, 9}, {24, 31}, {40, 3}, {33, 64}};
+    static const int dims[][2] = {{1, 1}, {3, 5}, {8, 8}, {16, 8}, {17, 9}, {24, 31}, {40, 3}, {33, 64}, {16, 16},
+                                  {32, 48}, {35, 37}, {64, 17}};
     for (int l = NNC_ISA_GENERIC; l <= (int)nnc__isa_best(); l++) {
         nnc__set_isa((nnc__isa_level)l);
         const conv_kernels *kn = nnc__conv_kernels();
