@@ -3,9 +3,12 @@
  * For each conv descriptor of the model (models/layers.h: input shape, filters, kernel,
  * stride, pad) the conv kernels (nn/conv_fast.h) run on random data of that layer's shape at
  * the bench batch size: forward (plain epilogue), input gradient alone, weight gradient alone.
- * Each figure is the median of `runs` timed calls after one warm-up call; GFLOP/s counts
- * 2*N*K*P*Q*C*R*S per pass and "% peak" divides by peak_gflops * threads. The total row sums
- * what a training step runs (no input gradient for the model's first layer).
+ * Each figure is the median of `runs` timed calls after one warm-up call; GFLOP/s counts the
+ * nominal 2*N*K*P*Q*C*R*S per pass (taps on the zero padding included: the small-image path
+ * skips those, so it can show more than 100% of peak on tiny images) and "% peak" divides by
+ * peak_gflops * threads. The total row sums what a training step runs (no input gradient for
+ * the model's first layer). The path column is forward/backward: d direct, s small-image
+ * (channel-vectorised), g im2col + GEMM.
  * Single-threaded caller; the kernels use the thread pool set by nnc_set_threads. */
 #include <stdlib.h>
 #include <string.h>
@@ -69,8 +72,9 @@ int bench_layers(const nnc_model *m, int batch, int threads, int runs, double pe
     if (!tv) return nnc__fail(NNC_ENOMEM, "bench --layers: out of memory");
     nnc__conv_set_path(path);
     const double peak = peak_gflops * threads;
-    printf("%s conv layers, batch %d, threads %d, median of %d runs; peak %.1f GFLOP/s\n", m->name, batch, threads,
-           runs, peak);
+    printf("%s conv layers, batch %d, threads %d, median of %d runs; peak %.1f GFLOP/s; nominal FLOPs (padding "
+           "taps included); path fwd/bwd: d direct, s small-image, g GEMM\n",
+           m->name, batch, threads, runs, peak);
     printf("%-22s %-20s %-6s %9s %7s %5s %9s %7s %5s %9s %7s %5s\n", "layer", "C>K HxW k/s/p", "path", "fwd ms",
            "GFLOP/s", "%pk", "dx ms", "GFLOP/s", "%pk", "dw ms", "GFLOP/s", "%pk");
     double tot[3] = {0, 0, 0}, tot_flop[3] = {0, 0, 0};
