@@ -97,6 +97,15 @@ static inline void row_copy_bias(float *d, const float *s, float b, int n)
     for (; i < n; i++) d[i] = s[i] + b;
 }
 
+/* d[i] = max(s[i] * sc + sh, 0) (the fused BN + ReLU prologue, nnc__bnrelu) */
+static inline void row_bnrelu(float *d, const float *s, float sc, float sh, int n)
+{
+    nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__bnrelu_v4(nnc__v4_load(s + i), vs, vh));
+    for (; i < n; i++) d[i] = nnc__bnrelu(s[i], sc, sh);
+}
+
 /* Offset of tap t = r*S + s inside one channel of Xt. */
 static int tap_offset(const geo *G, int t)
 {
@@ -104,8 +113,9 @@ static int tap_offset(const geo *G, int t)
     return (int)(((r % st) * st + s % st) * G->phs) + (r / st) * G->wh + s / st;
 }
 
-/* x (C,H,W) of image g of the group -> its slots of Xt (layout above). */
-static void fill_xt(const geo *G, const float *x, float *xt, int g)
+/* x (C,H,W) of image g of the group -> its slots of Xt (layout above); with psc (the fused
+ * prologue) the values stored are z = nnc__bnrelu(x, psc[c], psh[c]), the padding stays 0. */
+static void fill_xt(const geo *G, const float *x, float *xt, int g, const float *psc, const float *psh)
 {
     const nnc__conv_shape *cs = &G->cs;
     const int st = G->st, pad = cs->pad, wh = G->wh;
@@ -124,12 +134,14 @@ static void fill_xt(const geo *G, const float *x, float *xt, int g)
                     if (st == 1) {
                         int tail = wh - pad - cs->w;
                         row_zero(row, pad);
-                        row_copy(row + pad, src, cs->w);
+                        if (psc) row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
+                        else row_copy(row + pad, src, cs->w);
                         if (tail > 0) row_zero(row + pad + cs->w, tail);
                     } else {
                         for (int j = 0; j < wh; j++) {
                             int wc = j * st + b - pad;
-                            row[j] = (wc >= 0 && wc < cs->w) ? src[wc] : 0.0f;
+                            float v = (wc >= 0 && wc < cs->w) ? src[wc] : 0.0f;
+                            row[j] = psc && wc >= 0 && wc < cs->w ? nnc__bnrelu(v, psc[c], psh[c]) : v;
                         }
                     }
                 }
@@ -178,6 +190,101 @@ static void fill_dyw_tail(const geo *G, float *d, int gn)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * fused statistics and prologue helpers
+ * ------------------------------------------------------------------------------------------ */
+
+/* out[0] = sum of p[0..n), out[1] = its centred sum of squares M2 (around the plane's own mean
+ * rounded to float, corrected for that rounding); 4-lane float partial sums finished in double. */
+static void plane_stats(const float *p, int n, double *out)
+{
+    nnc__v4 a = nnc__v4_set1(0.0f), b = a;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a += nnc__v4_load(p + i);
+        b += nnc__v4_load(p + i + 4);
+    }
+    double s = nnc__v4_hsum(a) + nnc__v4_hsum(b);
+    for (; i < n; i++) s += p[i];
+    double mu = s / n;
+    float mf = (float)mu;
+    nnc__v4 m = nnc__v4_set1(mf);
+    a = b = nnc__v4_set1(0.0f);
+    for (i = 0; i + 8 <= n; i += 8) {
+        nnc__v4 u = nnc__v4_load(p + i) - m, v = nnc__v4_load(p + i + 4) - m;
+        a += u * u;
+        b += v * v;
+    }
+    double ss = nnc__v4_hsum(a) + nnc__v4_hsum(b);
+    for (; i < n; i++) ss += (double)(p[i] - mf) * (p[i] - mf);
+    double d = mu - (double)mf, m2 = ss - (double)n * d * d;
+    out[0] = s;
+    out[1] = m2 > 0 ? m2 : 0;
+}
+
+/* stats[2k], stats[2k+1] = mean and biased variance of channel k from the per-plane (sum, M2)
+ * pairs ps[(n*K + k)*2 ..], combined in image order in double (the parallel-variance formula of
+ * Chan et al. for groups of equal size PQ): mean = sum_n s_n / M,
+ * M2 = sum_n (M2_n + PQ (s_n / PQ - mean)^2), M = N*PQ. */
+static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
+{
+    const double M = (double)N * PQ;
+    for (int k = 0; k < K; k++) {
+        double s = 0, m2 = 0;
+        for (int n = 0; n < N; n++) s += ps[((size_t)n * K + k) * 2];
+        double mean = s / M;
+        for (int n = 0; n < N; n++) {
+            const double *q = ps + ((size_t)n * K + k) * 2;
+            double d = q[0] / PQ - mean;
+            m2 += q[1] + PQ * d * d;
+        }
+        stats[2 * k] = mean;
+        stats[2 * k + 1] = m2 / M;
+    }
+}
+
+typedef struct plane_ctx {
+    const float *src;
+    float *dst;
+    double *ps;
+    const float *sc, *sh;
+    int planes;       /* per image */
+    int hw;
+} plane_ctx;
+
+/* Image n: per-plane statistics of src into ps. */
+static void plane_stats_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const plane_ctx *c = vctx;
+    for (int k = 0; k < c->planes; k++) {
+        size_t i = (size_t)n * c->planes + k;
+        plane_stats(c->src + i * c->hw, c->hw, c->ps + 2 * i);
+    }
+}
+
+/* Image n: dst = the prologue applied to src, plane by plane. */
+static void prologue_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const plane_ctx *c = vctx;
+    for (int k = 0; k < c->planes; k++) {
+        size_t off = ((size_t)n * c->planes + k) * c->hw;
+        row_bnrelu(c->dst + off, c->src + off, c->sc[k], c->sh[k], c->hw);
+    }
+}
+
+/* z = prologue(x) in g's arena, for the GEMM path (which reads its input as it is). */
+static const float *materialise_z(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const nnc__conv_fuse *fu)
+{
+    NNC_ASSERT(g != NULL, "conv2d: a fused prologue on the GEMM path needs the graph");
+    size_t n = (size_t)cs->n * cs->c * cs->h * cs->w;
+    float *z = nnc_graph_scratch(g, n * sizeof(float));
+    plane_ctx c = {x, z, NULL, fu->pro_scale, fu->pro_shift, cs->c, cs->h * cs->w};
+    nnc__parallel_for(cs->n, prologue_task, &c);
+    return z;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
 
@@ -190,6 +297,8 @@ typedef struct fwd_ctx {
     float *y, *scratch;
     size_t per_thread;
     int stacked;       /* one kernel call over the whole group */
+    const float *psc, *psh;  /* fused prologue or NULL */
+    double *pstat;     /* per-plane (sum, M2) of y, (N,K,2), or NULL */
 } fwd_ctx;
 
 static void fwd_task(void *vctx, int grp, int thread)
@@ -200,7 +309,7 @@ static void fwd_task(void *vctx, int grp, int thread)
     const conv_kernels *kn = f->kn;
     float *xt = f->scratch + (size_t)thread * f->per_thread, *yw = xt + G->xsz;
     int n0 = grp * G->grp, gn = n0 + G->grp <= cs->n ? G->grp : cs->n - n0;
-    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g);
+    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g, f->psc, f->psh);
     fill_xt_tail(G, xt, gn);
     int kblocks = (cs->k + kn->kb - 1) / kn->kb;
     if (f->stacked) {
@@ -226,6 +335,8 @@ static void fwd_task(void *vctx, int grp, int thread)
                     nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
                                       res ? res + (size_t)p * cs->q : NULL);
             }
+            /* the plane is L1-hot: its statistics for a following batch norm */
+            if (f->pstat) plane_stats(dst, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k) * 2);
         }
     }
 }
@@ -233,9 +344,24 @@ static void fwd_task(void *vctx, int grp, int thread)
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                             const nnc__conv_epilogue *ep, float *y)
 {
-    (void)g;
+    nnc__conv_fast_forward_ex(g, cs, x, w, ep, NULL, y);
+}
+
+void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y)
+{
+    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
+    double *stats = fu ? fu->stats : NULL;
+    const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
     if (nnc__conv_use_gemm(cs, 0)) {
-        nnc__conv_gemm_forward(cs, x, w, ep, y);
+        nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
+        if (stats) {
+            double *ps = nnc__thread_scratch(psz);
+            NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);
+            plane_ctx c = {y, NULL, ps, NULL, NULL, cs->k, cs->p * cs->q};
+            nnc__parallel_for(cs->n, plane_stats_task, &c);
+            combine_stats(ps, cs->n, cs->k, cs->p * cs->q, stats);
+        }
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
@@ -250,11 +376,12 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
     int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
     size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
     size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = sizeof(float) * (size_t)width * per_thread;
-    size_t bytes = wpb + scb + sizeof(int) * (size_t)T;
+    size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
     float *wp = (float *)base, *scratch = (float *)(base + wpb);
-    int *toff = (int *)(base + wpb + scb);
+    double *pstat = stats ? (double *)(base + wpb + scb) : NULL;
+    int *toff = (int *)(base + wpb + scb + psz);
     for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
     /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K) */
     for (int kb = 0; kb < kblocks; kb++)
@@ -264,8 +391,9 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                     int k = kb * KB + kk;
                     wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                 }
-    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked};
+    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, psc, psh, pstat};
     nnc__parallel_for(ngroups, fwd_task, &f);
+    if (stats) combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -291,6 +419,7 @@ typedef struct bwd_ctx {
     double *bpart;     /* nchunk x K */
     float *scratch;
     size_t per_thread;
+    const float *psc, *psh;  /* fused prologue or NULL */
 } bwd_ctx;
 
 static void bwd_task(void *vctx, int chunk, int thread)
@@ -313,7 +442,7 @@ static void bwd_task(void *vctx, int chunk, int thread)
         for (int i = 0; i < gn; i++) {
             const float *dyn = b->dy + (size_t)(n0 + i) * ys;
             fill_dyw(G, dyn, dyw, i);
-            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt, i);
+            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt, i, b->psc, b->psh);
             if (bpart)
                 for (int k = 0; k < K; k++) {
                     const float *d = dyn + (size_t)k * PQ;
@@ -395,10 +524,17 @@ static void reduce_task(void *vctx, int task, int thread)
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
-    (void)g;
+    nnc__conv_fast_backward_ex(g, cs, x, w, NULL, dy, dx, dx_fresh, dw, db);
+}
+
+void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                                const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                                float *db)
+{
     if (!dx && !dw && !db) return;
+    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
     if (nnc__conv_use_gemm(cs, 1)) {
-        nnc__conv_gemm_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
+        nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
@@ -466,7 +602,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
         }
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
-                 col, dw ? part : NULL, bpart, scratch, per_thread};
+                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};

@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 
+#include "nn/ops_fuse.h"
 #include "nn/tensor.h"
 #include "nn/vec.h"
 
@@ -45,6 +46,18 @@ typedef struct nnc__conv_epilogue {
     int relu;
 } nnc__conv_epilogue;
 
+/* Fusions around the conv (all fields NULL: a plain conv):
+ *   pro_scale/pro_shift (C): the conv's input is z = max(x * pro_scale[c] + pro_shift[c], 0)
+ *     (a batch norm + ReLU, nnc__bnrelu in nn/ops_fuse.h), applied while x is copied into the padded layout;
+ *     z is never stored. The padding is zeros of z. Backward then gives dx = dL/dz.
+ *   stats (2K doubles, forward only): per output channel k, stats[2k] = mean and stats[2k+1] =
+ *     biased variance over (N,P,Q) of the written y, from per-plane sums and centred sums of
+ *     squares taken in the output pass, combined per channel in image order in double. */
+typedef struct nnc__conv_fuse {
+    const float *pro_scale, *pro_shift;
+    double *stats;
+} nnc__conv_fuse;
+
 /* y (N,K,P,Q) = epilogue(conv(x (N,C,H,W), w (K,C,R,S))); overwrites y. */
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                             const nnc__conv_epilogue *ep, float *y);
@@ -52,6 +65,13 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
  * db may be NULL. dx_fresh: dx is uninitialised and is written (=) instead. */
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+/* The same with the fusions of fu (NULL: none). Shapes the GEMM path takes materialise z in
+ * g's arena (g must then be non-NULL). */
+void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y);
+void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                                const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                                float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
  * nnc__conv_use_gemm says which path a shape's forward or backward takes (small images, deep

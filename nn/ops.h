@@ -18,7 +18,9 @@
 #include "nn/tensor.h"
 
 /* conv2d: x (N,C,H,W), w (K,C,R,S), b (K) or NULL -> (N,K,P,Q),
- * P = (H + 2*pad - R)/stride + 1, Q likewise. Cross-correlation, as in PyTorch. */
+ * P = (H + 2*pad - R)/stride + 1, Q likewise. Cross-correlation, as in PyTorch. When recorded
+ * it also computes its output's per-channel batch statistics in its output pass, which a
+ * training-mode batch norm of that output then uses instead of passes of its own. */
 nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad);
 
 /* linear: x (N, D...) flattened to (N,D), w (O,D), b (O) or NULL -> (N,O). */
@@ -50,6 +52,15 @@ nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_t
                                nnc_tensor *gamma, nnc_tensor *beta, nnc_tensor *running_mean,
                                nnc_tensor *running_var, float momentum, float eps, int training,
                                nnc_tensor *residual);
+
+/* batchnorm2d followed by ReLU followed by conv2d: y = conv2d(relu(batchnorm2d(x)), w, b, stride,
+ * pad), BN arguments and running-stat update as nnc_batchnorm2d, conv arguments as nnc_conv2d.
+ * relu(bn(x)) is never stored: the conv applies it while staging its input (forward, and again
+ * for the weight gradient), and the backward recomputes the ReLU mask from x. Values and
+ * gradients equal those of the three separate ops up to float rounding. */
+nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                               nnc_tensor *running_mean, nnc_tensor *running_var, float momentum, float eps,
+                               int training, nnc_tensor *w, nnc_tensor *b, int stride, int pad);
 
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
 /* scale: y = s * x (any shape). */
