@@ -420,7 +420,54 @@ typedef struct bwd_ctx {
     float *scratch;
     size_t per_thread;
     const float *psc, *psh;  /* fused prologue or NULL */
+    const float *pmean;      /* with dsums: the centre of x per channel */
+    double *dsums;           /* masked dx and its per-plane sums (nnc__conv_fuse), or NULL */
 } bwd_ctx;
+
+/* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
+ * mask (recomputed from x) applied, and the per-plane sums of the batch-norm backward. */
+static void copy_out_masked(const bwd_ctx *b, const float *dxt, int g, int n)
+{
+    const geo *G = b->G;
+    const nnc__conv_shape *cs = &G->cs;
+    const int st = G->st, pad = cs->pad, C = cs->c, W = cs->w;
+    const size_t hw = (size_t)cs->h * W;
+    for (int c = 0; c < C; c++) {
+        const float sc = b->psc[c], sh = b->psh[c], mu = b->pmean[c];
+        const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), vm = nnc__v4_set1(mu);
+        nnc__v4 a = nnc__v4_set1(0.0f), t = a;
+        double s1 = 0, t1 = 0;
+        const float *xp = b->x + ((size_t)n * C + c) * hw;
+        float *dp = b->dx + ((size_t)n * C + c) * hw;
+        for (int h = 0; h < cs->h; h++) {
+            int hh = h + pad;
+            const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs + (size_t)g * G->pl +
+                               (size_t)(hh / st) * G->wh;
+            const float *xr = xp + (size_t)h * W;
+            float *dst = dp + (size_t)h * W;
+            int w = 0;
+            if (st == 1)
+                for (; w + 4 <= W; w += 4) {
+                    nnc__v4 xv = nnc__v4_load(xr + w);
+                    nnc__v4 dz = nnc__v4_keep(nnc__v4_load(src + pad + w), nnc__bnrelu_mask_v4(xv, vs, vh));
+                    nnc__v4_store(dst + w, dz);
+                    a += dz;
+                    t += (xv - vm) * dz;
+                }
+            for (; w < W; w++) {
+                int ww = w + pad;
+                float v = src[(size_t)(ww % st) * G->phs + ww / st];
+                float dz = nnc__bnrelu_mask(xr[w], sc, sh) ? v : 0.0f;
+                dst[w] = dz;
+                s1 += dz;
+                t1 += (double)(xr[w] - mu) * dz;
+            }
+        }
+        double *o = b->dsums + ((size_t)n * C + c) * 2;
+        o[0] = nnc__v4_hsum(a) + s1;
+        o[1] = nnc__v4_hsum(t) + t1;
+    }
+}
 
 static void bwd_task(void *vctx, int chunk, int thread)
 {
@@ -479,6 +526,10 @@ static void bwd_task(void *vctx, int chunk, int thread)
         const int st = G->st, pad = cs->pad;
         for (int i = 0; i < gn; i++) {
             float *dxn = b->dx + (size_t)(n0 + i) * xs;
+            if (b->dsums) {
+                copy_out_masked(b, dxt, i, n0 + i);
+                continue;
+            }
             for (int c = 0; c < C; c++)
                 for (int h = 0; h < cs->h; h++) {
                     int hh = h + pad;
@@ -527,16 +578,17 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
     nnc__conv_fast_backward_ex(g, cs, x, w, NULL, dy, dx, dx_fresh, dw, db);
 }
 
-void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                                const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
-                                float *db)
+int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                               float *db)
 {
-    if (!dx && !dw && !db) return;
+    if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
     if (nnc__conv_use_gemm(cs, 1)) {
         nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
-        return;
+        return 0;
     }
+    double *dsums = psc && dx && dx_fresh && fu->dsums && fu->pro_mean ? fu->dsums : NULL;
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
     int g0 = (2048 + cs->p * cs->q - 1) / (cs->p * cs->q);
@@ -602,7 +654,7 @@ void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const f
         }
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
-                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh};
+                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};
@@ -614,4 +666,5 @@ void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const f
             for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
             db[k] += (float)s;
         }
+    return dsums != NULL;
 }

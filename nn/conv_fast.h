@@ -52,10 +52,16 @@ typedef struct nnc__conv_epilogue {
  *     z is never stored. The padding is zeros of z. Backward then gives dx = dL/dz.
  *   stats (2K doubles, forward only): per output channel k, stats[2k] = mean and stats[2k+1] =
  *     biased variance over (N,P,Q) of the written y, from per-plane sums and centred sums of
- *     squares taken in the output pass, combined per channel in image order in double. */
+ *     squares taken in the output pass, combined per channel in image order in double.
+ *   dsums (N*C*2 doubles, backward with the prologue and a fresh dx only): dx is written already
+ *     through the prologue's ReLU mask, dx = mask ? dL/dz : 0, and dsums[(n*C + c)*2 + 0, 1] =
+ *     sum over plane (n,c) of dx and of dx * (x - pro_mean[c]): the sums of a batch-norm
+ *     backward, taken in the copy-out. */
 typedef struct nnc__conv_fuse {
     const float *pro_scale, *pro_shift;
     double *stats;
+    const float *pro_mean;
+    double *dsums;
 } nnc__conv_fuse;
 
 /* y (N,K,P,Q) = epilogue(conv(x (N,C,H,W), w (K,C,R,S))); overwrites y. */
@@ -66,12 +72,13 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 /* The same with the fusions of fu (NULL: none). Shapes the GEMM path takes materialise z in
- * g's arena (g must then be non-NULL). */
+ * g's arena (g must then be non-NULL). The backward returns 1 when it filled fu->dsums (and
+ * masked dx), 0 when it did not (no dsums asked, dx accumulated, or the GEMM path). */
 void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                                const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y);
-void nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                                const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
-                                float *db);
+int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                               float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
  * nnc__conv_use_gemm says which path a shape's forward or backward takes (small images, deep

@@ -160,7 +160,7 @@ nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
         nd->iargs[1] = pad;
     }
     nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
-    nnc__conv_fuse fu = {NULL, NULL, record_stats(g, nd, cs.k)};
+    nnc__conv_fuse fu = {NULL, NULL, record_stats(g, nd, cs.k), NULL, NULL};
     nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
     return y;
 }
@@ -174,7 +174,7 @@ static void bn_relu_conv2d_backward(nnc_graph *g, nnc_node *nd)
     const int C = x->shape[1];
     const float *saved = nd->saved;
     nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
-    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, NULL};
+    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, NULL, saved, NULL};
     float *dgamma = gamma && gamma->requires_grad ? nnc__grad(g, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? nnc__grad(g, beta) : NULL;
     float *dz = NULL;
@@ -185,11 +185,14 @@ static void bn_relu_conv2d_backward(nnc_graph *g, nnc_node *nd)
     } else if (x->requires_grad || dgamma || dbeta) {
         dz = nnc__grad_fresh(g, nnc_tensor_wrap(g, NULL, 4, x->shape), &fresh);
     }
-    nnc__conv_fast_backward_ex(g, &cs, x->data, w->data, &fu, nd->out->grad, dz, 1,
-                               w->requires_grad ? nnc__grad(g, w) : NULL, b && b->requires_grad ? nnc__grad(g, b) : NULL);
+    /* the conv's copy-out masks dz and takes the BN backward's per-plane sums */
+    if (dz) fu.dsums = nnc_graph_scratch(g, 2 * (size_t)x->shape[0] * C * sizeof(double));
+    int summed = nnc__conv_fast_backward_ex(g, &cs, x->data, w->data, &fu, nd->out->grad, dz, 1,
+                                            w->requires_grad ? nnc__grad(g, w) : NULL,
+                                            b && b->requires_grad ? nnc__grad(g, b) : NULL);
     if (dz)
-        nnc__bn_relu_backward_x(x, gamma, saved, nd->iargs[2], dz, x->requires_grad ? x->grad : NULL, in_place,
-                                dgamma, dbeta);
+        nnc__bn_relu_backward_x(x, gamma, saved, nd->iargs[2], dz, summed ? fu.dsums : NULL,
+                                x->requires_grad ? x->grad : NULL, in_place, dgamma, dbeta);
 }
 
 nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
@@ -211,7 +214,7 @@ nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, n
         nd->saved = saved;
     }
     nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
-    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, record_stats(g, nd, cs.k)};
+    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, record_stats(g, nd, cs.k), NULL, NULL};
     nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
     return y;
 }

@@ -52,8 +52,11 @@ void nnc__bn_fold(nnc_graph *g, const char *op, const nnc_tensor *x, const nnc_t
 
 /* Backward of relu(bn(x)) for dz = dL/d(relu output) (N,C,H,W), with the ReLU mask
  * nnc__bnrelu_mask(x, scale, shift) and saved from nnc__bn_fold: dgamma, dbeta += (each may be
- * NULL); dx (may be NULL, may be dz itself) written when dx_fresh, else accumulated. */
+ * NULL); dx (may be NULL, may be dz itself) written when dx_fresh, else accumulated. psums
+ * non-NULL: dz is already masked and psums holds its per-plane sums (N,C,2) as the conv
+ * backward's copy-out takes them (nnc__conv_fuse), so only the dx pass is left. */
 void nnc__bn_relu_backward_x(const nnc_tensor *x, const nnc_tensor *gamma, const float *saved, int training,
-                             const float *dz, float *dx, int dx_fresh, float *dgamma, float *dbeta);
+                             const float *dz, const double *psums, float *dx, int dx_fresh, float *dgamma,
+                             float *dbeta);
 
 #endif

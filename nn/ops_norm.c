@@ -59,9 +59,10 @@ static double plane_sq_centered(const float *p, float mu, size_t n)
     return s;
 }
 
-/* The same sums with dy replaced by dz = (y > 0 ? dy : 0) (the gradient through a ReLU). */
-static void plane_sums_masked(const float *x, float mu, const float *dy, const float *y, size_t n,
-                              double *sdy, double *sdyx)
+/* The same sums with dy replaced by dz = (y > 0 ? dy : 0) (the gradient through a ReLU); with
+ * dr (the residual's gradient, in the same pass) also dr = dz (fresh) or dr += dz. */
+static void plane_sums_masked(const float *x, float mu, const float *dy, const float *y, float *dr, int fresh,
+                              size_t n, double *sdy, double *sdyx)
 {
     nnc__v4 a = nnc__v4_set1(0.0f), b = a, m = nnc__v4_set1(mu), zero = a;
     size_t i = 0;
@@ -69,13 +70,17 @@ static void plane_sums_masked(const float *x, float mu, const float *dy, const f
         nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero);
         a += dz;
         b += (nnc__v4_load(x + i) - m) * dz;
+        if (dr) nnc__v4_store(dr + i, fresh ? dz : nnc__v4_load(dr + i) + dz);
     }
     double s = nnc__v4_hsum(a), t = nnc__v4_hsum(b);
-    for (; i < n; i++)
+    for (; i < n; i++) {
+        float dz = y[i] > 0.0f ? dy[i] : 0.0f;
+        if (dr) dr[i] = fresh ? dz : dr[i] + dz;
         if (y[i] > 0.0f) {
             s += dy[i];
             t += (double)(x[i] - mu) * dy[i];
         }
+    }
     *sdy += s;
     *sdyx += t;
 }
@@ -130,6 +135,7 @@ typedef struct bn_bwd_ctx {
     int N, C;
     size_t hw;
     int training;
+    const double *psums; /* dy already masked, per-plane (sum dy, sum dy (x - mean)) (N,C,2), or NULL */
 } bn_bwd_ctx;
 
 /* One channel c of the backward below. */
@@ -141,10 +147,17 @@ static void bn_bwd_task(void *vctx, int c, int thread)
     const size_t hw = b->hw;
     double sdy = 0, sdyx = 0, m = (double)N * (double)hw;
     float mu = b->mean[c], is = b->inv_std[c];
+    /* pass 1: the sums (and the residual's gradient, masked, in the same pass) */
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * hw;
+        if (b->psums) {
+            sdy += b->psums[((size_t)n * C + c) * 2];
+            sdyx += b->psums[((size_t)n * C + c) * 2 + 1];
+            continue;
+        }
         if (b->y) {
-            plane_sums_masked(b->x + off, mu, b->dy + off, b->y + off, hw, &sdy, &sdyx);
+            plane_sums_masked(b->x + off, mu, b->dy + off, b->y + off, b->dres ? b->dres + off : NULL, b->dres_fresh,
+                              hw, &sdy, &sdyx);
             continue;
         }
         if (b->msc) {
@@ -153,31 +166,18 @@ static void bn_bwd_task(void *vctx, int c, int thread)
         }
         sdy += plane_sum(b->dy + off, hw);
         sdyx += plane_dot_centered(b->x + off, mu, b->dy + off, hw);
-    }
-    if (b->dres)
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * hw, i = 0;
-            const float *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
+        if (b->dres) {
             float *dr = b->dres + off;
-            nnc__v4 zero = nnc__v4_set1(0.0f);
-            if (y && b->dres_fresh) {
-                for (; i + 4 <= hw; i += 4)
-                    nnc__v4_store(dr + i, nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
-                for (; i < hw; i++) dr[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-            } else if (y) {
-                for (; i + 4 <= hw; i += 4)
-                    nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_keep(nnc__v4_load(dy + i), nnc__v4_load(y + i) > zero));
-                for (; i < hw; i++)
-                    if (y[i] > 0.0f) dr[i] += dy[i];
+            const float *dy = b->dy + off;
+            if (b->dres_fresh) {
+                memcpy(dr, dy, sizeof(float) * hw);
             } else {
-                if (b->dres_fresh) {
-                    memcpy(dr, dy, sizeof(float) * hw);
-                    continue;
-                }
+                size_t i = 0;
                 for (; i + 4 <= hw; i += 4) nnc__v4_store(dr + i, nnc__v4_load(dr + i) + nnc__v4_load(dy + i));
                 for (; i < hw; i++) dr[i] += dy[i];
             }
         }
+    }
     sdyx *= is;
     if (b->dgamma) b->dgamma[c] += (float)sdyx;
     if (b->dbeta) b->dbeta[c] += (float)sdy;
@@ -187,9 +187,13 @@ static void bn_bwd_task(void *vctx, int c, int thread)
     float mdy = b->training ? (float)(sdy / m) : 0.0f, mdyx = b->training ? (float)(sdyx / m) : 0.0f;
     float A = -gs * is * mdyx, B = -gs * mdy + gs * is * mdyx * mu;
     nnc__v4 vg = nnc__v4_set1(gs), va = nnc__v4_set1(A), vb = nnc__v4_set1(B);
+    /* pass 2: dx. A residual gradient written fresh in pass 1 is exactly the masked dy: read it
+     * instead of dy and y. */
+    const int dz_from_dres = b->y && b->dres && b->dres_fresh && b->dres != b->dx;
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * hw, i = 0;
-        const float *x = b->x + off, *dy = b->dy + off, *y = b->y ? b->y + off : NULL;
+        const float *x = b->x + off, *dy = (dz_from_dres ? b->dres : b->dy) + off;
+        const float *y = b->y && !dz_from_dres ? b->y + off : NULL;
         float *dx = b->dx + off;
         if (b->msc) { /* elementwise, so dx may be dy itself */
             float sc = b->msc[c], sh = b->msh[c];
@@ -255,18 +259,19 @@ static void batchnorm_backward(nnc_graph *g, nnc_node *n)
     nnc_tensor *res = n->nin > 3 ? n->in[3] : NULL;
     float *dres = res && res->requires_grad ? nnc__grad_fresh(g, res, &dres_fresh) : NULL;
     bn_bwd_ctx b = {x->data, dy, dx, dgamma, dbeta, relu ? n->out->data : NULL, NULL, NULL, dres, dx_fresh, dres_fresh,
-                    gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training};
+                    gamma ? gamma->data : NULL, mean, inv_std, N, C, hw, training, NULL};
     nnc__parallel_for(C, bn_bwd_task, &b);
 }
 
 void nnc__bn_relu_backward_x(const nnc_tensor *x, const nnc_tensor *gamma, const float *saved, int training,
-                             const float *dz, float *dx, int dx_fresh, float *dgamma, float *dbeta)
+                             const float *dz, const double *psums, float *dx, int dx_fresh, float *dgamma,
+                             float *dbeta)
 {
     int N, C;
     size_t hw;
     dims(x, &N, &C, &hw);
-    bn_bwd_ctx b = {x->data, dz, dx, dgamma, dbeta, NULL, saved + 2 * C, saved + 3 * C, NULL, dx_fresh, 0,
-                    gamma ? gamma->data : NULL, saved, saved + C, N, C, hw, training};
+    bn_bwd_ctx b = {x->data, dz, dx, dgamma, dbeta, NULL, psums ? NULL : saved + 2 * C, psums ? NULL : saved + 3 * C,
+                    NULL, dx_fresh, 0, gamma ? gamma->data : NULL, saved, saved + C, N, C, hw, training, psums};
     nnc__parallel_for(C, bn_bwd_task, &b);
 }
 
