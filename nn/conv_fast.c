@@ -123,20 +123,20 @@ static void fill_xt(const geo *G, const float *x, float *xt, int g, const float 
         for (int a = 0; a < st; a++)
             for (int b = 0; b < st; b++) {
                 float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->phs + (size_t)g * G->pl;
+                /* stride 1: zero the (L1-sized) slot in one call, then copy the rows in (zeroing
+                 * the 1-3 padding floats of each row separately costs a libc call each) */
+                if (st == 1) memset(pln, 0, sizeof(float) * G->pl);
                 for (int i = 0; i < G->rh; i++) {
                     int hr = i * st + a - pad;
                     float *row = pln + (size_t)i * wh;
                     if (hr < 0 || hr >= cs->h) {
-                        row_zero(row, wh);
+                        if (st != 1) row_zero(row, wh);
                         continue;
                     }
                     const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
                     if (st == 1) {
-                        int tail = wh - pad - cs->w;
-                        row_zero(row, pad);
                         if (psc) row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
                         else row_copy(row + pad, src, cs->w);
-                        if (tail > 0) row_zero(row + pad + cs->w, tail);
                     } else {
                         for (int j = 0; j < wh; j++) {
                             int wc = j * st + b - pad;
@@ -145,7 +145,7 @@ static void fill_xt(const geo *G, const float *x, float *xt, int g, const float 
                         }
                     }
                 }
-                row_zero(pln + (size_t)G->rh * wh, (int)(G->pl - (size_t)G->rh * wh));
+                if (st != 1) row_zero(pln + (size_t)G->rh * wh, (int)(G->pl - (size_t)G->rh * wh));
             }
 }
 
@@ -170,11 +170,8 @@ static void fill_dyw(const geo *G, const float *dy, float *d, int g)
         if (g == 0) row_zero(row, G->lead);
         float *o = row + G->lead + (size_t)g * G->pl;
         const float *src = dy + (size_t)k * P * Q;
-        for (int p = 0; p < P; p++) {
-            row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
-            row_zero(o + (size_t)p * wh + Q, wh - Q);
-        }
-        row_zero(o + (size_t)P * wh, (int)(G->pl - (size_t)P * wh));
+        memset(o, 0, sizeof(float) * G->pl); /* one call instead of one per row's gap */
+        for (int p = 0; p < P; p++) row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
     }
 }
 
