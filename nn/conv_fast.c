@@ -394,7 +394,7 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     const int KB = kn->kb, C = cs->c, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
     int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
     size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
-    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = sizeof(float) * (size_t)width * per_thread;
+    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = (sizeof(float) * (size_t)width * per_thread + 63) / 64 * 64;
     size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
