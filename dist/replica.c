@@ -46,6 +46,7 @@ int nnc__replica_new(const nnc_model *init, const nnc_dataset *train, const nnc_
     if ((s = nnc_sgd_new(r->p, &cfg->sgd, &r->opt))) goto fail;
     if ((s = nnc_graph_new(0, &r->g))) goto fail;
     nnc_graph_set_anomaly(r->g, cfg->anomaly);
+    nnc_graph_set_recycle(r->g, 1); /* loss and predictions are read before backward */
     nnc_loader_config lc = nnc_loader_config_default();
     lc.batch = cfg->batch;
     lc.shuffle = 1;

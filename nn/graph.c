@@ -8,21 +8,28 @@
 #include "nn/tensor.h"
 
 struct nnc_graph {
-    nnc_arena *arena;
+    nnc_arena *arena;   /* tensor data and gradients (and large op scratch) */
+    nnc_arena *meta;    /* tensor headers and small op scratch: keeps the data buffers adjacent */
     nnc_node *tape;     /* persistent across resets; grows by doubling, then stays */
     int ntape, cap;
     int grad_enabled;
     int anomaly;
     int backward_done;
     int keep_grads;
-    /* gradient buffers of op outputs whose producer's backward has run, reusable by nnc__grad
-     * for a tensor of the same size (persistent array; entries die at reset) */
-    struct free_grad {
-        float *p;
-        size_t numel;
-    } *free_grads;
+    int recycle;
+    /* Dead regions of the data arena, sorted by address, adjacent ones merged: gradient buffers
+     * of op outputs whose producer's backward has run and (recycle mode) those outputs' data.
+     * New gradients are carved from them best-fit (persistent array; entries die at reset). */
+    struct region {
+        char *p;
+        size_t n;
+    } *free_regions;
     int nfree, free_cap;
 };
+
+#define META_BYTES 4096 /* nnc_graph_scratch requests below this go to the meta arena */
+
+static size_t rounded(size_t bytes) { return (bytes + NNC_ALIGN - 1) / NNC_ALIGN * NNC_ALIGN; }
 
 int nnc_graph_new(size_t arena_bytes, nnc_graph **out)
 {
@@ -30,7 +37,9 @@ int nnc_graph_new(size_t arena_bytes, nnc_graph **out)
     nnc_graph *g = nnc__calloc(1, sizeof *g);
     if (!g) return nnc__fail(NNC_ENOMEM, "graph: out of memory");
     int s = nnc_arena_new(arena_bytes, &g->arena);
+    if (!s) s = nnc_arena_new(64 << 10, &g->meta);
     if (s) {
+        nnc_arena_free(g->arena);
         nnc__free(g);
         return s;
     }
@@ -38,6 +47,7 @@ int nnc_graph_new(size_t arena_bytes, nnc_graph **out)
     g->tape = nnc__alloc(sizeof *g->tape * (size_t)g->cap);
     if (!g->tape) {
         nnc_arena_free(g->arena);
+        nnc_arena_free(g->meta);
         nnc__free(g);
         return nnc__fail(NNC_ENOMEM, "graph: out of memory");
     }
@@ -50,20 +60,23 @@ void nnc_graph_free(nnc_graph *g)
 {
     if (!g) return;
     nnc_arena_free(g->arena);
+    nnc_arena_free(g->meta);
     nnc__free(g->tape);
-    nnc__free(g->free_grads);
+    nnc__free(g->free_regions);
     nnc__free(g);
 }
 
 void nnc_graph_reset(nnc_graph *g)
 {
     nnc_arena_reset(g->arena);
+    nnc_arena_reset(g->meta);
     g->ntape = 0;
     g->backward_done = 0;
     g->nfree = 0;
 }
 
 void nnc_graph_set_keep_grads(nnc_graph *g, int keep) { g->keep_grads = keep; }
+void nnc_graph_set_recycle(nnc_graph *g, int recycle) { g->recycle = recycle; }
 
 void nnc_graph_set_grad(nnc_graph *g, int enabled) { g->grad_enabled = enabled; }
 int nnc_graph_grad_enabled(const nnc_graph *g) { return g->grad_enabled; }
@@ -77,9 +90,17 @@ const nnc_node *nnc_graph_node(const nnc_graph *g, int i)
     return &g->tape[i];
 }
 
-void *nnc_graph_scratch(nnc_graph *g, size_t bytes)
+static void *data_alloc(nnc_graph *g, size_t bytes)
 {
     void *p = nnc_arena_alloc(g->arena, bytes);
+    NNC_ASSERT(p != NULL, "step arena: out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *nnc_graph_scratch(nnc_graph *g, size_t bytes)
+{
+    if (bytes >= META_BYTES) return data_alloc(g, bytes);
+    void *p = nnc_arena_alloc(g->meta, bytes);
     NNC_ASSERT(p != NULL, "step arena: out of memory allocating %zu bytes", bytes);
     return p;
 }
@@ -110,7 +131,8 @@ nnc_tensor *nnc_tensor_wrap(nnc_graph *g, float *data, int ndim, const int *shap
 nnc_tensor *nnc_tensor_new(nnc_graph *g, int ndim, const int *shape)
 {
     nnc_tensor *t = nnc_tensor_wrap(g, NULL, ndim, shape);
-    t->data = nnc_graph_scratch(g, t->numel * sizeof(float));
+    t->data = data_alloc(g, t->numel * sizeof(float));
+    t->owns_data = 1;
     return t;
 }
 
@@ -167,17 +189,70 @@ nnc_node *nnc__record(nnc_graph *g, const char *op, nnc_backward_fn bw, nnc_tens
     return n;
 }
 
+/* Carve bytes (rounded) from the best-fitting dead region, or NULL. */
+static float *take_region(nnc_graph *g, size_t bytes)
+{
+    size_t need = rounded(bytes);
+    int best = -1;
+    for (int i = 0; i < g->nfree; i++)
+        if (g->free_regions[i].n >= need && (best < 0 || g->free_regions[i].n < g->free_regions[best].n)) best = i;
+    if (best < 0) return NULL;
+    struct region *r = &g->free_regions[best];
+    float *p = (float *)r->p;
+    r->p += need;
+    r->n -= need;
+    if (r->n == 0) {
+        memmove(r, r + 1, sizeof *r * (size_t)(g->nfree - best - 1));
+        g->nfree--;
+    }
+    return p;
+}
+
+/* Mark bytes (rounded) at p dead, merging with adjacent dead regions. A full list just leaks the
+ * region until reset (the list only grows on the first steps). */
+static void give_region(nnc_graph *g, void *vp, size_t bytes)
+{
+    char *p = vp;
+    size_t n = rounded(bytes);
+    int i = 0;
+    while (i < g->nfree && g->free_regions[i].p < p) i++;
+    struct region *prev = i > 0 ? &g->free_regions[i - 1] : NULL, *next = i < g->nfree ? &g->free_regions[i] : NULL;
+    NNC_ASSERT(!(prev && prev->p + prev->n > p) && !(next && p + n > next->p), "graph: buffer released twice");
+    if (prev && prev->p + prev->n == p) {
+        prev->n += n;
+        if (next && prev->p + prev->n == next->p) {
+            prev->n += next->n;
+            memmove(next, next + 1, sizeof *next * (size_t)(g->nfree - i - 1));
+            g->nfree--;
+        }
+        return;
+    }
+    if (next && p + n == next->p) {
+        next->p = p;
+        next->n += n;
+        return;
+    }
+    if (g->nfree == g->free_cap) {
+        int cap = g->free_cap ? 2 * g->free_cap : 64;
+        struct region *f = nnc__alloc(sizeof *f * (size_t)cap);
+        if (!f) return;
+        if (g->nfree) memcpy(f, g->free_regions, sizeof *f * (size_t)g->nfree);
+        nnc__free(g->free_regions);
+        g->free_regions = f;
+        g->free_cap = cap;
+    }
+    memmove(&g->free_regions[i + 1], &g->free_regions[i], sizeof *g->free_regions * (size_t)(g->nfree - i));
+    g->free_regions[i].p = p;
+    g->free_regions[i].n = n;
+    g->nfree++;
+}
+
 float *nnc__grad_fresh(nnc_graph *g, nnc_tensor *t, int *fresh)
 {
     *fresh = 0;
     if (!t->grad) {
-        for (int i = g->nfree - 1; i >= 0; i--)
-            if (g->free_grads[i].numel == t->numel) {
-                t->grad = g->free_grads[i].p;
-                g->free_grads[i] = g->free_grads[--g->nfree];
-                break;
-            }
-        if (!t->grad) t->grad = nnc_graph_scratch(g, t->numel * sizeof(float));
+        t->grad = take_region(g, t->numel * sizeof(float));
+        if (!t->grad) t->grad = data_alloc(g, t->numel * sizeof(float));
         *fresh = 1;
     }
     return t->grad;
@@ -191,24 +266,19 @@ float *nnc__grad(nnc_graph *g, nnc_tensor *t)
     return p;
 }
 
-/* The gradient of an op output is final once its producer's backward has run: hand the buffer
- * to later nnc__grad calls (the tensor's grad becomes NULL). A full list just keeps it. */
-static void release_grad(nnc_graph *g, nnc_tensor *t)
+/* Once an op's backward has run, its output's gradient is final and (nothing earlier on the tape
+ * reads an op output) its data is dead: hand both to later gradients. */
+static void release_output(nnc_graph *g, nnc_tensor *t, const nnc_tensor *root)
 {
-    if (g->keep_grads || !t->grad || t->node < 0) return;
-    if (g->nfree == g->free_cap) {
-        int cap = g->free_cap ? 2 * g->free_cap : 64;
-        struct free_grad *f = nnc__alloc(sizeof *f * (size_t)cap);
-        if (!f) return;
-        if (g->nfree) memcpy(f, g->free_grads, sizeof *f * (size_t)g->nfree);
-        nnc__free(g->free_grads);
-        g->free_grads = f;
-        g->free_cap = cap;
+    if (g->keep_grads || t->node < 0) return;
+    if (t->grad) {
+        give_region(g, t->grad, t->numel * sizeof(float));
+        t->grad = NULL;
     }
-    g->free_grads[g->nfree].p = t->grad;
-    g->free_grads[g->nfree].numel = t->numel;
-    g->nfree++;
-    t->grad = NULL;
+    if (g->recycle && t->owns_data && t != root && t->data) {
+        give_region(g, t->data, t->numel * sizeof(float));
+        t->data = NULL;
+    }
 }
 
 static int all_finite(const float *p, size_t n)
@@ -236,7 +306,7 @@ int nnc_backward_seed(nnc_graph *g, nnc_tensor *out, const float *seed)
         nnc__fault_backward(g, n, i);
 #endif
         if (!g->anomaly) {
-            release_grad(g, n->out);
+            release_output(g, n->out, out);
             continue;
         }
         for (int k = 0; k < n->nin; k++) {
@@ -248,7 +318,7 @@ int nnc_backward_seed(nnc_graph *g, nnc_tensor *out, const float *seed)
                                  "gradient for input %d%s%s",
                                  n->op, i, k, x->name ? " = parameter " : "", x->name ? x->name : "");
         }
-        release_grad(g, n->out);
+        release_output(g, n->out, out);
     }
     return NNC_OK;
 }

@@ -32,6 +32,7 @@ typedef struct nnc_tensor {
     int node;                   /* tape index of the producing op, -1 for leaves */
     int requires_grad;
     const char *name;           /* parameter name, or NULL */
+    int owns_data;              /* data was allocated for this tensor by nnc_tensor_new (not a view) */
 } nnc_tensor;
 
 typedef struct nnc_graph nnc_graph;
@@ -66,6 +67,13 @@ int nnc_graph_grad_enabled(const nnc_graph *g);
  * parameters keep gradients after backward, and the step needs a few gradient buffers instead
  * of one per activation. keep = 1 keeps every gradient (for inspecting intermediate ones). */
 void nnc_graph_set_keep_grads(nnc_graph *g, int keep);
+/* Recycle mode (default off; training loops turn it on): backward also hands the data of every
+ * op output the graph allocated (not views, not the tensor backward started from) to later
+ * gradients once the op's backward has run - nothing earlier on the tape reads it - and sets
+ * its ->data to NULL. Gradients are carved from these dead regions (adjacent ones merged), so
+ * the step's peak memory is about the forward activations alone. Read what you need (logits,
+ * intermediate activations) before nnc_backward. */
+void nnc_graph_set_recycle(nnc_graph *g, int recycle);
 /* Anomaly mode: backward checks every gradient it produces and fails with NNC_EDIVERGED naming
  * the op, its tape index and the parameter, instead of propagating NaN/Inf. */
 void nnc_graph_set_anomaly(nnc_graph *g, int enabled);

@@ -2,10 +2,12 @@
 # tools/bench.sh - nnc vs PyTorch, side by side (make bench; PERF.md "How to measure").
 #   tools/bench.sh [NNC_BINARY]            (default build/nnc)
 # Environment: ROUNDS (5), MODELS ("resnet20 vgg16"), THREADS ("1 2"), BATCH (128),
+#   WORKERS (4; 0 skips the multi-worker run), WORKER_SECONDS (60),
 #   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine).
 # Each round runs, for every model, `nnc bench` at every thread count and then one
 # torch_bench.py measurement (1 and 2 threads), so both share the machine's noise; the table
-# gives medians over rounds and the median of the per-round ratios nnc / PyTorch.
+# gives medians over rounds and the median of the per-round ratios nnc / PyTorch. Then the peak
+# RSS of a 1-thread training process of each (PyTorch: torch_bench.py train, NCHW), measured alone.
 # PyTorch runs only when /usr/bin/python3 can import torch (apt-get install python3-torch).
 set -eu
 NNC=${1:-build/nnc}
@@ -52,11 +54,34 @@ while [ "$r" -le "$ROUNDS" ]; do
     r=$((r + 1))
 done
 
+# Peak resident memory of a training process at 1 thread, each measured alone in its own process
+# (PERF.md: PyTorch's import alone is 233 MiB); ru_maxrss of the child, in KiB.
+maxrss() { /usr/bin/python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"; }
+for m in $MODELS; do
+    a=$(OPENBLAS_NUM_THREADS=1 maxrss "$NNC" bench --model "$m" --batch "$BATCH" --threads 1 --runs 1 --warmup 1 --train-only)
+    b=-
+    [ "$have_torch" = 1 ] && b=$(maxrss /usr/bin/python3 "$TORCH_BENCH" train --model "$m" --threads 1 --iters 2)
+    echo "mem $m $a $b" >>"$OUT"
+done
+
+# Multi-worker throughput: WORKERS MGRAWA workers (1 kernel thread each) against one replica on
+# all cores, each trained WORKER_SECONDS through nnc_train (tools/bench_workers.c).
+WORKERS=${WORKERS:-4}
+if [ "$WORKERS" -gt 0 ]; then
+    line=$(OPENBLAS_NUM_THREADS=1 "$NNC" bench --model resnet20 --batch "$BATCH" --workers "$WORKERS" --threads 0 \
+        --seconds "${WORKER_SECONDS:-60}" --json | tail -1)
+    echo "workers $line" >>"$OUT"
+fi
+
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, statistics, sys
 nnc, torch = {}, {}
 for line in open(sys.argv[1]):
     f = line.split(None, 2)
+    if f[0] in ("mem", "workers"):
+        continue
     if f[0] == "nnc":
         j = json.loads(f[2])
         for mode, key in (("train", "train_images_per_sec"), ("infer", "infer_images_per_sec")):
@@ -76,6 +101,19 @@ for key in sorted(k for k in nnc if k[1] != "rss"):
         print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {nb:12.1f} {ratio:6.2f}")
     else:
         print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {'-':>12s} {'-':>6s}")
-for key in sorted(k for k in nnc if k[1] == "rss"):
-    print(f"{key[0]:9s} nnc bench process peak RSS at {key[2]} threads: {max(nnc[key].values()):.0f} MiB")
+print(f"\n{'model':9s} {'peak RSS of a 1-thread training process':40s} {'nnc MiB':>8s} {'torch MiB':>10s} {'ratio':>6s}")
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] != "mem":
+        continue
+    a = int(f[2]) / 1024
+    b = int(f[3]) / 1024 if f[3] != "-" else None
+    tb, ratio = (f"{b:10.0f}", f"{a / b:6.2f}") if b else (f"{'-':>10s}", f"{'-':>6s}")
+    print(f"{f[1]:9s} {'':40s} {a:8.0f} {tb} {ratio}")
+for line in open(sys.argv[1]):
+    if line.startswith("workers "):
+        j = json.loads(line.split(None, 1)[1])
+        print(f"\n{j['model']}: {j['workers']} {j['algo']} workers (1 thread each) {j['workers_images_per_sec']:.1f} img/s "
+              f"aggregate vs one replica on {j['threads']} threads {j['single_images_per_sec']:.1f} img/s = "
+              f"{j['ratio']:.3f}x; synchronizer {100 * j['sync_share']:.3f}% of {j['seconds']:.0f} s ({j['rounds']} rounds)")
 PY

@@ -7,6 +7,7 @@
  * reported figure is the median over runs. --json ends the output with one JSON object line. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include "nn/nnc.h"
@@ -99,11 +100,14 @@ int cmd_bench(int argc, char **argv)
 {
     const char *model = "resnet20";
     int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
+    int workers = 0;
+    double seconds = 60;
+    const char *algo = "mgrawa";
     long seed = 1;
     flag_spec flags[] = {
         {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; see nnc models)", 0},
         {"batch", FLAG_INT, &batch, "batch size N of the random (N,C,S,S) batch", 0},
-        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads)", 0},
+        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads); 0 = all cores", 0},
         {"runs", FLAG_INT, &runs, "timed runs; the median is reported", 0},
         {"warmup", FLAG_INT, &warmup, "untimed steps before the runs", 0},
         {"iters", FLAG_INT, &iters, "steps per timed run", 0},
@@ -112,6 +116,10 @@ int cmd_bench(int argc, char **argv)
         {"infer-only", FLAG_BOOL, &infer_only, "skip the training measurement", 0},
         {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
+        {"workers", FLAG_INT, &workers, "instead: train M workers (1 thread each) vs one replica (--threads) "
+                                        "through nnc_train on synthetic CIFAR-shaped data", 0},
+        {"algo", FLAG_STR, &algo, "--workers: the algorithm (mgrawa, lgrawa, easgd, lsgd, local-sgd, dp)", 0},
+        {"seconds", FLAG_DOUBLE, &seconds, "--workers: training seconds of each of the two runs", 0},
     };
     flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json]",
                     "Measure training (forward + cross-entropy + backward + SGD momentum 0.9, weight "
@@ -121,13 +129,21 @@ int cmd_bench(int argc, char **argv)
     int rc = flags_parse(&t, argc - 1, argv + 1);
     if (rc) return rc == 1 ? EXIT_OK : rc;
     const struct { const char *name; int v, lo; } checks[] = {
-        {"batch", batch, 1}, {"threads", threads, 1}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
+        {"batch", batch, 1}, {"threads", threads, 0}, {"workers", workers, 0}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
         {"image-size", image, 0}};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].v < checks[i].lo) {
             cli_error("--%s: expected an integer >= %d, found %d", checks[i].name, checks[i].lo, checks[i].v);
             return EXIT_USAGE;
         }
+    if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers > 0) {
+        if (!(seconds > 0)) {
+            cli_error("--seconds: expected a number > 0, found %g", seconds);
+            return EXIT_USAGE;
+        }
+        return bench_workers(model, workers, algo, threads, batch, seconds, seed, json);
+    }
     int st = nnc_set_threads(threads);
     if (st) {
         cli_error("--threads: %s", nnc_error_message());
@@ -158,6 +174,7 @@ int cmd_bench(int argc, char **argv)
     if (!s.x || !s.labels) st = nnc__fail(NNC_ENOMEM, "bench: out of memory for the batch");
     if (!st) st = nnc_sgd_new(nnc_model_params(s.model), &oc, &s.opt);
     if (!st) st = nnc_graph_new(0, &s.graph);
+    if (!st) nnc_graph_set_recycle(s.graph, 1); /* as the trainer does (dist/replica.c) */
     if (!st) {
         nnc_rng rng;
         nnc_rng_seed(&rng, (uint64_t)seed, 7);

@@ -486,3 +486,47 @@ Test(models_models, clones_train_concurrently_like_serially, .timeout = 60)
     nnc_model_free(base);
     nnc_blas_set_threads(saved_threads);
 }
+
+/* Graph recycle mode (what the trainer uses) on real models: parameter gradients bit-identical to
+ * the default mode, a smaller step arena (gradients carved from dead activations), and a second
+ * step that fits the coalesced arena without growing it. */
+Test(models_models, recycle_mode_same_gradients_smaller_arena)
+{
+    const char *names[2] = {"resnet8", "vgg11"};
+    for (int mi = 0; mi < 2; mi++) {
+        nnc_model *m = make(names[mi], 3, 32, 10, 21), *c;
+        cr_assert_eq(nnc_model_clone(m, &c), NNC_OK);
+        static float xb[6 * 3 * 32 * 32];
+        nnc_rng r;
+        nnc_rng_seed(&r, 2, 0);
+        for (size_t i = 0; i < sizeof xb / sizeof xb[0]; i++) xb[i] = nnc_rng_normal(&r);
+        int labels[6] = {0, 1, 2, 3, 4, 5};
+        size_t used[2];
+        nnc_model *ms[2] = {m, c};
+        for (int rec = 0; rec < 2; rec++) {
+            nnc_graph *g;
+            cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+            nnc_graph_set_recycle(g, rec);
+            for (int step = 0; step < 2; step++) {
+                nnc_graph_reset(g);
+                size_t cap = nnc_arena_capacity(nnc_graph_arena(g));
+                nnc_params_zero_grad(nnc_model_params(ms[rec]));
+                int shape[4] = {6, 3, 32, 32};
+                nnc_rng dr;
+                nnc_rng_seed(&dr, 3, (uint64_t)step); /* vgg11's dropout: the same masks in both modes */
+                nnc_tensor *y = nnc_model_forward(ms[rec], g, nnc_tensor_wrap(g, xb, 4, shape), 1, &dr);
+                nnc_tensor *loss = nnc_softmax_cross_entropy(g, y, labels, NNC_REDUCE_MEAN, 0);
+                cr_assert_eq(nnc_backward(g, loss), NNC_OK);
+                used[rec] = nnc_arena_used(nnc_graph_arena(g));
+                if (step) cr_expect_eq(nnc_arena_capacity(nnc_graph_arena(g)), cap, "%s: second step grew the arena", names[mi]);
+            }
+            nnc_graph_free(g);
+        }
+        nnc_params *pm = nnc_model_params(m), *pc = nnc_model_params(c);
+        cr_expect_eq(memcmp(pm->grad, pc->grad, pm->n_data * sizeof(float)), 0, "%s: recycle mode changed the gradients",
+                     names[mi]);
+        cr_expect_lt(used[1], used[0], "%s: arena %zu bytes in recycle mode, %zu without", names[mi], used[1], used[0]);
+        nnc_model_free(m);
+        nnc_model_free(c);
+    }
+}

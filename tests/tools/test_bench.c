@@ -82,3 +82,27 @@ Test(tools_bench, bad_flags_exit_2_with_message, .timeout = 30)
     cr_expect(strstr(out, "nosuchnet") != NULL, "message should name the model: %s", out);
     cr_expect_eq(run("bench --bogus 1", out, sizeof out), 2);
 }
+
+/* --workers: M workers vs one replica through nnc_train; the JSON line carries both throughputs,
+ * their ratio, the rounds and the synchronizer's share. */
+Test(tools_bench, workers_json_line, .timeout = 60)
+{
+    char out[8192];
+    const char *args = "bench --model tiny --workers 2 --algo mgrawa --threads 1 --batch 4 --seconds 0.5 --json";
+    cr_assert_eq(run(args, out, sizeof out), 0, "nnc %s failed:\n%s", args, out);
+    const char *j = last_line(out);
+    cr_assert(j[0] == '{' && j[strlen(j) - 1] == '}', "last line is not one JSON object: %s", j);
+    cr_expect(strstr(j, "\"algo\": \"mgrawa\"") != NULL, "%s", j);
+    cr_expect_eq((int)num_after(j, "workers"), 2);
+    double one = num_after(j, "single_images_per_sec"), many = num_after(j, "workers_images_per_sec");
+    cr_expect_gt(one, 0.0, "%s", j);
+    cr_expect_gt(many, 0.0, "%s", j);
+    cr_expect_float_eq(num_after(j, "ratio"), many / one, 1e-3 * (many / one) + 1e-4, "%s", j);
+    cr_expect_geq(num_after(j, "rounds"), 1.0, "%s", j);
+    double share = num_after(j, "sync_share");
+    cr_expect(share >= 0.0 && share < 1.0, "%s", j);
+    cr_expect_eq(run("bench --model tiny --workers 2 --algo nope", out, sizeof out), 2);
+    cr_expect(strstr(out, "--algo") != NULL, "message should name --algo: %s", out);
+    cr_expect_eq(run("bench --model tiny --workers 2 --seconds 0", out, sizeof out), 2);
+    cr_expect(strstr(out, "--seconds") != NULL, "message should name --seconds: %s", out);
+}
