@@ -182,10 +182,12 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
         switch (l->kind) {
         case NNC__L_CONV: {
             /* CONV -> BN -> ReLU and CONV -> BN -> residual -> ReLU run as nnc_conv2d_bn_relu (in
-             * inference one pass over the output; in training conv + fused BN/ReLU) */
+             * inference one pass over the output; in training conv + fused BN/ReLU), except that
+             * with a tape CONV -> BN -> ReLU -> CONV runs as nnc_conv2d + nnc_bn_relu_conv2d */
             const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
             const nnc__layer *n3 = i + 3 < m->nlayers ? l + 3 : NULL;
-            int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU && !(fuse && n3 && n3->kind == NNC__L_CONV);
+            int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU &&
+                        !(fuse && n3 && n3->kind == NNC__L_CONV);
             int resid = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RESIDUAL && n3 && n3->kind == NNC__L_RELU;
             if (plain || resid) {
                 nnc_tensor *sc = NULL;

@@ -31,7 +31,9 @@ nnc_tensor *nnc_linear(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
  *   r = (1-momentum) r + momentum * batch_stat (unbiased variance for running_var, as PyTorch).
  * eval: normalise with the running statistics. running_* may be NULL in training.
  * Also accepts x (N,C) (H = W = 1); gamma/beta NULL mean 1 and 0. Training asserts
- * N*H*W > 1. The running-stat update happens in the forward, whether or not grad is on. */
+ * N*H*W > 1. The running-stat update happens in the forward, whether or not grad is on. In
+ * training, when x is the output of a recorded conv op, the batch statistics are the ones that
+ * conv took in its output pass (equal up to float rounding; no statistics pass over x). */
 nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
                             nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                             float eps, int training);
