@@ -568,3 +568,32 @@ Test(models_models, training_forward_fuses_bn_relu_conv_and_reuses_conv_statisti
         nnc_model_free(m);
     }
 }
+
+/* The fused training path (conv statistics, bn_relu_conv2d and its backward's gradient buffers)
+ * allocates nothing once the first steps have sized the arenas, with and without recycle mode. */
+Test(models_models, resnet8_training_steps_allocate_nothing)
+{
+    for (int rec = 0; rec < 2; rec++) {
+        nnc_model *m = make("resnet8", 3, 8, 4, 21);
+        nnc_graph *g;
+        cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+        nnc_graph_set_recycle(g, rec);
+        enum { N = 4 };
+        static float xb[N * 3 * 8 * 8];
+        int labels[N] = {0, 1, 2, 3};
+        nnc_rng r;
+        nnc_rng_seed(&r, 22, 0);
+        for (size_t i = 0; i < sizeof xb / sizeof xb[0]; i++) xb[i] = nnc_rng_normal(&r);
+        uint64_t allocs = 0;
+        for (int step = 0; step < 6; step++) {
+            if (step == 2) allocs = nnc_alloc_count();
+            nnc_params_zero_grad(nnc_model_params(m));
+            nnc_tensor *y = nnc_model_forward(m, g, nnc_tensor_wrap(g, xb, 4, (int[4]){N, 3, 8, 8}), 1, NULL);
+            cr_assert_eq(nnc_backward(g, nnc_softmax_cross_entropy(g, y, labels, NNC_REDUCE_MEAN, 0)), NNC_OK);
+            nnc_graph_reset(g);
+        }
+        cr_expect_eq(nnc_alloc_count(), allocs, "recycle %d: steps with known shapes allocate nothing", rec);
+        nnc_graph_free(g);
+        nnc_model_free(m);
+    }
+}
