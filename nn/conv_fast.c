@@ -123,29 +123,29 @@ static void fill_xt(const geo *G, const float *x, float *xt, int g, const float 
         for (int a = 0; a < st; a++)
             for (int b = 0; b < st; b++) {
                 float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->phs + (size_t)g * G->pl;
-                /* stride 1: zero the (L1-sized) slot in one call, then copy the rows in (zeroing
-                 * the 1-3 padding floats of each row separately costs a libc call each) */
-                if (st == 1) memset(pln, 0, sizeof(float) * G->pl);
+                /* zero the (L1-sized) slot in one call, then copy the valid parts of the rows in
+                 * (zeroing the 1-3 padding floats of each row separately costs a libc call each) */
+                memset(pln, 0, sizeof(float) * G->pl);
+                /* columns j < wh whose source column wc = j*st + b - pad lies in [0, W) */
+                int j0 = pad > b ? (pad - b + st - 1) / st : 0, last = cs->w - 1 + pad - b;
+                int j1 = last < 0 ? 0 : last / st + 1;
+                if (j1 > wh) j1 = wh;
                 for (int i = 0; i < G->rh; i++) {
                     int hr = i * st + a - pad;
-                    float *row = pln + (size_t)i * wh;
-                    if (hr < 0 || hr >= cs->h) {
-                        if (st != 1) row_zero(row, wh);
-                        continue;
-                    }
+                    if (hr < 0 || hr >= cs->h) continue;
                     const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
-                    if (st == 1) {
-                        if (psc) row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
-                        else row_copy(row + pad, src, cs->w);
+                    float *row = pln + (size_t)i * wh;
+                    if (st == 1 && psc) {
+                        row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
+                    } else if (st == 1) {
+                        row_copy(row + pad, src, cs->w);
+                    } else if (psc) {
+                        const float sc = psc[c], sh = psh[c];
+                        for (int j = j0; j < j1; j++) row[j] = nnc__bnrelu(src[j * st + b - pad], sc, sh);
                     } else {
-                        for (int j = 0; j < wh; j++) {
-                            int wc = j * st + b - pad;
-                            float v = (wc >= 0 && wc < cs->w) ? src[wc] : 0.0f;
-                            row[j] = psc && wc >= 0 && wc < cs->w ? nnc__bnrelu(v, psc[c], psh[c]) : v;
-                        }
+                        for (int j = j0; j < j1; j++) row[j] = src[j * st + b - pad];
                     }
                 }
-                if (st != 1) row_zero(pln + (size_t)G->rh * wh, (int)(G->pl - (size_t)G->rh * wh));
             }
 }
 
