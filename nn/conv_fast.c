@@ -354,9 +354,12 @@ static void fwd_task(void *vctx, int grp, int thread)
                     nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
                                       res ? res + (size_t)p * cs->q : NULL);
             }
-            /* the plane is L1-hot: its statistics for a following batch norm */
-            if (f->pstat) plane_stats(dst, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k) * 2);
+            /* statistics for a following batch norm, one plane behind: that plane's stores
+             * have left the store buffer by now, and it is still L1-hot */
+            if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
         }
+        if (f->pstat)
+            plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
     }
 }
 
