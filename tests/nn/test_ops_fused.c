@@ -522,3 +522,38 @@ Test(nn_ops_fused, bn_relu_conv2d_gamma_size_mismatch_aborts, .signal = SIGABRT)
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
     nnc_bn_relu_conv2d(g, x, gm, NULL, NULL, NULL, 0.1f, 1e-5f, 1, w, NULL, 1, 1);
 }
+
+/* Only the weights require gradients: the backward skips dz and the BN backward, and dw (taken
+ * through the recomputed prologue) equals the chain's. */
+Test(nn_ops_fused, bn_relu_conv2d_weight_gradient_alone)
+{
+    for (int path = 0; path < 3; path += 2) {
+        nnc__conv_set_path(path);
+        float *dw[2];
+        for (int fused = 0; fused < 2; fused++) {
+            nnc_rng r;
+            nnc_rng_seed(&r, 81, 0);
+            int sx[4] = {3, 4, 6, 5}, sw[4] = {5, 4, 3, 3}, sc[1] = {4};
+            nnc_tensor *x = gc_leaf(4, sx, &r, -2, 2, 0), *w = gc_leaf(4, sw, &r, -0.5f, 0.5f, 1);
+            nnc_tensor *gm = gc_leaf(1, sc, &r, 0.5f, 1.5f, 0), *bt = gc_leaf(1, sc, &r, -0.5f, 0.5f, 0);
+            nnc_graph *g;
+            cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+            nnc_tensor *y = fused ? nnc_bn_relu_conv2d(g, x, gm, bt, NULL, NULL, 0.1f, 1e-5f, 1, w, NULL, 2, 1)
+                                  : nnc_conv2d(g, nnc_relu(g, nnc_batchnorm2d(g, x, gm, bt, NULL, NULL, 0.1f, 1e-5f, 1)),
+                                               w, NULL, 2, 1);
+            float *seed = malloc(y->numel * sizeof(float));
+            for (size_t i = 0; i < y->numel; i++) seed[i] = nnc_rng_uniform(&r) - 0.5f;
+            cr_assert_eq(nnc_backward_seed(g, y, seed), NNC_OK);
+            dw[fused] = malloc(w->numel * sizeof(float));
+            memcpy(dw[fused], w->grad, w->numel * sizeof(float));
+            free(seed);
+            nnc_graph_free(g);
+            nnc_tensor *all[4] = {x, w, gm, bt};
+            for (int k = 0; k < 4; k++) gc_leaf_free(all[k]);
+        }
+        cr_expect_leq(gc_max_err(dw[1], dw[0], 5 * 4 * 9, 1e-5, 1e-5), 1.0, "path %d: dw differs", path);
+        free(dw[0]);
+        free(dw[1]);
+    }
+    nnc__conv_set_path(0);
+}
