@@ -10,6 +10,7 @@
  * z = max(x * scale[c] + shift[c], 0) while staging its input and its backward recomputes the
  * ReLU mask from x with the same float expression (nnc__bnrelu_v4 / nnc__bnrelu).
  *
+ * Ownership: the statistics and the BN parameters live in the graph's arena (step lifetime).
  * Thread-safety: like the ops; the inline helpers are pure.
  */
 #ifndef NNC_OPS_FUSE_H
