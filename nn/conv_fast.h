@@ -95,18 +95,30 @@ void nnc__conv_set_path(int path);
 static inline void nnc__epilogue_row(float *dst, const float *src, int n, const nnc__conv_epilogue *ep, int k,
                                      const float *res)
 {
-    float sc = ep->scale ? ep->scale[k] : 1.0f, sh = ep->shift ? ep->shift[k] : 0.0f;
+    /* flags read once, one loop per case (the stores to dst may alias *ep for the compiler,
+     * which would otherwise reload ep->relu and test res on every vector) */
+    const float sc = ep->scale ? ep->scale[k] : 1.0f, sh = ep->shift ? ep->shift[k] : 0.0f;
+    const int relu = ep->relu;
     nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
     int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        nnc__v4 v = nnc__v4_load(src + i) * vs + vh;
-        if (res) v += nnc__v4_load(res + i);
-        if (ep->relu) v = nnc__v4_keep(v, v > zero);
-        nnc__v4_store(dst + i, v);
+    if (res && relu) {
+        for (; i + 4 <= n; i += 4) {
+            nnc__v4 v = nnc__v4_load(src + i) * vs + vh + nnc__v4_load(res + i);
+            nnc__v4_store(dst + i, nnc__v4_keep(v, v > zero));
+        }
+    } else if (relu) {
+        for (; i + 4 <= n; i += 4) {
+            nnc__v4 v = nnc__v4_load(src + i) * vs + vh;
+            nnc__v4_store(dst + i, nnc__v4_keep(v, v > zero));
+        }
+    } else if (res) {
+        for (; i + 4 <= n; i += 4) nnc__v4_store(dst + i, nnc__v4_load(src + i) * vs + vh + nnc__v4_load(res + i));
+    } else {
+        for (; i + 4 <= n; i += 4) nnc__v4_store(dst + i, nnc__v4_load(src + i) * vs + vh);
     }
     for (; i < n; i++) {
         float v = src[i] * sc + sh + (res ? res[i] : 0.0f);
-        dst[i] = ep->relu && !(v > 0.0f) ? 0.0f : v;
+        dst[i] = relu && !(v > 0.0f) ? 0.0f : v;
     }
 }
 
