@@ -338,17 +338,25 @@ static void bn_fwd_task(void *vctx, int c, int thread)
         }
         const float *x = f->x + off, *r = f->res ? f->res + off : NULL;
         float *y = f->y + off;
+        const int relu = f->relu; /* read once: the stores to y may alias *f for the compiler */
         nnc__v4 a = nnc__v4_set1(sc), b = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
         size_t i = 0;
-        for (; i + 4 <= hw; i += 4) {
-            nnc__v4 v = nnc__v4_load(x + i) * a + b;
-            if (r) v += nnc__v4_load(r + i);
-            if (f->relu) v = nnc__v4_keep(v, v > zero);
-            nnc__v4_store(y + i, v);
+        if (r && relu) {
+            for (; i + 4 <= hw; i += 4) {
+                nnc__v4 v = nnc__v4_load(x + i) * a + b + nnc__v4_load(r + i);
+                nnc__v4_store(y + i, nnc__v4_keep(v, v > zero));
+            }
+        } else if (relu) {
+            for (; i + 4 <= hw; i += 4) {
+                nnc__v4 v = nnc__v4_load(x + i) * a + b;
+                nnc__v4_store(y + i, nnc__v4_keep(v, v > zero));
+            }
+        } else {
+            for (; i + 4 <= hw; i += 4) nnc__v4_store(y + i, nnc__v4_load(x + i) * a + b + nnc__v4_load(r + i));
         }
         for (; i < hw; i++) {
             float v = x[i] * sc + sh + (r ? r[i] : 0.0f);
-            y[i] = f->relu ? (v > 0.0f ? v : 0.0f) : v;
+            y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
         }
     }
 }
