@@ -200,7 +200,7 @@ static inline double hsum8(nnc__v4 a0, nnc__v4 a1, nnc__v4 a2, nnc__v4 a3, nnc__
 
 /* out[0] = sum of p[0..n), out[1] = its centred sum of squares M2 (around the plane's own mean
  * rounded to float, corrected for that rounding). Eight independent 4-lane float chains per pass
- * (the plane is L1-hot: the add latency, not memory, bounds it), finished in double. */
+ * (the add latency would bound a single chain over a cached plane), finished in double. */
 static void plane_stats(const float *p, int n, double *out)
 {
     nnc__v4 a0 = nnc__v4_set1(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
