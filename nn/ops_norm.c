@@ -196,16 +196,17 @@ static void bn_bwd_task(void *vctx, int c, int thread)
         const float *y = b->y && !dz_from_dres ? b->y + off : NULL;
         float *dx = b->dx + off;
         if (b->msc) { /* elementwise, so dx may be dy itself */
-            float sc = b->msc[c], sh = b->msh[c];
+            const float sc = b->msc[c], sh = b->msh[c];
+            const int fresh = b->dx_fresh;
             nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh);
             for (; i + 4 <= hw; i += 4) {
                 nnc__v4 xv = nnc__v4_load(x + i);
                 nnc__v4 v = vg * nnc__v4_keep(nnc__v4_load(dy + i), nnc__bnrelu_mask_v4(xv, vs, vh)) + va * xv + vb;
-                nnc__v4_store(dx + i, b->dx_fresh ? v : nnc__v4_load(dx + i) + v);
+                nnc__v4_store(dx + i, fresh ? v : nnc__v4_load(dx + i) + v);
             }
             for (; i < hw; i++) {
                 float v = gs * (nnc__bnrelu_mask(x[i], sc, sh) ? dy[i] : 0.0f) + A * x[i] + B;
-                dx[i] = b->dx_fresh ? v : dx[i] + v;
+                dx[i] = fresh ? v : dx[i] + v;
             }
             continue;
         }
