@@ -174,15 +174,20 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
     nnc_params *p = m->params;
 #define T(i) ((i) >= 0 ? nnc_params_tensor(p, (i)) : NULL)
     nnc_tensor *saved = NULL;
+    /* with a tape (training, or gradients in eval) BN -> ReLU -> CONV runs as nnc_bn_relu_conv2d:
+     * relu(bn(x)) is never stored; inference keeps the folded conv2d_bn_relu below */
+    const int fuse = training || nnc_graph_grad_enabled(g);
     for (int i = 0; i < m->nlayers; i++) {
         const nnc__layer *l = &m->layers[i];
         switch (l->kind) {
         case NNC__L_CONV: {
             /* CONV -> BN -> ReLU and CONV -> BN -> residual -> ReLU run as nnc_conv2d_bn_relu (in
-             * inference one pass over the output; in training conv + fused BN/ReLU) */
+             * inference one pass over the output; in training conv + fused BN/ReLU), except that
+             * with a tape CONV -> BN -> ReLU -> CONV runs as nnc_conv2d + nnc_bn_relu_conv2d */
             const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
             const nnc__layer *n3 = i + 3 < m->nlayers ? l + 3 : NULL;
-            int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU;
+            int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU &&
+                        !(fuse && n3 && n3->kind == NNC__L_CONV);
             int resid = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RESIDUAL && n3 && n3->kind == NNC__L_RELU;
             if (plain || resid) {
                 nnc_tensor *sc = NULL;
@@ -202,7 +207,12 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
         case NNC__L_BN: {
             /* BN -> ReLU and BN -> residual add -> ReLU run as one fused op (nn/ops.h) */
             const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
-            if (n1 && n1->kind == NNC__L_RELU) {
+            if (fuse && n1 && n2 && n1->kind == NNC__L_RELU && n2->kind == NNC__L_CONV) {
+                /* the ReLU output feeds only this conv (a SAVE in between breaks the pattern) */
+                x = nnc_bn_relu_conv2d(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f, training,
+                                       T(n2->p[0]), T(n2->p[1]), n2->stride, n2->pad);
+                i += 2;
+            } else if (n1 && n1->kind == NNC__L_RELU) {
                 x = nnc_batchnorm2d_relu(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f,
                                          training, NULL);
                 i += 1;
