@@ -376,7 +376,10 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     double *stats = fu ? fu->stats : NULL;
     const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
     if (nnc__conv_use_gemm(cs, 0)) {
-        nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
+        if (nnc__conv_use_small(cs, 0)) /* stages through the prologue itself */
+            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y);
+        else
+            nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
         if (stats) {
             double *ps = nnc__thread_scratch(psz);
             NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);
@@ -606,6 +609,10 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
 {
     if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
+    if (nnc__conv_use_small(cs, 1)) {
+        nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db);
+        return 0;
+    }
     if (nnc__conv_use_gemm(cs, 1)) {
         nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
         return 0;

@@ -92,11 +92,13 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
 int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
 /* Small-image path with channel-vectorised kernels (nn/conv_small.c), same contracts again;
  * the GEMM entry points above hand a shape to it when it is faster (nnc__conv_use_small).
- * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). */
+ * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). psc/psh
+ * (C floats, or NULL): the fused BN + ReLU prologue of nnc__conv_fuse, applied while x is staged
+ * (forward, and backward for the weight gradient; dx is dL/dz, unmasked). */
 void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                             float *y);
-void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                              int dx_fresh, float *dw, float *db);
+                             const float *psc, const float *psh, float *y);
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward);
 int nnc__conv_use_small(const nnc__conv_shape *cs, int backward);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM, 3 small-image where it

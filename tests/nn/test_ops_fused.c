@@ -380,7 +380,7 @@ static const bc_case bc_cases[] = {
 
 Test(nn_ops_fused, bn_relu_conv2d_equals_bn_relu_conv_chain, .timeout = 120)
 {
-    for (int path = 0; path < 3; path += 2) { /* automatic, then the GEMM path for every shape */
+    for (int path = 0; path <= 3; path += path ? 1 : 2) { /* automatic, then the GEMM and small-image paths for every shape */
         nnc__conv_set_path(path);
         for (size_t i = 0; i < sizeof bc_cases / sizeof bc_cases[0]; i++)
             for (int producer = 0; producer < 3; producer++)
@@ -455,11 +455,11 @@ Test(nn_ops_fused, bn_relu_conv2d_bitwise_equal_for_1_2_4_threads, .timeout = 12
 }
 
 /* The conv's output statistics against float64 sums over its output, and a training BN using
- * them against the same BN on a copy of the output (its own passes), on both conv paths. */
+ * them against the same BN on a copy of the output (its own passes), on every conv path. */
 Test(nn_ops_fused, conv_output_stats_equal_plain_batchnorm)
 {
     const bc_case cases[3] = {{3, 4, 9, 7, 6, 3, 1, 1, 1}, {2, 5, 8, 8, 3, 3, 2, 1, 1}, {2, 40, 2, 2, 9, 3, 1, 1, 0}};
-    for (int path = 1; path <= 2; path++)
+    for (int path = 1; path <= 3; path++)
         for (int i = 0; i < 3; i++) {
             const bc_case *t = &cases[i];
             nnc__conv_set_path(path);
@@ -527,7 +527,7 @@ Test(nn_ops_fused, bn_relu_conv2d_gamma_size_mismatch_aborts, .signal = SIGABRT)
  * through the recomputed prologue) equals the chain's. */
 Test(nn_ops_fused, bn_relu_conv2d_weight_gradient_alone)
 {
-    for (int path = 0; path < 3; path += 2) {
+    for (int path = 0; path <= 3; path += path ? 1 : 2) {
         nnc__conv_set_path(path);
         float *dw[2];
         for (int fused = 0; fused < 2; fused++) {
