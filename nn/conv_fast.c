@@ -494,6 +494,21 @@ static void copy_out_masked(const bwd_ctx *b, const float *dxt, int g, int n)
     }
 }
 
+/* Rows [*r0, *r1) of the planes of row phase a that hold input rows: h in [0, H) with
+ * (h + pad) % st == a sits at row (h + pad) / st (empty range: no such h). */
+static void dx_rows(const geo *G, int a, int *r0, int *r1)
+{
+    const int st = G->st, pad = G->cs.pad, H = G->cs.h;
+    int h0 = ((a - pad) % st + st) % st;
+    if (h0 >= H) {
+        *r0 = *r1 = 0;
+        return;
+    }
+    int h1 = h0 + (H - 1 - h0) / st * st;
+    *r0 = (h0 + pad) / st;
+    *r1 = (h1 + pad) / st + 1;
+}
+
 static void bwd_task(void *vctx, int chunk, int thread)
 {
     const bwd_ctx *b = vctx;
@@ -534,18 +549,23 @@ static void bwd_task(void *vctx, int chunk, int thread)
         }
         if (!b->dx) continue;
         int cblocks = (C + kn->kb - 1) / kn->kb;
-        size_t rw = (size_t)G->rh * G->wh;
         for (int ph = 0; ph < G->nph; ph++) {
+            /* only the rows [r0, r1) of the phase plane that the copy-out reads (the padding
+             * rows are never read; a phase row without input rows is skipped) */
+            int r0, r1;
+            dx_rows(G, ph / G->st, &r0, &r1);
+            if (r0 >= r1) continue;
+            const size_t j0 = (size_t)r0 * G->wh, span = (size_t)(r1 - r0) * G->wh;
             const int *sh = b->ph_shift + ph * T, nt = b->ph_nt[ph];
             const float *wt = b->wt + b->ph_wofs[ph];
+            float *out = dxt + (size_t)ph * G->phs + j0;
             if (b->stacked) {
-                int nvec = (int)(((size_t)(gn - 1) * G->pl + rw + kn->L - 1) / kn->L);
-                kn->shifted_gemm(dyw, G->dks, K, sh, nt, wt, dxt + (size_t)ph * G->phs, G->xcs, cblocks, nvec);
+                int nvec = (int)(((size_t)(gn - 1) * G->pl + span + kn->L - 1) / kn->L);
+                kn->shifted_gemm(dyw + j0, G->dks, K, sh, nt, wt, out, G->xcs, cblocks, nvec);
             } else {
                 for (int i = 0; i < gn; i++)
-                    kn->shifted_gemm(dyw + (size_t)i * G->pl, G->dks, K, sh, nt, wt,
-                                     dxt + (size_t)ph * G->phs + (size_t)i * G->pl, G->xcs, cblocks,
-                                     (int)((rw + kn->L - 1) / kn->L));
+                    kn->shifted_gemm(dyw + j0 + (size_t)i * G->pl, G->dks, K, sh, nt, wt, out + (size_t)i * G->pl, G->xcs,
+                                     cblocks, (int)((span + kn->L - 1) / kn->L));
             }
         }
         const int st = G->st, pad = cs->pad;

@@ -11,7 +11,8 @@
  *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded), with the
  *   pixel index j vectorised (16 lanes with AVX-512) and register tiles over output channels.
  *   The input gradient is the same kernel run on the zero-padded output gradient, once per
- *   phase with that phase's taps (a transposed conv); the weight gradient is a dot product
+ *   phase with that phase's taps (a transposed conv), over the plane rows that hold input rows
+ *   only; the weight gradient is a dot product
  *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
  * Images are laid side by side in groups (large weights: one kernel call per group, so the
  * weights are streamed once per group). Layers with more than 16 output channels (and at

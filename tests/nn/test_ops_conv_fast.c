@@ -6,6 +6,8 @@
  *   stride 2, pad 0/1, 1x1, batch 1, channel counts not multiple of 16); normwise bound
  *   |fast - ref| <= 1e-4 (max|ref| + |ref|) as in test_ops_conv.c.
  * - the levels against each other (the same bound).
+ * - the direct path (forced for every shape) vs the references at every level, including stride
+ *   phases whose plane rows are all padding (its input gradient runs only rows with input rows).
  * - the batched im2col + GEMM path (forced for every shape) vs the references, and its thread
  *   invariance.
  * - the small-image path (channel-vectorised kernels, forced where it runs) vs the references at
@@ -279,6 +281,44 @@ Test(nn_ops_conv_fast, set_threads_rejects_bad_counts)
     cr_expect_eq(nnc_set_threads(0), NNC_EINVAL);
     cr_expect_eq(nnc_set_threads(65), NNC_EINVAL);
     cr_expect_eq(nnc_threads(), 1);
+}
+
+/* Shapes for the forced direct path: the input gradient runs only the phase-plane rows that hold
+ * input rows, so these include stride phases whose rows are all padding (1-row images with
+ * stride 2 or 3, pad 1 or 2) and odd heights where the phases hold different row counts. */
+static const ccase direct_cases[] = {
+    {2, 3, 1, 5, 4, 3, 3, 2, 1, 0},   /* stride 2, one input row: row phase 0 holds none */
+    {2, 2, 2, 3, 3, 3, 3, 3, 2, 1},   /* stride 3, pad 2: two of three row phases hold a row */
+    {1, 4, 7, 6, 5, 3, 3, 2, 1, 1},   /* stride 2, odd height: 4 and 3 rows per phase */
+    {2, 16, 12, 12, 16, 3, 3, 1, 1, 0}, /* ResNet 16-channel shape, stride 1 */
+    {2, 5, 6, 9, 7, 5, 5, 1, 2, 1},   /* 5x5, pad 2 */
+    {3, 72, 5, 6, 210, 3, 3, 1, 0, 1}, /* stacked images, pad 0 */
+};
+
+Test(nn_ops_conv_fast, direct_path_matches_reference_at_every_level)
+{
+    nnc__conv_set_path(1);
+    for (int l = NNC_ISA_GENERIC; l <= (int)nnc__isa_best(); l++) {
+        nnc__set_isa((nnc__isa_level)l);
+        int nd = (int)(sizeof direct_cases / sizeof direct_cases[0]), nf = (int)(sizeof fixed_cases / sizeof fixed_cases[0]);
+        for (int i = 0; i < nd + nf; i++) {
+            ccase c = i < nd ? direct_cases[i] : fixed_cases[i - nd];
+            for (via_op = 0; via_op <= 1; via_op++) {
+                conv_in in = make_in(&c, (uint64_t)i + 900);
+                conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+                char tag[96];
+                snprintf(tag, sizeof tag, "%s direct path, case %d%s", nnc__isa_name((nnc__isa_level)l), i,
+                         via_op ? " (fresh dx)" : "");
+                expect_out_close(tag, &c, &got, &want);
+                free_out(&got);
+                free_out(&want);
+                free_in(&in);
+            }
+        }
+    }
+    via_op = 0;
+    nnc__conv_set_path(0);
+    nnc__set_isa(nnc__isa_best());
 }
 
 Test(nn_ops_conv_fast, gemm_path_matches_reference)
