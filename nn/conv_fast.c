@@ -316,6 +316,7 @@ typedef struct fwd_ctx {
     float *y, *scratch;
     size_t per_thread;
     int stacked;       /* one kernel call over the whole group */
+    int rows;          /* row mode: the kernel writes each output row straight into y (fwd_rows_ok) */
     const float *psc, *psh;  /* fused prologue or NULL */
     double *pstat;     /* per-plane (sum, M2) of y, (N,K,2), or NULL */
 } fwd_ctx;
@@ -331,6 +332,29 @@ static void fwd_task(void *vctx, int grp, int thread)
     for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g, f->psc, f->psh);
     fill_xt_tail(G, xt, gn);
     int kblocks = (cs->k + kn->kb - 1) / kn->kb;
+    const nnc__conv_epilogue *ep = f->ep;
+    const int plain = !ep->scale && !ep->res && !ep->relu, PQ = cs->p * cs->q;
+    if (f->rows) {
+        /* output row p of image g: Q/L vectors read from plane row p of Xt, written to y's row p
+         * (row stride PQ per output channel); the epilogue then runs in place */
+        for (int g = 0; g < gn; g++) {
+            const size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
+            for (int p = 0; p < cs->p; p++)
+                kn->shifted_gemm(xt + (size_t)g * G->pl + (size_t)p * G->wh, G->xcs, cs->c, f->toff, G->ntaps, f->wp,
+                                 f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L);
+            for (int k = 0; k < cs->k; k++) {
+                float *dst = f->y + yoff + (size_t)k * PQ;
+                if (plain && ep->shift)
+                    row_copy_bias(dst, dst, ep->shift[k], PQ);
+                else if (!plain)
+                    nnc__epilogue_row(dst, dst, PQ, ep, k, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL);
+                if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
+            }
+            if (f->pstat)
+                plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
+        }
+        return;
+    }
     if (f->stacked) {
         int nvec = (int)(((size_t)(gn - 1) * G->pl + (size_t)G->nw + kn->L - 1) / kn->L);
         kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec);
@@ -339,8 +363,6 @@ static void fwd_task(void *vctx, int grp, int thread)
             kn->shifted_gemm(xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
                              G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L);
     }
-    const nnc__conv_epilogue *ep = f->ep;
-    const int plain = !ep->scale && !ep->res && !ep->relu, PQ = cs->p * cs->q;
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
         for (int k = 0; k < cs->k; k++) {
@@ -361,6 +383,17 @@ static void fwd_task(void *vctx, int grp, int thread)
         if (f->pstat)
             plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
     }
+}
+
+/* Row mode of the forward: stride 1, whole vectors per output row (Q a multiple of L) in tiles
+ * without remainder (Q/L a multiple of JV, or 2 where the kernel has a 2-vector tile), and whole
+ * blocks of KB output channels (the kernel writes every row of a block). No wide-row columns are
+ * computed and no output buffer is copied; each value's sum runs as in the wide layout. */
+static int fwd_rows_ok(const nnc__conv_shape *cs, const conv_kernels *kn)
+{
+    if (cs->stride != 1 || cs->q % kn->L || cs->k % kn->kb) return 0;
+    const int nv = cs->q / kn->L;
+    return nv % kn->jv == 0 || (nv == 2 && kn->jv > 2);
 }
 
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
@@ -416,7 +449,7 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
                     int k = kb * KB + kk;
                     wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                 }
-    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, psc, psh, pstat};
+    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, !stacked && fwd_rows_ok(cs, kn), psc, psh, pstat};
     nnc__parallel_for(ngroups, fwd_task, &f);
     if (stats) combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
 }

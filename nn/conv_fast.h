@@ -8,7 +8,9 @@
  *   flat index (p*Wh + q) + (r/st)*Wh + s/st: a pure shift of the flat output index
  *   j = p*Wh + q. So every conv (any stride, pad, kernel) is
  *       Y[k][j] = sum_{c, taps t} W[k][c][t] * Xt[c][plane_t][j + off_t]
- *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded), with the
+ *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded; with stride 1
+ *   and Q a multiple of the lanes the forward instead runs each output row's Q columns alone and
+ *   writes them straight into y, "row mode"), with the
  *   pixel index j vectorised (16 lanes with AVX-512) and register tiles over output channels.
  *   The input gradient is the same kernel run on the zero-padded output gradient, once per
  *   phase with that phase's taps (a transposed conv), over the plane rows that hold input rows

@@ -293,6 +293,10 @@ static const ccase direct_cases[] = {
     {2, 16, 12, 12, 16, 3, 3, 1, 1, 0}, /* ResNet 16-channel shape, stride 1 */
     {2, 5, 6, 9, 7, 5, 5, 1, 2, 1},   /* 5x5, pad 2 */
     {3, 72, 5, 6, 210, 3, 3, 1, 0, 1}, /* stacked images, pad 0 */
+    {2, 4, 5, 32, 16, 3, 3, 1, 1, 1}, /* 32 columns: the forward's row mode at every level (bias) */
+    {1, 3, 4, 48, 8, 3, 3, 1, 1, 0},  /* 48 columns: row mode with whole JV tiles */
+    {2, 3, 4, 32, 6, 3, 3, 1, 1, 1},  /* 32 columns, K not a multiple of KB: wide rows */
+    {2, 5, 3, 16, 8, 1, 1, 1, 0, 1},  /* 1x1, 16 columns */
 };
 
 Test(nn_ops_conv_fast, direct_path_matches_reference_at_every_level)
@@ -317,6 +321,63 @@ Test(nn_ops_conv_fast, direct_path_matches_reference_at_every_level)
         }
     }
     via_op = 0;
+    nnc__conv_set_path(0);
+    nnc__set_isa(nnc__isa_best());
+}
+
+/* The forward's epilogue (scale, shift, residual, ReLU) and output statistics on the direct path,
+ * in row mode (Q a multiple of the lanes) and wide-row mode, against the reference conv. */
+Test(nn_ops_conv_fast, direct_forward_epilogue_and_stats_in_row_mode)
+{
+    static const ccase cases[] = {{2, 5, 6, 32, 16, 3, 3, 1, 1, 0}, {2, 3, 5, 48, 8, 3, 3, 1, 1, 0},
+                                  {2, 4, 5, 30, 8, 3, 3, 1, 1, 0}};
+    nnc__conv_set_path(1);
+    for (int l = NNC_ISA_GENERIC; l <= (int)nnc__isa_best(); l++) {
+        nnc__set_isa((nnc__isa_level)l);
+        for (int i = 0; i < 3; i++) {
+            const ccase *c = &cases[i];
+            const int P = out_dim(c->h, c->r, c->stride, c->pad), Q = out_dim(c->w, c->s, c->stride, c->pad);
+            const size_t ny = (size_t)c->n * c->k * P * Q, pq = (size_t)P * Q;
+            conv_in in = make_in(c, (uint64_t)i + 950);
+            float *ref = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float)), *sc = malloc(sizeof(float) * c->k);
+            double *stats = malloc(sizeof(double) * 2 * c->k);
+            nnc_ref_conv2d_forward(in.x, in.w, NULL, ref, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
+            for (int k = 0; k < c->k; k++) sc[k] = 0.5f + 0.1f * (float)k;
+            for (int relu = 0; relu <= 1; relu++) {
+                nnc__conv_shape cs = {c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad, P, Q};
+                nnc__conv_epilogue ep = {sc, in.b, in.dy, relu};
+                nnc__conv_fuse fu = {NULL, NULL, stats, NULL, NULL};
+                nnc__conv_fast_forward_ex(NULL, &cs, in.x, in.w, &ep, &fu, y);
+                double worst = 0, scale = 1e-3;
+                for (size_t j = 0; j < ny; j++) scale = fmax(scale, fabs(ref[j]));
+                for (size_t j = 0; j < ny; j++) {
+                    int k = (int)(j / pq % (size_t)c->k);
+                    float v = ref[j] * sc[k] + in.b[k] + in.dy[j];
+                    if (relu && !(v > 0.0f)) v = 0.0f;
+                    worst = fmax(worst, fabs((double)y[j] - v) / scale);
+                }
+                cr_expect_leq(worst, 1e-5, "%s case %d relu %d: epilogue differs by %.3g", nnc__isa_name((nnc__isa_level)l), i,
+                              relu, worst);
+                for (int k = 0; k < c->k; k++) {
+                    double s = 0, ss = 0, m = (double)c->n * (double)pq;
+                    for (int n = 0; n < c->n; n++)
+                        for (size_t j = 0; j < pq; j++) s += y[((size_t)n * c->k + k) * pq + j];
+                    for (int n = 0; n < c->n; n++)
+                        for (size_t j = 0; j < pq; j++) {
+                            double d = y[((size_t)n * c->k + k) * pq + j] - s / m;
+                            ss += d * d;
+                        }
+                    cr_expect_leq(fabs(stats[2 * k] - s / m), 1e-6 * (fabs(s / m) + 1), "case %d channel %d: mean", i, k);
+                    cr_expect_leq(fabs(stats[2 * k + 1] - ss / m), 1e-5 * (ss / m) + 1e-9, "case %d channel %d: var", i, k);
+                }
+            }
+            free(ref);
+            free(y);
+            free(sc);
+            free(stats);
+            free_in(&in);
+        }
+    }
     nnc__conv_set_path(0);
     nnc__set_isa(nnc__isa_best());
 }

@@ -376,6 +376,7 @@ static const bc_case bc_cases[] = {
     {2, 6, 6, 6, 5, 1, 1, 0, 0},   /* 1x1 */
     {2, 40, 2, 2, 9, 3, 1, 1, 1},  /* GEMM forward path */
     {2, 300, 4, 4, 8, 3, 1, 1, 0}, /* GEMM backward path */
+    {2, 3, 3, 32, 16, 3, 1, 1, 0}, /* 32 columns: the direct forward's row mode */
 };
 
 Test(nn_ops_fused, bn_relu_conv2d_equals_bn_relu_conv_chain, .timeout = 120)
@@ -458,9 +459,10 @@ Test(nn_ops_fused, bn_relu_conv2d_bitwise_equal_for_1_2_4_threads, .timeout = 12
  * them against the same BN on a copy of the output (its own passes), on every conv path. */
 Test(nn_ops_fused, conv_output_stats_equal_plain_batchnorm)
 {
-    const bc_case cases[3] = {{3, 4, 9, 7, 6, 3, 1, 1, 1}, {2, 5, 8, 8, 3, 3, 2, 1, 1}, {2, 40, 2, 2, 9, 3, 1, 1, 0}};
+    const bc_case cases[4] = {{3, 4, 9, 7, 6, 3, 1, 1, 1}, {2, 5, 8, 8, 3, 3, 2, 1, 1}, {2, 40, 2, 2, 9, 3, 1, 1, 0},
+                              {2, 3, 4, 32, 16, 3, 1, 1, 1}}; /* the last: the direct forward's row mode */
     for (int path = 1; path <= 3; path++)
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             const bc_case *t = &cases[i];
             nnc__conv_set_path(path);
             nnc_rng r;
