@@ -480,10 +480,12 @@ typedef struct bwd_ctx {
     const float *psc, *psh;  /* fused prologue or NULL */
     const float *pmean;      /* with dsums: the centre of x per channel */
     double *dsums;           /* masked dx and its per-plane sums (nnc__conv_fuse), or NULL */
+    int rows;                /* row mode: the kernel writes dx rows directly (bwd_rows_ok) */
 } bwd_ctx;
 
 /* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
- * mask (recomputed from x) applied, and the per-plane sums of the batch-norm backward. */
+ * mask (recomputed from x) applied, and the per-plane sums of the batch-norm backward. dxt NULL
+ * (row mode, stride 1): dx already holds the values; the mask and the sums are applied in place. */
 static void copy_out_masked(const bwd_ctx *b, const float *dxt, int g, int n)
 {
     const geo *G = b->G;
@@ -499,22 +501,25 @@ static void copy_out_masked(const bwd_ctx *b, const float *dxt, int g, int n)
         float *dp = b->dx + ((size_t)n * C + c) * hw;
         for (int h = 0; h < cs->h; h++) {
             int hh = h + pad;
-            const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs + (size_t)g * G->pl +
-                               (size_t)(hh / st) * G->wh;
             const float *xr = xp + (size_t)h * W;
             float *dst = dp + (size_t)h * W;
+            /* the value of column w: src[so + w] with stride 1 */
+            const float *src = dxt ? dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs + (size_t)g * G->pl +
+                                         (size_t)(hh / st) * G->wh
+                                   : dst;
+            const int so = dxt ? pad : 0;
             int w = 0;
             if (st == 1)
                 for (; w + 4 <= W; w += 4) {
                     nnc__v4 xv = nnc__v4_load(xr + w);
-                    nnc__v4 dz = nnc__v4_keep(nnc__v4_load(src + pad + w), nnc__bnrelu_mask_v4(xv, vs, vh));
+                    nnc__v4 dz = nnc__v4_keep(nnc__v4_load(src + so + w), nnc__bnrelu_mask_v4(xv, vs, vh));
                     nnc__v4_store(dst + w, dz);
                     a += dz;
                     t += (xv - vm) * dz;
                 }
             for (; w < W; w++) {
                 int ww = w + pad;
-                float v = src[(size_t)(ww % st) * G->phs + ww / st];
+                float v = dxt ? src[(size_t)(ww % st) * G->phs + ww / st] : src[w];
                 float dz = nnc__bnrelu_mask(xr[w], sc, sh) ? v : 0.0f;
                 dst[w] = dz;
                 s1 += dz;
@@ -582,6 +587,18 @@ static void bwd_task(void *vctx, int chunk, int thread)
         }
         if (!b->dx) continue;
         int cblocks = (C + kn->kb - 1) / kn->kb;
+        if (b->rows) {
+            /* input row h of image i: its W columns start at plane row h + pad, column pad */
+            const int H = cs->h, W = cs->w, pad = cs->pad;
+            for (int i = 0; i < gn; i++) {
+                float *dxn = b->dx + (size_t)(n0 + i) * xs;
+                for (int h = 0; h < H; h++)
+                    kn->shifted_gemm(dyw + (size_t)i * G->pl + (size_t)(h + pad) * G->wh + pad, G->dks, K, b->ph_shift,
+                                     b->ph_nt[0], b->wt, dxn + (size_t)h * W, (size_t)H * W, cblocks, W / kn->L);
+                if (b->dsums) copy_out_masked(b, NULL, i, n0 + i);
+            }
+            continue;
+        }
         for (int ph = 0; ph < G->nph; ph++) {
             /* only the rows [r0, r1) of the phase plane that the copy-out reads (the padding
              * rows are never read; a phase row without input rows is skipped) */
@@ -688,7 +705,11 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     int cblocks = (C + KB - 1) / KB;
     size_t ncol = (size_t)C * T, ncolp = (ncol + 47) / 48 * 48; /* a multiple of every WT */
     size_t wtn = dx ? (size_t)cblocks * K * T * KB : 0;
-    size_t per_thread = (dw ? G.xsz : 0) + G.dsz + (dx ? (size_t)G.cp * G.xcs + 64 : 0);
+    /* row mode (the forward's, with the input as the output): a fresh dx, stride 1, W a whole
+     * number of tiles, whole blocks of KB input channels */
+    const int rows = dx && dx_fresh && !stacked && cs->stride == 1 && cs->c % KB == 0 && cs->w % kn->L == 0 &&
+                     ((cs->w / kn->L) % kn->jv == 0 || (cs->w / kn->L == 2 && kn->jv > 2));
+    size_t per_thread = (dw ? G.xsz : 0) + G.dsz + (dx && !rows ? (size_t)G.cp * G.xcs + 64 : 0);
     size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,
                     sizeof(int) * (size_t)(2 * G.nph + G.nph * T), sizeof(float) * (dw ? (size_t)nchunk * nwt : 0),
                     sizeof(float) * wtn, sizeof(float) * (size_t)width * per_thread, 0};
@@ -736,7 +757,7 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
         }
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
-                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums};
+                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums, rows};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};

@@ -297,6 +297,8 @@ static const ccase direct_cases[] = {
     {1, 3, 4, 48, 8, 3, 3, 1, 1, 0},  /* 48 columns: row mode with whole JV tiles */
     {2, 3, 4, 32, 6, 3, 3, 1, 1, 1},  /* 32 columns, K not a multiple of KB: wide rows */
     {2, 5, 3, 16, 8, 1, 1, 1, 0, 1},  /* 1x1, 16 columns */
+    {2, 8, 5, 32, 4, 3, 3, 1, 1, 1},  /* 32 columns, 8 input channels: the input gradient's row mode */
+    {1, 16, 4, 48, 3, 3, 3, 1, 1, 0}, /* 48 columns, 16 input channels: the same */
 };
 
 Test(nn_ops_conv_fast, direct_path_matches_reference_at_every_level)

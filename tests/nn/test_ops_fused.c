@@ -377,6 +377,7 @@ static const bc_case bc_cases[] = {
     {2, 40, 2, 2, 9, 3, 1, 1, 1},  /* GEMM forward path */
     {2, 300, 4, 4, 8, 3, 1, 1, 0}, /* GEMM backward path */
     {2, 3, 3, 32, 16, 3, 1, 1, 0}, /* 32 columns: the direct forward's row mode */
+    {2, 8, 3, 32, 4, 3, 1, 1, 1},  /* 32 columns, 8 input channels: the input gradient's row mode */
 };
 
 Test(nn_ops_fused, bn_relu_conv2d_equals_bn_relu_conv_chain, .timeout = 120)
