@@ -341,7 +341,7 @@ static void fwd_task(void *vctx, int grp, int thread)
             const size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
             for (int p = 0; p < cs->p; p++)
                 kn->shifted_gemm(xt + (size_t)g * G->pl + (size_t)p * G->wh, G->xcs, cs->c, f->toff, G->ntaps, f->wp,
-                                 f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L);
+                                 f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L, 0);
             for (int k = 0; k < cs->k; k++) {
                 float *dst = f->y + yoff + (size_t)k * PQ;
                 if (plain && ep->shift)
@@ -357,11 +357,11 @@ static void fwd_task(void *vctx, int grp, int thread)
     }
     if (f->stacked) {
         int nvec = (int)(((size_t)(gn - 1) * G->pl + (size_t)G->nw + kn->L - 1) / kn->L);
-        kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec);
+        kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec, 0);
     } else {
         for (int g = 0; g < gn; g++)
             kn->shifted_gemm(xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
-                             G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L);
+                             G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L, 0);
     }
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
@@ -480,7 +480,7 @@ typedef struct bwd_ctx {
     const float *psc, *psh;  /* fused prologue or NULL */
     const float *pmean;      /* with dsums: the centre of x per channel */
     double *dsums;           /* masked dx and its per-plane sums (nnc__conv_fuse), or NULL */
-    int rows;                /* row mode: the kernel writes dx rows directly (bwd_rows_ok) */
+    int rows;                /* row mode: the kernel writes or accumulates dx rows directly */
 } bwd_ctx;
 
 /* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
@@ -594,7 +594,8 @@ static void bwd_task(void *vctx, int chunk, int thread)
                 float *dxn = b->dx + (size_t)(n0 + i) * xs;
                 for (int h = 0; h < H; h++)
                     kn->shifted_gemm(dyw + (size_t)i * G->pl + (size_t)(h + pad) * G->wh + pad, G->dks, K, b->ph_shift,
-                                     b->ph_nt[0], b->wt, dxn + (size_t)h * W, (size_t)H * W, cblocks, W / kn->L);
+                                     b->ph_nt[0], b->wt, dxn + (size_t)h * W, (size_t)H * W, cblocks, W / kn->L,
+                                     !b->dx_fresh);
                 if (b->dsums) copy_out_masked(b, NULL, i, n0 + i);
             }
             continue;
@@ -611,11 +612,11 @@ static void bwd_task(void *vctx, int chunk, int thread)
             float *out = dxt + (size_t)ph * G->phs + j0;
             if (b->stacked) {
                 int nvec = (int)(((size_t)(gn - 1) * G->pl + span + kn->L - 1) / kn->L);
-                kn->shifted_gemm(dyw + j0, G->dks, K, sh, nt, wt, out, G->xcs, cblocks, nvec);
+                kn->shifted_gemm(dyw + j0, G->dks, K, sh, nt, wt, out, G->xcs, cblocks, nvec, 0);
             } else {
                 for (int i = 0; i < gn; i++)
                     kn->shifted_gemm(dyw + j0 + (size_t)i * G->pl, G->dks, K, sh, nt, wt, out + (size_t)i * G->pl, G->xcs,
-                                     cblocks, (int)((span + kn->L - 1) / kn->L));
+                                     cblocks, (int)((span + kn->L - 1) / kn->L), 0);
             }
         }
         const int st = G->st, pad = cs->pad;
@@ -705,9 +706,9 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     int cblocks = (C + KB - 1) / KB;
     size_t ncol = (size_t)C * T, ncolp = (ncol + 47) / 48 * 48; /* a multiple of every WT */
     size_t wtn = dx ? (size_t)cblocks * K * T * KB : 0;
-    /* row mode (the forward's, with the input as the output): a fresh dx, stride 1, W a whole
-     * number of tiles, whole blocks of KB input channels */
-    const int rows = dx && dx_fresh && !stacked && cs->stride == 1 && cs->c % KB == 0 && cs->w % kn->L == 0 &&
+    /* row mode (the forward's, with the input as the output; dx written or accumulated by the
+     * kernel): stride 1, W a whole number of tiles, whole blocks of KB input channels */
+    const int rows = dx && !stacked && cs->stride == 1 && cs->c % KB == 0 && cs->w % kn->L == 0 &&
                      ((cs->w / kn->L) % kn->jv == 0 || (cs->w / kn->L == 2 && kn->jv > 2));
     size_t per_thread = (dw ? G.xsz : 0) + G.dsz + (dx && !rows ? (size_t)G.cp * G.xcs + 64 : 0);
     size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,

@@ -146,9 +146,9 @@ typedef struct conv_kernels {
     int wk, wt; /* weight-gradient tile: wk rows x wt columns */
     int kv, np; /* channel-vectorised tile: kv vectors of output channels x np pixels */
     /* out[k][j] (k < kblocks*kb, j < nvec*L, row stride out_ks)
-     *   = sum_{c < cin, t < ntaps} wp[((k/kb)*cin + c)*ntaps + t)*kb + k%kb] * in[c*in_cs + toff[t] + j] */
+     *   (= or, accumulate, +=) sum_{c < cin, t < ntaps} wp[((k/kb)*cin + c)*ntaps + t)*kb + k%kb] * in[c*in_cs + toff[t] + j] */
     void (*shifted_gemm)(const float *in, size_t in_cs, int cin, const int *toff, int ntaps,
-                         const float *wp, float *out, size_t out_ks, int kblocks, int nvec);
+                         const float *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate);
     /* dw[k*ld + c] += sum_{g < nimg, j < nvec*L} dy[g*dy_is + k*dy_ks + j] * x[g*x_is + col[c] + j] */
     void (*wgrad)(const float *dy, size_t dy_ks, size_t dy_is, const float *x, size_t x_is,
                   const size_t *col, int ncol, int nrow, int nimg, int nvec, float *dw, size_t ld);
