@@ -261,6 +261,10 @@ static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
     }
 }
 
+void nnc__conv_plane_stats(const float *p, int n, double *out) { plane_stats(p, n, out); }
+
+void nnc__conv_combine_stats(const double *ps, int N, int K, int PQ, double *stats) { combine_stats(ps, N, K, PQ, stats); }
+
 typedef struct plane_ctx {
     const float *src;
     float *dst;
@@ -409,10 +413,11 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     double *stats = fu ? fu->stats : NULL;
     const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
     if (nnc__conv_use_gemm(cs, 0)) {
-        if (nnc__conv_use_small(cs, 0)) /* stages through the prologue itself */
-            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y);
-        else
-            nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
+        if (nnc__conv_use_small(cs, 0)) { /* stages through the prologue itself, takes the stats itself */
+            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y, stats);
+            return;
+        }
+        nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
         if (stats) {
             double *ps = nnc__thread_scratch(psz);
             NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);

@@ -139,7 +139,7 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
                             float *y)
 {
     if (nnc__conv_use_small(cs, 0)) {
-        nnc__conv_small_forward(cs, x, w, ep, NULL, NULL, y);
+        nnc__conv_small_forward(cs, x, w, ep, NULL, NULL, y, NULL);
         return;
     }
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q;

@@ -374,6 +374,7 @@ typedef struct sctx {
     double *bpart;
     int dx_fresh, nchunk;
     size_t per_thread;
+    double *pstat;             /* forward: per-plane (sum, M2) of y, (N,K,2), or NULL */
 } sctx;
 
 static void fwd_group(void *vctx, int grp, int thread)
@@ -390,14 +391,17 @@ static void fwd_group(void *vctx, int grp, int thread)
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * K * PQ;
         f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
-        for (int k = 0; k < K; k++)
+        for (int k = 0; k < K; k++) {
             nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
                               f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
+            /* statistics for a following batch norm while the plane is cache-hot */
+            if (f->pstat) nnc__conv_plane_stats(f->y + yoff + (size_t)k * PQ, PQ, f->pstat + ((size_t)(n0 + g) * K + k) * 2);
+        }
     }
 }
 
 void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                             const float *psc, const float *psh, float *y)
+                             const float *psc, const float *psh, float *y, double *stats)
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, 0);
@@ -406,15 +410,15 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + (size_t)K * PQ + 16;
-    size_t sz[4] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
+    size_t sz[5] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
                     sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
-                    sizeof(float) * per_thread * (size_t)width};
+                    sizeof(float) * per_thread * (size_t)width, stats ? sizeof(double) * 2 * (size_t)cs->n * K : 0};
     size_t bytes = 0;
-    for (int i = 0; i < 4; i++) bytes += round_up(sz[i], 64);
+    for (int i = 0; i < 5; i++) bytes += round_up(sz[i], 64);
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
-    void *slot[4];
-    for (int i = 0; i < 4; i++) {
+    void *slot[5];
+    for (int i = 0; i < 5; i++) {
         slot[i] = base;
         base += round_up(sz[i], 64);
     }
@@ -423,8 +427,10 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     pack_weights(kn, w, K, C, T, S.kp, 0, wk);
     tcls tc;
     fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
-    sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread};
+    sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread,
+              stats ? slot[4] : NULL};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
+    if (stats) nnc__conv_combine_stats(slot[4], cs->n, K, PQ, stats);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -669,7 +675,8 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
         int *ints = slot[6], *bb = ints + tcls_ints(HW, S.rows2, T);
         dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
-    sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, &wtc, &wc, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread};
+    sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, &wtc, &wc, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread,
+              NULL};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
