@@ -263,6 +263,35 @@ static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
 
 void nnc__conv_plane_stats(const float *p, int n, double *out) { plane_stats(p, n, out); }
 
+void nnc__conv_mask_sums(const float *x, float *dx, int C, size_t hw, const float *psc, const float *psh,
+                         const float *pmean, double *sums)
+{
+    for (int c = 0; c < C; c++) {
+        const float sc = psc[c], sh = psh[c], mu = pmean[c];
+        const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), vm = nnc__v4_set1(mu);
+        const float *xp = x + (size_t)c * hw;
+        float *dp = dx + (size_t)c * hw;
+        nnc__v4 a = nnc__v4_set1(0.0f), t = a;
+        double s1 = 0, t1 = 0;
+        size_t i = 0;
+        for (; i + 4 <= hw; i += 4) {
+            nnc__v4 xv = nnc__v4_load(xp + i);
+            nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dp + i), nnc__bnrelu_mask_v4(xv, vs, vh));
+            nnc__v4_store(dp + i, dz);
+            a += dz;
+            t += (xv - vm) * dz;
+        }
+        for (; i < hw; i++) {
+            float dz = nnc__bnrelu_mask(xp[i], sc, sh) ? dp[i] : 0.0f;
+            dp[i] = dz;
+            s1 += dz;
+            t1 += (double)(xp[i] - mu) * dz;
+        }
+        sums[2 * c] = nnc__v4_hsum(a) + s1;
+        sums[2 * c + 1] = nnc__v4_hsum(t) + t1;
+    }
+}
+
 void nnc__conv_combine_stats(const double *ps, int N, int K, int PQ, double *stats) { combine_stats(ps, N, K, PQ, stats); }
 
 typedef struct plane_ctx {
@@ -685,10 +714,9 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
 {
     if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
-    if (nnc__conv_use_small(cs, 1)) {
-        nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db);
-        return 0;
-    }
+    if (nnc__conv_use_small(cs, 1))
+        return nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db, fu ? fu->pro_mean : NULL,
+                                        fu ? fu->dsums : NULL);
     if (nnc__conv_use_gemm(cs, 1)) {
         nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
         return 0;

@@ -97,18 +97,26 @@ int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
  * the GEMM entry points above hand a shape to it when it is faster (nnc__conv_use_small).
  * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). psc/psh
  * (C floats, or NULL): the fused BN + ReLU prologue of nnc__conv_fuse, applied while x is staged
- * (forward, and backward for the weight gradient; dx is dL/dz, unmasked). The forward's stats
- * (2K doubles, or NULL) are those of nnc__conv_fuse, taken while each output plane is cache-hot. */
+ * (forward, and backward for the weight gradient; dx is dL/dz, unmasked unless dsums). The
+ * forward's stats (2K doubles, or NULL) are those of nnc__conv_fuse, taken while each output
+ * plane is cache-hot; the backward's pmean/dsums too (used with psc and a fresh dx only; it
+ * returns 1 when it filled dsums and masked dx). */
 void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                              const float *psc, const float *psh, float *y, double *stats);
-void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
-                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+int nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+                             const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db,
+                             const float *pmean, double *dsums);
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward);
 int nnc__conv_use_small(const nnc__conv_shape *cs, int backward);
 /* Output statistics (nn/conv_fast.c): out[0], out[1] = the sum of p[0..n) and its centred sum of
  * squares; stats[2k], stats[2k+1] = mean and biased variance of channel k from the per-plane pairs
  * ps[(n*K + k)*2 ..], combined in image order (the stats of nnc__conv_fuse). */
 void nnc__conv_plane_stats(const float *p, int n, double *out);
+/* dx (C planes of hw) = mask ? dx : 0 with the prologue's ReLU mask recomputed from x (C planes),
+ * and sums[2c], sums[2c+1] = sum over plane c of dx and of dx * (x - pmean[c]) (the dsums of
+ * nnc__conv_fuse for one image). */
+void nnc__conv_mask_sums(const float *x, float *dx, int C, size_t hw, const float *psc, const float *psh,
+                         const float *pmean, double *sums);
 void nnc__conv_combine_stats(const double *ps, int N, int K, int PQ, double *stats);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM, 3 small-image where it
  * can run the shape, else direct). */

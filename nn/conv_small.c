@@ -375,6 +375,8 @@ typedef struct sctx {
     int dx_fresh, nchunk;
     size_t per_thread;
     double *pstat;             /* forward: per-plane (sum, M2) of y, (N,K,2), or NULL */
+    const float *pmean;        /* backward with dsums: the centre of x per channel */
+    double *dsums;             /* backward: mask dx and take its per-plane sums (nnc__conv_fuse), or NULL */
 } sctx;
 
 static void fwd_group(void *vctx, int grp, int thread)
@@ -428,7 +430,7 @@ void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const fl
     tcls tc;
     fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
     sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread,
-              stats ? slot[4] : NULL};
+              stats ? slot[4] : NULL, NULL, NULL};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
     if (stats) nnc__conv_combine_stats(slot[4], cs->n, K, PQ, stats);
 }
@@ -487,6 +489,9 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
             for (int g = 0; g < gn; g++) {
                 float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
                 kn->transpose(dxt + (size_t)g * HW * S->cp, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
+                if (b->dsums) /* fresh: the prologue's mask and the BN sums while the image is cache-hot */
+                    nnc__conv_mask_sums(b->x + (size_t)(n0 + g) * C * HW, dxn, C, (size_t)HW, S->psc, S->psh, b->pmean,
+                                        b->dsums + (size_t)(n0 + g) * C * 2);
                 if (!b->dx_fresh)
                     for (size_t j = 0; j < (size_t)C * HW; j++) dxn[j] += tmp[j];
             }
@@ -614,17 +619,19 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *p
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
-void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
-                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db)
+int nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+                             const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db,
+                             const float *pmean, double *dsums)
 {
-    if (!dx && !dw && !db) return;
+    if (!dx && !dw && !db) return 0;
+    if (!(psc && dx && dx_fresh && pmean)) dsums = NULL;
     const conv_kernels *kn = nnc__conv_kernels();
     if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
         (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
                 (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
-        nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db);
+        int r = nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db, pmean, dsums);
         wide_wgrad(cs, x, psc, psh, dy, dw);
-        return;
+        return r;
     }
     /* chunks of about CHUNK_PIXELS output pixels (at least MIN_TASKS, 2 for huge dW), each a sequence of
      * groups of about GROUP_PIXELS: the dW tiles stay in registers over a whole group */
@@ -676,7 +683,7 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
         dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
     sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, &wtc, &wc, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread,
-              NULL};
+              NULL, pmean, dsums};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};
@@ -688,4 +695,5 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
             for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
             db[k] += (float)s;
         }
+    return dsums != NULL;
 }
