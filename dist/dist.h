@@ -193,4 +193,20 @@ nnc_hessian_config nnc_hessian_config_default(void);
 int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
                     double *lambda_max, double *trace_top);
 
+/* Across machines (MPI build only: `make MPI=1`, dist/transport_mpi.c). After nnc_mpi_init()
+ * every nnc_train() in the process is one rank of a run over all ranks of MPI_COMM_WORLD:
+ * cfg->workers is the total M, rank r runs the global workers [r*M/R, (r+1)*M/R) (data shard =
+ * global worker index), rounds combine through MPI in global worker order (bitwise the
+ * threaded run with the same M and seed in lockstep mode), stop decisions come from rank 0,
+ * rank 0 alone calls the callbacks and writes checkpoints (gathered: one file), evaluation runs
+ * on every rank. Without the MPI build these are no-ops: rank 0 of 1. Call from the main thread. */
+int nnc_mpi_init(int *argc, char ***argv);   /* NNC_OK, or NNC_EUNSUPPORTED without MPI build */
+int nnc_mpi_active(void);                    /* 1 once nnc_mpi_init succeeded */
+int nnc_mpi_rank(void);
+int nnc_mpi_size(void);
+void nnc_mpi_finalize(void);
+/* Terminate every rank with `code` (MPI_Abort): for a failed rank whose peers may wait on it.
+ * Returns only without MPI. */
+void nnc_mpi_abort(int code);
+
 #endif
