@@ -112,11 +112,13 @@ check-threads: $(B)/test/dist_tsan
 	$(B)/test/dist_tsan
 
 # Multi-rank runs through mpirun (TESTS.md F1-F7, D7): the fault-hook CLI and the release one.
+# The threads-only reference (F1) is the plain build/nnc.
 check-mpi: $(B)/test/nnc $(B)/nnc
 ifeq ($(MPI),)
 	@echo "check-mpi needs the MPI build: make MPI=1 check-mpi"; exit 2
 endif
-	tests/dist/mpi_check.sh $(B)/test/nnc $(B)/nnc
+	$(MAKE) MPI= SAN= CC=cc build/nnc
+	tests/dist/mpi_check.sh $(B)/test/nnc $(B)/nnc build/nnc
 
 bench: $(B)/nnc
 	tools/bench.sh $(B)/nnc

@@ -534,7 +534,7 @@ int train_execute(const train_opts *o, train_outcome *out)
             cli_error("--resume: %s: %s", ck, S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
             return EXIT_USAGE;
         }
-        double done = epochs_done(run_dir);
+        double done = nnc_mpi_size() == 1 ? epochs_done(run_dir) : -1; /* ranks: the library decides */
         if (o->epochs > 0 && done >= 0 && done + 1e-9 >= o->epochs) {
             printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", done, o->epochs, run_dir);
             return EXIT_OK;

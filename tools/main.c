@@ -67,7 +67,8 @@ int main(int argc, char **argv)
         int rc = cmd_train(argc - 1, argv + 1);
         fflush(stdout);
         fflush(stderr);
-        if (rc != EXIT_OK && nnc_mpi_size() > 1) nnc_mpi_abort(rc);
+        /* A signal stop is agreed by every rank (all write/leave the checkpoint and exit). */
+        if (rc != EXIT_OK && rc != EXIT_SIGINT && rc != EXIT_SIGTERM && nnc_mpi_size() > 1) nnc_mpi_abort(rc);
         nnc_mpi_finalize();
         return rc;
     }
