@@ -211,6 +211,13 @@ else
     fail "F7: rc $rc, $n run folders, $lines headers, $fin result lines"
 fi
 
+# ---- F6 (sanitizer builds): no report in any rank's output ----
+if grep -l "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" ./*.txt ./*.err ./*/*.txt >/dev/null 2>&1; then
+    fail "sanitizer reports in: $(grep -l 'ERROR: AddressSanitizer\|runtime error:' ./*.txt ./*.err 2>/dev/null | tr '\n' ' ')"
+else
+    pass "no sanitizer report in any rank's output"
+fi
+
 echo "mpi_check: $FAILS failed, $(elapsed "$T0" | cut -d. -f1) s, work folder $W"
 [ $FAILS = 0 ] && [ -z "${MPI_CHECK_DIR:-}" ] && rm -rf "$W"
 [ $FAILS = 0 ]
