@@ -629,6 +629,7 @@ static int coordinate(nnc_run *R, progress start)
         R->arrived = 0;
         memset(R->here, 0, sizeof R->here);
         pthread_mutex_unlock(&R->mu);
+        double t0 = nnc__now();   /* synchronizer time: the exchange, the round, the decision */
         tp->round = R->round + 1;
         int s = exchange(R);
         if (s) return s;
@@ -649,7 +650,6 @@ static int coordinate(nnc_run *R, progress start)
                              R->res->stopped_by_signal, R->round,
                              R->c.ckpt_dir ? " (checkpoint written)" : "");
         }
-        double t0 = nnc__now();
         nnc_round_info ri;
         memset(&ri, 0, sizeof ri);
         s = do_round(R, &ri);

@@ -87,6 +87,13 @@ a=$(dig rr-ref/last.ckpt) b=$(dig rr/last.ckpt)
 [ -n "$a" ] && [ "$a" = "$b" ] && pass "resume np 2: equal to the threads-only resumed run" ||
     fail "resume np 2: $a vs $b ($(tail -1 rr2.txt))"
 
+timeout 60 "$REF_NNC" train "${args[@]}" --epochs 1 --run-dir rx >/dev/null 2>&1
+OUT=rx.txt
+run_mpi 2 "$MPI_NNC" "${args[@]}" --epochs 2 --run-dir rx --resume
+b=$(dig rx/last.ckpt)
+[ -n "$a" ] && [ "$a" = "$b" ] && pass "threads-only checkpoint resumed at np 2: equal to the threads-only resumed run" ||
+    fail "cross resume: $a vs $b ($(tail -1 rx.txt))"
+
 # ---- F4: mismatched configuration (lr, model) -> exit 2 naming rank 1, no hang ----
 args=("${DATA[@]}" --limit-train 300 --algo mgrawa --workers 2 --epochs 1 --sync-timeout 10)
 for diff in "--lr 0.05" "--model resnet20"; do
