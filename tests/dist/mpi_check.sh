@@ -124,6 +124,23 @@ else
     fail "F3: rc $rc after $dt s: $(grep -m1 'sync round' f3.txt)"
 fi
 
+# ---- F3 (whole rank): rank 1 frozen by SIGSTOP mid-training -> rank 0's deadline, exit 3 ----
+timeout 60 "${MPIRUN[@]}" -np 2 "$MPI_NNC" train "${args[@]}" --limit-train 2000 --epochs 500 --run-dir f3b >f3b.txt 2>&1 &
+mp=$!
+wait_for f3b/last.ckpt 60
+victim=$(rank_pid $mp 1)
+t=$(now)
+[ -n "$victim" ] && kill -STOP "$victim"
+wait $mp
+rc=$? dt=$(elapsed "$t")
+[ -n "$victim" ] && kill -KILL "$victim" 2>/dev/null # mpirun does not reap a stopped rank
+if [ -n "$victim" ] && [ $rc = 3 ] && grep -q "sync round [0-9]*: rank 0 waited 1.0 s for rank 1" f3b.txt &&
+   [ "$(echo "$dt < 3.0" | bc)" = 1 ]; then
+    pass "F3 frozen rank (SIGSTOP): exit 3 in ${dt%???????} s: $(grep -m1 -o 'sync round [0-9]*: rank 0 waited[^(]*' f3b.txt)"
+else
+    fail "F3 frozen rank: victim '$victim' rc $rc after $dt s: $(grep -m1 'sync round' f3b.txt)"
+fi
+
 # ---- F2: SIGKILL of rank 1 mid-training -> mpirun non-zero within seconds; --resume continues ----
 args=("${DATA[@]}" --limit-train 2000 --algo mgrawa --sync lockstep --workers 4)
 timeout 120 "${MPIRUN[@]}" -np 2 "$MPI_NNC" train "${args[@]}" --epochs 500 --run-dir f2 >f2.txt 2>&1 &
@@ -212,10 +229,11 @@ run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 300 --algo easgd --workers 2 --e
 rc=$?
 cd ..
 n=$(ls f7/runs 2>/dev/null | wc -l) lines=$(grep -c "^training tiny" f7.txt) fin=$(grep -c "^test acc" f7.txt)
-if [ $rc = 0 ] && [ "$n" = 1 ] && [ "$lines" = 1 ] && [ "$fin" = 1 ]; then
-    pass "F7 one run folder, one header and one result line from 2 ranks"
+ctl=$(grep -c $'\r\|\e' f7.txt)
+if [ $rc = 0 ] && [ "$n" = 1 ] && [ "$lines" = 1 ] && [ "$fin" = 1 ] && [ "$ctl" = 0 ]; then
+    pass "F7 one run folder, one header and one result line from 2 ranks, no terminal codes"
 else
-    fail "F7: rc $rc, $n run folders, $lines headers, $fin result lines"
+    fail "F7: rc $rc, $n run folders, $lines headers, $fin result lines, $ctl lines with CR/ESC"
 fi
 
 # ---- F6 (sanitizer builds): no report in any rank's output ----
