@@ -81,7 +81,7 @@ typedef struct nnc_train_config {
     int threads;                  /* kernel threads (nn/threads.h) of one replica; 1 when workers > 1.
                                      Process-wide, changed only if different; BLAS runs with 1 */
     /* distribution */
-    int workers;                  /* 1 */
+    int workers;                  /* 1; MPI build under mpirun: the total over all ranks */
     nnc_algo algo;
     nnc_sync_mode sync;
     int tau;                      /* 0 = algorithm default (32 GRAWA/local-sgd, 4 EASGD/LSGD) */

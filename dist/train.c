@@ -336,6 +336,13 @@ int nnc__run_evaluate(nnc_run *R)
         if ((s = eval_scratch(R, &closs, &cacc))) return s;
         if ((s = load_average(R))) return s;
         if ((s = eval_scratch(R, &aloss, &aacc))) return s;
+        if (R->tp->size > 1) {
+            /* Every rank evaluated (in parallel); rank 0's numbers decide for all (best.ckpt is
+             * collective), even where another machine's kernels round differently. */
+            double v[4] = {closs, cacc, aloss, aacc};
+            if ((s = R->tp->ops->broadcast(R->tp, v, sizeof v, 0))) return s;
+            closs = v[0], cacc = v[1], aloss = v[2], aacc = v[3];
+        }
         int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
         loss = use_avg ? aloss : closs;
         acc = use_avg ? aacc : cacc;

@@ -33,6 +33,9 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* The graceful stop of an MPI run: mpirun forwards SIGUSR1 to every rank, while on SIGINT or
+     * SIGTERM it stops relaying output and kills the ranks 1 s after a SIGTERM. */
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 void train_opts_init(train_opts *o)
