@@ -28,8 +28,26 @@
  * no recovery), NNC_ETIMEOUT (stalled worker: message names worker and round), NNC_ETHREAD (a
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
+ *
+ * Non-finite steps (nan_policy): a step whose loss or gradient is non-finite is never applied.
+ * One replica (algo sgd): NNC_NAN_STOP returns NNC_EDIVERGED at that step (last.ckpt stays the
+ * last good one; no checkpoint with non-finite values is ever written); NNC_NAN_SKIP (llm.c
+ * style) skips it - parameters and momentum bitwise unchanged, BN running statistics restored,
+ * the batch consumed and the step counted as taken for the schedule - reports it through on_log,
+ * counts it in nnc_train_result.skipped_steps and trains on. M > 1: the worker is always reset
+ * to the center at the next round (above), so NNC_NAN_SKIP is refused with NNC_EINVAL there.
+ *
+ * Checkpoints (ckpt_dir): last.ckpt at every epoch end and at the end; best.ckpt when the
+ * evaluated accuracy improves (section "metric" = "test_acc=<best>"); with keep_epochs N > 0
+ * also epoch-<EEEE>.ckpt (a hard link to that last.ckpt, or a second save where links fail) at
+ * every epoch end, after which older epoch-*.ckpt beyond the N newest are deleted. Every file
+ * appears under its name only complete (temp file + rename), so the newest complete checkpoint
+ * is never deleted, whatever point a crash interrupts.
+ *
  * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
- * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP.
+ * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP,
+ * grad_nan:STEP (a NaN in the gradient of local step STEP), eval_acc:A1/A2/... (one replica: the
+ * k-th evaluation reports accuracy Ak instead of the measured one).
  * Thread-safety: independent runs may execute concurrently in one process (no global state;
  * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
@@ -60,6 +78,9 @@ typedef enum nnc_algo {
 
 int nnc_algo_parse(const char *s, nnc_algo *out);   /* "mgrawa", "dp-sam", ... */
 const char *nnc_algo_name(nnc_algo a);
+
+/* What a non-finite loss or gradient does (see above). */
+typedef enum nnc_nan_policy { NNC_NAN_STOP, NNC_NAN_SKIP } nnc_nan_policy;
 
 typedef enum nnc_sync_mode { NNC_SYNC_ASYNC, NNC_SYNC_LOCKSTEP } nnc_sync_mode;
 typedef enum nnc_norm_kind { NNC_NORM_SUM_LAYERS, NNC_NORM_GLOBAL_L2 } nnc_norm_kind;
@@ -99,10 +120,12 @@ typedef struct nnc_train_config {
     const char *ckpt_dir;         /* NULL = no checkpoints; else last.ckpt, best.ckpt inside */
     int resume;                   /* continue from ckpt_dir/last.ckpt exactly (same workers,
                                      algorithm, sync mode, data and batch; else NNC_EINVAL) */
+    int keep_epochs;              /* 0; N > 0: also keep the N newest ckpt_dir/epoch-<EEEE>.ckpt */
     const char *ckpt_meta_json;   /* NULL, or text stored as bytes section "meta/json" in every
                                    * checkpoint (the CLI puts dataset name, mean/std, class names
                                    * there for `nnc predict`) */
     int anomaly;                  /* anomaly mode on every graph */
+    nnc_nan_policy nan_policy;    /* NNC_NAN_STOP; NNC_NAN_SKIP only with one replica (algo sgd) */
     int log_every;                /* on_step every this many steps (0 = ~10 per epoch; M > 1: global
                                      steps, approximate: the coordinator polls every 50 ms) */
     volatile sig_atomic_t *stop;  /* set (to the signal number) to stop after the current step */
@@ -160,6 +183,7 @@ typedef struct nnc_train_result {
     int workers;
     long local_steps[NNC_MAX_WORKERS];
     int resets;                         /* non-finite worker resets */
+    long skipped_steps;                 /* steps skipped by NNC_NAN_SKIP */
     int stopped_by_signal;              /* signal number, or 0 */
 } nnc_train_result;
 

@@ -136,11 +136,15 @@ int nnc__replica_step(nnc_replica *r, float lr, double *loss)
 #ifdef NNC_TESTING
     char arg[32];
     if (nnc__fault_arg("loss_inf", arg, sizeof arg) && atol(arg) == r->steps + 1) *loss = INFINITY;
+    if (nnc__fault_arg("grad_nan", arg, sizeof arg) && atol(arg) == r->steps + 1) r->p->grad[0] = NAN;
 #endif
     if (!isfinite(*loss)) {
         return nnc__fail(NNC_EDIVERGED, "worker %d: non-finite loss (%g) at step %ld; step not applied",
                          r->id, *loss, r->steps + 1);
     }
+    if (!nnc__grawa_finite(r->p->grad, r->p->n_data))
+        return nnc__fail(NNC_EDIVERGED, "worker %d: non-finite gradient at step %ld; step not applied",
+                         r->id, r->steps + 1);
     nnc_sgd_step(r->opt, lr);
     r->steps++;
     return NNC_OK;

@@ -55,8 +55,9 @@ int nnc__replica_next_batch(nnc_replica *r);
 /* Forward + backward of the loaded batch (mean cross-entropy, train mode): grads in r->p->grad.
  * *loss receives the batch loss, *correct (may be NULL) the number of right predictions. */
 int nnc__replica_grad(nnc_replica *r, int n, double *loss, long *correct);
-/* One local SGD step: next batch, forward, backward, SGD with lr. Non-finite loss returns
- * NNC_EDIVERGED before the step is applied (parameters unchanged). */
+/* One local SGD step: next batch, forward, backward, SGD with lr. A non-finite loss or gradient
+ * returns NNC_EDIVERGED before the step is applied (parameters, momentum and r->steps unchanged;
+ * the batch is consumed and BN running statistics were updated by its forward). */
 int nnc__replica_step(nnc_replica *r, float lr, double *loss);
 /* GRAWA probe: per-layer gradient norms (L values into out) of the summed cross-entropy on a
  * fresh uniform sample (with replacement, from probe_rng) of the whole training set, no

@@ -49,6 +49,7 @@ typedef struct nnc_run {
     double t_start, t_excluded, t_resumed;
     double pub_seconds;             /* training seconds published at the last round */
     double best_acc;
+    int n_evals;                    /* evaluations so far in this call (test hook eval_acc) */
     nnc_train_result *res;
     /* threads (M > 1) */
     pthread_mutex_t mu;
@@ -112,6 +113,9 @@ int nnc__run_evaluate(nnc_run *R);
 
 /* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. */
 int nnc__run_save(nnc_run *R, const char *name);
+/* last.ckpt at the end of epoch `epoch` (0: not at an epoch end); with keep_epochs > 0 also
+ * epoch-<EEEE>.ckpt, then the epoch files beyond the keep_epochs newest are deleted. */
+int nnc__run_save_epoch(nnc_run *R, long epoch);
 int nnc__run_load(nnc_run *R);
 /* Multi-rank (collective): rank 0's shadows get every other rank's workers (whole state). */
 int nnc__run_gather_workers(nnc_run *R);

@@ -5,18 +5,27 @@
  * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
  * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
  * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
- * best accuracy as text; "meta/json" the caller's ckpt_meta_json. Written only from a between-steps state (all workers parked), and
- * never when any value is non-finite.
+ * best accuracy as text; "meta/json" the caller's ckpt_meta_json. Written only from a
+ * between-steps state (all workers parked), and never when any value is non-finite.
+ * Rotation (keep_epochs): epoch-<EEEE>.ckpt is a hard link to the just-renamed last.ckpt made
+ * under a temp name and renamed into place; pruning runs only after that, so a crash at any
+ * point leaves every complete file it had plus, at worst, a stale temp file.
  * Ranks (MPI build): saving is collective; every worker's whole state travels to rank 0, which
  * alone writes the one file (atomically: temporary + rename, so a rank killed mid-save leaves
- * the previous complete checkpoint - D7 by construction). Resuming: rank 0 reads the file and
- * broadcasts the run and every worker, so the other ranks need no copy of the folder.
+ * the previous complete checkpoint - D7 by construction) and rotates; the other ranks write
+ * nothing. Resuming: rank 0 reads the file and broadcasts the run and every worker, so the
+ * other ranks need no copy of the folder.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dist/run.h"
 #include "nn/checkpoint.h"
@@ -243,6 +252,89 @@ static int save_file(nnc_run *R, const char *name)
     nnc_ckpt_free(c);
     nnc__free(wm);
     return s;
+}
+
+/* N in "epoch-N.ckpt" (digits only), or -1. */
+static long epoch_of(const char *name)
+{
+    if (strncmp(name, "epoch-", 6) != 0 || name[6] < '0' || name[6] > '9') return -1;
+    char *end;
+    long e = strtol(name + 6, &end, 10);
+    return strcmp(end, ".ckpt") == 0 ? e : -1;
+}
+
+/* Delete epoch-*.ckpt files beyond the `keep` newest (by epoch number; `newest`, the file just
+ * written, always counts as kept), and temp files of epoch links left by dead processes. */
+static int prune_epochs(nnc_run *R, long newest, int keep)
+{
+    DIR *d = opendir(R->c.ckpt_dir);
+    if (!d) return nnc__fail(NNC_EIO, "checkpoint rotation: cannot list '%s': %s", R->c.ckpt_dir, strerror(errno));
+    long *ep = NULL;
+    size_t n = 0, cap = 0;
+    int s = NNC_OK;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *tmp = strstr(e->d_name, ".ckpt.tmp.");
+        if (tmp && strncmp(e->d_name, "epoch-", 6) == 0) {
+            long pid = strtol(tmp + 10, NULL, 10);
+            if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) unlinkat(dirfd(d), e->d_name, 0);
+            continue;
+        }
+        long v = epoch_of(e->d_name);
+        if (v < 0 || v == newest) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            long *g = nnc__alloc(cap * sizeof *g);
+            if (!g) {
+                s = nnc__fail(NNC_ENOMEM, "checkpoint rotation: out of memory");
+                break;
+            }
+            if (n) memcpy(g, ep, n * sizeof *g);
+            nnc__free(ep);
+            ep = g;
+        }
+        ep[n++] = v;
+    }
+    /* Second pass: keep the keep - 1 highest of the others, delete the rest. */
+    rewinddir(d);
+    for (struct dirent *e; !s && (e = readdir(d));) {
+        long v = epoch_of(e->d_name);
+        if (v < 0 || v == newest) continue;
+        size_t higher = 0;
+        for (size_t j = 0; j < n; j++) higher += ep[j] > v;
+        if (higher + 1 < (size_t)keep) continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT)
+            s = nnc__fail(NNC_EIO, "checkpoint rotation: cannot delete '%s/%s': %s", R->c.ckpt_dir, e->d_name,
+                          strerror(errno));
+    }
+    closedir(d);
+    nnc__free(ep);
+    return s;
+}
+
+int nnc__run_save_epoch(nnc_run *R, long epoch)
+{
+    int s = nnc__run_save(R, "last.ckpt");
+    /* Ranks: rank 0 holds every worker now and alone writes and rotates. */
+    if (s || R->c.keep_epochs <= 0 || epoch <= 0 || R->tp->rank != 0) return s;
+    char last[4096], name[64], path[4096], tmp[4200];
+    snprintf(name, sizeof name, "epoch-%04ld.ckpt", epoch);
+    if ((s = ckpt_path(R, "last.ckpt", last, sizeof last)) || (s = ckpt_path(R, name, path, sizeof path))) return s;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    unlink(tmp);
+    if (link(last, tmp) == 0) {
+        if (rename(tmp, path) < 0) {
+            s = nnc__fail(NNC_EIO, "checkpoint rotation: renaming '%s' to '%s': %s", tmp, path, strerror(errno));
+            unlink(tmp);
+            return s;
+        }
+        int dfd = open(R->c.ckpt_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0)
+            s = nnc__fail(NNC_EIO, "checkpoint rotation: fsync of folder '%s': %s", R->c.ckpt_dir, strerror(errno));
+        if (dfd >= 0) close(dfd);
+    } else {
+        s = save_file(R, name); /* no hard links here: write the same state again (this rank) */
+    }
+    return s ? s : prune_epochs(R, epoch, R->c.keep_epochs);
 }
 
 static int get_exact(const nnc_ckpt *c, const char *path, const char *name, void *dst, size_t n)

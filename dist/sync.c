@@ -701,7 +701,7 @@ static int coordinate(nnc_run *R, progress start)
             if (eval_due && (s = nnc__run_evaluate(R))) return s;
             if (R->c.ckpt_dir) {
                 double t1 = nnc__now();
-                s = nnc__run_save(R, "last.ckpt");
+                s = nnc__run_save_epoch(R, epoch);
                 R->t_excluded += nnc__now() - t1;
                 if (s) return s;
             }

@@ -3,11 +3,13 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "dist/run.h"
 #include "nn/blas.h"
+#include "nn/fault.h"
 #include "nn/threads.h"
 
 #define EVAL_STREAM 0x6576616cULL /* "eval" */
@@ -132,6 +134,13 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->threads < 1) c->threads = 1;
     if (c->eval_every_epochs < 0) c->eval_every_epochs = 0;
     if (c->resume && !c->ckpt_dir) return nnc__fail(NNC_EINVAL, "resume needs a checkpoint folder");
+    if (c->keep_epochs < 0) return nnc__fail(NNC_EINVAL, "keep must be >= 0 (0 = no epoch checkpoints), found %d", c->keep_epochs);
+    if ((unsigned)c->nan_policy > NNC_NAN_SKIP)
+        return nnc__fail(NNC_EINVAL, "unknown non-finite policy %d (expected stop or skip)", (int)c->nan_policy);
+    if (c->nan_policy == NNC_NAN_SKIP && (c->workers != 1 || c->algo != NNC_ALGO_SGD))
+        return nnc__fail(NNC_EINVAL, "non-finite policy skip needs one replica (workers 1, algorithm sgd), found "
+                         "%d worker(s), algorithm %s: with workers a non-finite worker is reset to the center",
+                         c->workers, nnc_algo_name(c->algo));
     if (!c->model) return nnc__fail(NNC_EINVAL, "no model name given");
     if (c->model_cfg.in_channels == 0) c->model_cfg.in_channels = train->c;
     if (c->model_cfg.image_size == 0) c->model_cfg.image_size = train->h;
@@ -165,14 +174,15 @@ static void run_free(nnc_run *R)
     nnc__free(R->norms);
 }
 
-/* FNV-1a over the text of every setting that must agree between ranks. */
+/* FNV-1a over the text of every setting that must agree between ranks (the numbers, and what
+ * decides which collective steps a run takes: evaluation, checkpoints). */
 static uint64_t config_hash(const nnc_run *R)
 {
     const nnc_train_config *c = &R->c;
     char t[1024];
     int n = snprintf(t, sizeof t,
                      "%s|%d,%d,%d|%d %d %ld|%a %a %a %d %d|%d %a %a %d %ld %ld %a|%d %a %llu|%d %d %d %d|%a %a %a "
-                     "%a %d %d %d|%d %d %d %d %d",
+                     "%a %d %d %d|%d %d %d %d %d|%d %d %d %d %ld",
                      c->model, c->model_cfg.in_channels, c->model_cfg.image_size, c->model_cfg.num_classes,
                      c->batch, c->augment, c->limit_train, (double)c->lr, (double)c->sgd.momentum,
                      (double)c->sgd.weight_decay, c->sgd.nesterov, c->sgd.decay_bn_bias, (int)c->sched.kind,
@@ -181,7 +191,8 @@ static uint64_t config_hash(const nnc_run *R)
                      c->epochs, c->time_budget, (unsigned long long)c->seed, c->workers, (int)c->algo,
                      (int)c->sync, c->tau, (double)c->pull, (double)c->prox, (double)c->easgd_beta,
                      (double)c->sam_rho, (int)c->norm_kind, c->probe_batch, c->bn_reestimate_batches, R->train->n,
-                     R->train->c, R->train->h, R->train->num_classes, c->resume);
+                     R->train->c, R->train->h, R->train->num_classes, c->resume, c->eval_every_epochs,
+                     c->ckpt_dir != NULL, c->keep_epochs, (int)c->nan_policy, R->test ? (long)R->test->n : -1L);
     uint64_t h = 1469598103934665603ULL;
     for (int i = 0; i < n && i < (int)sizeof t; i++) h = (h ^ (unsigned char)t[i]) * 1099511628211ULL;
     return h;
@@ -307,6 +318,24 @@ static int load_average(nnc_run *R)
     return nnc__run_buf_average(R, NULL, p->buf);
 }
 
+/* Test hook eval_acc:A1/A2/...: the k-th evaluation of this run reports Ak (one replica). */
+static double forced_acc(nnc_run *R, double acc)
+{
+#ifdef NNC_TESTING
+    char arg[256];
+    if (nnc__fault_arg("eval_acc", arg, sizeof arg)) {
+        const char *p = arg;
+        for (int i = 0; i < R->n_evals && p; i++) {
+            p = strchr(p, '/');
+            if (p) p++;
+        }
+        if (p && *p) acc = atof(p);
+    }
+#endif
+    R->n_evals++;
+    return acc;
+}
+
 int nnc__run_evaluate(nnc_run *R)
 {
     if (!R->test) return NNC_OK;
@@ -316,6 +345,7 @@ int nnc__run_evaluate(nnc_run *R)
     nnc_train_result *res = R->res;
     if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
         if ((s = nnc_evaluate(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL))) return s;
+        acc = forced_acc(R, acc);
         best = acc > R->best_acc;
         res->test_acc = acc;
         res->test_loss = loss;
@@ -391,6 +421,7 @@ static int run_single(nnc_run *R)
     double wloss = 0.0, eloss = 0.0, t_img = nnc__run_seconds(R);
     long wn = 0, wc = 0, ws = 0, en = 0, ec = 0, es = 0, img0 = 0;
     float lr = R->c.lr;
+    int skip = R->c.nan_policy == NNC_NAN_SKIP;
     for (;;) {
         if (R->user->stop && *R->user->stop) {
             res->stopped_by_signal = (int)*R->user->stop;
@@ -403,24 +434,38 @@ static int run_single(nnc_run *R)
         if (R->plan && r->steps >= R->plan) break;
         if (R->c.time_budget > 0 && nnc__run_seconds(R) >= R->c.time_budget) break;
         lr = nnc__run_lr(R, r->steps, nnc__run_seconds(R));
-        double loss;
+        double loss = NAN;
         long c0 = r->correct, s0 = r->seen;
+        if (skip) memcpy(r->buf_save, r->p->buf, r->p->n_buf * sizeof(float));
         int s = nnc__replica_step(r, lr, &loss);
-        if (s == NNC_EDIVERGED)
-            return nnc__fail(NNC_EDIVERGED, "non-finite loss (%g) at step %ld (epoch %.2f); stopped, "
+        if (s == NNC_EDIVERGED && !skip)
+            return nnc__fail(NNC_EDIVERGED, "%s at step %ld (epoch %.2f); stopped (--nan-policy stop), "
                              "parameters and the last checkpoint are from before this step",
-                             loss, r->steps + 1, (double)r->steps / R->spe);
-        if (s) return s;
-        long dc = r->correct - c0, dsn = r->seen - s0;
-        wloss += loss, wn++, wc += dc, ws += dsn;
-        eloss += loss, en++, ec += dc, es += dsn;
-        img0 += dsn;
+                             isfinite(loss) ? "non-finite gradient" : "non-finite loss", r->steps + 1,
+                             (double)r->steps / R->spe);
+        if (s == NNC_EDIVERGED) {
+            /* Skip: parameters and momentum were not touched; undo the forward's BN updates and
+             * its counts, consume the step. */
+            memcpy(r->p->buf, r->buf_save, r->p->n_buf * sizeof(float));
+            r->correct = c0, r->seen = s0;
+            r->steps++;
+            res->skipped_steps++;
+            nnc__run_log(R, "step %ld: non-finite %s (loss %g), step skipped (%ld skipped so far)", r->steps,
+                         isfinite(loss) ? "gradient" : "loss", loss, res->skipped_steps);
+        } else if (s) {
+            return s;
+        } else {
+            long dc = r->correct - c0, dsn = r->seen - s0;
+            wloss += loss, wn++, wc += dc, ws += dsn;
+            eloss += loss, en++, ec += dc, es += dsn;
+            img0 += dsn;
+        }
         if (r->steps % log_every == 0) {
             emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
             wloss = 0.0, wn = wc = ws = 0;
         }
         if (r->steps % R->spe == 0) {
-            res->train_loss = eloss / en;
+            res->train_loss = en ? eloss / en : NAN;
             res->train_acc = es ? (double)ec / es : 0.0;
             eloss = 0.0, en = ec = es = 0;
             long epoch = r->steps / R->spe;
@@ -430,7 +475,7 @@ static int run_single(nnc_run *R)
                 return s;
             if (R->c.ckpt_dir) {
                 double t1 = nnc__now();
-                s = nnc__run_save(R, "last.ckpt");
+                s = nnc__run_save_epoch(R, epoch);
                 R->t_excluded += nnc__now() - t1;
                 if (s) return s;
             }
@@ -444,6 +489,17 @@ static int run_single(nnc_run *R)
     res->local_steps[0] = r->steps;
     res->steps = r->steps;
     return NNC_OK;
+}
+
+/* The epoch the run ended on, when it ended exactly at an epoch end (else 0). */
+static long end_epoch(const nnc_run *R)
+{
+    if (!R->spe) return 0;
+    if (R->M == 1 && R->c.algo == NNC_ALGO_SGD)
+        return R->rep[0]->steps % R->spe == 0 ? R->rep[0]->steps / R->spe : 0;
+    for (int i = 0; i < R->M; i++)
+        if (!R->plan || R->rep[i]->steps < R->plan) return 0;
+    return R->c.epochs;
 }
 
 int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,
@@ -504,7 +560,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
     }
     if (!s && !done) s = nnc__run_evaluate(R);
-    if (!s && R->c.ckpt_dir && !done) s = nnc__run_save(R, "last.ckpt");
+    if (!s && R->c.ckpt_dir && !done) s = nnc__run_save_epoch(R, end_epoch(R));
     if (s) {
         /* Keep the failing thread's message while the run is torn down. */
         char msg[1024];

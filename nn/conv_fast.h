@@ -14,8 +14,10 @@
  *   phase with that phase's taps (a transposed conv); the weight gradient is a dot product
  *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
  * Images are laid side by side in groups (large weights: one kernel call per group, so the
- * weights are streamed once per group). Tiny images with deep reductions take a batched
- * im2col + OpenBLAS path instead (nn/conv_gemm.c, nnc__conv_use_gemm). Work is split over
+ * weights are streamed once per group). Layers with more than 16 output channels (and at
+ * least 8 input channels) take the channel-vectorised path instead (nn/conv_small.c,
+ * nnc__conv_use_small: output channels in the lanes, only in-image taps), and a few remaining
+ * tiny-image shapes a batched im2col + OpenBLAS path (nn/conv_gemm.c). Work is split over
  * image groups by nn/threads.h; partial sums are per chunk of groups, the chunking depends
  * only on the shape, and chunks are reduced in order: results are bitwise identical for any
  * thread count.
@@ -61,7 +63,17 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
                              int dx_fresh, float *dw, float *db);
 int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
-/* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM). */
+/* Small-image path with channel-vectorised kernels (nn/conv_small.c), same contracts again;
+ * the GEMM entry points above hand a shape to it when it is faster (nnc__conv_use_small).
+ * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). */
+void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                             float *y);
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
+                              int dx_fresh, float *dw, float *db);
+int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward);
+int nnc__conv_use_small(const nnc__conv_shape *cs, int backward);
+/* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM, 3 small-image where it
+ * can run the shape, else direct). */
 void nnc__conv_set_path(int path);
 
 /* dst[i] = epilogue(src[i]) for one row of n values of channel k (res: that row of res or NULL). */
@@ -88,6 +100,7 @@ typedef struct conv_kernels {
     int L;      /* lanes per vector */
     int kb, jv; /* shifted-GEMM tile: kb output rows x jv vectors */
     int wk, wt; /* weight-gradient tile: wk rows x wt columns */
+    int kv, np; /* channel-vectorised tile: kv vectors of output channels x np pixels */
     /* out[k][j] (k < kblocks*kb, j < nvec*L, row stride out_ks)
      *   = sum_{c < cin, t < ntaps} wp[((k/kb)*cin + c)*ntaps + t)*kb + k%kb] * in[c*in_cs + toff[t] + j] */
     void (*shifted_gemm)(const float *in, size_t in_cs, int cin, const int *toff, int ntaps,
@@ -95,6 +108,20 @@ typedef struct conv_kernels {
     /* dw[k*ld + c] += sum_{g < nimg, j < nvec*L} dy[g*dy_is + k*dy_ks + j] * x[g*x_is + col[c] + j] */
     void (*wgrad)(const float *dy, size_t dy_ks, size_t dy_is, const float *x, size_t x_is,
                   const size_t *col, int ncol, int nrow, int nimg, int nvec, float *dw, size_t ld);
+    /* Channel-vectorised (nn/conv_small.c), kp a multiple of 16, npix / ncol multiples of np:
+     * out[orow[i]*out_ps + k] (= or, accumulate, +=) sum_{c < cin, t < ntaps}
+     *     in[c*in_cs + poff[i] + toff[t]] * w[(c*wct + widx[t])*kp + k]     i < npix, k < kp
+     * (tap t reads weight row widx[t] of the wct rows of each input channel; pixel i is output
+     * row orow[i]) */
+    void (*kvec)(const float *in, size_t in_cs, int cin, const int *toff, const int *widx, int ntaps, int wct,
+                 const int *poff, const int *orow, int npix, const float *w, int kp, float *out, size_t out_ps,
+                 int accumulate);
+    /* dw[drow[j]*kp + k] += sum_{i < npix} in[col[j] + poff[i]] * dyt[prow[i]*dy_ps + k]
+     * for j < ncol, k < kp (drow NULL: row j) */
+    void (*kvec_wgrad)(const float *in, const size_t *col, const int *drow, int ncol, const int *poff,
+                       const int *prow, int npix, const float *dyt, size_t dy_ps, int kp, float *dw);
+    /* dst[j*dld + i] = src[i*ld + j] for i < rows, j < cols (layout changes around kvec) */
+    void (*transpose)(const float *src, size_t ld, int rows, int cols, float *dst, size_t dld);
 } conv_kernels;
 
 /* The kernels for the current ISA level (nn/cpu.h). */

@@ -12,6 +12,7 @@
 
 #include "nn/nnc.h"
 #include "nn/threads.h"
+#include "tools/bench_layers.h"
 #include "tools/cli.h"
 
 typedef struct bench_state {
@@ -100,6 +101,9 @@ int cmd_bench(int argc, char **argv)
 {
     const char *model = "resnet20";
     int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
+    int layers = 0;
+    const char *conv_path = "auto";
+    double peak = 246.6;
     int workers = 0;
     double seconds = 60;
     const char *algo = "mgrawa";
@@ -116,12 +120,15 @@ int cmd_bench(int argc, char **argv)
         {"infer-only", FLAG_BOOL, &infer_only, "skip the training measurement", 0},
         {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
+        {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
+        {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
+        {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (PERF.md)", 0},
         {"workers", FLAG_INT, &workers, "instead: train M workers (1 thread each) vs one replica (--threads) "
                                         "through nnc_train on synthetic CIFAR-shaped data", 0},
         {"algo", FLAG_STR, &algo, "--workers: the algorithm (mgrawa, lgrawa, easgd, lsgd, local-sgd, dp)", 0},
         {"seconds", FLAG_DOUBLE, &seconds, "--workers: training seconds of each of the two runs", 0},
     };
-    flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json]",
+    flag_table t = {"bench", "nnc bench [--model NAME] [--batch N] [--threads T] [--runs R] [--json | --layers | --workers M]",
                     "Measure training (forward + cross-entropy + backward + SGD momentum 0.9, weight "
                     "decay 5e-4) and eval-mode inference throughput on a random batch with random labels; "
                     "prints medians over runs (warm-up excluded) and the process's peak RSS.",
@@ -136,6 +143,16 @@ int cmd_bench(int argc, char **argv)
             cli_error("--%s: expected an integer >= %d, found %d", checks[i].name, checks[i].lo, checks[i].v);
             return EXIT_USAGE;
         }
+    int path = !strcmp(conv_path, "auto") ? 0 : !strcmp(conv_path, "direct") ? 1 : !strcmp(conv_path, "gemm") ? 2
+             : !strcmp(conv_path, "small") ? 3 : -1;
+    if (path < 0) {
+        cli_error("--conv-path: expected auto, direct, gemm or small, found '%s'", conv_path);
+        return EXIT_USAGE;
+    }
+    if (!(peak > 0)) {
+        cli_error("--peak-gflops: expected a number > 0, found %g", peak);
+        return EXIT_USAGE;
+    }
     if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (workers > 0) {
         if (!(seconds > 0)) {
@@ -161,6 +178,13 @@ int cmd_bench(int argc, char **argv)
         cli_error("--model: %s", nnc_error_message());
         nnc_set_threads(1);
         return cli_exit_code(st);
+    }
+    if (layers) {
+        st = bench_layers(s.model, batch, threads, runs, peak, path);
+        nnc_model_free(s.model);
+        nnc_set_threads(1);
+        if (st) cli_error("bench --layers: %s", nnc_error_message());
+        return st ? cli_exit_code(st) : EXIT_OK;
     }
     s.batch = batch;
     s.chans = cfg.in_channels;

@@ -70,6 +70,8 @@ void train_opts_init(train_opts *o)
     o->sync_timeout = d.sync_timeout;
     o->eval_every = d.eval_every_epochs;
     o->log_every = 50;
+    o->keep = d.keep_epochs;
+    o->nan_policy = d.nan_policy == NNC_NAN_SKIP ? "skip" : "stop";
 }
 
 int train_flags(train_opts *o, flag_spec *f)
@@ -98,6 +100,8 @@ int train_flags(train_opts *o, flag_spec *f)
     F("threads", FLAG_INT, &o->threads, "kernel + BLAS threads of one replica (0 = all cores; 1 per worker when workers > 1)");
     F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
     F("resume", FLAG_BOOL, &o->resume, "continue from RUN-DIR/last.ckpt");
+    F("keep", FLAG_INT, &o->keep, "also keep the N newest per-epoch checkpoints RUN-DIR/epoch-EEEE.ckpt (0 = none)");
+    F("nan-policy", FLAG_STR, &o->nan_policy, "non-finite loss/gradient: stop (exit 3, last.ckpt stays the last good one) or skip (skip that step and go on; one worker only)");
     F("limit-train", FLAG_LONG, &o->limit_train, "use only the first N training images (0 = all)");
     F("limit-test", FLAG_LONG, &o->limit_test, "use only the first N test images (0 = all)");
     F("augment", FLAG_BOOL, &o->augment, "random crop (pad 4) + flip; default on for cifar10/cifar100/imagefolder, off for mnist/fashion-mnist");
@@ -225,6 +229,16 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->sync_timeout = o->sync_timeout;
     c->eval_every_epochs = o->eval_every;
     c->anomaly = o->anomaly;
+    if (o->keep < 0) return bad_value("keep", "a count >= 0 (0 = no epoch checkpoints)", "negative");
+    c->keep_epochs = o->keep;
+    if (!strcmp(o->nan_policy, "stop")) c->nan_policy = NNC_NAN_STOP;
+    else if (!strcmp(o->nan_policy, "skip")) c->nan_policy = NNC_NAN_SKIP;
+    else return bad_value("nan-policy", "stop or skip", o->nan_policy);
+    if (c->nan_policy == NNC_NAN_SKIP && (o->workers > 1 || c->algo != NNC_ALGO_SGD)) {
+        cli_error("--nan-policy skip: needs one replica (--workers 1 --algo sgd), found --workers %d --algo %s; "
+                  "with workers a non-finite worker is reset to the center instead", o->workers, o->algo);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -473,6 +487,7 @@ static int write_summary(const train_opts *o, const nnc_train_result *r, const c
     json_num(&j, "images_per_sec", r->images_per_sec);
     json_int(&j, "steps", r->steps);
     json_int(&j, "resets", r->resets);
+    json_int(&j, "skipped_steps", r->skipped_steps);
     if (o->workers > 1) {
         json_num(&j, "center_test_acc", r->center_test_acc);
         json_num(&j, "average_test_acc", r->average_test_acc);
@@ -611,6 +626,7 @@ int train_execute(const train_opts *o, train_outcome *out)
             if (o->workers > 1)
                 printf(" | center %.2f%% average %.2f%% rounds %ld", 100 * res.center_test_acc,
                        100 * res.average_test_acc, res.rounds);
+            if (res.skipped_steps) printf(" | %ld non-finite step(s) skipped", res.skipped_steps);
             printf("\n");
         }
     } else {
@@ -636,7 +652,8 @@ int cmd_train(int argc, char **argv)
                     .usage = "nnc train DATASET [flags]",
                     .summary = "Train a model on DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder) with one\n"
                                "replica or --workers M replicas (--algo). Writes a run folder: config.json, metrics.csv,\n"
-                               "plot.svg, last.ckpt, best.ckpt, summary.json. Ctrl-C stops after the current step\n"
+                               "plot.svg, last.ckpt, best.ckpt (epoch-EEEE.ckpt with --keep N), summary.json.\n"
+                               "Ctrl-C stops after the current step "
                                "with a checkpoint (exit 130); --resume continues it.",
                     .flags = specs,
                     .nflags = train_flags(&o, specs),

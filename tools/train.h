@@ -12,8 +12,8 @@
 #include "tools/cli.h"
 
 typedef struct train_opts {
-    const char *dataset, *data, *model, *sched, *milestones, *algo, *sync, *norm, *run_dir;
-    int epochs, batch, nesterov, decay_bn_bias, threads, resume, augment, download, workers, tau, bn_batches;
+    const char *dataset, *data, *model, *sched, *milestones, *algo, *sync, *norm, *run_dir, *nan_policy;
+    int keep, epochs, batch, nesterov, decay_bn_bias, threads, resume, augment, download, workers, tau, bn_batches;
     int anomaly, log_every, eval_every;
     double time_budget, drop_time, sync_timeout;
     float lr, momentum, wd, warmup_epochs, gamma, pull, prox;

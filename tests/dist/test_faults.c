@@ -1,6 +1,8 @@
 /* tests/dist/test_faults.c - injected faults (nn/fault.h hooks): NaN worker reset (B3), all
- * workers non-finite (B4), single-replica Inf loss (B2), stalled worker deadline (E6), worker
- * error propagation (E7), stop flag with checkpoint (E8). */
+ * workers non-finite (B4), single-replica Inf loss or NaN gradient with nan_policy stop (B2)
+ * and skip (B6), stalled worker deadline (E6), worker error propagation (E7), stop flag with
+ * checkpoint (E8). */
+#include <sys/stat.h>
 #include <time.h>
 
 #include "dist/run.h"
@@ -150,6 +152,168 @@ Test(dist_faults, b2_single_replica_inf_loss, .timeout = 60)
     nnc_model_free(m);
     fx_rmdir(dir);
     fx_dataset_free(tr);
+}
+
+/* Callbacks of the B2/B6 runs: stat last.ckpt after step `mark`, stop after step `stop_step`
+ * (on_step, log_every 1) or at the first skip (on_log). */
+typedef struct b6_run {
+    fx_trace t;   /* first member: fx_on_* get &b6_run as their fx_trace */
+    const char *dir;
+    long mark, stop_step;
+    int stop_at_skip;
+    struct stat at_mark;
+    volatile sig_atomic_t stop;
+} b6_run;
+
+static void b6_on_step(const nnc_step_info *s, void *ud)
+{
+    b6_run *b = ud;
+    fx_on_step(s, &b->t);
+    char path[300];
+    snprintf(path, sizeof path, "%s/last.ckpt", b->dir);
+    if (s->step == b->mark) cr_assert_eq(stat(path, &b->at_mark), 0);
+    if (s->step == b->stop_step) b->stop = 2;
+}
+
+static void b6_on_log(const char *line, void *ud)
+{
+    b6_run *b = ud;
+    fx_on_log(line, &b->t);
+    if (b->stop_at_skip && strstr(line, "skipped")) b->stop = 2;
+}
+
+static nnc_train_config b6_config(b6_run *b, char *dir, size_t n)
+{
+    nnc_train_config c = fx_config(NNC_ALGO_SGD, 1);
+    c.ckpt_dir = fx_tmpdir(dir, n);
+    c.log_every = 1;
+    fx_hook(&c, &b->t);
+    memset(b, 0, sizeof *b);
+    b->dir = dir;
+    c.on_step = b6_on_step;
+    c.on_log = b6_on_log;
+    c.stop = &b->stop;
+    c.ud = b;
+    return c;
+}
+
+Test(dist_faults, b2_stop_keeps_last_good_checkpoint, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1);
+    const char *faults[2] = {"loss_inf:21", "grad_nan:21"};
+    const char *what[2] = {"non-finite loss at step 21", "non-finite gradient at step 21"};
+    for (int f = 0; f < 2; f++) {
+        arm(faults[f]);
+        b6_run b;
+        char dir[64], path[128];
+        nnc_train_config c = b6_config(&b, dir, sizeof dir);
+        b.mark = 20;
+        nnc_train_result r;
+        cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EDIVERGED);
+        cr_assert(strstr(nnc_error_message(), what[f]), "%s", nnc_error_message());
+        cr_assert_eq(r.steps, 20, "stopped within the faulty step");
+        /* last.ckpt is the one of epoch 1 (step 16), untouched since step 20, and finite. */
+        struct stat now;
+        snprintf(path, sizeof path, "%s/last.ckpt", dir);
+        cr_assert_eq(stat(path, &now), 0);
+        cr_assert(now.st_ino == b.at_mark.st_ino && now.st_mtim.tv_sec == b.at_mark.st_mtim.tv_sec &&
+                  now.st_mtim.tv_nsec == b.at_mark.st_mtim.tv_nsec && now.st_size == b.at_mark.st_size);
+        nnc_model *m = fx_load_model(dir, "last.ckpt", "");
+        cr_assert(nnc_params_all_finite(nnc_model_params(m)));
+        nnc_model_free(m);
+        fx_rmdir(dir);
+    }
+    arm("");
+    fx_dataset_free(tr);
+}
+
+/* Params, BN buffers (prefix "") and momentum ("opt/") of dir/last.ckpt. */
+static float *b6_state(const char *dir, nnc_model **m)
+{
+    *m = fx_load_model(dir, "last.ckpt", "");
+    nnc_params *p = nnc_model_params(*m);
+    char path[128];
+    snprintf(path, sizeof path, "%s/last.ckpt", dir);
+    nnc_ckpt *c;
+    cr_assert_eq(nnc_ckpt_load(path, &c), NNC_OK);
+    float *mom = calloc(p->n_data, sizeof(float));
+    cr_assert_eq(nnc_ckpt_get_params_like(c, "opt/", p, mom), NNC_OK, "%s", nnc_error_message());
+    nnc_ckpt_free(c);
+    return mom;
+}
+
+Test(dist_faults, b6_skip_leaves_state_bitwise_unchanged, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1);
+    nnc_train_result r;
+    b6_run b;
+    char before[64], skipped[64], control[64];
+    /* The state after step 20. */
+    arm("");
+    nnc_train_config c = b6_config(&b, before, sizeof before);
+    b.stop_step = 20;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
+    cr_assert_eq(r.steps, 20);
+    /* The state after step 21 whose gradient is NaN, skipped (stop right after the skip). */
+    arm("grad_nan:21");
+    c = b6_config(&b, skipped, sizeof skipped);
+    c.nan_policy = NNC_NAN_SKIP;
+    b.stop_at_skip = 1;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
+    cr_assert_eq(r.skipped_steps, 1);
+    cr_assert_eq(r.steps, 21, "the skipped step is consumed");
+    cr_assert_eq(b.t.logs, 1);
+    cr_assert(strstr(b.t.log[0], "step 21: non-finite gradient") && strstr(b.t.log[0], "step skipped"), "%s",
+              b.t.log[0]);
+    /* The state after a normal step 21 (shows that step 21 does change the state). */
+    arm("");
+    c = b6_config(&b, control, sizeof control);
+    b.stop_step = 21;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
+    nnc_model *m0, *m1, *m2;
+    float *v0 = b6_state(before, &m0), *v1 = b6_state(skipped, &m1), *v2 = b6_state(control, &m2);
+    size_t n = nnc_model_params(m0)->n_data;
+    cr_assert(fx_same_params(m0, m1), "parameters and BN buffers bitwise equal to before the skipped step");
+    cr_assert_eq(memcmp(v0, v1, n * sizeof(float)), 0, "momentum bitwise equal");
+    cr_assert(!fx_same_params(m0, m2) && memcmp(v0, v2, n * sizeof(float)) != 0);
+    nnc_model_free(m0), nnc_model_free(m1), nnc_model_free(m2);
+    free(v0), free(v1), free(v2);
+    fx_rmdir(before), fx_rmdir(skipped), fx_rmdir(control);
+    fx_dataset_free(tr);
+}
+
+Test(dist_faults, b6_skip_trains_on_and_counts, .timeout = 60)
+{
+    arm("loss_inf:21,grad_nan:30");
+    nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
+    nnc_train_config c = fx_config(NNC_ALGO_SGD, 1);
+    c.nan_policy = NNC_NAN_SKIP;
+    char dir[64];
+    c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
+    fx_trace t;
+    fx_hook(&c, &t);
+    nnc_train_result r;
+    cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(r.skipped_steps, 2);
+    cr_assert_eq(r.steps, 64, "4 epochs of 16 steps, skipped ones included");
+    cr_assert_eq(t.logs, 2);
+    cr_assert(strstr(t.log[0], "step 21: non-finite loss (loss inf)"), "%s", t.log[0]);
+    cr_assert(strstr(t.log[1], "step 30: non-finite gradient") && strstr(t.log[1], "2 skipped so far"), "%s",
+              t.log[1]);
+    cr_assert(isfinite(r.train_loss) && r.test_acc > 0.5, "still learns: loss %g acc %g", r.train_loss, r.test_acc);
+    nnc_model *m = fx_load_model(dir, "last.ckpt", "");
+    cr_assert(nnc_params_all_finite(nnc_model_params(m)));
+    nnc_model_free(m);
+    /* With workers a non-finite worker is reset instead: skip is refused. */
+    c = fx_config(NNC_ALGO_MGRAWA, 2);
+    c.nan_policy = NNC_NAN_SKIP;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINVAL);
+    cr_assert(strstr(nnc_error_message(), "skip needs one replica") && strstr(nnc_error_message(), "2 worker(s)"),
+              "%s", nnc_error_message());
+    arm("");
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+    fx_dataset_free(te);
 }
 
 Test(dist_faults, e6_stalled_worker_times_out, .timeout = 30)

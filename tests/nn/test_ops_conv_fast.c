@@ -8,6 +8,10 @@
  * - the levels against each other (the same bound).
  * - the batched im2col + GEMM path (forced for every shape) vs the references, and its thread
  *   invariance.
+ * - the small-image path (channel-vectorised kernels, forced where it runs) vs the references at
+ *   every ISA level, on shapes that reach each tile remainder (K = 16/32/48/64 + odd, channel
+ *   chunks with accumulation, strides 2 and 3 with their input-gradient phases), and its thread
+ *   invariance.
  * - 1 vs 2 vs 4 kernel threads: conv2d, batchnorm2d, batchnorm2d_relu, relu/add forward and
  *   backward bitwise equal.
  * - batchnorm2d_relu vs batchnorm2d + add + relu (values and every gradient), and gradchecks.
@@ -335,4 +339,141 @@ Test(nn_ops_conv_fast, fresh_input_gradient_is_written_on_both_paths)
     }
     nnc__conv_set_path(0);
     via_op = 0;
+}
+
+/* Shapes for the small-image path: every remainder of the channel block (K mod 64 = 16, 32, 48,
+ * 0 and odd K), reductions longer than one 32-channel chunk, pixel counts that are not a
+ * multiple of the pixel tile, batch 1, strides 2 and 3 (input-gradient phases, some empty),
+ * tap classes both kept and widened into the full tap set (thin classes). */
+static const ccase small_cases[] = {
+    {3, 8, 8, 8, 64, 3, 3, 1, 1, 1},   /* ResNet stage 3 shape, one full 64-channel block */
+    {2, 72, 4, 4, 48, 3, 3, 1, 1, 0},  /* three reduction chunks (32+32+8), kv remainder 3 */
+    {1, 5, 3, 5, 16, 3, 3, 1, 1, 1},   /* batch 1, odd image, kv remainder 1 */
+    {5, 33, 2, 2, 130, 3, 3, 1, 1, 1}, /* 2x2 images, K past two blocks with a remainder of 2 */
+    {4, 7, 7, 6, 33, 1, 1, 1, 0, 1},   /* 1x1, odd K */
+    {3, 6, 8, 8, 20, 3, 3, 2, 1, 0},   /* stride 2: four input-gradient phases of 4, 2, 2, 1 taps */
+    {2, 16, 9, 7, 32, 3, 3, 2, 0, 1},  /* stride 2, pad 0, odd image */
+    {3, 8, 7, 9, 24, 1, 1, 2, 0, 0},   /* 1x1 stride 2: phases without taps get zero gradient */
+    {2, 5, 10, 8, 18, 3, 2, 3, 2, 1},  /* stride 3, non-square kernel, pad past the kernel */
+    {2, 40, 5, 5, 96, 3, 3, 1, 0, 1},  /* pad 0 */
+    {2, 9, 6, 6, 17, 5, 5, 1, 2, 0},   /* 5x5 taps */
+    {9, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
+    {2, 16, 24, 20, 32, 3, 3, 1, 1, 0}, /* larger image: several groups per dW chunk */
+    {3, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* large dW: whole-batch pass, one task per 64 channels */
+    {16, 8, 4, 4, 32, 3, 3, 1, 1, 1},   /* forward tap classes down to the corners (16 rows each) */
+    {16, 8, 8, 8, 32, 3, 3, 1, 1, 0},   /* input-gradient edge classes kept, corners widened */
+};
+
+static void check_small(nnc__isa_level lvl)
+{
+    if (nnc__isa_best() < lvl) return;
+    cr_assert_eq(nnc__set_isa(lvl), lvl);
+    nnc__conv_set_path(3);
+    for (int i = 0; i < (int)(sizeof small_cases / sizeof small_cases[0]); i++) {
+        ccase c = small_cases[i];
+        nnc__conv_shape cs = {c.n, c.c, c.h, c.w, c.k, c.r, c.s, c.stride, c.pad,
+                              out_dim(c.h, c.r, c.stride, c.pad), out_dim(c.w, c.s, c.stride, c.pad)};
+        cr_assert(nnc__conv_use_small(&cs, 0), "case %d: the forced small path must take the forward", i);
+        cr_assert(nnc__conv_use_small(&cs, 1), "case %d: the forced small path must take the backward", i);
+        for (via_op = 0; via_op <= 1; via_op++) {
+            conv_in in = make_in(&c, (uint64_t)i + 500);
+            conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+            char tag[96];
+            snprintf(tag, sizeof tag, "%s small path, case %d%s", nnc__isa_name(lvl), i, via_op ? " (fresh dx)" : "");
+            expect_out_close(tag, &c, &got, &want);
+            free_out(&got);
+            free_out(&want);
+            free_in(&in);
+        }
+    }
+    via_op = 0;
+    nnc_rng rng; /* and the random shapes of check_level (every kernel size, stride, pad) */
+    nnc_rng_seed(&rng, 77, 0);
+    for (int i = 0; i < 24; i++) {
+        ccase c = random_case(&rng);
+        conv_in in = make_in(&c, (uint64_t)i + 600);
+        conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+        char tag[160];
+        snprintf(tag, sizeof tag, "%s small path, random case %d (n%d c%d %dx%d k%d %dx%d s%d p%d)", nnc__isa_name(lvl),
+                 i, c.n, c.c, c.h, c.w, c.k, c.r, c.s, c.stride, c.pad);
+        expect_out_close(tag, &c, &got, &want);
+        free_out(&got);
+        free_out(&want);
+        free_in(&in);
+    }
+    nnc__conv_set_path(0);
+    nnc__set_isa(nnc__isa_best());
+}
+
+Test(nn_ops_conv_fast, small_path_matches_reference_generic) { check_small(NNC_ISA_GENERIC); }
+Test(nn_ops_conv_fast, small_path_matches_reference_avx2) { check_small(NNC_ISA_AVX2); }
+Test(nn_ops_conv_fast, small_path_matches_reference_avx512) { check_small(NNC_ISA_AVX512); }
+
+Test(nn_ops_conv_fast, small_path_taken_automatically_where_it_is_faster)
+{
+    nnc__conv_shape k16 = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8};
+    nnc__conv_shape c3 = {8, 3, 32, 32, 64, 3, 3, 1, 1, 32, 32}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8};
+    cr_expect(!nnc__conv_use_small(&k16, 0) && !nnc__conv_use_small(&k16, 1), "16 output channels fill one vector only");
+    cr_expect(nnc__conv_use_small(&s8, 0) && nnc__conv_use_small(&s8, 1));
+    cr_expect(!nnc__conv_use_small(&c3, 0), "3 input channels: too short a reduction");
+    cr_expect(nnc__conv_use_small(&st2, 0) && nnc__conv_use_small(&st2, 1));
+}
+
+Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)
+{
+    nnc__conv_set_path(3);
+    static const ccase cases[] = {
+        {40, 12, 4, 4, 64, 3, 3, 1, 1, 1},  /* several groups and dW chunks */
+        {9, 16, 9, 9, 32, 3, 3, 2, 1, 0},   /* stride 2: phased input gradient */
+        {5, 128, 2, 3, 1024, 3, 3, 1, 1, 1}, /* whole-batch dW over 16 tasks */
+    };
+    for (int i = 0; i < 3; i++) {
+        const ccase c = cases[i];
+        conv_in in = make_in(&c, 19 + (uint64_t)i);
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        conv_out one = run_op(&c, &in);
+        for (int t = 2; t <= 4; t += 2) {
+            cr_assert_eq(nnc_set_threads(t), NNC_OK);
+            conv_out o = run_op(&c, &in);
+            char tag[64];
+            snprintf(tag, sizeof tag, "small path case %d, %d threads vs 1", i, t);
+            expect_out_equal(tag, &c, &o, &one);
+            free_out(&o);
+        }
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        free_out(&one);
+        free_in(&in);
+    }
+    nnc__conv_set_path(0);
+}
+
+/* The level's transpose (weight packing and layout changes of the small path) on every size
+ * class: 16x16 blocks (AVX-512), 16-row strips and 8-row strips (AVX), leftover rows and
+ * columns, strided rows. */
+Test(nn_ops_conv_fast, transpose_at_every_level)
+{
+    static const int dims[][2] = {{1, 1}, {3, 5}, {8, 8}, {16, 8}, {17, 9}, {24, 31}, {40, 3}, {33, 64}, {16, 16},
+                                  {32, 48}, {35, 37}, {64, 17}};
+    for (int l = NNC_ISA_GENERIC; l <= (int)nnc__isa_best(); l++) {
+        nnc__set_isa((nnc__isa_level)l);
+        const conv_kernels *kn = nnc__conv_kernels();
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            int rows = dims[d][0], cols = dims[d][1];
+            size_t ld = (size_t)cols + 3, dld = (size_t)rows + 5;
+            float *src = malloc(sizeof(float) * (size_t)rows * ld), *dst = malloc(sizeof(float) * (size_t)cols * dld);
+            for (size_t i = 0; i < (size_t)rows * ld; i++) src[i] = (float)i;
+            for (size_t i = 0; i < (size_t)cols * dld; i++) dst[i] = -1.0f;
+            kn->transpose(src, ld, rows, cols, dst, dld);
+            int bad = 0;
+            for (int j = 0; j < cols; j++)
+                for (size_t i = 0; i < dld; i++) {
+                    float want = i < (size_t)rows ? src[i * ld + (size_t)j] : -1.0f; /* padding untouched */
+                    bad += dst[(size_t)j * dld + i] != want;
+                }
+            cr_expect_eq(bad, 0, "%s transpose %dx%d: %d wrong values", nnc__isa_name((nnc__isa_level)l), rows, cols, bad);
+            free(src);
+            free(dst);
+        }
+    }
+    nnc__set_isa(nnc__isa_best());
 }

@@ -1,6 +1,6 @@
 /* tests/tools/test_bench.c - `nnc bench`: --json ends the output with one JSON object line
  * holding the model, batch, threads and positive throughputs; bad flags give exit code 2 with a
- * message naming the flag. Runs the release binary (NNC_RELEASE_BIN, set by make check) on tiny
+ * message naming the flag; --layers prints one row per conv layer and a total. Runs the release binary (NNC_RELEASE_BIN, set by make check) on tiny
  * models and batches so each case takes well under a second. */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -105,4 +105,25 @@ Test(tools_bench, workers_json_line, .timeout = 60)
     cr_expect(strstr(out, "--algo") != NULL, "message should name --algo: %s", out);
     cr_expect_eq(run("bench --model tiny --workers 2 --seconds 0", out, sizeof out), 2);
     cr_expect(strstr(out, "--seconds") != NULL, "message should name --seconds: %s", out);
+}
+
+/* --layers: one row per conv layer of the model (resnet8: 7) with the path and three timings,
+ * then the training total and the per-step summary; a bad --conv-path is a usage error. */
+Test(tools_bench, layers_rows_per_conv_layer, .timeout = 30)
+{
+    char out[16384];
+    const char *args = "bench --model resnet8 --layers --batch 2 --runs 1 --image-size 8";
+    cr_assert_eq(run(args, out, sizeof out), 0, "nnc %s failed:\n%s", args, out);
+    const char *names[] = {"conv1 ", "layers.0.conv1 ", "layers.0.conv2 ", "layers.1.conv1 ", "layers.1.conv2 ",
+                           "layers.2.conv1 ", "layers.2.conv2 ", "total (training)", "conv time per training step"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        cr_expect(strstr(out, names[i]) != NULL, "missing row %s in:\n%s", names[i], out);
+    cr_expect(strstr(out, "32>64 4x4 3/2/1") != NULL, "shape column of the stride-2 layer:\n%s", out);
+    cr_expect_eq(run("bench --model resnet8 --layers --batch 2 --runs 1 --image-size 8 --conv-path direct", out,
+                     sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, " d/d ") != NULL && strstr(out, " s/s ") == NULL, "forced direct path:\n%s", out);
+    cr_expect_eq(run("bench --model resnet8 --layers --conv-path fastest", out, sizeof out), 2);
+    cr_expect(strstr(out, "--conv-path") != NULL, "message should name --conv-path: %s", out);
+    cr_expect_eq(run("bench --model resnet8 --layers --peak-gflops 0", out, sizeof out), 2);
+    cr_expect(strstr(out, "--peak-gflops") != NULL, "message should name --peak-gflops: %s", out);
 }
