@@ -238,10 +238,17 @@ rc=$?
 # ---- F7: only rank 0 writes the run folder and prints ----
 mkdir -p f7 && cd f7 || exit 2
 OUT=../f7.txt
-run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 300 --algo easgd --workers 2 --epochs 1 2>../f7.err
+run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 300 --algo easgd --sync lockstep --workers 2 --epochs 4 --keep 2 2>../f7.err
 rc=$?
 cd ..
 n=$(ls f7/runs 2>/dev/null | wc -l) lines=$(grep -c "^training tiny" f7.txt) fin=$(grep -c "^test acc" f7.txt)
+ep=$(cd f7/runs/* 2>/dev/null && ls epoch-*.ckpt 2>/dev/null | tr '\n' ' ')
+ep1=$(cd f7/runs/* 2>/dev/null && ls epoch-*.ckpt 2>/dev/null | head -1)
+if [ "$ep" = "epoch-0003.ckpt epoch-0004.ckpt " ] && [ -n "$(dig f7/runs/*/"$ep1")" ]; then
+    pass "--keep 2 over 2 ranks: rank 0 rotates ($ep)"
+else
+    fail "--keep 2: epoch files '$ep'"
+fi
 ctl=$(grep -c $'\r\|\e' f7.txt)
 if [ $rc = 0 ] && [ "$n" = 1 ] && [ "$lines" = 1 ] && [ "$fin" = 1 ] && [ "$ctl" = 0 ]; then
     pass "F7 one run folder, one header and one result line from 2 ranks, no terminal codes"
