@@ -25,7 +25,7 @@
  * called from the thread that called nnc_train() (the coordinator), never concurrently.
  *
  * Errors: NNC_EINVAL (bad config), NNC_EDIVERGED (all workers non-finite / loss non-finite with
- * no recovery), NNC_ETIMEOUT (stalled worker: message names worker and round), NNC_ETHREAD (a
+ * no recovery), NNC_ETIMEOUT (stalled worker or MPI rank: message names it and the round), NNC_ETHREAD (a
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
  *

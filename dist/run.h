@@ -1,7 +1,8 @@
 /* dist/run.h - the state of one training run (internal to dist/).
  *
  * train.c resolves the config, builds the replicas and runs the single-replica loop;
- * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread);
+ * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread; with MPI
+ * ranks, this rank's workers [lo, hi) of the M);
  * runckpt.c saves and restores a run. One nnc_run per nnc_train() call: no global state.
  *
  * Ownership and threads: rep[i] and the w* fields of worker i are written only by worker i
