@@ -319,7 +319,8 @@ int nnc__run_buf_average(nnc_run *R, const int *ok, float *out)
         u[i] = !ok || ok[i] ? 1.0 : 0.0;
     }
     /* sum_i 1.0 * buf_i in worker order, then / count: the plain mean, bitwise. */
-    int s = R->tp->ops->reduce_weighted(R->tp, &R->buf_ly, x + R->lo, u + R->lo, R->nloc, 0, R->buf_acc, &usum);
+    int s = R->tp->ops->reduce_weighted(R->tp, &R->buf_ly, x + R->lo, u + R->lo, R->nloc, 0, R->buf_acc,
+                                        &usum);
     if (s) return s;
     for (size_t j = 0; j < nb; j++) out[j] = (float)(R->buf_acc[j] / usum);
     return NNC_OK;
@@ -499,7 +500,8 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
         if ((s = nnc__run_buf_average(R, R->ok, R->center_buf))) return s;
         for (int i = 0; i < M; i++) {
             R->reset[i] = !R->ok[i];
-            if (R->ok[i] && i >= lo && i < R->hi) ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
+            if (R->ok[i] && i >= lo && i < R->hi)
+                ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
         }
         if (R->tp->size > 1) {
             size_t bytes[NNC_MAX_WORKERS];
