@@ -97,6 +97,15 @@ static inline void row_copy_bias(float *d, const float *s, float b, int n)
     for (; i < n; i++) d[i] = s[i] + b;
 }
 
+/* d[i] = max(s[i] * sc + sh, 0) (the fused BN + ReLU prologue, nnc__bnrelu) */
+static inline void row_bnrelu(float *d, const float *s, float sc, float sh, int n)
+{
+    nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__bnrelu_v4(nnc__v4_load(s + i), vs, vh));
+    for (; i < n; i++) d[i] = nnc__bnrelu(s[i], sc, sh);
+}
+
 /* Offset of tap t = r*S + s inside one channel of Xt. */
 static int tap_offset(const geo *G, int t)
 {
@@ -104,8 +113,9 @@ static int tap_offset(const geo *G, int t)
     return (int)(((r % st) * st + s % st) * G->phs) + (r / st) * G->wh + s / st;
 }
 
-/* x (C,H,W) of image g of the group -> its slots of Xt (layout above). */
-static void fill_xt(const geo *G, const float *x, float *xt, int g)
+/* x (C,H,W) of image g of the group -> its slots of Xt (layout above); with psc (the fused
+ * prologue) the values stored are z = nnc__bnrelu(x, psc[c], psh[c]), the padding stays 0. */
+static void fill_xt(const geo *G, const float *x, float *xt, int g, const float *psc, const float *psh)
 {
     const nnc__conv_shape *cs = &G->cs;
     const int st = G->st, pad = cs->pad, wh = G->wh;
@@ -113,27 +123,29 @@ static void fill_xt(const geo *G, const float *x, float *xt, int g)
         for (int a = 0; a < st; a++)
             for (int b = 0; b < st; b++) {
                 float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->phs + (size_t)g * G->pl;
+                /* zero the (L1-sized) slot in one call, then copy the valid parts of the rows in
+                 * (zeroing the 1-3 padding floats of each row separately costs a libc call each) */
+                memset(pln, 0, sizeof(float) * G->pl);
+                /* columns j < wh whose source column wc = j*st + b - pad lies in [0, W) */
+                int j0 = pad > b ? (pad - b + st - 1) / st : 0, last = cs->w - 1 + pad - b;
+                int j1 = last < 0 ? 0 : last / st + 1;
+                if (j1 > wh) j1 = wh;
                 for (int i = 0; i < G->rh; i++) {
                     int hr = i * st + a - pad;
-                    float *row = pln + (size_t)i * wh;
-                    if (hr < 0 || hr >= cs->h) {
-                        row_zero(row, wh);
-                        continue;
-                    }
+                    if (hr < 0 || hr >= cs->h) continue;
                     const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
-                    if (st == 1) {
-                        int tail = wh - pad - cs->w;
-                        row_zero(row, pad);
+                    float *row = pln + (size_t)i * wh;
+                    if (st == 1 && psc) {
+                        row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
+                    } else if (st == 1) {
                         row_copy(row + pad, src, cs->w);
-                        if (tail > 0) row_zero(row + pad + cs->w, tail);
+                    } else if (psc) {
+                        const float sc = psc[c], sh = psh[c];
+                        for (int j = j0; j < j1; j++) row[j] = nnc__bnrelu(src[j * st + b - pad], sc, sh);
                     } else {
-                        for (int j = 0; j < wh; j++) {
-                            int wc = j * st + b - pad;
-                            row[j] = (wc >= 0 && wc < cs->w) ? src[wc] : 0.0f;
-                        }
+                        for (int j = j0; j < j1; j++) row[j] = src[j * st + b - pad];
                     }
                 }
-                row_zero(pln + (size_t)G->rh * wh, (int)(G->pl - (size_t)G->rh * wh));
             }
 }
 
@@ -158,11 +170,8 @@ static void fill_dyw(const geo *G, const float *dy, float *d, int g)
         if (g == 0) row_zero(row, G->lead);
         float *o = row + G->lead + (size_t)g * G->pl;
         const float *src = dy + (size_t)k * P * Q;
-        for (int p = 0; p < P; p++) {
-            row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
-            row_zero(o + (size_t)p * wh + Q, wh - Q);
-        }
-        row_zero(o + (size_t)P * wh, (int)(G->pl - (size_t)P * wh));
+        memset(o, 0, sizeof(float) * G->pl); /* one call instead of one per row's gap */
+        for (int p = 0; p < P; p++) row_copy(o + (size_t)p * wh, src + (size_t)p * Q, Q);
     }
 }
 
@@ -178,6 +187,123 @@ static void fill_dyw_tail(const geo *G, float *d, int gn)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * fused statistics and prologue helpers
+ * ------------------------------------------------------------------------------------------ */
+
+/* Sum of the 8 accumulators of plane_stats in a fixed order, in double. */
+static inline double hsum8(nnc__v4 a0, nnc__v4 a1, nnc__v4 a2, nnc__v4 a3, nnc__v4 a4, nnc__v4 a5, nnc__v4 a6,
+                           nnc__v4 a7)
+{
+    return ((nnc__v4_hsum(a0) + nnc__v4_hsum(a1)) + (nnc__v4_hsum(a2) + nnc__v4_hsum(a3))) +
+           ((nnc__v4_hsum(a4) + nnc__v4_hsum(a5)) + (nnc__v4_hsum(a6) + nnc__v4_hsum(a7)));
+}
+
+/* out[0] = sum of p[0..n), out[1] = its centred sum of squares M2 (around the plane's own mean
+ * rounded to float, corrected for that rounding). Eight independent 4-lane float chains per pass
+ * (the add latency would bound a single chain over a cached plane), finished in double. */
+static void plane_stats(const float *p, int n, double *out)
+{
+    nnc__v4 a0 = nnc__v4_set1(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 += nnc__v4_load(p + i);
+        a1 += nnc__v4_load(p + i + 4);
+        a2 += nnc__v4_load(p + i + 8);
+        a3 += nnc__v4_load(p + i + 12);
+        a4 += nnc__v4_load(p + i + 16);
+        a5 += nnc__v4_load(p + i + 20);
+        a6 += nnc__v4_load(p + i + 24);
+        a7 += nnc__v4_load(p + i + 28);
+    }
+    double s = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (; i < n; i++) s += p[i];
+    double mu = s / n;
+    float mf = (float)mu;
+    nnc__v4 m = nnc__v4_set1(mf), u;
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = nnc__v4_set1(0.0f);
+#define SQ(acc, o) (u = nnc__v4_load(p + i + (o)) - m, acc += u * u)
+    for (i = 0; i + 32 <= n; i += 32) {
+        SQ(a0, 0);
+        SQ(a1, 4);
+        SQ(a2, 8);
+        SQ(a3, 12);
+        SQ(a4, 16);
+        SQ(a5, 20);
+        SQ(a6, 24);
+        SQ(a7, 28);
+    }
+#undef SQ
+    double ss = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (; i < n; i++) ss += (double)(p[i] - mf) * (p[i] - mf);
+    double dm = mu - (double)mf, m2 = ss - (double)n * dm * dm;
+    out[0] = s;
+    out[1] = m2 > 0 ? m2 : 0;
+}
+
+/* stats[2k], stats[2k+1] = mean and biased variance of channel k from the per-plane (sum, M2)
+ * pairs ps[(n*K + k)*2 ..], combined in image order in double (the parallel-variance formula of
+ * Chan et al. for groups of equal size PQ): mean = sum_n s_n / M,
+ * M2 = sum_n (M2_n + PQ (s_n / PQ - mean)^2), M = N*PQ. */
+static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
+{
+    const double M = (double)N * PQ;
+    for (int k = 0; k < K; k++) {
+        double s = 0, m2 = 0;
+        for (int n = 0; n < N; n++) s += ps[((size_t)n * K + k) * 2];
+        double mean = s / M;
+        for (int n = 0; n < N; n++) {
+            const double *q = ps + ((size_t)n * K + k) * 2;
+            double d = q[0] / PQ - mean;
+            m2 += q[1] + PQ * d * d;
+        }
+        stats[2 * k] = mean;
+        stats[2 * k + 1] = m2 / M;
+    }
+}
+
+typedef struct plane_ctx {
+    const float *src;
+    float *dst;
+    double *ps;
+    const float *sc, *sh;
+    int planes;       /* per image */
+    int hw;
+} plane_ctx;
+
+/* Image n: per-plane statistics of src into ps. */
+static void plane_stats_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const plane_ctx *c = vctx;
+    for (int k = 0; k < c->planes; k++) {
+        size_t i = (size_t)n * c->planes + k;
+        plane_stats(c->src + i * c->hw, c->hw, c->ps + 2 * i);
+    }
+}
+
+/* Image n: dst = the prologue applied to src, plane by plane. */
+static void prologue_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const plane_ctx *c = vctx;
+    for (int k = 0; k < c->planes; k++) {
+        size_t off = ((size_t)n * c->planes + k) * c->hw;
+        row_bnrelu(c->dst + off, c->src + off, c->sc[k], c->sh[k], c->hw);
+    }
+}
+
+/* z = prologue(x) in g's arena, for the GEMM path (which reads its input as it is). */
+static const float *materialise_z(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const nnc__conv_fuse *fu)
+{
+    NNC_ASSERT(g != NULL, "conv2d: a fused prologue on the GEMM path needs the graph");
+    size_t n = (size_t)cs->n * cs->c * cs->h * cs->w;
+    float *z = nnc_graph_scratch(g, n * sizeof(float));
+    plane_ctx c = {x, z, NULL, fu->pro_scale, fu->pro_shift, cs->c, cs->h * cs->w};
+    nnc__parallel_for(cs->n, prologue_task, &c);
+    return z;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
 
@@ -190,6 +316,8 @@ typedef struct fwd_ctx {
     float *y, *scratch;
     size_t per_thread;
     int stacked;       /* one kernel call over the whole group */
+    const float *psc, *psh;  /* fused prologue or NULL */
+    double *pstat;     /* per-plane (sum, M2) of y, (N,K,2), or NULL */
 } fwd_ctx;
 
 static void fwd_task(void *vctx, int grp, int thread)
@@ -200,7 +328,7 @@ static void fwd_task(void *vctx, int grp, int thread)
     const conv_kernels *kn = f->kn;
     float *xt = f->scratch + (size_t)thread * f->per_thread, *yw = xt + G->xsz;
     int n0 = grp * G->grp, gn = n0 + G->grp <= cs->n ? G->grp : cs->n - n0;
-    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g);
+    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g, f->psc, f->psh);
     fill_xt_tail(G, xt, gn);
     int kblocks = (cs->k + kn->kb - 1) / kn->kb;
     if (f->stacked) {
@@ -226,16 +354,39 @@ static void fwd_task(void *vctx, int grp, int thread)
                     nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
                                       res ? res + (size_t)p * cs->q : NULL);
             }
+            /* statistics for a following batch norm, one plane behind: that plane's stores
+             * have left the store buffer by now, and it is still L1-hot */
+            if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
         }
+        if (f->pstat)
+            plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
     }
 }
 
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                             const nnc__conv_epilogue *ep, float *y)
 {
-    (void)g;
+    nnc__conv_fast_forward_ex(g, cs, x, w, ep, NULL, y);
+}
+
+void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y)
+{
+    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
+    double *stats = fu ? fu->stats : NULL;
+    const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
     if (nnc__conv_use_gemm(cs, 0)) {
-        nnc__conv_gemm_forward(cs, x, w, ep, y);
+        if (nnc__conv_use_small(cs, 0)) /* stages through the prologue itself */
+            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y);
+        else
+            nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
+        if (stats) {
+            double *ps = nnc__thread_scratch(psz);
+            NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);
+            plane_ctx c = {y, NULL, ps, NULL, NULL, cs->k, cs->p * cs->q};
+            nnc__parallel_for(cs->n, plane_stats_task, &c);
+            combine_stats(ps, cs->n, cs->k, cs->p * cs->q, stats);
+        }
         return;
     }
     const conv_kernels *kn = nnc__conv_kernels();
@@ -249,12 +400,13 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
     const int KB = kn->kb, C = cs->c, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
     int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
     size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
-    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = sizeof(float) * (size_t)width * per_thread;
-    size_t bytes = wpb + scb + sizeof(int) * (size_t)T;
+    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = (sizeof(float) * (size_t)width * per_thread + 63) / 64 * 64;
+    size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
     char *base = nnc__thread_scratch(bytes);
     NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
     float *wp = (float *)base, *scratch = (float *)(base + wpb);
-    int *toff = (int *)(base + wpb + scb);
+    double *pstat = stats ? (double *)(base + wpb + scb) : NULL;
+    int *toff = (int *)(base + wpb + scb + psz);
     for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
     /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K) */
     for (int kb = 0; kb < kblocks; kb++)
@@ -264,8 +416,9 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
                     int k = kb * KB + kk;
                     wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                 }
-    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked};
+    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, psc, psh, pstat};
     nnc__parallel_for(ngroups, fwd_task, &f);
+    if (stats) combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -291,7 +444,55 @@ typedef struct bwd_ctx {
     double *bpart;     /* nchunk x K */
     float *scratch;
     size_t per_thread;
+    const float *psc, *psh;  /* fused prologue or NULL */
+    const float *pmean;      /* with dsums: the centre of x per channel */
+    double *dsums;           /* masked dx and its per-plane sums (nnc__conv_fuse), or NULL */
 } bwd_ctx;
+
+/* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
+ * mask (recomputed from x) applied, and the per-plane sums of the batch-norm backward. */
+static void copy_out_masked(const bwd_ctx *b, const float *dxt, int g, int n)
+{
+    const geo *G = b->G;
+    const nnc__conv_shape *cs = &G->cs;
+    const int st = G->st, pad = cs->pad, C = cs->c, W = cs->w;
+    const size_t hw = (size_t)cs->h * W;
+    for (int c = 0; c < C; c++) {
+        const float sc = b->psc[c], sh = b->psh[c], mu = b->pmean[c];
+        const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), vm = nnc__v4_set1(mu);
+        nnc__v4 a = nnc__v4_set1(0.0f), t = a;
+        double s1 = 0, t1 = 0;
+        const float *xp = b->x + ((size_t)n * C + c) * hw;
+        float *dp = b->dx + ((size_t)n * C + c) * hw;
+        for (int h = 0; h < cs->h; h++) {
+            int hh = h + pad;
+            const float *src = dxt + (size_t)c * G->xcs + (size_t)(hh % st) * st * G->phs + (size_t)g * G->pl +
+                               (size_t)(hh / st) * G->wh;
+            const float *xr = xp + (size_t)h * W;
+            float *dst = dp + (size_t)h * W;
+            int w = 0;
+            if (st == 1)
+                for (; w + 4 <= W; w += 4) {
+                    nnc__v4 xv = nnc__v4_load(xr + w);
+                    nnc__v4 dz = nnc__v4_keep(nnc__v4_load(src + pad + w), nnc__bnrelu_mask_v4(xv, vs, vh));
+                    nnc__v4_store(dst + w, dz);
+                    a += dz;
+                    t += (xv - vm) * dz;
+                }
+            for (; w < W; w++) {
+                int ww = w + pad;
+                float v = src[(size_t)(ww % st) * G->phs + ww / st];
+                float dz = nnc__bnrelu_mask(xr[w], sc, sh) ? v : 0.0f;
+                dst[w] = dz;
+                s1 += dz;
+                t1 += (double)(xr[w] - mu) * dz;
+            }
+        }
+        double *o = b->dsums + ((size_t)n * C + c) * 2;
+        o[0] = nnc__v4_hsum(a) + s1;
+        o[1] = nnc__v4_hsum(t) + t1;
+    }
+}
 
 static void bwd_task(void *vctx, int chunk, int thread)
 {
@@ -313,7 +514,7 @@ static void bwd_task(void *vctx, int chunk, int thread)
         for (int i = 0; i < gn; i++) {
             const float *dyn = b->dy + (size_t)(n0 + i) * ys;
             fill_dyw(G, dyn, dyw, i);
-            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt, i);
+            if (part) fill_xt(G, b->x + (size_t)(n0 + i) * xs, xt, i, b->psc, b->psh);
             if (bpart)
                 for (int k = 0; k < K; k++) {
                     const float *d = dyn + (size_t)k * PQ;
@@ -350,6 +551,10 @@ static void bwd_task(void *vctx, int chunk, int thread)
         const int st = G->st, pad = cs->pad;
         for (int i = 0; i < gn; i++) {
             float *dxn = b->dx + (size_t)(n0 + i) * xs;
+            if (b->dsums) {
+                copy_out_masked(b, dxt, i, n0 + i);
+                continue;
+            }
             for (int c = 0; c < C; c++)
                 for (int h = 0; h < cs->h; h++) {
                     int hh = h + pad;
@@ -395,12 +600,24 @@ static void reduce_task(void *vctx, int task, int thread)
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
-    (void)g;
-    if (!dx && !dw && !db) return;
-    if (nnc__conv_use_gemm(cs, 1)) {
-        nnc__conv_gemm_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
-        return;
+    nnc__conv_fast_backward_ex(g, cs, x, w, NULL, dy, dx, dx_fresh, dw, db);
+}
+
+int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                               float *db)
+{
+    if (!dx && !dw && !db) return 0;
+    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
+    if (nnc__conv_use_small(cs, 1)) {
+        nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db);
+        return 0;
     }
+    if (nnc__conv_use_gemm(cs, 1)) {
+        nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
+        return 0;
+    }
+    double *dsums = psc && dx && dx_fresh && fu->dsums && fu->pro_mean ? fu->dsums : NULL;
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
     int g0 = (2048 + cs->p * cs->q - 1) / (cs->p * cs->q);
@@ -466,7 +683,7 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
         }
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
-                 col, dw ? part : NULL, bpart, scratch, per_thread};
+                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};
@@ -478,4 +695,5 @@ void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const floa
             for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
             db[k] += (float)s;
         }
+    return dsums != NULL;
 }

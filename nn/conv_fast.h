@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 
+#include "nn/ops_fuse.h"
 #include "nn/tensor.h"
 #include "nn/vec.h"
 
@@ -47,6 +48,24 @@ typedef struct nnc__conv_epilogue {
     int relu;
 } nnc__conv_epilogue;
 
+/* Fusions around the conv (all fields NULL: a plain conv):
+ *   pro_scale/pro_shift (C): the conv's input is z = max(x * pro_scale[c] + pro_shift[c], 0)
+ *     (a batch norm + ReLU, nnc__bnrelu in nn/ops_fuse.h), applied while x is copied into the padded layout;
+ *     z is never stored. The padding is zeros of z. Backward then gives dx = dL/dz.
+ *   stats (2K doubles, forward only): per output channel k, stats[2k] = mean and stats[2k+1] =
+ *     biased variance over (N,P,Q) of the written y, from per-plane sums and centred sums of
+ *     squares taken in the output pass, combined per channel in image order in double.
+ *   dsums (N*C*2 doubles, backward with the prologue and a fresh dx only): dx is written already
+ *     through the prologue's ReLU mask, dx = mask ? dL/dz : 0, and dsums[(n*C + c)*2 + 0, 1] =
+ *     sum over plane (n,c) of dx and of dx * (x - pro_mean[c]): the sums of a batch-norm
+ *     backward, taken in the copy-out. */
+typedef struct nnc__conv_fuse {
+    const float *pro_scale, *pro_shift;
+    double *stats;
+    const float *pro_mean;
+    double *dsums;
+} nnc__conv_fuse;
+
 /* y (N,K,P,Q) = epilogue(conv(x (N,C,H,W), w (K,C,R,S))); overwrites y. */
 void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                             const nnc__conv_epilogue *ep, float *y);
@@ -54,6 +73,14 @@ void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float
  * db may be NULL. dx_fresh: dx is uninitialised and is written (=) instead. */
 void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                              const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+/* The same with the fusions of fu (NULL: none). Shapes the GEMM path takes materialise z in
+ * g's arena (g must then be non-NULL). The backward returns 1 when it filled fu->dsums (and
+ * masked dx), 0 when it did not (no dsums asked, dx accumulated, or the GEMM path). */
+void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y);
+int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
+                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
+                               float *db);
 
 /* Batched im2col + GEMM path (nn/conv_gemm.c), same contracts as the two functions above;
  * nnc__conv_use_gemm says which path a shape's forward or backward takes (small images, deep
@@ -65,11 +92,13 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
 int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward);
 /* Small-image path with channel-vectorised kernels (nn/conv_small.c), same contracts again;
  * the GEMM entry points above hand a shape to it when it is faster (nnc__conv_use_small).
- * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). */
+ * nnc__conv_small_ok: whether it can run the shape (backward: stride 1, pad < kernel). psc/psh
+ * (C floats, or NULL): the fused BN + ReLU prologue of nnc__conv_fuse, applied while x is staged
+ * (forward, and backward for the weight gradient; dx is dL/dz, unmasked). */
 void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                             float *y);
-void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                              int dx_fresh, float *dw, float *db);
+                             const float *psc, const float *psh, float *y);
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward);
 int nnc__conv_use_small(const nnc__conv_shape *cs, int backward);
 /* Tests: force a path for every shape (0 automatic, 1 direct, 2 GEMM, 3 small-image where it
@@ -80,18 +109,30 @@ void nnc__conv_set_path(int path);
 static inline void nnc__epilogue_row(float *dst, const float *src, int n, const nnc__conv_epilogue *ep, int k,
                                      const float *res)
 {
-    float sc = ep->scale ? ep->scale[k] : 1.0f, sh = ep->shift ? ep->shift[k] : 0.0f;
+    /* flags read once, one loop per case (the stores to dst may alias *ep for the compiler,
+     * which would otherwise reload ep->relu and test res on every vector) */
+    const float sc = ep->scale ? ep->scale[k] : 1.0f, sh = ep->shift ? ep->shift[k] : 0.0f;
+    const int relu = ep->relu;
     nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), zero = nnc__v4_set1(0.0f);
     int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        nnc__v4 v = nnc__v4_load(src + i) * vs + vh;
-        if (res) v += nnc__v4_load(res + i);
-        if (ep->relu) v = nnc__v4_keep(v, v > zero);
-        nnc__v4_store(dst + i, v);
+    if (res && relu) {
+        for (; i + 4 <= n; i += 4) {
+            nnc__v4 v = nnc__v4_load(src + i) * vs + vh + nnc__v4_load(res + i);
+            nnc__v4_store(dst + i, nnc__v4_keep(v, v > zero));
+        }
+    } else if (relu) {
+        for (; i + 4 <= n; i += 4) {
+            nnc__v4 v = nnc__v4_load(src + i) * vs + vh;
+            nnc__v4_store(dst + i, nnc__v4_keep(v, v > zero));
+        }
+    } else if (res) {
+        for (; i + 4 <= n; i += 4) nnc__v4_store(dst + i, nnc__v4_load(src + i) * vs + vh + nnc__v4_load(res + i));
+    } else {
+        for (; i + 4 <= n; i += 4) nnc__v4_store(dst + i, nnc__v4_load(src + i) * vs + vh);
     }
     for (; i < n; i++) {
         float v = src[i] * sc + sh + (res ? res[i] : 0.0f);
-        dst[i] = ep->relu && !(v > 0.0f) ? 0.0f : v;
+        dst[i] = relu && !(v > 0.0f) ? 0.0f : v;
     }
 }
 

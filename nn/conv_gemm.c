@@ -139,7 +139,7 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
                             float *y)
 {
     if (nnc__conv_use_small(cs, 0)) {
-        nnc__conv_small_forward(cs, x, w, ep, y);
+        nnc__conv_small_forward(cs, x, w, ep, NULL, NULL, y);
         return;
     }
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q;
@@ -219,7 +219,7 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
 {
     if (!dx && !dw && !db) return;
     if (nnc__conv_use_small(cs, 1)) {
-        nnc__conv_small_backward(cs, x, w, dy, dx, dx_fresh, dw, db);
+        nnc__conv_small_backward(cs, x, NULL, NULL, w, dy, dx, dx_fresh, dw, db);
         return;
     }
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q, nwt = (size_t)cs->k * CRS;

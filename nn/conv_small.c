@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "nn/conv_fast.h"
+#include "nn/ops_fuse.h"
 #include "nn/threads.h"
 
 #define GROUP_FLOATS (128u << 10)  /* target size of a group's padded input */
@@ -56,6 +57,7 @@ int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
 
 typedef struct sgeo {
     nnc__conv_shape cs;
+    const float *psc, *psh; /* fused BN + ReLU prologue applied while staging x (nn/ops_fuse.h), or NULL */
     int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np;
     size_t plane, plane2, xsz, dysz, npixp, prow, rows1, rows2; /* rows: bound on tap-class rows */
 } sgeo;
@@ -103,7 +105,8 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     return S;
 }
 
-/* x (C,H,W) of image g -> its zero-padded planes in Xp. */
+/* x (C,H,W) of image g -> its zero-padded planes in Xp (through the prologue when S has one:
+ * z = max(x * psc[c] + psh[c], 0), the padding stays zeros of z). */
 static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
 {
     const nnc__conv_shape *cs = &S->cs;
@@ -111,9 +114,19 @@ static void fill_xp(const sgeo *S, const float *x, float *xp, int g)
     for (int c = 0; c < cs->c; c++) {
         float *pl = xp + (size_t)c * in_cs + (size_t)g * S->plane;
         memset(pl, 0, sizeof(float) * S->plane);
-        for (int h = 0; h < cs->h; h++)
-            memcpy(pl + (size_t)(h + cs->pad) * S->wp + cs->pad, x + ((size_t)c * cs->h + h) * cs->w,
-                   sizeof(float) * (size_t)cs->w);
+        for (int h = 0; h < cs->h; h++) {
+            float *d = pl + (size_t)(h + cs->pad) * S->wp + cs->pad;
+            const float *src = x + ((size_t)c * cs->h + h) * cs->w;
+            if (!S->psc) {
+                memcpy(d, src, sizeof(float) * (size_t)cs->w);
+                continue;
+            }
+            const float sc = S->psc[c], sh = S->psh[c];
+            const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh);
+            int i = 0;
+            for (; i + 4 <= cs->w; i += 4) nnc__v4_store(d + i, nnc__bnrelu_v4(nnc__v4_load(src + i), vs, vh));
+            for (; i < cs->w; i++) d[i] = nnc__bnrelu(src[i], sc, sh);
+        }
     }
 }
 
@@ -384,10 +397,12 @@ static void fwd_group(void *vctx, int grp, int thread)
 }
 
 void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                             float *y)
+                             const float *psc, const float *psh, float *y)
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, 0);
+    S.psc = psc;
+    S.psh = psh;
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + (size_t)K * PQ + 16;
@@ -564,10 +579,13 @@ static void wclass_build(const sgeo *S, tcls *wtc, wcols *wc, int *ints, size_t 
     wcols_build(wc, wtc, S, (size_t)S->G * S->plane);
 }
 
-static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *dy, float *dw)
+static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh, const float *dy,
+                       float *dw)
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, cs->n);
+    S.psc = psc;
+    S.psh = psh;
     const int ntask = S.kp / WIDE_KB;
     size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * ((size_t)S.G * cs->p * cs->q + 1) * S.kp, 0,
                     sizeof(int) * wclass_ints(&S), sizeof(size_t) * wcols_cols(&S),
@@ -590,16 +608,16 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *d
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
-void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
-                              int dx_fresh, float *dw, float *db)
+void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return;
     const conv_kernels *kn = nnc__conv_kernels();
     if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
         (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
                 (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
-        nnc__conv_small_backward(cs, x, w, dy, dx, dx_fresh, NULL, db);
-        wide_wgrad(cs, x, dy, dw);
+        nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db);
+        wide_wgrad(cs, x, psc, psh, dy, dw);
         return;
     }
     /* chunks of about CHUNK_PIXELS output pixels (at least MIN_TASKS, 2 for huge dW), each a sequence of
@@ -613,6 +631,8 @@ void nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const f
     int per_chunk = (N + nchunk - 1) / nchunk, G = (GROUP_PIXELS + PQ - 1) / PQ;
     G = G > per_chunk ? per_chunk : G;
     sgeo S = make_sgeo(cs, kn, G);
+    S.psc = psc;
+    S.psh = psh;
     const int C = cs->c, K = cs->k, T = S.T;
     const size_t psz = S.prow * S.kp;
     const int HW = cs->h * cs->w;

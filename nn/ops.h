@@ -18,7 +18,9 @@
 #include "nn/tensor.h"
 
 /* conv2d: x (N,C,H,W), w (K,C,R,S), b (K) or NULL -> (N,K,P,Q),
- * P = (H + 2*pad - R)/stride + 1, Q likewise. Cross-correlation, as in PyTorch. */
+ * P = (H + 2*pad - R)/stride + 1, Q likewise. Cross-correlation, as in PyTorch. When recorded
+ * it also computes its output's per-channel batch statistics in its output pass, which a
+ * training-mode batch norm of that output then uses instead of passes of its own. */
 nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad);
 
 /* linear: x (N, D...) flattened to (N,D), w (O,D), b (O) or NULL -> (N,O). */
@@ -29,7 +31,9 @@ nnc_tensor *nnc_linear(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
  *   r = (1-momentum) r + momentum * batch_stat (unbiased variance for running_var, as PyTorch).
  * eval: normalise with the running statistics. running_* may be NULL in training.
  * Also accepts x (N,C) (H = W = 1); gamma/beta NULL mean 1 and 0. Training asserts
- * N*H*W > 1. The running-stat update happens in the forward, whether or not grad is on. */
+ * N*H*W > 1. The running-stat update happens in the forward, whether or not grad is on. In
+ * training, when x is the output of a recorded conv op, the batch statistics are the ones that
+ * conv took in its output pass (equal up to float rounding; no statistics pass over x). */
 nnc_tensor *nnc_batchnorm2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
                             nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                             float eps, int training);
@@ -50,6 +54,15 @@ nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_t
                                nnc_tensor *gamma, nnc_tensor *beta, nnc_tensor *running_mean,
                                nnc_tensor *running_var, float momentum, float eps, int training,
                                nnc_tensor *residual);
+
+/* batchnorm2d followed by ReLU followed by conv2d: y = conv2d(relu(batchnorm2d(x)), w, b, stride,
+ * pad), BN arguments and running-stat update as nnc_batchnorm2d, conv arguments as nnc_conv2d.
+ * relu(bn(x)) is never stored: the conv applies it while staging its input (forward, and again
+ * for the weight gradient), and the backward recomputes the ReLU mask from x. Values and
+ * gradients equal those of the three separate ops up to float rounding. */
+nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                               nnc_tensor *running_mean, nnc_tensor *running_var, float momentum, float eps,
+                               int training, nnc_tensor *w, nnc_tensor *b, int stride, int pad);
 
 nnc_tensor *nnc_relu(nnc_graph *g, nnc_tensor *x);
 /* scale: y = s * x (any shape). */

@@ -4,8 +4,11 @@
  *
  * Layout of this file:
  *   2. naive reference kernels (nnc_ref_conv2d_*), plain loops accumulating in double.
- *   3. the conv2d op: asserts, output allocation, tape node, backward.
+ *   3. the conv2d ops: asserts, output allocation, tape node, backward; conv2d_bn_relu (BN + ReLU
+ *      after the conv) and bn_relu_conv2d (BN + ReLU folded into the conv's input staging).
  *   4. the linear op.
+ * A recorded conv op also computes its output's per-channel batch statistics in the output
+ * pass and keeps them in its node's cptr for a following batch norm (nn/ops_fuse.h).
  */
 #include <math.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include "nn/blas.h"
 #include "nn/conv_fast.h"
 #include "nn/ops.h"
+#include "nn/ops_fuse.h"
 
 /* ---------------------------------------------------------------------------------------------
  * 2. naive references (tests only): the definition of cross-correlation, written as loops.
@@ -115,39 +119,112 @@ static void conv2d_backward(nnc_graph *g, nnc_node *nd)
                             b && b->requires_grad ? nnc__grad(g, b) : NULL);
 }
 
-nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad)
+/* The argument checks of the conv ops (op: the name in messages). */
+static void check_conv(const char *op, nnc_graph *g, const nnc_tensor *x, const nnc_tensor *w, const nnc_tensor *b,
+                       int stride, int pad)
 {
     char sx[64], sw[64], sb[64];
-    NNC_ASSERT(g && x && w, "conv2d: NULL graph or tensor");
-    NNC_ASSERT(x->ndim == 4, "conv2d: input must be (N,C,H,W), got %s",
-               nnc_tensor_shape_str(x, sx, sizeof sx));
-    NNC_ASSERT(w->ndim == 4, "conv2d: weight must be (K,C,R,S), got %s",
-               nnc_tensor_shape_str(w, sw, sizeof sw));
-    NNC_ASSERT(x->shape[1] == w->shape[1],
-               "conv2d: channel mismatch: input %s has %d channels, weight %s expects %d",
-               nnc_tensor_shape_str(x, sx, sizeof sx), x->shape[1],
-               nnc_tensor_shape_str(w, sw, sizeof sw), w->shape[1]);
-    NNC_ASSERT(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]),
-               "conv2d: bias %s does not match weight %s (want (%d))",
-               nnc_tensor_shape_str(b, sb, sizeof sb), nnc_tensor_shape_str(w, sw, sizeof sw),
+    NNC_ASSERT(g && x && w, "%s: NULL graph or tensor", op);
+    NNC_ASSERT(x->ndim == 4, "%s: input must be (N,C,H,W), got %s", op, nnc_tensor_shape_str(x, sx, sizeof sx));
+    NNC_ASSERT(w->ndim == 4, "%s: weight must be (K,C,R,S), got %s", op, nnc_tensor_shape_str(w, sw, sizeof sw));
+    NNC_ASSERT(x->shape[1] == w->shape[1], "%s: channel mismatch: input %s has %d channels, weight %s expects %d",
+               op, nnc_tensor_shape_str(x, sx, sizeof sx), x->shape[1], nnc_tensor_shape_str(w, sw, sizeof sw),
+               w->shape[1]);
+    NNC_ASSERT(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]), "%s: bias %s does not match weight %s (want (%d))",
+               op, b ? nnc_tensor_shape_str(b, sb, sizeof sb) : "", nnc_tensor_shape_str(w, sw, sizeof sw),
                w->shape[0]);
-    NNC_ASSERT(stride >= 1 && pad >= 0, "conv2d: stride %d must be >= 1 and pad %d >= 0", stride, pad);
+    NNC_ASSERT(stride >= 1 && pad >= 0, "%s: stride %d must be >= 1 and pad %d >= 0", op, stride, pad);
     NNC_ASSERT(x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3],
-               "conv2d: kernel %s larger than padded input %s (pad %d)",
-               nnc_tensor_shape_str(w, sw, sizeof sw), nnc_tensor_shape_str(x, sx, sizeof sx), pad);
+               "%s: kernel %s larger than padded input %s (pad %d)", op, nnc_tensor_shape_str(w, sw, sizeof sw),
+               nnc_tensor_shape_str(x, sx, sizeof sx), pad);
+}
 
+/* Output statistics of a recorded conv node (2K doubles in the arena) or NULL. */
+static double *record_stats(nnc_graph *g, nnc_node *nd, int k)
+{
+    if (!nd) return NULL;
+    double *st = nnc_graph_scratch(g, 2 * (size_t)k * sizeof(double));
+    nd->cptr = st;
+    return st;
+}
+
+nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b, int stride, int pad)
+{
+    check_conv("conv2d", g, x, w, b, stride, pad);
     nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
     nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
-    nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
-    nnc__conv_fast_forward(g, &cs, x->data, w->data, &ep, y->data);
-
     nnc_tensor *ins[3] = {x, w, b};
     nnc_node *nd = nnc__record(g, "conv2d", conv2d_backward, y, b ? 3 : 2, ins);
     if (nd) {
         nd->iargs[0] = stride;
         nd->iargs[1] = pad;
     }
+    nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
+    nnc__conv_fuse fu = {NULL, NULL, record_stats(g, nd, cs.k), NULL, NULL};
+    nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
     return y;
+}
+
+/* saved (4C floats: mean, inv_std, scale, shift of the BN, nnc__bn_fold); iargs: stride, pad,
+ * training. dz = dL/d relu(bn(x)) goes into x's own gradient buffer when that is new (the BN
+ * backward then turns it into dx in place), else into a buffer taken like nnc__grad_fresh. */
+static void bn_relu_conv2d_backward(nnc_graph *g, nnc_node *nd)
+{
+    nnc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *w = nd->in[3], *b = nd->in[4];
+    const int C = x->shape[1];
+    const float *saved = nd->saved;
+    nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
+    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, NULL, saved, NULL};
+    float *dgamma = gamma && gamma->requires_grad ? nnc__grad(g, gamma) : NULL;
+    float *dbeta = beta && beta->requires_grad ? nnc__grad(g, beta) : NULL;
+    float *dz = NULL;
+    int in_place = 0, fresh;
+    if (x->requires_grad && !x->grad) {
+        dz = nnc__grad_fresh(g, x, &fresh);
+        in_place = 1;
+    } else if (x->requires_grad || dgamma || dbeta) {
+        dz = nnc__grad_fresh(g, nnc_tensor_wrap(g, NULL, 4, x->shape), &fresh);
+    }
+    /* the conv's copy-out masks dz and takes the BN backward's per-plane sums */
+    if (dz) fu.dsums = nnc_graph_scratch(g, 2 * (size_t)x->shape[0] * C * sizeof(double));
+    int summed = nnc__conv_fast_backward_ex(g, &cs, x->data, w->data, &fu, nd->out->grad, dz, 1,
+                                            w->requires_grad ? nnc__grad(g, w) : NULL,
+                                            b && b->requires_grad ? nnc__grad(g, b) : NULL);
+    if (dz)
+        nnc__bn_relu_backward_x(x, gamma, saved, nd->iargs[2], dz, summed ? fu.dsums : NULL,
+                                x->requires_grad ? x->grad : NULL, in_place, dgamma, dbeta);
+}
+
+nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, nnc_tensor *beta,
+                               nnc_tensor *running_mean, nnc_tensor *running_var, float momentum, float eps,
+                               int training, nnc_tensor *w, nnc_tensor *b, int stride, int pad)
+{
+    check_conv("bn_relu_conv2d", g, x, w, b, stride, pad);
+    const int C = x->shape[1];
+    float *saved = nnc_graph_scratch(g, 4 * (size_t)C * sizeof(float));
+    nnc__bn_fold(g, "bn_relu_conv2d", x, gamma, beta, running_mean, running_var, momentum, eps, training, saved);
+    nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
+    nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
+    nnc_tensor *ins[5] = {x, gamma, beta, w, b};
+    nnc_node *nd = nnc__record(g, "bn_relu_conv2d", bn_relu_conv2d_backward, y, 5, ins);
+    if (nd) {
+        nd->iargs[0] = stride;
+        nd->iargs[1] = pad;
+        nd->iargs[2] = training;
+        nd->saved = saved;
+    }
+    nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
+    nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, record_stats(g, nd, cs.k), NULL, NULL};
+    nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
+    return y;
+}
+
+const double *nnc__conv_output_stats(nnc_graph *g, const nnc_tensor *y)
+{
+    if (!g || !y || y->node < 0 || y->node >= nnc_graph_num_nodes(g)) return NULL;
+    const nnc_node *nd = nnc_graph_node(g, y->node);
+    if (nd->out != y || (nd->backward != conv2d_backward && nd->backward != bn_relu_conv2d_backward)) return NULL;
+    return nd->cptr;
 }
 
 /* conv2d -> batchnorm2d_relu. Inference (eval mode, nothing recorded) folds the running

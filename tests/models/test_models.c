@@ -1,7 +1,8 @@
 /* tests/models/test_models.c - model registry and builders: parameter/tensor counts and MACs
  * vs PyTorch, flags, forward shapes (32x32x3, 28x28x1), clones, config errors, init, a tiny
  * model that trains, and forward/backward of ResNet-8 (TESTS.md A2) and ResNet-20 against
- * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h). */
+ * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h), and which fused
+ * ops a training forward records. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "nn/nnc.h"
+#include "nn/ops_fuse.h"
 #include "tests/fixtures/models_ref.h"
 
 static nnc_model *make(const char *name, int c, int s, int k, uint64_t seed)
@@ -528,5 +530,70 @@ Test(models_models, recycle_mode_same_gradients_smaller_arena)
         cr_expect_lt(used[1], used[0], "%s: arena %zu bytes in recycle mode, %zu without", names[mi], used[1], used[0]);
         nnc_model_free(m);
         nnc_model_free(c);
+    }
+}
+
+/* Training forward of ResNet-8 and VGG-11: every BN -> ReLU -> conv runs as one bn_relu_conv2d
+ * node (relu(bn(x)) never stored), no standalone relu or batchnorm2d node is left, and every
+ * batch norm reads a conv output whose statistics the conv took in its output pass. */
+Test(models_models, training_forward_fuses_bn_relu_conv_and_reuses_conv_statistics)
+{
+    const char *names[2] = {"resnet8", "vgg11"};
+    const int fused_want[2] = {3, 4}; /* one per ResNet block; VGG-11 at 8x8: 256-256, 512 x4 */
+    for (int mi = 0; mi < 2; mi++) {
+        nnc_model *m = make(names[mi], 3, 8, 5, 9);
+        nnc_graph *g;
+        cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+        static float xb[2 * 3 * 8 * 8];
+        nnc_rng r;
+        nnc_rng_seed(&r, 12, 0);
+        nnc_rng dr;
+        nnc_rng_seed(&dr, 13, 0);
+        nnc_model_forward(m, g, input(g, xb, 2, 3, 8, &r), 1, &dr);
+        int fused = 0, bn = 0;
+        for (int i = 0; i < nnc_graph_num_nodes(g); i++) {
+            const nnc_node *n = nnc_graph_node(g, i);
+            cr_expect(strcmp(n->op, "batchnorm2d") != 0 || n->in[0]->ndim == 2, "%s: node %d is an unfused batchnorm2d",
+                      names[mi], i);
+            if (strcmp(n->op, "bn_relu_conv2d") == 0) fused++;
+            if (strcmp(n->op, "bn_relu_conv2d") == 0 || strcmp(n->op, "batchnorm2d_relu") == 0) {
+                bn++;
+                cr_expect(nnc__conv_output_stats(g, n->in[0]) != NULL,
+                          "%s: node %d (%s) reads a tensor without conv statistics", names[mi], i, n->op);
+            }
+        }
+        cr_expect_eq(fused, fused_want[mi], "%s: %d bn_relu_conv2d nodes, want %d", names[mi], fused, fused_want[mi]);
+        cr_expect_gt(bn, fused, "%s: the other batch norms run as batchnorm2d_relu", names[mi]);
+        nnc_graph_free(g);
+        nnc_model_free(m);
+    }
+}
+
+/* The fused training path (conv statistics, bn_relu_conv2d and its backward's gradient buffers)
+ * allocates nothing once the first steps have sized the arenas, with and without recycle mode. */
+Test(models_models, resnet8_training_steps_allocate_nothing)
+{
+    for (int rec = 0; rec < 2; rec++) {
+        nnc_model *m = make("resnet8", 3, 8, 4, 21);
+        nnc_graph *g;
+        cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+        nnc_graph_set_recycle(g, rec);
+        enum { N = 4 };
+        static float xb[N * 3 * 8 * 8];
+        int labels[N] = {0, 1, 2, 3};
+        nnc_rng r;
+        nnc_rng_seed(&r, 22, 0);
+        for (size_t i = 0; i < sizeof xb / sizeof xb[0]; i++) xb[i] = nnc_rng_normal(&r);
+        uint64_t allocs = 0;
+        for (int step = 0; step < 6; step++) {
+            if (step == 2) allocs = nnc_alloc_count();
+            nnc_params_zero_grad(nnc_model_params(m));
+            nnc_tensor *y = nnc_model_forward(m, g, nnc_tensor_wrap(g, xb, 4, (int[4]){N, 3, 8, 8}), 1, NULL);
+            cr_assert_eq(nnc_backward(g, nnc_softmax_cross_entropy(g, y, labels, NNC_REDUCE_MEAN, 0)), NNC_OK);
+            nnc_graph_reset(g);
+        }
+        cr_expect_eq(nnc_alloc_count(), allocs, "recycle %d: steps with known shapes allocate nothing", rec);
+        nnc_graph_free(g);
+        nnc_model_free(m);
     }
 }

@@ -177,6 +177,8 @@ static const ccase fixed_cases[] = {
     {2, 4, 9, 10, 3, 3, 3, 2, 0, 1},    /* stride 2, pad 0, odd */
     {1, 3, 2, 2, 130, 3, 3, 1, 1, 1},   /* VGG tail: 2x2 image, many filters */
     {2, 2, 7, 5, 3, 5, 3, 3, 2, 1},     /* stride 3, non-square 5x3 kernel */
+    {2, 2, 3, 1, 3, 3, 3, 3, 1, 1},     /* stride 3 on 1 column: a used phase without source columns */
+    {1, 2, 5, 2, 3, 3, 3, 3, 1, 1},     /* stride 3, pad 1, 2 columns */
     {3, 72, 5, 6, 210, 3, 3, 1, 1, 1},  /* large weights: kernels run over stacked images */
     {5, 80, 7, 7, 200, 3, 3, 2, 1, 0},  /* large weights, stride 2 */
 };
