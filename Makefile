@@ -7,6 +7,9 @@
 #   make fuzz                 libFuzzer harnesses {tools,tests}/fuzz/fuzz_*.c into build/fuzz/ (clang)
 #   make fuzz-run FUZZ_TIME=60   run each harness that long over {tools,tests}/fuzz/corpus/<name>
 #   make bench-loader         data-loader throughput (tests/bench/bench_loader.c)
+#   make MPI=1                the MPI build (mpicc, dist/transport_mpi.c) in build/mpi: `mpirun ... nnc train`
+#   make MPI=1 check-mpi      multi-rank tests (tests/dist/mpi_check.sh; needs libopenmpi-dev openmpi-bin)
+#   make MPI=1 SAN=address,undefined check-mpi   the same under ASan+UBSan (leak checks off: Open MPI)
 # Sources are found by wildcard: a new .c file in a module folder needs no Makefile edit.
 
 comma := ,
@@ -27,14 +30,24 @@ WARN := -Wall -Wextra -Werror -Wno-unused-parameter
 ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
   WARN += -Wno-format-truncation
 endif
+# MPI=1: the same sources through mpicc (its compiler: CC, e.g. clang for SAN) plus
+# dist/transport_mpi.c, into build/mpi (build/san-*-mpi with SAN).
+MPI ?=
+ifneq ($(MPI),)
+  B := $(if $(SAN),$(B)-mpi,build/mpi)
+  export OMPI_CC := $(CC)
+  CC := mpicc
+  MPIFLAGS := -DNNC_MPI
+endif
+
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -pthread -I. $(SANFLAGS) \
+ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -pthread -I. $(SANFLAGS) $(MPIFLAGS) \
               $(shell pkg-config --cflags $(PKGS)) -I/usr/include/stb
 LDLIBS := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 TEST_LDLIBS := $(shell pkg-config --libs criterion)
 
 MODULES := nn optim data models dist
-LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+LIB_SRC := $(filter-out $(if $(MPI),,dist/transport_mpi.c),$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 CLI_SRC := $(wildcard tools/*.c)
 TEST_SRC := $(wildcard tests/*/test_*.c) $(wildcard tests/common/*.c)
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
@@ -46,8 +59,8 @@ TLIB_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(LIB_SRC))
 TCLI_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(B)/tobj/%.o,$(TEST_SRC))
 
-.PHONY: all check check-threads bench bench-loader clean fuzz fuzz-run
-all: $(B)/libnnc.a $(B)/nnc $(if $(SAN),,nnc)
+.PHONY: all check check-threads check-mpi bench bench-loader clean fuzz fuzz-run
+all: $(B)/libnnc.a $(B)/nnc $(if $(SAN)$(MPI),,nnc)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -98,6 +111,15 @@ $(B)/test/dist_tsan: tests/dist/tsan_main.c $(B)/libnnc_testing.a
 
 check-threads: $(B)/test/dist_tsan
 	$(B)/test/dist_tsan
+
+# Multi-rank runs through mpirun (TESTS.md F1-F7, D7): the fault-hook CLI and the release one.
+# The threads-only reference (F1) is the plain build/nnc.
+check-mpi: $(B)/test/nnc $(B)/nnc
+ifeq ($(MPI),)
+	@echo "check-mpi needs the MPI build: make MPI=1 check-mpi"; exit 2
+endif
+	$(MAKE) MPI= SAN= CC=cc build/nnc
+	$(if $(SAN),ASAN_OPTIONS=detect_leaks=0) tests/dist/mpi_check.sh $(B)/test/nnc $(B)/nnc build/nnc
 
 bench: $(B)/nnc
 	tools/bench.sh $(B)/nnc

@@ -25,7 +25,7 @@
  * called from the thread that called nnc_train() (the coordinator), never concurrently.
  *
  * Errors: NNC_EINVAL (bad config), NNC_EDIVERGED (all workers non-finite / loss non-finite with
- * no recovery), NNC_ETIMEOUT (stalled worker: message names worker and round), NNC_ETHREAD (a
+ * no recovery), NNC_ETIMEOUT (stalled worker or MPI rank: message names it and the round), NNC_ETHREAD (a
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.
  *
@@ -102,7 +102,7 @@ typedef struct nnc_train_config {
     int threads;                  /* kernel threads (nn/threads.h) of one replica; 1 when workers > 1.
                                      Process-wide, changed only if different; BLAS runs with 1 */
     /* distribution */
-    int workers;                  /* 1 */
+    int workers;                  /* 1; MPI build under mpirun: the total over all ranks */
     nnc_algo algo;
     nnc_sync_mode sync;
     int tau;                      /* 0 = algorithm default (32 GRAWA/local-sgd, 4 EASGD/LSGD) */
@@ -216,5 +216,21 @@ nnc_hessian_config nnc_hessian_config_default(void);
  * parameters, buffers and gradients are unchanged on return (gradients zeroed). */
 int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
                     double *lambda_max, double *trace_top);
+
+/* Across machines (MPI build only: `make MPI=1`, dist/transport_mpi.c). After nnc_mpi_init()
+ * every nnc_train() in the process is one rank of a run over all ranks of MPI_COMM_WORLD:
+ * cfg->workers is the total M, rank r runs the global workers [r*M/R, (r+1)*M/R) (data shard =
+ * global worker index), rounds combine through MPI in global worker order (bitwise the
+ * threaded run with the same M and seed in lockstep mode), stop decisions come from rank 0,
+ * rank 0 alone calls the callbacks and writes checkpoints (gathered: one file), evaluation runs
+ * on every rank. Without the MPI build these are no-ops: rank 0 of 1. Call from the main thread. */
+int nnc_mpi_init(int *argc, char ***argv);   /* NNC_OK, or NNC_EUNSUPPORTED without MPI build */
+int nnc_mpi_active(void);                    /* 1 once nnc_mpi_init succeeded */
+int nnc_mpi_rank(void);
+int nnc_mpi_size(void);
+void nnc_mpi_finalize(void);
+/* Terminate every rank with `code` (MPI_Abort): for a failed rank whose peers may wait on it.
+ * Returns only without MPI. */
+void nnc_mpi_abort(int code);
 
 #endif

@@ -1,7 +1,8 @@
 /* dist/run.h - the state of one training run (internal to dist/).
  *
  * train.c resolves the config, builds the replicas and runs the single-replica loop;
- * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread);
+ * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread; with MPI
+ * ranks, this rank's workers [lo, hi) of the M);
  * runckpt.c saves and restores a run. One nnc_run per nnc_train() call: no global state.
  *
  * Ownership and threads: rep[i] and the w* fields of worker i are written only by worker i
@@ -27,6 +28,12 @@ typedef struct nnc_run {
     nnc_replica *rep[NNC_MAX_WORKERS];
     nnc_grawa_layers ly;
     nnc_transport *tp;
+    /* ranks (MPI build): this rank runs the global workers [lo, hi); rep[i] outside that range
+     * is a shadow, refreshed from its owner at rounds (counters) and checkpoints (everything) */
+    int lo, hi, nloc;
+    nnc_grawa_layers buf_ly;        /* the BN buffers as one "layer" (buffer averages) */
+    double *buf_acc;                /* n_buf + 1 doubles */
+    unsigned char *xbuf;            /* per-round exchange records of all workers */
     float *center;                  /* algorithm state: GRAWA/EASGD center, LSGD leader, average */
     float *pub;                     /* target of pulls and proximity (x_C_last / x_L_last) */
     float *center_buf;              /* BN buffers averaged over the finite workers */
@@ -74,6 +81,11 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds);
 
 /* Multi-worker training (sync.c). */
 int nnc__run_workers(nnc_run *R);
+/* out (n_buf floats) = mean of the BN buffers of the workers with ok[i] (NULL: all), summed in
+ * global worker order over every rank (collective). */
+int nnc__run_buf_average(nnc_run *R, const int *ok, float *out);
+/* Rank of global worker i. */
+int nnc__run_owner(const nnc_run *R, int i);
 
 #ifdef NNC_TESTING
 /* Test-only observation points of the worker threads (compiled only into the test binary, like
@@ -106,5 +118,7 @@ int nnc__run_save(nnc_run *R, const char *name);
  * epoch-<EEEE>.ckpt, then the epoch files beyond the keep_epochs newest are deleted. */
 int nnc__run_save_epoch(nnc_run *R, long epoch);
 int nnc__run_load(nnc_run *R);
+/* Multi-rank (collective): rank 0's shadows get every other rank's workers (whole state). */
+int nnc__run_gather_workers(nnc_run *R);
 
 #endif

@@ -10,6 +10,11 @@
  * Rotation (keep_epochs): epoch-<EEEE>.ckpt is a hard link to the just-renamed last.ckpt made
  * under a temp name and renamed into place; pruning runs only after that, so a crash at any
  * point leaves every complete file it had plus, at worst, a stale temp file.
+ * Ranks (MPI build): saving is collective; every worker's whole state travels to rank 0, which
+ * alone writes the one file (atomically: temporary + rename, so a rank killed mid-save leaves
+ * the previous complete checkpoint - D7 by construction) and rotates; the other ranks write
+ * nothing. Resuming: rank 0 reads the file and broadcasts the run and every worker, so the
+ * other ranks need no copy of the folder.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -58,7 +63,118 @@ static int all_finite(const nnc_run *R)
            nnc__grawa_finite(R->center_buf, p->n_buf);
 }
 
+/* One worker's state as it travels between ranks: wire_meta, then data, buf, momentum and
+ * pend_buf. */
+typedef struct wire_meta {
+    int64_t steps, sgd_steps, correct, seen, loader_epoch, loader_batch, pend_epoch, pend_batch, pend_n,
+        pend_correct, pend_seen, wround, wsteps, wloss_n, wcorrect, wseen, ema_n;
+    double pend_wloss, wloss;
+    nnc_rng rng, probe_rng, probe_rng_round, pend_rng;
+    nnc_lsgd_hist hist;
+} wire_meta;
+
+static size_t wire_bytes(const nnc_run *R)
+{
+    const nnc_params *p = R->rep[0]->p;
+    return sizeof(wire_meta) + (2 * p->n_data + 2 * p->n_buf) * sizeof(float);
+}
+
+static void wire_pack(const nnc_run *R, int i, unsigned char *b)
+{
+    const nnc_replica *r = R->rep[i];
+    const nnc_params *p = r->p;
+    wire_meta w;
+    memset(&w, 0, sizeof w);
+    w = (wire_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .correct = r->correct, .seen = r->seen,
+                    .loader_epoch = nnc_loader_epoch(r->loader), .loader_batch = nnc_loader_batch_index(r->loader),
+                    .pend_epoch = r->pend_epoch, .pend_batch = r->pend_batch, .pend_n = r->pend_n,
+                    .pend_correct = r->pend_correct, .pend_seen = r->pend_seen, .wround = R->wround[i],
+                    .wsteps = R->wsteps[i], .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i],
+                    .wseen = R->wseen[i], .ema_n = R->ema_n[i], .pend_wloss = r->pend_wloss, .wloss = R->wloss[i],
+                    .rng = r->rng, .probe_rng = r->probe_rng, .probe_rng_round = r->probe_rng_round,
+                    .pend_rng = r->pend_rng, .hist = R->hist[i]};
+    memcpy(b, &w, sizeof w);
+    float *f = (float *)(b + sizeof w);
+    memcpy(f, p->data, p->n_data * sizeof(float));
+    memcpy(f + p->n_data, p->buf, p->n_buf * sizeof(float));
+    memcpy(f + p->n_data + p->n_buf, r->opt->momentum, p->n_data * sizeof(float));
+    memcpy(f + 2 * p->n_data + p->n_buf, r->pend_buf, p->n_buf * sizeof(float));
+}
+
+static void wire_unpack(nnc_run *R, int i, const unsigned char *b)
+{
+    nnc_replica *r = R->rep[i];
+    nnc_params *p = r->p;
+    wire_meta w;
+    memcpy(&w, b, sizeof w);
+    r->steps = w.steps;
+    r->opt->steps = w.sgd_steps;
+    r->correct = w.correct;
+    r->seen = w.seen;
+    nnc_loader_seek(r->loader, w.loader_epoch, w.loader_batch);
+    r->pend_epoch = w.pend_epoch;
+    r->pend_batch = w.pend_batch;
+    r->pend_n = w.pend_n;
+    r->pend_correct = w.pend_correct;
+    r->pend_seen = w.pend_seen;
+    r->pend_wloss = w.pend_wloss;
+    r->rng = w.rng;
+    r->probe_rng = w.probe_rng;
+    r->probe_rng_round = w.probe_rng_round;
+    r->pend_rng = w.pend_rng;
+    R->wround[i] = w.wround;
+    R->wsteps[i] = w.wsteps;
+    R->wloss_n[i] = w.wloss_n;
+    R->wcorrect[i] = w.wcorrect;
+    R->wseen[i] = w.wseen;
+    R->wloss[i] = w.wloss;
+    R->ema_n[i] = w.ema_n;
+    R->hist[i] = w.hist;
+    const float *f = (const float *)(b + sizeof w);
+    memcpy(p->data, f, p->n_data * sizeof(float));
+    memcpy(p->buf, f + p->n_data, p->n_buf * sizeof(float));
+    memcpy(r->opt->momentum, f + p->n_data + p->n_buf, p->n_data * sizeof(float));
+    memcpy(r->pend_buf, f + 2 * p->n_data + p->n_buf, p->n_buf * sizeof(float));
+}
+
+/* Send worker i from `root` to every rank (those other than root overwrite their copy). */
+static int wire_bcast(nnc_run *R, int i, int root, unsigned char *b)
+{
+    size_t nb = wire_bytes(R);
+    if (R->tp->rank == root) wire_pack(R, i, b);
+    int s = R->tp->ops->broadcast(R->tp, b, nb, root);
+    if (!s && R->tp->rank != root) wire_unpack(R, i, b);
+    return s;
+}
+
+int nnc__run_gather_workers(nnc_run *R)
+{
+    if (R->tp->size == 1) return NNC_OK;
+    unsigned char *b = nnc__alloc(wire_bytes(R));
+    if (!b) return nnc__fail(NNC_ENOMEM, "checkpoint: cannot allocate the worker transfer (%zu bytes)", wire_bytes(R));
+    int s = NNC_OK;
+    for (int i = 0; !s && i < R->M; i++) {
+        int owner = nnc__run_owner(R, i);
+        long before = R->rep[i]->steps;
+        if (owner != 0) s = wire_bcast(R, i, owner, b);
+        if (!s && owner != R->tp->rank) R->total_steps += R->rep[i]->steps - before;
+    }
+    nnc__free(b);
+    return s;
+}
+
+static int save_file(nnc_run *R, const char *name);
+
 int nnc__run_save(nnc_run *R, const char *name)
+{
+    if (R->tp->size > 1) {
+        int s = nnc__run_gather_workers(R);
+        if (s || R->tp->rank != 0) return s;
+    }
+    return save_file(R, name);
+}
+
+static int save_file(nnc_run *R, const char *name)
 {
     char path[4096], prefix[32], metric[64];
     int s = ckpt_path(R, name, path, sizeof path);
@@ -198,7 +314,8 @@ static int prune_epochs(nnc_run *R, long newest, int keep)
 int nnc__run_save_epoch(nnc_run *R, long epoch)
 {
     int s = nnc__run_save(R, "last.ckpt");
-    if (s || R->c.keep_epochs <= 0 || epoch <= 0) return s;
+    /* Ranks: rank 0 holds every worker now and alone writes and rotates. */
+    if (s || R->c.keep_epochs <= 0 || epoch <= 0 || R->tp->rank != 0) return s;
     char last[4096], name[64], path[4096], tmp[4200];
     snprintf(name, sizeof name, "epoch-%04ld.ckpt", epoch);
     if ((s = ckpt_path(R, "last.ckpt", last, sizeof last)) || (s = ckpt_path(R, name, path, sizeof path))) return s;
@@ -215,7 +332,7 @@ int nnc__run_save_epoch(nnc_run *R, long epoch)
             s = nnc__fail(NNC_EIO, "checkpoint rotation: fsync of folder '%s': %s", R->c.ckpt_dir, strerror(errno));
         if (dfd >= 0) close(dfd);
     } else {
-        s = nnc__run_save(R, name); /* no hard links here: write the same state again */
+        s = save_file(R, name); /* no hard links here: write the same state again (this rank) */
     }
     return s ? s : prune_epochs(R, epoch, R->c.keep_epochs);
 }
@@ -233,7 +350,52 @@ static int get_exact(const nnc_ckpt *c, const char *path, const char *name, void
     return NNC_OK;
 }
 
+static int load_file(nnc_run *R);
+
+/* The run-level state rank 0 read, for the other ranks. */
+typedef struct run_wire {
+    int64_t round, total_steps, round_steps, last_epoch, mark_n;
+    double t_resumed, best_acc, pub_seconds, mark_loss;
+} run_wire;
+
 int nnc__run_load(nnc_run *R)
+{
+    nnc_transport *t = R->tp;
+    if (t->size == 1) return load_file(R);
+    /* Rank 0 reads; its verdict first, so a bad file stops every rank alike. */
+    int32_t st[1] = {t->rank == 0 ? load_file(R) : NNC_OK};
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", st[0] ? nnc_error_message() : "");
+    int s = t->ops->broadcast(t, st, sizeof st, 0);
+    if (s) return s;
+    if (st[0]) return t->rank == 0 ? nnc__fail(st[0], "%s", msg) : nnc__fail(st[0], "resume failed on rank 0");
+    nnc_params *p = nnc_model_params(R->scratch);
+    run_wire w = {.round = R->round, .total_steps = R->total_steps, .round_steps = R->round_steps,
+                  .last_epoch = R->last_epoch, .mark_n = R->mark_n, .t_resumed = R->t_resumed,
+                  .best_acc = R->best_acc, .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss};
+    size_t ne = (size_t)R->M * (R->ly.L > 0 ? R->ly.L : 1);
+    if ((s = t->ops->broadcast(t, &w, sizeof w, 0))) return s;
+    if ((s = t->ops->broadcast(t, R->center, p->n_data * sizeof(float), 0))) return s;
+    if ((s = t->ops->broadcast(t, R->pub, p->n_data * sizeof(float), 0))) return s;
+    if (p->n_buf && (s = t->ops->broadcast(t, R->center_buf, p->n_buf * sizeof(float), 0))) return s;
+    if ((s = t->ops->broadcast(t, R->ema, ne * sizeof(double), 0))) return s;
+    R->round = w.round;
+    R->total_steps = w.total_steps;
+    R->round_steps = w.round_steps;
+    R->last_epoch = w.last_epoch;
+    R->mark_n = w.mark_n;
+    R->t_resumed = w.t_resumed;
+    R->best_acc = w.best_acc;
+    R->pub_seconds = w.pub_seconds;
+    R->mark_loss = w.mark_loss;
+    unsigned char *b = nnc__alloc(wire_bytes(R));
+    if (!b) return nnc__fail(NNC_ENOMEM, "resume: cannot allocate the worker transfer");
+    for (int i = 0; !s && i < R->M; i++) s = wire_bcast(R, i, 0, b);
+    nnc__free(b);
+    return s;
+}
+
+static int load_file(nnc_run *R)
 {
     char path[4096], prefix[32];
     int s = ckpt_path(R, "last.ckpt", path, sizeof path);

@@ -13,6 +13,11 @@
  * lockstep: exactly tau local steps per worker per round: bitwise reproducible for a seed.
  * Faults: a worker error cancels everyone (NNC_ETHREAD with its message); a stalled worker
  * gives NNC_ETIMEOUT naming it and the round; cancellation is checked at step boundaries.
+ * Ranks (MPI build): each rank runs its workers [lo, hi) as above; once they are parked the
+ * synchronizers exchange per-worker records (counters, flags, probe norms, LSGD histories,
+ * the stop request), so every rank computes the same round over all M workers; the vector
+ * reductions go through the transport in global worker order; rank 0's clock decides the end.
+ * async counts tau * (local workers) steps per round on each rank.
  */
 #include <math.h>
 #include <stdio.h>
@@ -123,8 +128,8 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             arrive |= R->wround[i] >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
             /* A step is reserved before it is taken, so a round holds exactly tau*M steps. */
-            arrive |= R->round_req || R->round_resv >= (long)R->c.tau * R->M ||
-                      (R->plan && R->total_resv >= R->plan * R->M);
+            arrive |= R->round_req || R->round_resv >= (long)R->c.tau * R->nloc ||
+                      (R->plan && R->total_resv >= R->plan * R->nloc);
             if (!arrive) R->round_resv++, R->total_resv++;
         } else {
             arrive |= R->wround[i] >= R->c.tau || (R->plan && r->steps >= R->plan);
@@ -296,17 +301,92 @@ static void *worker_main(void *arg)
 
 /* ---- synchronizer ---- */
 
-static void bufs_average(nnc_run *R)
+int nnc__run_owner(const nnc_run *R, int i)
 {
-    nnc_params *p0 = R->rep[0]->p;
-    int nok = 0;
-    for (int i = 0; i < R->M; i++) nok += R->ok[i];
-    for (size_t j = 0; j < p0->n_buf; j++) {
-        double a = 0.0;
-        for (int i = 0; i < R->M; i++)
-            if (R->ok[i]) a += R->rep[i]->p->buf[j];
-        R->center_buf[j] = (float)(a / nok);
+    int r = 0;
+    while (r + 1 < R->tp->size && nnc__transport_first_worker(R->M, R->tp->size, r + 1) <= i) r++;
+    return r;
+}
+
+int nnc__run_buf_average(nnc_run *R, const int *ok, float *out)
+{
+    size_t nb = R->buf_ly.n;
+    if (nb == 0) return NNC_OK;
+    const float *x[NNC_MAX_WORKERS];
+    double u[NNC_MAX_WORKERS], usum = 0.0;
+    for (int i = 0; i < R->M; i++) {
+        x[i] = R->rep[i]->p->buf;
+        u[i] = !ok || ok[i] ? 1.0 : 0.0;
     }
+    /* sum_i 1.0 * buf_i in worker order, then / count: the plain mean, bitwise. */
+    int s = R->tp->ops->reduce_weighted(R->tp, &R->buf_ly, x + R->lo, u + R->lo, R->nloc, 0, R->buf_acc,
+                                        &usum);
+    if (s) return s;
+    for (size_t j = 0; j < nb; j++) out[j] = (float)(R->buf_acc[j] / usum);
+    return NNC_OK;
+}
+
+/* Per-worker record of the round exchange between ranks, followed by the L probe norms. */
+typedef struct wrec {
+    int64_t steps, wround, wsteps, wloss_n, wcorrect, wseen;
+    double wloss;
+    int32_t bad, stop;
+    nnc_lsgd_hist hist;
+} wrec;
+
+/* Multi-rank: every rank's synchronizer learns the other ranks' worker records (its local
+ * workers parked, mu not held). A stop request anywhere becomes everyone's. */
+static int exchange(nnc_run *R)
+{
+    nnc_transport *t = R->tp;
+    if (t->size == 1) return NNC_OK;
+    size_t L = (size_t)R->ly.L, rs = sizeof(wrec) + L * sizeof(double);
+    unsigned char *b = R->xbuf;
+    pthread_mutex_lock(&R->mu);
+    for (int i = R->lo; i < R->hi; i++) {
+        wrec w;
+        memset(&w, 0, sizeof w);
+        w = (wrec){.steps = R->rep[i]->steps, .wround = R->wround[i], .wsteps = R->wsteps[i],
+                   .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
+                   .wloss = R->wloss[i], .bad = R->bad[i],
+                   .stop = R->stop_req ? (R->res->stopped_by_signal ? R->res->stopped_by_signal : -1) : 0,
+                   .hist = R->hist[i]};
+        memcpy(b + (size_t)i * rs, &w, sizeof w);
+        memcpy(b + (size_t)i * rs + sizeof w, &R->norms[(size_t)i * L], L * sizeof(double));
+    }
+    pthread_mutex_unlock(&R->mu);
+    size_t bytes[NNC_MAX_WORKERS];
+    for (int r = 0; r < t->size; r++)
+        bytes[r] = (size_t)(nnc__transport_first_worker(R->M, t->size, r + 1) -
+                            nnc__transport_first_worker(R->M, t->size, r)) * rs;
+    int s = t->ops->allgather(t, b, bytes);
+    if (s) return s;
+    int stop = 0;
+    pthread_mutex_lock(&R->mu);
+    for (int i = 0; i < R->M; i++) {
+        wrec w;
+        memcpy(&w, b + (size_t)i * rs, sizeof w);
+        if (w.stop && (!stop || w.stop > 0)) stop = w.stop;
+        if (i >= R->lo && i < R->hi) continue;
+        R->total_steps += w.steps - R->rep[i]->steps;
+        R->rep[i]->steps = w.steps;
+        R->wround[i] = w.wround;
+        R->wsteps[i] = w.wsteps;
+        R->wloss_n[i] = w.wloss_n;
+        R->wcorrect[i] = w.wcorrect;
+        R->wseen[i] = w.wseen;
+        R->wloss[i] = w.wloss;
+        R->bad[i] = w.bad;
+        R->hist[i] = w.hist;
+        memcpy(&R->norms[(size_t)i * L], b + (size_t)i * rs + sizeof w, L * sizeof(double));
+    }
+    if (stop && !R->stop_req) {
+        R->stop_req = 1;
+        R->round_req = 1;
+    }
+    if (stop > 0 && !R->res->stopped_by_signal) R->res->stopped_by_signal = stop;
+    pthread_mutex_unlock(&R->mu);
+    return NNC_OK;
 }
 
 /* The round's math with every worker parked (fixed worker order). */
@@ -317,8 +397,9 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     nnc_algo algo = R->c.algo;
     const float *x[NNC_MAX_WORKERS];
     const char *why[NNC_MAX_WORKERS];
+    int lo = R->lo, nl = R->nloc, uo = R->per_layer && is_grawa(algo) ? lo * L : lo;
     for (int i = 0; i < M; i++) {
-        x[i] = is_dp(algo) ? R->rep[i]->p->grad : R->rep[i]->p->data;
+        x[i] = is_dp(algo) ? R->rep[i]->p->grad : R->rep[i]->p->data;   /* read for i in [lo, hi) */
         R->ok[i] = !R->bad[i];
         why[i] = is_dp(algo) ? "gradient" : "parameters or loss";
         ri->norm[i] = ri->weight[i] = 0.0;
@@ -376,14 +457,16 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     switch (algo) {
     case NNC_ALGO_EASGD:
         /* S/M over the pre-pull workers; pulls go toward the old center. */
-        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, 0, R->acc, R->usum, tmp);
+        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + lo, nl, 0, R->acc, R->usum, tmp);
         memcpy(R->pub, R->center, n * sizeof(float));
         nnc__easgd_center(R->center, tmp, R->c.easgd_beta, n);
         for (int i = 0; i < M; i++) R->pull_c[i] = (double)R->c.easgd_beta / M;
         break;
     case NNC_ALGO_LSGD: {
         int lead = nnc__lsgd_leader(R->hist, R->ok, M);
-        memcpy(R->center, R->rep[lead]->p->data, n * sizeof(float));
+        if (lead >= lo && lead < R->hi) memcpy(R->center, R->rep[lead]->p->data, n * sizeof(float));
+        if (R->tp->size > 1)
+            s = R->tp->ops->broadcast(R->tp, R->center, n * sizeof(float), nnc__run_owner(R, lead));
         memcpy(R->pub, R->center, n * sizeof(float));
         for (int i = 0; i < M; i++) {
             R->pull_c[i] = i == lead ? 0.0 : R->c.pull;
@@ -394,10 +477,10 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     }
     case NNC_ALGO_DP:
     case NNC_ALGO_DP_SAM:
-        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, 0, R->acc, R->usum, R->pub);
+        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + lo, nl, 0, R->acc, R->usum, R->pub);
         break;
     default: /* MGRAWA, LGRAWA, LOCAL_SGD */
-        s = nnc__transport_center(R->tp, &R->ly, x, R->u, M, pl, R->acc, R->usum, R->center);
+        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + uo, nl, pl, R->acc, R->usum, R->center);
         memcpy(R->pub, R->center, n * sizeof(float));
         for (int i = 0; i < M; i++) R->pull_c[i] = R->c.pull;
         break;
@@ -414,13 +497,21 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
             }
         }
     if (!is_dp(algo)) {
-        bufs_average(R);
+        if ((s = nnc__run_buf_average(R, R->ok, R->center_buf))) return s;
         for (int i = 0; i < M; i++) {
             R->reset[i] = !R->ok[i];
-            if (R->ok[i]) ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
+            if (R->ok[i] && i >= lo && i < R->hi)
+                ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
+        }
+        if (R->tp->size > 1) {
+            size_t bytes[NNC_MAX_WORKERS];
+            for (int r = 0; r < R->tp->size; r++)
+                bytes[r] = (size_t)(nnc__transport_first_worker(M, R->tp->size, r + 1) -
+                                    nnc__transport_first_worker(M, R->tp->size, r)) * sizeof(double);
+            s = R->tp->ops->allgather(R->tp, ri->distance, bytes);
         }
     }
-    return NNC_OK;
+    return s;
 }
 
 /* Copy of the progress mirrors (under mu) for reports. */
@@ -472,7 +563,8 @@ static int plan_done(nnc_run *R)
 /* The synchronizer loop; returns with the workers told to exit (or to be cancelled). */
 static int coordinate(nnc_run *R, progress start)
 {
-    int M = R->M;
+    int M = R->M, nl = R->nloc, lo = R->lo, hi = R->hi;
+    nnc_transport *tp = R->tp;
     double timeout = R->c.sync_timeout;
     long report_every = R->c.log_every > 0 ? R->c.log_every : M * (R->spe / 10 > 0 ? R->spe / 10 : 1);
     progress last = start, loss_mark = start;
@@ -483,7 +575,7 @@ static int coordinate(nnc_run *R, progress start)
     for (;;) {
         double first = 0.0, quiet_since = nnc__now();
         long activity = -1;
-        while (R->arrived < M && !R->failed) {
+        while (R->arrived < nl && !R->failed) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += POLL_MS * 1000000L;
@@ -493,30 +585,30 @@ static int coordinate(nnc_run *R, progress start)
             }
             pthread_cond_timedwait(&R->cv_sync, &R->mu, &ts);
             if (R->arrived > 0 && first == 0.0) first = nnc__now();
-            if (R->arrived < M && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
-                int w = 0;
-                while (w < M && R->here[w]) w++;
+            if (R->arrived < nl && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
+                int w = lo;
+                while (w < hi && R->here[w]) w++;
                 pthread_mutex_unlock(&R->mu);
                 return nnc__fail(NNC_ETIMEOUT,
                                  "sync round %ld: worker %d did not arrive within %.1f s of the first "
                                  "worker (stalled?); %d of %d workers waiting",
-                                 R->round + 1, w, timeout, R->arrived, M);
+                                 R->round + 1, w, timeout, R->arrived, nl);
             }
             /* Watchdog for the case where no worker arrives at all: no local step, gradient
              * or arrival anywhere for sync_timeout seconds. */
             long act = R->arrived;
-            for (int i = 0; i < M; i++) act += R->wsteps[i] + R->wround[i];
+            for (int i = lo; i < hi; i++) act += R->wsteps[i] + R->wround[i];
             if (act != activity) {
                 activity = act;
                 quiet_since = nnc__now();
             } else if (nnc__now() - quiet_since > timeout && !R->failed) {
-                int w = 0;
-                while (w < M && R->here[w]) w++;
+                int w = lo;
+                while (w < hi && R->here[w]) w++;
                 pthread_mutex_unlock(&R->mu);
                 return nnc__fail(NNC_ETIMEOUT,
                                  "sync round %ld: no worker made progress for %.1f s (worker %d first "
                                  "of those not arrived; stalled?); %d of %d workers waiting",
-                                 R->round + 1, timeout, w, R->arrived, M);
+                                 R->round + 1, timeout, w, R->arrived, nl);
             }
             if (R->user->stop && *R->user->stop && !R->stop_req) {
                 R->stop_req = 1;
@@ -538,10 +630,16 @@ static int coordinate(nnc_run *R, progress start)
         /* Every worker is parked: the round's state is ours until the generation bump. */
         R->arrived = 0;
         memset(R->here, 0, sizeof R->here);
+        pthread_mutex_unlock(&R->mu);
+        double t0 = nnc__now();   /* synchronizer time: the exchange, the round, the decision */
+        tp->round = R->round + 1;
+        int s = exchange(R);
+        if (s) return s;
+        pthread_mutex_lock(&R->mu);
         progress now = snapshot(R);
         pthread_mutex_unlock(&R->mu);
         if (R->stop_req) {
-            int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+            s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
             pthread_mutex_lock(&R->mu);
             R->round_done = 0;
             R->need_ack = 0;
@@ -554,14 +652,20 @@ static int coordinate(nnc_run *R, progress start)
                              R->res->stopped_by_signal, R->round,
                              R->c.ckpt_dir ? " (checkpoint written)" : "");
         }
-        double t0 = nnc__now();
         nnc_round_info ri;
         memset(&ri, 0, sizeof ri);
-        int s = do_round(R, &ri);
+        s = do_round(R, &ri);
         if (s) return s;
         R->round++;
         double secs = nnc__run_seconds(R);
         int ex = plan_done(R) || (R->c.time_budget > 0 && secs >= R->c.time_budget);
+        if (tp->size > 1) {
+            /* Rank 0's clock and verdict for everyone (time budget, time-based schedules). */
+            double d[2] = {secs, ex};
+            if ((s = tp->ops->broadcast(tp, d, sizeof d, 0))) return s;
+            secs = d[0];
+            ex = d[1] != 0.0;
+        }
         long total_after = R->total_steps + (is_dp(R->c.algo) ? M : 0);
         long epoch = R->spe ? total_after / (R->spe * M) : 0;
         int boundary = !ex && epoch > R->last_epoch;
@@ -593,7 +697,7 @@ static int coordinate(nnc_run *R, progress start)
         if (R->c.on_round) R->c.on_round(&ri, R->c.ud);
         if (ack) {
             pthread_mutex_lock(&R->mu);
-            while (R->arrived2 < M && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
+            while (R->arrived2 < nl && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
             R->arrived2 = 0;
             pthread_mutex_unlock(&R->mu);
             if (eval_due && (s = nnc__run_evaluate(R))) return s;
@@ -620,7 +724,7 @@ static int coordinate(nnc_run *R, progress start)
 
 int nnc__run_workers(nnc_run *R)
 {
-    int M = R->M;
+    int M = R->M, nl = R->nloc;
     pthread_t th[NNC_MAX_WORKERS];
     worker_arg args[NNC_MAX_WORKERS];
     pthread_mutex_init(&R->mu, NULL);
@@ -629,12 +733,17 @@ int nnc__run_workers(nnc_run *R)
     R->res->bytes_per_round = M * nnc__transport_round_bytes(R->ly.n, R->ly.L, R->per_layer);
     int started = 0, s = NNC_OK;
     progress start = snapshot(R);
-    R->total_resv = R->total_steps;
+    R->total_resv = 0;
+    for (int i = R->lo; i < R->hi; i++) R->total_resv += R->rep[i]->steps;
+    if (nl == M) R->total_resv = R->total_steps;
     R->round_resv = R->round_steps;
-    for (; started < M; started++) {
-        args[started] = (worker_arg){.R = R, .id = started};
+    size_t rs = sizeof(wrec) + (size_t)R->ly.L * sizeof(double);
+    if (R->tp->size > 1 && !(R->xbuf = nnc__calloc((size_t)M, rs)))
+        s = nnc__fail(NNC_ENOMEM, "training: cannot allocate the round exchange (%d workers)", M);
+    for (; !s && started < nl; started++) {
+        args[started] = (worker_arg){.R = R, .id = R->lo + started};
         if (pthread_create(&th[started], NULL, worker_main, &args[started]) != 0) {
-            s = nnc__fail(NNC_ETHREAD, "cannot start worker thread %d of %d", started, M);
+            s = nnc__fail(NNC_ETHREAD, "cannot start worker thread %d of %d", R->lo + started, M);
             break;
         }
     }
@@ -647,9 +756,16 @@ int nnc__run_workers(nnc_run *R)
         pthread_mutex_unlock(&R->mu);
     }
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    /* The last counters of the other ranks' workers (rank 0 reports them). */
+    if (!s && R->tp->size > 1) {
+        R->tp->round = R->round + 1;
+        s = exchange(R);
+    }
     pthread_cond_destroy(&R->cv_work);
     pthread_cond_destroy(&R->cv_sync);
     pthread_mutex_destroy(&R->mu);
+    nnc__free(R->xbuf);
+    R->xbuf = NULL;
     long steps = 0, correct = 0, seen = 0, ln = 0;
     double loss = 0.0;
     for (int i = 0; i < M; i++) {

@@ -161,6 +161,8 @@ static void run_free(nnc_run *R)
     nnc_model_free(R->scratch);
     nnc_graph_free(R->eval_g);
     nnc__grawa_layers_free(&R->ly);
+    nnc__grawa_layers_free(&R->buf_ly);
+    nnc__free(R->buf_acc);
     nnc__transport_free(R->tp);
     nnc__free(R->center);
     nnc__free(R->pub);
@@ -172,17 +174,86 @@ static void run_free(nnc_run *R)
     nnc__free(R->norms);
 }
 
+/* FNV-1a over the text of every setting that must agree between ranks (the numbers, and what
+ * decides which collective steps a run takes: evaluation, checkpoints). */
+static uint64_t config_hash(const nnc_run *R)
+{
+    const nnc_train_config *c = &R->c;
+    char t[1024];
+    int n = snprintf(t, sizeof t,
+                     "%s|%d,%d,%d|%d %d %ld|%a %a %a %d %d|%d %a %a %d %ld %ld %a|%d %a %llu|%d %d %d %d|%a %a %a "
+                     "%a %d %d %d|%d %d %d %d %d|%d %d %d %d %ld",
+                     c->model, c->model_cfg.in_channels, c->model_cfg.image_size, c->model_cfg.num_classes,
+                     c->batch, c->augment, c->limit_train, (double)c->lr, (double)c->sgd.momentum,
+                     (double)c->sgd.weight_decay, c->sgd.nesterov, c->sgd.decay_bn_bias, (int)c->sched.kind,
+                     (double)c->sched.gamma, (double)c->sched.min_lr, c->sched.step_epochs, c->sched.total_steps,
+                     c->sched.warmup_steps, c->sched.drop_seconds,
+                     c->epochs, c->time_budget, (unsigned long long)c->seed, c->workers, (int)c->algo,
+                     (int)c->sync, c->tau, (double)c->pull, (double)c->prox, (double)c->easgd_beta,
+                     (double)c->sam_rho, (int)c->norm_kind, c->probe_batch, c->bn_reestimate_batches, R->train->n,
+                     R->train->c, R->train->h, R->train->num_classes, c->resume, c->eval_every_epochs,
+                     c->ckpt_dir != NULL, c->keep_epochs, (int)c->nan_policy, R->test ? (long)R->test->n : -1L);
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n && i < (int)sizeof t; i++) h = (h ^ (unsigned char)t[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* F4: every rank must run the same model and config; a mismatch names the first differing rank
+ * (on every rank, so all exit alike instead of hanging in a round). */
+static int check_ranks(nnc_run *R)
+{
+    nnc_transport *t = R->tp;
+    if (t->size == 1) return NNC_OK;
+    uint64_t *v = nnc__calloc((size_t)t->size * 2, sizeof(uint64_t));
+    size_t bytes[NNC_MAX_WORKERS];
+    if (!v) return nnc__fail(NNC_ENOMEM, "training: out of memory");
+    for (int r = 0; r < t->size; r++) bytes[r] = 2 * sizeof(uint64_t);
+    v[2 * t->rank] = nnc_model_params(R->scratch)->n_data + nnc_model_params(R->scratch)->n_buf;
+    v[2 * t->rank + 1] = config_hash(R);
+    int s = t->ops->allgather(t, v, bytes);
+    for (int r = 1; !s && r < t->size; r++)
+        if (v[2 * r] != v[0] || v[2 * r + 1] != v[1])
+            s = nnc__fail(NNC_EINVAL, "rank %d runs a different configuration than rank 0: %llu vs %llu "
+                          "parameters, config hash %016llx vs %016llx (same model, data, flags and seed "
+                          "needed on every rank)", r, (unsigned long long)v[2 * r], (unsigned long long)v[0],
+                          (unsigned long long)v[2 * r + 1], (unsigned long long)v[1]);
+    nnc__free(v);
+    return s;
+}
+
 static int run_setup(nnc_run *R)
 {
     nnc_train_config *c = &R->c;
-    int s = nnc_model_new(c->model, &c->model_cfg, c->seed, &R->scratch);
+    int s = nnc__transport_default_new(&R->tp);
     if (s) return s;
+    R->tp->timeout = c->sync_timeout;
+    if (R->M < R->tp->size)
+        return nnc__fail(NNC_EINVAL, "workers (%d, the total over all ranks) must be >= the number of "
+                         "ranks (%d)", R->M, R->tp->size);
+    R->lo = nnc__transport_first_worker(R->M, R->tp->size, R->tp->rank);
+    R->hi = nnc__transport_first_worker(R->M, R->tp->size, R->tp->rank + 1);
+    R->nloc = R->hi - R->lo;
+    if (R->tp->rank != 0) {
+        /* Rank 0 reports for everyone. */
+        c->on_step = NULL;
+        c->on_round = NULL;
+        c->on_eval = NULL;
+        c->on_log = NULL;
+    }
+    if ((s = nnc_model_new(c->model, &c->model_cfg, c->seed, &R->scratch))) return s;
+    if ((s = check_ranks(R))) return s;
     if ((s = nnc_graph_new(0, &R->eval_g))) return s;
     for (int i = 0; i < R->M; i++)
         if ((s = nnc__replica_new(R->scratch, R->train, c, i, R->M, &R->rep[i]))) return s;
     nnc_params *p = nnc_model_params(R->scratch);
     if ((s = nnc__grawa_layers_new(p, &R->ly))) return s;
-    if ((s = nnc__transport_local_new(&R->tp))) return s;
+    R->buf_ly.off = nnc__calloc(1, sizeof(size_t));
+    R->buf_ly.len = nnc__calloc(1, sizeof(size_t));
+    R->buf_acc = nnc__calloc(p->n_buf + 1, sizeof(double));
+    if (!R->buf_ly.off || !R->buf_ly.len || !R->buf_acc)
+        return nnc__fail(NNC_ENOMEM, "training: cannot allocate the buffer averages (%zu floats)", p->n_buf);
+    R->buf_ly.L = 1;
+    R->buf_ly.len[0] = R->buf_ly.n = p->n_buf;
     int L = R->ly.L > 0 ? R->ly.L : 1;
     size_t n = p->n_data + 1;
     R->center = nnc__calloc(n, sizeof(float));
@@ -242,14 +313,9 @@ static int load_average(nnc_run *R)
         x[i] = R->rep[i]->p->data;
         u[i] = 1.0;
     }
-    int s = nnc__transport_center(R->tp, &R->ly, x, u, R->M, 0, R->acc, R->usum, p->data);
+    int s = nnc__transport_center(R->tp, &R->ly, x + R->lo, u + R->lo, R->nloc, 0, R->acc, R->usum, p->data);
     if (s) return s;
-    for (size_t j = 0; j < p->n_buf; j++) {
-        double a = 0.0;
-        for (int i = 0; i < R->M; i++) a += R->rep[i]->p->buf[j];
-        p->buf[j] = (float)(a / R->M);
-    }
-    return NNC_OK;
+    return nnc__run_buf_average(R, NULL, p->buf);
 }
 
 /* Test hook eval_acc:A1/A2/...: the k-th evaluation of this run reports Ak (one replica). */
@@ -287,8 +353,12 @@ int nnc__run_evaluate(nnc_run *R)
     } else {
         nnc_params *p = nnc_model_params(R->scratch);
         if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) {
-            memcpy(R->center, R->rep[0]->p->data, p->n_data * sizeof(float));
+            /* Every replica holds the same parameters; BN buffers are replica 0's (rank 0). */
+            memcpy(R->center, R->rep[R->lo]->p->data, p->n_data * sizeof(float));
             memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
+            if (R->tp->size > 1 && p->n_buf &&
+                (s = R->tp->ops->broadcast(R->tp, R->center_buf, p->n_buf * sizeof(float), 0)))
+                return s;
         }
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
@@ -296,6 +366,13 @@ int nnc__run_evaluate(nnc_run *R)
         if ((s = eval_scratch(R, &closs, &cacc))) return s;
         if ((s = load_average(R))) return s;
         if ((s = eval_scratch(R, &aloss, &aacc))) return s;
+        if (R->tp->size > 1) {
+            /* Every rank evaluated (in parallel); rank 0's numbers decide for all (best.ckpt is
+             * collective), even where another machine's kernels round differently. */
+            double v[4] = {closs, cacc, aloss, aacc};
+            if ((s = R->tp->ops->broadcast(R->tp, v, sizeof v, 0))) return s;
+            closs = v[0], cacc = v[1], aloss = v[2], aacc = v[3];
+        }
         int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
         loss = use_avg ? aloss : closs;
         acc = use_avg ? aacc : cacc;

@@ -1,6 +1,8 @@
 /* dist/transport.c - the in-process transport (see dist/transport.h). */
 #include "dist/transport.h"
 
+#include "dist/dist.h"
+
 #include <string.h>
 
 #include "nn/alloc.h"
@@ -33,6 +35,14 @@ static int local_barrier(nnc_transport *t)
     return NNC_OK;
 }
 
+static int local_allgather(nnc_transport *t, void *buf, const size_t *bytes)
+{
+    (void)t;
+    (void)buf;
+    (void)bytes;
+    return NNC_OK;
+}
+
 static void local_free(nnc_transport *t)
 {
     nnc__free(t);
@@ -43,6 +53,7 @@ static const nnc_transport_ops local_ops = {
     .reduce_weighted = local_reduce,
     .broadcast = local_broadcast,
     .barrier = local_barrier,
+    .allgather = local_allgather,
     .free = local_free,
 };
 
@@ -56,6 +67,22 @@ int nnc__transport_local_new(nnc_transport **out)
     *out = t;
     return NNC_OK;
 }
+
+#ifndef NNC_MPI
+/* Without the MPI build (transport_mpi.c defines these there). */
+int nnc__transport_default_new(nnc_transport **out) { return nnc__transport_local_new(out); }
+int nnc_mpi_init(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    return nnc__fail(NNC_EUNSUPPORTED, "this nnc was built without MPI (rebuild with make MPI=1)");
+}
+int nnc_mpi_active(void) { return 0; }
+int nnc_mpi_rank(void) { return 0; }
+int nnc_mpi_size(void) { return 1; }
+void nnc_mpi_finalize(void) {}
+void nnc_mpi_abort(int code) { (void)code; }
+#endif
 
 void nnc__transport_free(nnc_transport *t)
 {

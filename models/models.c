@@ -139,11 +139,44 @@ int nnc_model_clone(const nnc_model *m, nnc_model **out)
     return NNC_OK;
 }
 
-static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng);
+static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng, int from,
+                                  int to);
 
-/* Images per slice of an inference batch: one slice's activations stay in the L2 cache from
- * one layer to the next (every layer is per image in eval mode, so slicing changes nothing). */
+/* Inference runs in slices of INFER_SLICE images up to a split layer and on the whole batch
+ * after it (every layer is per image in eval mode, so neither changes a value). A slice keeps a
+ * layer's activations in the L2 cache for the next one, which pays only where a slice's
+ * activations fit (SLICE_MAX_BYTES per tensor; measured: ResNet-20 gains, VGG-16's 256 KiB per
+ * image 32x32x64 layers lose). Every conv call packs its weights once, so layers whose output
+ * images are tiny (fewer than SLICE_MIN_PIXELS pixels per slice) run on the whole batch: the
+ * split is the last layer boundary before the first such conv where no residual input is held
+ * (no SAVE whose RESIDUAL lies beyond it). Returns 0 when slicing does not pay at all. */
 #define INFER_SLICE 8
+#define SLICE_MIN_PIXELS 256
+#define SLICE_MAX_BYTES (1u << 20)
+
+static int infer_split(const nnc_model *m)
+{
+    int limit = m->nlayers;
+    for (int i = 0; i < m->nlayers; i++) {
+        const nnc__layer *l = &m->layers[i];
+        if (l->kind == NNC__L_CONV && l->out_shape[1] * l->out_shape[2] * INFER_SLICE < SLICE_MIN_PIXELS) {
+            limit = i;
+            break;
+        }
+    }
+    int split = 0, open = 0; /* open: a SAVE whose RESIDUAL has not come yet */
+    for (int i = 0; i <= limit; i++) {
+        if (!open) split = i;
+        if (i == m->nlayers) break;
+        if (m->layers[i].kind == NNC__L_SAVE) open = 1;
+        if (m->layers[i].kind == NNC__L_RESIDUAL) open = 0;
+    }
+    for (int i = 0; i < split; i++) {
+        const int *o = m->layers[i].out_shape;
+        if ((size_t)o[0] * o[1] * o[2] * sizeof(float) * INFER_SLICE > SLICE_MAX_BYTES) return 0;
+    }
+    return split;
+}
 
 nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng)
 {
@@ -153,12 +186,14 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
                "model %s: input must be (N,%d,%d,%d)", m->arch, m->cfg.in_channels, m->cfg.image_size,
                m->cfg.image_size);
     const int N = x->shape[0];
-    if (training || nnc_graph_grad_enabled(g) || N <= INFER_SLICE) return forward_layers(m, g, x, training, rng);
+    int split = infer_split(m);
+    if (training || nnc_graph_grad_enabled(g) || N <= INFER_SLICE || split == 0)
+        return forward_layers(m, g, x, training, rng, 0, m->nlayers);
     const size_t per = x->numel / (size_t)N;
     nnc_tensor *out = NULL;
     for (int n0 = 0; n0 < N; n0 += INFER_SLICE) {
         int shape[4] = {N - n0 < INFER_SLICE ? N - n0 : INFER_SLICE, x->shape[1], x->shape[2], x->shape[3]};
-        nnc_tensor *y = forward_layers(m, g, nnc_tensor_wrap(g, x->data + (size_t)n0 * per, 4, shape), 0, rng);
+        nnc_tensor *y = forward_layers(m, g, nnc_tensor_wrap(g, x->data + (size_t)n0 * per, 4, shape), 0, rng, 0, split);
         if (!out) {
             int os[NNC_MAX_DIMS] = {N, y->shape[1], y->shape[2], y->shape[3]};
             out = nnc_tensor_new(g, y->ndim, os);
@@ -166,10 +201,13 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
         size_t row = y->numel / (size_t)shape[0];
         memcpy(out->data + (size_t)n0 * row, y->data, y->numel * sizeof(float));
     }
-    return out;
+    return split < m->nlayers ? forward_layers(m, g, out, 0, rng, split, m->nlayers) : out;
 }
 
-static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng)
+/* Layers [from, to) on x; the fused patterns look ahead only inside the range (infer_split puts
+ * a range boundary where no pattern spans it). */
+static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng, int from,
+                                  int to)
 {
     nnc_params *p = m->params;
 #define T(i) ((i) >= 0 ? nnc_params_tensor(p, (i)) : NULL)
@@ -177,15 +215,15 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
     /* with a tape (training, or gradients in eval) BN -> ReLU -> CONV runs as nnc_bn_relu_conv2d:
      * relu(bn(x)) is never stored; inference keeps the folded conv2d_bn_relu below */
     const int fuse = training || nnc_graph_grad_enabled(g);
-    for (int i = 0; i < m->nlayers; i++) {
+    for (int i = from; i < to; i++) {
         const nnc__layer *l = &m->layers[i];
         switch (l->kind) {
         case NNC__L_CONV: {
             /* CONV -> BN -> ReLU and CONV -> BN -> residual -> ReLU run as nnc_conv2d_bn_relu (in
              * inference one pass over the output; in training conv + fused BN/ReLU), except that
              * with a tape CONV -> BN -> ReLU -> CONV runs as nnc_conv2d + nnc_bn_relu_conv2d */
-            const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
-            const nnc__layer *n3 = i + 3 < m->nlayers ? l + 3 : NULL;
+            const nnc__layer *n1 = i + 1 < to ? l + 1 : NULL, *n2 = i + 2 < to ? l + 2 : NULL;
+            const nnc__layer *n3 = i + 3 < to ? l + 3 : NULL;
             int plain = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RELU &&
                         !(fuse && n3 && n3->kind == NNC__L_CONV);
             int resid = n1 && n1->kind == NNC__L_BN && n2 && n2->kind == NNC__L_RESIDUAL && n3 && n3->kind == NNC__L_RELU;
@@ -206,7 +244,7 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
         }
         case NNC__L_BN: {
             /* BN -> ReLU and BN -> residual add -> ReLU run as one fused op (nn/ops.h) */
-            const nnc__layer *n1 = i + 1 < m->nlayers ? l + 1 : NULL, *n2 = i + 2 < m->nlayers ? l + 2 : NULL;
+            const nnc__layer *n1 = i + 1 < to ? l + 1 : NULL, *n2 = i + 2 < to ? l + 2 : NULL;
             if (fuse && n1 && n2 && n1->kind == NNC__L_RELU && n2->kind == NNC__L_CONV) {
                 /* the ReLU output feeds only this conv (a SAVE in between breaks the pattern) */
                 x = nnc_bn_relu_conv2d(g, x, T(l->p[0]), T(l->p[1]), T(l->p[2]), T(l->p[3]), 0.1f, 1e-5f, training,

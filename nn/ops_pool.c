@@ -4,8 +4,10 @@
  * their own reference; tests compare them with independently written loops.
  */
 #include <math.h>
+#include <string.h>
 
 #include "nn/ops.h"
+#include "nn/threads.h"
 
 typedef struct pool_shape {
     int n, c, h, w;
@@ -42,48 +44,86 @@ static void window(int o, int stride, int pad, int k, int n_in, int *lo, int *hi
 
 /* ---- max pool: x (N,C,H,W) -> y (N,C,P,Q); idx (N,C,P,Q) = argmax offset within the plane. */
 
-static void max_pool_forward(const float *x, float *y, int *idx, const pool_shape *ps)
+/* Max of the window [h0,h1) x [w0,w1) of plane xp in row-major order: strict > keeps the first
+ * maximum; a NaN wins and stays (propagates). Returns the value, *best its offset. */
+static inline float window_max(const float *xp, int w, int h0, int h1, int w0, int w1, int *best)
 {
-    const size_t planes = (size_t)ps->n * ps->c, hw = (size_t)ps->h * ps->w;
-    const size_t pq = (size_t)ps->p * ps->q;
-    for (size_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * hw;
+    int bi = h0 * w + w0;
+    float m = xp[bi];
+    for (int ih = h0; ih < h1; ih++)
+        for (int iw = w0; iw < w1; iw++) {
+            float v = xp[ih * w + iw];
+            if (!isnan(m) && (v > m || isnan(v))) {
+                m = v;
+                bi = ih * w + iw;
+            }
+        }
+    *best = bi;
+    return m;
+}
+
+typedef struct pool_ctx {
+    const pool_shape *ps;
+    const float *x, *dy;
+    float *y, *dx;
+    int *idx;
+    const int *cidx;
+    int dx_fresh;
+} pool_ctx;
+
+/* Image n: its C planes (the 2x2 stride-2 unpadded case with the window spelled out). */
+static void max_fwd_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const pool_ctx *c = vctx;
+    const pool_shape *ps = c->ps;
+    const size_t hw = (size_t)ps->h * ps->w, pq = (size_t)ps->p * ps->q;
+    const int two = ps->k == 2 && ps->stride == 2 && ps->pad == 0;
+    for (size_t pl = (size_t)n * ps->c; pl < (size_t)(n + 1) * ps->c; pl++) {
+        const float *xp = c->x + pl * hw;
+        float *y = c->y + pl * pq;
+        int *idx = c->idx ? c->idx + pl * pq : NULL;
         for (int p = 0; p < ps->p; p++) {
             int h0, h1;
             window(p, ps->stride, ps->pad, ps->k, ps->h, &h0, &h1);
             for (int q = 0; q < ps->q; q++) {
-                int w0, w1;
-                window(q, ps->stride, ps->pad, ps->k, ps->w, &w0, &w1);
-                int best = h0 * ps->w + w0;
-                float m = xp[best];
-                for (int ih = h0; ih < h1; ih++)
-                    for (int iw = w0; iw < w1; iw++) {
-                        float v = xp[ih * ps->w + iw];
-                        /* strict > keeps the first maximum; a NaN wins and stays (propagates). */
-                        if (!isnan(m) && (v > m || isnan(v))) {
-                            m = v;
-                            best = ih * ps->w + iw;
-                        }
-                    }
-                size_t o = pl * pq + (size_t)p * ps->q + q;
-                y[o] = m;
-                if (idx) idx[o] = best;
+                int best;
+                float m;
+                if (two) {
+                    m = window_max(xp, ps->w, h0, h0 + 2, 2 * q, 2 * q + 2, &best);
+                } else {
+                    int w0, w1;
+                    window(q, ps->stride, ps->pad, ps->k, ps->w, &w0, &w1);
+                    m = window_max(xp, ps->w, h0, h1, w0, w1, &best);
+                }
+                y[(size_t)p * ps->q + q] = m;
+                if (idx) idx[(size_t)p * ps->q + q] = best;
             }
         }
+    }
+}
+
+/* Image n: dx of its planes (+)= dy scattered to the argmax positions. */
+static void max_bwd_task(void *vctx, int n, int thread)
+{
+    (void)thread;
+    const pool_ctx *c = vctx;
+    const pool_shape *ps = c->ps;
+    const size_t hw = (size_t)ps->h * ps->w, pq = (size_t)ps->p * ps->q;
+    for (size_t pl = (size_t)n * ps->c; pl < (size_t)(n + 1) * ps->c; pl++) {
+        float *dx = c->dx + pl * hw;
+        if (c->dx_fresh) memset(dx, 0, sizeof(float) * hw);
+        for (size_t o = 0; o < pq; o++) dx[c->cidx[pl * pq + o]] += c->dy[pl * pq + o];
     }
 }
 
 static void max_pool_backward(nnc_graph *g, nnc_node *nd)
 {
     nnc_tensor *x = nd->in[0];
-    const int *idx = nd->saved;
-    const float *dy = nd->out->grad;
-    float *dx = nnc__grad(g, x);
-    const size_t planes = (size_t)x->shape[0] * x->shape[1];
-    const size_t hw = (size_t)x->shape[2] * x->shape[3];
-    const size_t pq = (size_t)nd->out->shape[2] * nd->out->shape[3];
-    for (size_t pl = 0; pl < planes; pl++)
-        for (size_t o = 0; o < pq; o++) dx[pl * hw + (size_t)idx[pl * pq + o]] += dy[pl * pq + o];
+    pool_shape ps = pool_check("max_pool2d", x, nd->iargs[0], nd->iargs[1], nd->iargs[2]);
+    pool_ctx c = {&ps, NULL, nd->out->grad, NULL, NULL, NULL, nd->saved, 0};
+    c.dx = nnc__grad_fresh(g, x, &c.dx_fresh);
+    nnc__parallel_for(ps.n, max_bwd_task, &c);
 }
 
 nnc_tensor *nnc_max_pool2d(nnc_graph *g, nnc_tensor *x, int k, int stride, int pad)
@@ -92,9 +132,15 @@ nnc_tensor *nnc_max_pool2d(nnc_graph *g, nnc_tensor *x, int k, int stride, int p
     nnc_tensor *y = nnc_tensor_new4(g, ps.n, ps.c, ps.p, ps.q);
     int record = nnc_graph_grad_enabled(g) && x->requires_grad;
     int *idx = record ? nnc_graph_scratch(g, y->numel * sizeof(int)) : NULL;
-    max_pool_forward(x->data, y->data, idx, &ps);
+    pool_ctx c = {&ps, x->data, NULL, y->data, NULL, idx, NULL, 0};
+    nnc__parallel_for(ps.n, max_fwd_task, &c);
     nnc_node *nd = nnc__record(g, "max_pool2d", max_pool_backward, y, 1, &x);
-    if (nd) nd->saved = idx;
+    if (nd) {
+        nd->saved = idx;
+        nd->iargs[0] = k;
+        nd->iargs[1] = stride;
+        nd->iargs[2] = pad;
+    }
     return y;
 }
 

@@ -33,6 +33,9 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* The graceful stop of an MPI run: mpirun forwards SIGUSR1 to every rank, while on SIGINT or
+     * SIGTERM it stops relaying output and kills the ranks 1 s after a SIGTERM. */
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 void train_opts_init(train_opts *o)
@@ -539,7 +542,9 @@ int train_execute(const train_opts *o, train_outcome *out)
         snprintf(run_dir, sizeof run_dir, "runs/%s-%s-%s", o->dataset, o->model, stamp);
     }
     if (out) snprintf(out->run_dir, sizeof out->run_dir, "%s", run_dir);
-    if (o->resume) {
+    /* MPI build: ranks other than 0 neither read nor write the run folder (dist/dist.h). */
+    int rank0 = nnc_mpi_rank() == 0;
+    if (o->resume && rank0) {
         char ck[1100];
         struct stat st;
         snprintf(ck, sizeof ck, "%s/last.ckpt", run_dir);
@@ -547,7 +552,7 @@ int train_execute(const train_opts *o, train_outcome *out)
             cli_error("--resume: %s: %s", ck, S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
             return EXIT_USAGE;
         }
-        double done = epochs_done(run_dir);
+        double done = nnc_mpi_size() == 1 ? epochs_done(run_dir) : -1; /* ranks: the library decides */
         if (o->epochs > 0 && done >= 0 && done + 1e-9 >= o->epochs) {
             printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", done, o->epochs, run_dir);
             return EXIT_OK;
@@ -559,15 +564,15 @@ int train_execute(const train_opts *o, train_outcome *out)
     if (!rc) rc = load_split(o, 0, o->limit_test, &test);
     nnc_train_config cfg;
     if (!rc) rc = build_config(o, train, &cfg);
-    if (!rc) rc = cli_mkdirs(run_dir);
+    if (!rc && rank0) rc = cli_mkdirs(run_dir);
     char *meta = NULL;
     if (!rc) {
         meta = dataset_meta_json(train);
-        rc = write_config(o, run_dir);
-        if (!rc && meta) rc = write_text(run_dir, "dataset.json", meta);
+        if (rank0) rc = write_config(o, run_dir);
+        if (!rc && meta && rank0) rc = write_text(run_dir, "dataset.json", meta);
     }
     run_ctx ctx = {.o = o, .out = out, .run_dir = run_dir};
-    if (!rc && metrics_open(&ctx.ml, run_dir)) rc = EXIT_USAGE;
+    if (!rc && rank0 && metrics_open(&ctx.ml, run_dir)) rc = EXIT_USAGE;
     if (rc) {
         free(meta);
         nnc_dataset_free(train);
@@ -601,13 +606,15 @@ int train_execute(const train_opts *o, train_outcome *out)
         out->status = s;
     }
     metrics_close(&ctx.ml);
-    plot_metrics_svg(run_dir);
+    if (rank0) plot_metrics_svg(run_dir);
     if (s == NNC_EINTERRUPTED && res.steps < ctx.step) {
         /* the trainer may not count the steps of a stopped run: use what the callbacks saw */
         res.steps = ctx.step;
         res.epochs = ctx.epoch;
     }
-    if (s == NNC_OK || s == NNC_EINTERRUPTED) {
+    if ((s == NNC_OK || s == NNC_EINTERRUPTED) && !rank0) {
+        rc = s == NNC_OK ? EXIT_OK : g_stop == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+    } else if (s == NNC_OK || s == NNC_EINTERRUPTED) {
         rc = write_summary(o, &res, run_dir, s == NNC_OK ? "ok" : "interrupted");
         if (s == NNC_EINTERRUPTED) {
             printf("stopped at step %ld (epoch %.2f); resume with: nnc train %s --run-dir %s --resume\n", res.steps,
@@ -625,6 +632,8 @@ int train_execute(const train_opts *o, train_outcome *out)
     } else {
         cli_error("training failed: %s", nnc_error_message());
         rc = cli_exit_code(s);
+        /* Across ranks a stalled peer is caught by the round deadline: exit 3 (TESTS.md F3). */
+        if (s == NNC_ETIMEOUT && nnc_mpi_size() > 1) rc = EXIT_DIVERGED;
     }
     fflush(stdout);
     free(meta);

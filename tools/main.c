@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "tools/cli.h"
 
 /* Weak, so that a subcommand whose file is not built yet (its library module not merged) is
@@ -51,6 +52,27 @@ int main(int argc, char **argv)
         usage(stdout);
         return EXIT_OK;
     }
+#ifdef NNC_MPI
+    /* The MPI build: `train` under mpirun is one rank of a multi-process run (dist/dist.h).
+     * Rank 0 alone prints; a failing rank ends the job (its peers may be waiting on it). */
+    if (!strcmp(argv[1], "train") && cmd_train) {
+        if (nnc_mpi_init(&argc, &argv)) {
+            cli_error("%s", nnc_error_message());
+            return EXIT_RUNTIME;
+        }
+        if (nnc_mpi_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
+            cli_error("rank %d: cannot silence stdout", nnc_mpi_rank());
+            nnc_mpi_abort(EXIT_RUNTIME);
+        }
+        int rc = cmd_train(argc - 1, argv + 1);
+        fflush(stdout);
+        fflush(stderr);
+        /* A signal stop is agreed by every rank (all write/leave the checkpoint and exit). */
+        if (rc != EXIT_OK && rc != EXIT_SIGINT && rc != EXIT_SIGTERM && nnc_mpi_size() > 1) nnc_mpi_abort(rc);
+        nnc_mpi_finalize();
+        return rc;
+    }
+#endif
     for (const command *c = commands; c->name; c++)
         if (c->run && !strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
     cli_error("unknown command '%s' (run 'nnc --help' for the list)", argv[1]);

@@ -35,7 +35,9 @@ double cli_now(void)
 
 void progress_init(progress *p, long every)
 {
-    p->tty = isatty(STDOUT_FILENO);
+    /* Under mpirun a rank's stdout is the launcher's pty forwarding whatever mpirun's own output
+     * is (a log file, a pipe): plain lines there. */
+    p->tty = isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE");
     p->start = cli_now();
     p->last_print = 0;
     p->drawn = 0;

@@ -1,6 +1,7 @@
 /* tests/models/test_models_infer.c - inference slicing in nnc_model_forward: an eval-mode
- * forward with grad off runs the batch in slices of 8 images (cache locality); its logits must
- * equal the unsliced eval forward (grad on) for batch sizes around the slice size.
+ * forward with grad off runs the batch in slices of 8 images (cache locality) up to a split
+ * layer and the whole batch after it; its logits must equal the unsliced eval forward (grad on)
+ * for batch sizes around the slice size, with and without a split.
  * Whole-model thread invariance (TESTS.md A3): a ResNet-8 and a VGG-11 training step (forward,
  * cross-entropy, backward) give bitwise identical loss, gradients and BN running statistics
  * with 1, 2 and 4 kernel threads. */
@@ -42,7 +43,8 @@ Test(models_infer, sliced_inference_equals_whole_batch)
 {
     int batches[] = {1, 8, 9, 21};
     for (int i = 0; i < 4; i++) check_model("resnet8", 16, batches[i]);
-    check_model("vgg11", 32, 11);
+    check_model("vgg11", 32, 11); /* 256 KiB per image activations: no slicing */
+    check_model("vgg11", 16, 21); /* sliced up to the 4x4 layers, whole batch after them */
 }
 
 /* One training step of a fresh model (seed 5) on a fixed batch: returns loss, fills grads and

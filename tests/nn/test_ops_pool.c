@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "nn/nnc.h"
+#include "nn/threads.h"
 #include "tests/common/gradcheck.h"
 
 typedef struct pool_case {
@@ -142,6 +143,7 @@ static void compare_random(int kind)
                              1 + (int)nnc_rng_below(&rng, 5), 1 + (int)nnc_rng_below(&rng, 3),
                              (int)nnc_rng_below(&rng, 3)};
             if (i == 0) pc = (pool_case){1, 1, 5, 7, 3, 2, 1};
+            if (i == 1) pc = (pool_case){2, 3, 7, 9, 2, 2, 0}; /* the 2x2 stride-2 case, odd sizes */
         } while (2 * pc.pad > pc.k || pc.h + 2 * pc.pad < pc.k || pc.w + 2 * pc.pad < pc.k);
         int sx[4] = {pc.n, pc.c, pc.h, pc.w};
         nnc_tensor *x = gc_leaf(4, sx, &rng, -1, 1, 1);
@@ -307,4 +309,41 @@ Test(nn_ops_pool, non_4d_input_aborts, .signal = SIGABRT)
     cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
     int shape[2] = {2, 8};
     nnc_avg_pool2d(g, nnc_tensor_new(g, 2, shape), 2, 2, 0);
+}
+
+/* The 2x2 stride-2 max pool (VGG's) behind another op, so its input gradient is a fresh buffer:
+ * values and gradients equal the naive loops at 1 and 3 kernel threads. */
+Test(nn_ops_pool, max_pool_2x2_fresh_gradient_any_threads)
+{
+    const pool_case pc = {5, 3, 8, 11, 2, 2, 0};
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cr_assert_eq(nnc_set_threads(threads), NNC_OK);
+        nnc_rng rng;
+        nnc_rng_seed(&rng, 24, 0);
+        int sx[4] = {pc.n, pc.c, pc.h, pc.w};
+        nnc_tensor *x = gc_leaf(4, sx, &rng, -1, 1, 1);
+        memset(x->grad, 0, x->numel * sizeof(float));
+        nnc_graph *g;
+        cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+        /* a first pass leaves the arena dirty: the fresh gradient must not rely on zero pages */
+        nnc_tensor *y = nnc_max_pool2d(g, nnc_scale(g, x, 3.0f), pc.k, pc.stride, pc.pad);
+        float *dy = malloc(y->numel * sizeof(float)), *ry = malloc(y->numel * sizeof(float));
+        float *rdx = calloc(x->numel, sizeof(float));
+        for (size_t j = 0; j < y->numel; j++) dy[j] = 7.0f;
+        cr_assert_eq(nnc_backward_seed(g, y, dy), NNC_OK);
+        memset(x->grad, 0, x->numel * sizeof(float));
+        nnc_graph_reset(g);
+        y = nnc_max_pool2d(g, nnc_scale(g, x, 1.0f), pc.k, pc.stride, pc.pad);
+        for (size_t j = 0; j < y->numel; j++) dy[j] = nnc_rng_uniform(&rng) * 2 - 1;
+        cr_assert_eq(nnc_backward_seed(g, y, dy), NNC_OK);
+        naive_pool(POOL_MAX, &pc, x->data, dy, ry, rdx);
+        cr_expect_leq(gc_max_err(y->data, ry, y->numel, 1e-6, 1e-6), 1.0, "%d threads: forward", threads);
+        cr_expect_leq(gc_max_err(x->grad, rdx, x->numel, 1e-6, 1e-6), 1.0, "%d threads: dx", threads);
+        free(dy);
+        free(ry);
+        free(rdx);
+        nnc_graph_free(g);
+        gc_leaf_free(x);
+    }
+    nnc_set_threads(1);
 }

@@ -3,9 +3,12 @@
  * reset, config validation. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn/nnc.h"
+#include "nn/threads.h"
 
 /* Three scalar parameters a (decayed), b (NO_DECAY), c (BN|NO_DECAY) plus one buffer. */
 static const float W0[3] = {1.0f, -2.0f, 0.5f};
@@ -159,4 +162,69 @@ Test(optim_sgd, config_validation)
     nnc_sgd_free(o);
     nnc_sgd_free(NULL);
     nnc_params_free(p);
+}
+
+/* Large tables step in chunks over the kernel threads: entries straddling chunk boundaries, a
+ * no-decay entry and a buffer in between; 1 and 3 threads give the same bits, equal to the
+ * per-element update written out here. */
+Test(optim_sgd, chunked_step_equals_scalar_update_any_threads)
+{
+    float *res[2];
+    int sizes[4] = {20000, 777, 5000, 40001};
+    unsigned flags[4] = {0, NNC_PARAM_NO_DECAY, NNC_PARAM_BUFFER, 0};
+    size_t total = 0;
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cr_assert_eq(nnc_set_threads(threads), NNC_OK);
+        nnc_params *p;
+        cr_assert_eq(nnc_params_new(&p), NNC_OK);
+        char name[8];
+        for (int i = 0; i < 4; i++) {
+            snprintf(name, sizeof name, "t%d", i);
+            cr_assert_geq(nnc_params_add(p, name, 1, &sizes[i], flags[i]), 0);
+        }
+        cr_assert_eq(nnc_params_finalize(p), NNC_OK);
+        nnc_rng r;
+        nnc_rng_seed(&r, 9, 0);
+        for (size_t i = 0; i < p->n_data; i++) {
+            p->data[i] = nnc_rng_normal(&r);
+            p->grad[i] = nnc_rng_normal(&r);
+        }
+        float *w0 = malloc(sizeof(float) * p->n_data), *v = calloc(p->n_data, sizeof(float));
+        memcpy(w0, p->data, sizeof(float) * p->n_data);
+        nnc_sgd_config c = nnc_sgd_config_default();
+        c.momentum = 0.9f;
+        c.weight_decay = 5e-4f;
+        c.nesterov = 1;
+        c.decay_bn_bias = 0; /* NO_DECAY entries get no weight decay */
+        nnc_sgd *o;
+        cr_assert_eq(nnc_sgd_new(p, &c, &o), NNC_OK);
+        nnc_sgd_step(o, 0.1f);
+        nnc_sgd_step(o, 0.05f);
+        for (int i = 0; i < 4; i++) {
+            if (flags[i] & NNC_PARAM_BUFFER) continue;
+            const nnc_param_entry *e = &p->entries[i];
+            float wd = flags[i] & NNC_PARAM_NO_DECAY ? 0.0f : 5e-4f;
+            for (size_t j = e->offset; j < e->offset + e->numel; j++) {
+                float w = w0[j];
+                for (int t = 0; t < 2; t++) {
+                    float d = p->grad[j] + wd * w, m = 0.9f * v[j] + d;
+                    v[j] = m;
+                    w -= (t ? 0.05f : 0.1f) * (d + 0.9f * m);
+                }
+                cr_assert_eq(p->data[j], w, "%d threads: entry %d element %zu: %g, want %g", threads, i,
+                             j - e->offset, p->data[j], w);
+            }
+        }
+        total = p->n_data;
+        res[threads / 2] = malloc(sizeof(float) * total);
+        memcpy(res[threads / 2], p->data, sizeof(float) * total);
+        nnc_sgd_free(o);
+        nnc_params_free(p);
+        free(w0);
+        free(v);
+    }
+    cr_expect(memcmp(res[0], res[1], sizeof(float) * total) == 0, "1 and 3 threads differ");
+    free(res[0]);
+    free(res[1]);
+    nnc_set_threads(1);
 }
