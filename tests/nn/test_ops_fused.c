@@ -438,8 +438,10 @@ Test(nn_ops_fused, gradcheck_bn_relu_conv2d)
 
 Test(nn_ops_fused, bn_relu_conv2d_bitwise_equal_for_1_2_4_threads, .timeout = 120)
 {
-    const bc_case cases[2] = {{6, 8, 12, 12, 8, 3, 1, 1, 1}, {5, 8, 11, 11, 16, 3, 2, 1, 0}};
-    for (int i = 0; i < 2; i++)
+    /* the last two: the direct path's row modes, the small path's stats and BN sums */
+    const bc_case cases[4] = {{6, 8, 12, 12, 8, 3, 1, 1, 1}, {5, 8, 11, 11, 16, 3, 2, 1, 0}, {5, 8, 4, 32, 8, 3, 1, 1, 0},
+                              {6, 32, 6, 6, 32, 3, 1, 1, 0}};
+    for (int i = 0; i < 4; i++)
         for (int producer = 1; producer < 3; producer++) {
             cr_assert_eq(nnc_set_threads(1), NNC_OK);
             bc_out one = run_bc(&cases[i], 1, producer, 1, 300 + (uint64_t)i);
