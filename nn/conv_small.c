@@ -482,6 +482,12 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
         }
         if (part) {
             zero_absent_rows(dyt, gn, S->G, PQ, S->kp);
+            /* and the absent images' input slots: their zero dy rows must meet finite values
+             * (stale scratch could hold Inf or NaN, and 0 * NaN would reach dW) */
+            if (gn < S->G)
+                for (int c = 0; c < C; c++)
+                    memset(xp + (size_t)c * S->G * S->plane + (size_t)gn * S->plane, 0,
+                           sizeof(float) * (size_t)(S->G - gn) * S->plane);
             wgrad_classes(kn, b->wtc, b->wc, xp, dyt, (size_t)S->kp, S->kp, part);
         }
         if (b->dx) {

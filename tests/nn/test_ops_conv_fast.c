@@ -511,6 +511,27 @@ static void check_small(nnc__isa_level lvl)
     nnc__set_isa(nnc__isa_best());
 }
 
+/* Kernel scratch is reused across ops: whatever an earlier op left there (here NaN everywhere)
+ * must not reach the results. The small path's last group of a dW chunk has absent images whose
+ * dy rows are zero; their input slots must be zeroed too (0 * NaN is NaN). */
+Test(nn_ops_conv_fast, small_path_ignores_stale_scratch)
+{
+    const ccase c = {9, 12, 4, 4, 64, 3, 3, 1, 1, 1}; /* several groups and dW chunks, a partial group */
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    nnc__conv_set_path(3);
+    const size_t bytes = (size_t)16 << 20;
+    float *scr = nnc__thread_scratch(bytes);
+    cr_assert(scr != NULL);
+    for (size_t i = 0; i < bytes / sizeof(float); i++) scr[i] = NAN;
+    conv_in in = make_in(&c, 1234);
+    conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
+    expect_out_close("small path after NaN scratch", &c, &got, &want);
+    free_out(&got);
+    free_out(&want);
+    free_in(&in);
+    nnc__conv_set_path(0);
+}
+
 Test(nn_ops_conv_fast, small_path_matches_reference_generic) { check_small(NNC_ISA_GENERIC); }
 Test(nn_ops_conv_fast, small_path_matches_reference_avx2) { check_small(NNC_ISA_AVX2); }
 Test(nn_ops_conv_fast, small_path_matches_reference_avx512) { check_small(NNC_ISA_AVX512); }
