@@ -48,6 +48,7 @@ static int run(const nnc_dataset *d, const char *model, int workers, nnc_algo al
     c.algo = algo;
     c.threads = threads;
     c.time_budget = seconds;
+    c.epochs = 0; /* until the time budget */
     c.seed = seed;
     c.eval_every_epochs = 0;
     c.bn_reestimate_batches = 0;
