@@ -8,13 +8,19 @@
  * variables, since the ops dispatch many short jobs per step. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include "nn/alloc.h"
 #include "nn/status.h"
 #include "nn/threads.h"
 
 #define MAX_THREADS 64
-#define SPIN_ITERS 20000
+/* Spin iterations before sleeping: long while every thread has a core of its own (a futex
+ * wake-up between two short jobs cost ResNet-20 inference at 2 threads a quarter of its speed:
+ * 3560 -> 4690 img/s with the long spin), short when threads outnumber the cores, where a
+ * spinning thread would hold the core the working one needs. */
+#define SPIN_LONG 200000
+#define SPIN_SHORT 2000
 
 typedef struct pool {
     pthread_mutex_t mu;
@@ -26,6 +32,7 @@ typedef struct pool {
     atomic_int busy;           /* a job is being dispatched (guards against concurrent callers) */
     atomic_int next;           /* next task index of the current job */
     int stop;
+    int spin;                  /* SPIN_LONG or SPIN_SHORT, set by nnc_set_threads */
     nnc__task_fn fn;
     void *ctx;
     int ntasks, width;
@@ -47,7 +54,7 @@ static void *worker_main(void *arg)
     in_pool_job = 1;
     for (;;) {
         unsigned g = atomic_load_explicit(&P.gen, memory_order_acquire);
-        for (int i = 0; i < SPIN_ITERS && g == seen; i++)
+        for (int i = 0; i < P.spin && g == seen; i++)
             g = atomic_load_explicit(&P.gen, memory_order_acquire);
         if (g == seen) {
             pthread_mutex_lock(&P.mu);
@@ -85,6 +92,8 @@ int nnc_set_threads(int n)
         return nnc__fail(NNC_EINVAL, "threads: %d kernel threads requested, expected 1..%d", n, MAX_THREADS);
     join_all();
     atomic_store(&P.gen, 0);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    P.spin = cores > 0 && n > cores ? SPIN_SHORT : SPIN_LONG;
     for (int i = 0; i < n - 1; i++) {
         if (pthread_create(&P.tid[i], NULL, worker_main, (void *)(long)(i + 1)) != 0) {
             join_all();
@@ -126,7 +135,7 @@ void nnc__parallel_for(int ntasks, nnc__task_fn fn, void *ctx)
     in_pool_job = 1;
     run_tasks(fn, ctx, ntasks, 0);
     in_pool_job = 0;
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&P.pending, memory_order_acquire); i++)
+    for (int i = 0; i < P.spin && atomic_load_explicit(&P.pending, memory_order_acquire); i++)
         ;
     if (atomic_load_explicit(&P.pending, memory_order_acquire)) {
         pthread_mutex_lock(&P.mu);
