@@ -71,14 +71,13 @@ typedef struct pool_ctx {
     int dx_fresh;
 } pool_ctx;
 
-/* Image n: its C planes (the 2x2 stride-2 unpadded case with the window spelled out). */
+/* Image n: its C planes. */
 static void max_fwd_task(void *vctx, int n, int thread)
 {
     (void)thread;
     const pool_ctx *c = vctx;
     const pool_shape *ps = c->ps;
     const size_t hw = (size_t)ps->h * ps->w, pq = (size_t)ps->p * ps->q;
-    const int two = ps->k == 2 && ps->stride == 2 && ps->pad == 0;
     for (size_t pl = (size_t)n * ps->c; pl < (size_t)(n + 1) * ps->c; pl++) {
         const float *xp = c->x + pl * hw;
         float *y = c->y + pl * pq;
@@ -87,15 +86,9 @@ static void max_fwd_task(void *vctx, int n, int thread)
             int h0, h1;
             window(p, ps->stride, ps->pad, ps->k, ps->h, &h0, &h1);
             for (int q = 0; q < ps->q; q++) {
-                int best;
-                float m;
-                if (two) {
-                    m = window_max(xp, ps->w, h0, h0 + 2, 2 * q, 2 * q + 2, &best);
-                } else {
-                    int w0, w1;
-                    window(q, ps->stride, ps->pad, ps->k, ps->w, &w0, &w1);
-                    m = window_max(xp, ps->w, h0, h1, w0, w1, &best);
-                }
+                int best, w0, w1;
+                window(q, ps->stride, ps->pad, ps->k, ps->w, &w0, &w1);
+                float m = window_max(xp, ps->w, h0, h1, w0, w1, &best);
                 y[(size_t)p * ps->q + q] = m;
                 if (idx) idx[(size_t)p * ps->q + q] = best;
             }
