@@ -797,11 +797,6 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
         red_ctx r = {dw, part, nwt, nchunk};
         nnc__parallel_for(64, reduce_task, &r);
     }
-    if (db)
-        for (int k = 0; k < K; k++) {
-            double s = 0;
-            for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
-            db[k] += (float)s;
-        }
+    if (db) nnc__conv_add_bias_parts(db, bpart, nchunk, K);
     return dsums != NULL;
 }

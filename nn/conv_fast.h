@@ -153,6 +153,17 @@ static inline void nnc__epilogue_row(float *dst, const float *src, int n, const 
     }
 }
 
+/* db[k] += sum over chunks in chunk order of parts[c*K + k] (the backward passes' per-chunk bias
+ * sums, added in an order that depends only on the shape). */
+static inline void nnc__conv_add_bias_parts(float *db, const double *parts, int nchunk, int K)
+{
+    for (int k = 0; k < K; k++) {
+        double s = 0;
+        for (int c = 0; c < nchunk; c++) s += parts[(size_t)c * K + k];
+        db[k] += (float)s;
+    }
+}
+
 /* --- per-ISA micro-kernels (nn/conv_kern.c) --- */
 typedef struct conv_kernels {
     int L;      /* lanes per vector */

@@ -695,11 +695,6 @@ int nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const fl
         red_ctx r = {dw, part, &S, nchunk};
         nnc__parallel_for(16, reduce_task, &r);
     }
-    if (db)
-        for (int k = 0; k < K; k++) {
-            double s = 0;
-            for (int c = 0; c < nchunk; c++) s += bpart[(size_t)c * K + k];
-            db[k] += (float)s;
-        }
+    if (db) nnc__conv_add_bias_parts(db, bpart, nchunk, K);
     return dsums != NULL;
 }
