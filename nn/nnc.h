@@ -12,6 +12,7 @@
 #ifndef NNC_H
 #define NNC_H
 
+#include "nn/version.h"
 #include "nn/alloc.h"
 #include "nn/blas.h"
 #include "nn/checkpoint.h"

@@ -91,3 +91,7 @@ void nnc__log(nnc_log_level level, const char *fmt, ...)
     else if (level >= NNC_LOG_WARN)
         fprintf(stderr, "nnc: %s\n", msg);
 }
+
+#include "nn/version.h"
+
+const char *nnc_version(void) { return NNC_VERSION; }
