@@ -66,6 +66,9 @@ typedef struct progress {
     double last_print;
     long every;         /* plain mode: one line every `every` steps */
     int drawn;          /* tty mode: a bar is on the current line */
+    int cols;           /* lines stay within cols - 1 columns (terminal width, COLUMNS, or 80) */
+    FILE *log;          /* RUN/train.log (appended) once opened, else NULL; closed by progress_done */
+    long log_step;      /* step of the last progress line in the log */
 } progress;
 
 double cli_now(void); /* monotonic seconds */
@@ -79,6 +82,36 @@ void progress_done(progress *p);
 void progress_clear(progress *p);
 /* nnc_fetch_config progress callback (ud = progress*): MB done/total, rate, ETA. */
 void cli_fetch_progress(double done_bytes, double total_bytes, void *ud);
+
+/* progress and plots */
+/* A field of a status line: `text`, optionally a shorter `brief` form; higher `prio` is kept
+ * longer. text NULL = absent. */
+typedef struct nnc_field {
+    const char *text, *brief;
+    int prio;
+} nnc_field;
+struct nnc_round_info;
+/* Join the fields with single spaces into out (n bytes) within width - 1 columns: abbreviate the
+ * least important fields first, then drop them; the last field left is cut. Returns the length. */
+size_t nnc_fit_fields(char *out, size_t n, int width, const nnc_field *f, int nf);
+/* The progress line (bar: draw a [###...] bar when there is room). Returns the length. */
+size_t nnc_format_progress(char *out, size_t n, int width, int bar, const char *label, long step, long total,
+                           double loss, double acc, double img_per_s, double eta_s);
+/* The terminal's round line: ranges over workers (norm, weight, distance, local steps) and the
+ * slowest worker. norm_label: "norm" (GRAWA), "loss" (LSGD) or NULL (no norm). */
+size_t nnc_format_round(char *out, size_t n, int width, const struct nnc_round_info *r, const char *norm_label);
+/* The full round line, every worker's values, for RUN/train.log. */
+void nnc_format_round_full(FILE *f, const struct nnc_round_info *r, const char *norm_label);
+/* Columns of the terminal on fd (TIOCGWINSZ), else $COLUMNS, else 80. */
+int nnc_term_width(int fd);
+/* Install a SIGWINCH handler that only sets a flag; nnc_winch_pending() reads and clears it. */
+void nnc_watch_winch(void);
+int nnc_winch_pending(void);
+/* "mm:ss" or "h:mm:ss"; "--:--" when unknown. */
+void nnc_fmt_time(char *buf, size_t n, double s);
+/* Ticks at 1-2-5 steps covering [lo, hi] (the first <= lo, the last >= hi), about `target` of
+ * them; returns the count (at most cap). */
+int nnc_nice_ticks(double lo, double hi, int target, double *ticks, int cap);
 
 /* ---- run folder ---- */
 /* mkdir -p; returns 0 or prints and returns EXIT_USAGE. */

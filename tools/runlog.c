@@ -42,46 +42,31 @@ void progress_init(progress *p, long every)
     p->last_print = 0;
     p->drawn = 0;
     p->every = every > 0 ? every : 50;
+    p->cols = nnc_term_width(STDOUT_FILENO);
+    p->log = NULL;
+    p->log_step = 0;
+    if (p->tty) nnc_watch_winch();
 }
 
-static void fmt_time(char *buf, size_t n, double s)
-{
-    if (!(s >= 0) || s > 1e7) {
-        snprintf(buf, n, "--:--");
-        return;
-    }
-    long t = (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else
-        snprintf(buf, n, "%02ld:%02ld", t / 60, t % 60);
-}
+static void fmt_time(char *buf, size_t n, double s) { nnc_fmt_time(buf, n, s); }
 
 void progress_update(progress *p, const char *label, long step, long total, double loss, double acc,
                      double ips, double eta)
 {
     double now = cli_now();
-    char etas[32], accs[32] = "", steps[48], losss[32] = "";
-    fmt_time(etas, sizeof etas, eta);
-    if (acc >= 0) snprintf(accs, sizeof accs, " acc %5.1f%%", 100 * acc);
-    if (isfinite(loss)) snprintf(losss, sizeof losss, " loss %.4f", loss);
-    if (total > 0)
-        snprintf(steps, sizeof steps, "%ld/%ld", step, total);
-    else
-        snprintf(steps, sizeof steps, "%ld", step);
+    char line[1100];
     if (p->tty) {
         if (now - p->last_print < 0.1 && step != total) return;
         p->last_print = now;
-        int width = 24, fill = total > 0 ? (int)(width * (double)step / (double)total) : 0;
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        printf("\r\033[K%s [%s] %s%s%s %.0f img/s ETA %s", label, bar, steps, losss, accs, ips, etas);
+        if (nnc_winch_pending()) p->cols = nnc_term_width(STDOUT_FILENO);
+        nnc_format_progress(line, sizeof line, p->cols, 1, label, step, total, loss, acc, ips, eta);
+        printf("\r\033[K%s", line);
         p->drawn = 1;
         fflush(stdout);
     } else {
         if (step % p->every != 0 && step != total) return;
-        printf("%s step %s%s%s img/s %.0f ETA %s\n", label, steps, losss, accs, ips, etas);
+        nnc_format_progress(line, sizeof line, p->cols, 0, label, step, total, loss, acc, ips, eta);
+        printf("%s\n", line);
         fflush(stdout);
     }
 }
@@ -101,6 +86,8 @@ void progress_done(progress *p)
         p->drawn = 0;
         fflush(stdout);
     }
+    if (p->log) fclose(p->log);
+    p->log = NULL;
 }
 
 void cli_fetch_progress(double done, double total, void *ud)
