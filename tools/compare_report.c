@@ -159,13 +159,13 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
             xs[a][e] = sx / k;
             ys[a][e] = m;
         }
-        series[a] = (plot_series){algos[a], xs[a], ys[a], len};
+        series[a] = (plot_series){.name = algos[a], .x = xs[a], .y = ys[a], .n = len};
     }
     int rc = -1;
     if (ok) {
         f = open_out(out_dir, "compare.svg", path, sizeof path);
         if (f) {
-            plot_panel p = {"test accuracy (mean over seeds)", "training seconds", "top-1 %", series, na};
+            plot_panel p = {"test accuracy (mean over seeds)", "training seconds", "top-1 %", series, na, .span = 1};
             plot_svg(f, &p, 1);
             rc = close_out(f, path);
         }

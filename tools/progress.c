@@ -247,8 +247,9 @@ size_t nnc_format_round(char *out, size_t n, int width, const nnc_round_info *r,
     snprintf(sync, sizeof sync, "sync %.3fs", r->sync_seconds);
     norm[0] = normb[0] = 0;
     if (norm_label) {
-        range_text(norm, sizeof norm, norm_label, r->norm, m, 3);
-        range_text(normb, sizeof normb, norm_label, r->norm, m, 2);
+        const char *label = strcmp(norm_label, "loss") ? norm_label : "losses"; /* LSGD: per-worker losses */
+        range_text(norm, sizeof norm, label, r->norm, m, 3);
+        range_text(normb, sizeof normb, label, r->norm, m, 2);
     }
     range_text(wt, sizeof wt, "weight", r->weight, m, 3);
     range_text(wtb, sizeof wtb, "wt", r->weight, m, 2);
