@@ -58,6 +58,182 @@ static void csv_num(FILE *f, double v, const char *fmt)
     if (isfinite(v)) fprintf(f, fmt, v);
 }
 
+/* ---- compare.svg ---- */
+
+#define GRID 60
+
+/* One algorithm's curves: the mean over seeds on a common time grid with its min..max band,
+ * every evaluation of every seed, and the final accuracies. */
+typedef struct algo_curve {
+    double gx[GRID], mean[GRID], lo[GRID], hi[GRID];
+    int ng;
+    double *rx, *ry; /* every evaluation of every seed */
+    int nraw;
+    double fx, fmean, fmin, fmax; /* final test accuracy (%) over seeds at category fx */
+    int seeds;
+} algo_curve;
+
+/* Accuracy of run r at time t: linear between its evaluations, its last value after the last one,
+ * NAN before the first. */
+static double acc_at(const compare_run *r, double t)
+{
+    if (r->nevals <= 0 || t < r->eval_s[0]) return NAN;
+    for (int i = 1; i < r->nevals; i++) {
+        if (r->eval_s[i] < t) continue;
+        double a = r->eval_s[i - 1], b = r->eval_s[i], u = b > a ? (t - a) / (b - a) : 1;
+        return r->eval_acc[i - 1] + u * (r->eval_acc[i] - r->eval_acc[i - 1]);
+    }
+    return r->eval_acc[r->nevals - 1];
+}
+
+static int build_curve(algo_curve *c, const compare_run *runs, int n, const char *algo)
+{
+    memset(c, 0, sizeof *c);
+    double t0 = -INFINITY, t1 = -INFINITY; /* every seed has been evaluated from t0 on */
+    int total = 0;
+    c->fmin = INFINITY, c->fmax = -INFINITY;
+    double fs = 0;
+    for (int i = 0; i < n; i++) {
+        const compare_run *r = &runs[i];
+        if (strcmp(r->algo, algo) || r->exit_code) continue;
+        if (isfinite(r->test_acc)) {
+            double v = 100 * r->test_acc;
+            fs += v;
+            if (v < c->fmin) c->fmin = v;
+            if (v > c->fmax) c->fmax = v;
+            c->seeds++;
+        }
+        if (r->nevals <= 0) continue;
+        if (r->eval_s[0] > t0) t0 = r->eval_s[0];
+        if (r->eval_s[r->nevals - 1] > t1) t1 = r->eval_s[r->nevals - 1];
+        total += r->nevals;
+    }
+    c->fmean = c->seeds ? fs / c->seeds : NAN;
+    if (!c->seeds) c->fmin = c->fmax = NAN;
+    c->rx = malloc(sizeof(double) * (size_t)(total + 1));
+    c->ry = malloc(sizeof(double) * (size_t)(total + 1));
+    if (!c->rx || !c->ry) return -1;
+    for (int i = 0; i < n; i++) {
+        const compare_run *r = &runs[i];
+        if (strcmp(r->algo, algo) || r->exit_code) continue;
+        for (int e = 0; e < r->nevals; e++) {
+            c->rx[c->nraw] = r->eval_s[e];
+            c->ry[c->nraw++] = 100 * r->eval_acc[e];
+        }
+    }
+    if (!total || !(t1 >= t0)) return 0;
+    c->ng = t1 > t0 ? GRID : 1;
+    for (int g = 0; g < c->ng; g++) {
+        double t = c->ng > 1 ? t0 + (t1 - t0) * g / (c->ng - 1) : t0, s = 0;
+        int k = 0;
+        c->lo[g] = INFINITY, c->hi[g] = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            const compare_run *r = &runs[i];
+            if (strcmp(r->algo, algo) || r->exit_code || r->nevals <= 0) continue;
+            double v = 100 * acc_at(r, t);
+            if (!isfinite(v)) continue;
+            s += v, k++;
+            if (v < c->lo[g]) c->lo[g] = v;
+            if (v > c->hi[g]) c->hi[g] = v;
+        }
+        c->gx[g] = t;
+        c->mean[g] = k ? s / k : NAN;
+        if (!k) c->lo[g] = c->hi[g] = NAN;
+    }
+    return 0;
+}
+
+typedef struct cmp_fig {
+    plot_panel *panels;
+    int np;
+    char subtitle[256];
+} cmp_fig;
+
+static void draw_compare(FILE *f, void *ud)
+{
+    cmp_fig *c = ud;
+    plot_figure_svg(f, "Algorithm comparison", c->subtitle, c->panels, c->np, 3);
+}
+
+static int compare_svg(const char *path, const compare_run *runs, int n, const char **algos, int na)
+{
+    algo_curve *cv = calloc((size_t)(na ? na : 1), sizeof *cv);
+    /* series: overview (na), final (2 * na), small multiples (na * (na + 2)) */
+    size_t nser = (size_t)na * (size_t)(na + 5) + 1;
+    plot_series *se = calloc(nser, sizeof *se);
+    plot_panel *panels = calloc((size_t)na + 3, sizeof *panels);
+    double *fx = calloc((size_t)(2 * n + na + 1), sizeof(double)), *fy = calloc((size_t)(n + 1), sizeof(double));
+    int rc = -1, seeds = 0;
+    if (!cv || !se || !panels || !fx || !fy) goto out;
+    for (int a = 0; a < na; a++) {
+        if (build_curve(&cv[a], runs, n, algos[a])) goto out;
+        if (cv[a].seeds > seeds) seeds = cv[a].seeds;
+    }
+    /* shared y range: every band and evaluation */
+    double ylo = INFINITY, yhi = -INFINITY, xlo = INFINITY, xhi = -INFINITY;
+    for (int a = 0; a < na; a++)
+        for (int i = 0; i < cv[a].nraw; i++) {
+            if (cv[a].rx[i] < xlo) xlo = cv[a].rx[i];
+            if (cv[a].rx[i] > xhi) xhi = cv[a].rx[i];
+            if (cv[a].ry[i] < ylo) ylo = cv[a].ry[i];
+            if (cv[a].ry[i] > yhi) yhi = cv[a].ry[i];
+        }
+    int band = seeds > 1;
+    size_t k = 0;
+    int np = 0;
+    plot_series *over = se + k;
+    for (int a = 0; a < na; a++)
+        se[k++] = (plot_series){.name = algos[a], .x = cv[a].gx, .y = cv[a].mean, .n = cv[a].ng,
+                                .lo = band ? cv[a].lo : NULL, .hi = band ? cv[a].hi : NULL, .color = a + 1,
+                                .markers = cv[a].ng == 1};
+    panels[np++] = (plot_panel){"Test accuracy over training time", "training time (s)", "test accuracy (%)", over, na,
+                                .span = 2,
+                                .note = band ? "line: mean over seeds; band: min..max over seeds (linear between evaluations)"
+                                             : "one seed per algorithm"};
+    /* final accuracy: mean with min..max bars, every seed as a grey dot */
+    plot_series *fin = se + k;
+    int nd = 0;
+    for (int a = 0; a < na; a++) {
+        fx[a] = a;
+        se[k++] = (plot_series){.x = fx + a, .y = &cv[a].fmean, .n = 1, .lo = &cv[a].fmin, .hi = &cv[a].fmax,
+                                .errbars = seeds > 1, .markers = 1, .kind = PLOT_POINTS, .color = a + 1};
+    }
+    for (int i = 0; i < n; i++) {
+        if (runs[i].exit_code || !isfinite(runs[i].test_acc)) continue;
+        for (int a = 0; a < na; a++)
+            if (!strcmp(runs[i].algo, algos[a])) fx[na + nd] = a + 0.18;
+        fy[nd++] = 100 * runs[i].test_acc;
+    }
+    if (seeds > 1) se[k++] = (plot_series){.x = fx + na, .y = fy, .n = nd, .kind = PLOT_POINTS, .color = -1};
+    panels[np++] = (plot_panel){"Final test accuracy", "", "test accuracy (%)", fin, (int)(se + k - fin),
+                                .xcats = algos, .nxcats = na,
+                                .note = seeds > 1 ? "mean, min..max bar; grey: each seed" : "one seed per algorithm"};
+    /* small multiples: each algorithm against the others in grey */
+    if (na >= 3) {
+        for (int a = 0; a < na; a++) {
+            plot_series *sm = se + k;
+            for (int b = 0; b < na; b++)
+                if (b != a)
+                    se[k++] = (plot_series){.x = cv[b].gx, .y = cv[b].mean, .n = cv[b].ng, .color = -1, .width = 1.2};
+            se[k++] = (plot_series){.x = cv[a].rx, .y = cv[a].ry, .n = cv[a].nraw, .kind = PLOT_POINTS, .color = a + 1};
+            se[k++] = (plot_series){.x = cv[a].gx, .y = cv[a].mean, .n = cv[a].ng, .lo = band ? cv[a].lo : NULL,
+                                    .hi = band ? cv[a].hi : NULL, .color = a + 1, .width = 2.4};
+            panels[np++] = (plot_panel){algos[a], "training time (s)", "test accuracy (%)", sm, (int)(se + k - sm),
+                                        .ymin = ylo, .ymax = yhi, .xmin = xlo, .xmax = xhi,
+                                        .note = a == 0 ? "grey: the other algorithms; dots: each evaluation" : NULL};
+        }
+    }
+    cmp_fig fig = {.panels = panels, .np = np};
+    snprintf(fig.subtitle, sizeof fig.subtitle, "%d algorithm%s, %d seed%s each; test accuracy of the reported model", na,
+             na == 1 ? "" : "s", seeds, seeds == 1 ? "" : "s");
+    rc = plot_write_file(path, draw_compare, &fig);
+out:
+    for (int a = 0; cv && a < na; a++) free(cv[a].rx), free(cv[a].ry);
+    free(cv), free(se), free(panels), free(fx), free(fy);
+    if (rc && !errno) errno = ENOMEM;
+    return rc;
+}
+
 int compare_write(const char *out_dir, const compare_run *runs, int n)
 {
     char path[1100];
@@ -130,49 +306,11 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         return -1;
     }
 
-    /* compare.svg: per algorithm, accuracy at the k-th evaluation averaged over its seeds. */
-    plot_series *series = calloc((size_t)(na ? na : 1), sizeof *series);
-    double **xs = calloc((size_t)(na ? na : 1), sizeof *xs), **ys = calloc((size_t)(na ? na : 1), sizeof *ys);
-    int ok = series && xs && ys;
-    for (int a = 0; ok && a < na; a++) {
-        int len = -1;
-        for (int i = 0; i < n; i++)
-            if (!strcmp(runs[i].algo, algos[a]) && !runs[i].exit_code && (len < 0 || runs[i].nevals < len))
-                len = runs[i].nevals;
-        if (len < 0) len = 0;
-        xs[a] = calloc((size_t)len + 1, sizeof(double));
-        ys[a] = calloc((size_t)len + 1, sizeof(double));
-        if (!xs[a] || !ys[a]) {
-            ok = 0;
-            break;
-        }
-        for (int e = 0; e < len; e++) {
-            int k = 0;
-            double sx = 0;
-            for (int i = 0; i < n; i++)
-                if (!strcmp(runs[i].algo, algos[a]) && !runs[i].exit_code) {
-                    sx += runs[i].eval_s[e];
-                    tmp[k++] = 100 * runs[i].eval_acc[e];
-                }
-            double m, s;
-            mean_std(tmp, k, &m, &s);
-            xs[a][e] = sx / k;
-            ys[a][e] = m;
-        }
-        series[a] = (plot_series){.name = algos[a], .x = xs[a], .y = ys[a], .n = len};
+    free(center), free(avg), free(tmp);
+    snprintf(path, sizeof path, "%s/compare.svg", out_dir);
+    if (compare_svg(path, runs, n, algos, na)) {
+        cli_error("cannot write %s: %s", path, strerror(errno));
+        return -1;
     }
-    int rc = -1;
-    if (ok) {
-        f = open_out(out_dir, "compare.svg", path, sizeof path);
-        if (f) {
-            plot_panel p = {"test accuracy (mean over seeds)", "training seconds", "top-1 %", series, na, .span = 1};
-            plot_svg(f, &p, 1);
-            rc = close_out(f, path);
-        }
-    } else {
-        errno = ENOMEM;
-    }
-    for (int a = 0; a < na && xs && ys; a++) free(xs[a]), free(ys[a]);
-    free(xs), free(ys), free(series), free(center), free(avg), free(tmp);
-    return rc;
+    return 0;
 }

@@ -169,6 +169,10 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
         if (p->ymin < y0) y0 = p->ymin;
         if (p->ymax > y1) y1 = p->ymax;
     }
+    if (p->xmin < p->xmax) {
+        if (p->xmin < x0) x0 = p->xmin;
+        if (p->xmax > x1) x1 = p->xmax;
+    }
     if (p->yzero && !empty) {
         if (y0 > 0) y0 = 0;
         if (y1 < 0) y1 = 0;
@@ -176,7 +180,13 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
     int legend = has_legend(p);
     double pw = cellw - M_LEFT - M_RIGHT - (legend ? LEGEND_W : 0), ph = CELL_H - M_TOP - M_BOTTOM;
     axis ax, ay;
-    make_axis(&ax, x0, x1, pw > 600 ? 8 : 5);
+    if (p->xcats && p->nxcats > 0) {
+        ax.n = p->nxcats < 24 ? p->nxcats : 24;
+        for (int i = 0; i < ax.n; i++) ax.t[i] = i;
+        ax.lo = -0.5, ax.hi = ax.n - 0.5, ax.step = 1;
+    } else {
+        make_axis(&ax, x0, x1, pw > 600 ? 8 : 5);
+    }
     make_axis(&ay, y0, y1, 5);
     double L = ox + M_LEFT, T = oy + M_TOP;
 #define SX(v) (L + pw * ((v) - ax.lo) / (ax.hi - ax.lo))
@@ -197,6 +207,12 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
         double x = SX(ax.t[i]);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#E8E8E8\"/>", x, T, x, T + ph);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\"/>", x, T + ph, x, T + ph + 5);
+        if (p->xcats && p->nxcats > 0) {
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" fill=\"#222\">", x, T + ph + 19);
+            plot_xml_text(f, p->xcats[i]);
+            fputs("</text>\n", f);
+            continue;
+        }
         tick_label(lab, sizeof lab, ax.t[i], ax.step);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11.5\" text-anchor=\"middle\" fill=\"#333\">%s</text>\n", x,
                 T + ph + 19, lab);
@@ -228,6 +244,15 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
         const plot_series *se = &p->series[s];
         if (!se->lo || !se->hi) continue;
         const char *col = se->color < 0 ? GREY : plot_color(series_color(se, s));
+        if (se->errbars) {
+            for (int i = 0; i < se->n; i++) {
+                if (!isfinite(se->x[i]) || !isfinite(se->lo[i]) || !isfinite(se->hi[i])) continue;
+                double x = SX(se->x[i]), a = SY(se->lo[i]), b = SY(se->hi[i]);
+                fprintf(f, "<path class=\"errbar\" d=\"M%.1f,%.1fV%.1fM%.1f,%.1fH%.1fM%.1f,%.1fH%.1f\" stroke=\"%s\" "
+                           "stroke-width=\"2\" fill=\"none\"/>\n", x, a, b, x - 7, a, x + 7, x - 7, b, x + 7, col);
+            }
+            continue;
+        }
         int i = 0;
         while (i < se->n) { /* one polygon per run of finite points */
             while (i < se->n && !(isfinite(se->x[i]) && isfinite(se->lo[i]) && isfinite(se->hi[i]))) i++;
@@ -275,7 +300,8 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
         for (int i = 0; i < se->n; i++) {
             if (!isfinite(se->x[i]) || !isfinite(se->y[i])) continue;
             fprintf(f, "<g class=\"marker\">");
-            marker(f, SX(se->x[i]), SY(se->y[i]), se->kind == PLOT_POINTS ? 0 : c, col, se->kind == PLOT_POINTS ? 2.6 : 4);
+            int dot = se->kind == PLOT_POINTS && !se->markers;
+            marker(f, SX(se->x[i]), SY(se->y[i]), dot ? 0 : c, col, dot ? 2.6 : 4.5);
             fputs("</g>\n", f);
         }
     }

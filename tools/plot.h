@@ -16,6 +16,7 @@ typedef struct plot_series {
     int markers;         /* 1: a marker at every point (evaluations) */
     int dashed;
     int kind;            /* PLOT_LINE or PLOT_POINTS (markers only) */
+    int errbars;         /* with lo/hi: a vertical bar lo..hi at every point instead of a band */
     int color;           /* palette index + 1; 0 = by position in the panel; -1 = grey context */
     double width;        /* stroke width, 0 = 2 */
 } plot_series;
@@ -26,8 +27,11 @@ typedef struct plot_panel {
     int nseries;
     int span;            /* grid columns the panel takes (0 = 1) */
     double ymin, ymax;   /* when ymin < ymax: the y range always includes them */
+    double xmin, xmax;   /* when xmin < xmax: the x range always includes them */
     int yzero;           /* the y range includes 0 */
     const char *note;    /* small grey line under the title, or NULL */
+    const char *const *xcats; /* categorical x axis: x = 0..nxcats-1 labelled with these names */
+    int nxcats;
 } plot_panel;
 
 /* Write the panels into one SVG document, `cols` panel columns per row (0 = all in one row), with
