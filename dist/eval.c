@@ -2,10 +2,16 @@
 #include <math.h>
 #include <string.h>
 
-#include "dist/dist.h"
+#include "dist/replica.h"
 
 int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
                  long *confusion)
+{
+    return nnc__evaluate_stop(m, d, batch, loss, acc, confusion, NULL);
+}
+
+int nnc__evaluate_stop(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
+                       long *confusion, volatile sig_atomic_t *stop)
 {
     NNC_ASSERT(m && d, "nnc_evaluate: NULL model or dataset");
     if (batch < 1) return nnc__fail(NNC_EINVAL, "evaluate: batch must be >= 1, found %d", batch);
@@ -32,6 +38,11 @@ int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, do
     double lsum = 0.0;
     long correct = 0;
     for (int at = 0; !s && at < d->n; at += batch) {
+        if (stop && *stop) {
+            s = nnc__fail(NNC_EINTERRUPTED, "evaluation stopped by signal %d after %d of %d images", (int)*stop,
+                          at, d->n);
+            break;
+        }
         int n = d->n - at < batch ? d->n - at : batch;
         for (int i = 0; i < n; i++) idx[i] = (uint32_t)(at + i);
         nnc_dataset_gather(d, idx, n, x, y);

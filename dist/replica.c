@@ -172,6 +172,12 @@ int nnc__replica_probe(nnc_replica *r, const nnc_grawa_layers *ly, double *out)
 int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
                        nnc_rng *rng)
 {
+    return nnc__bn_reestimate_stop(m, g, d, batches, batch, rng, NULL);
+}
+
+int nnc__bn_reestimate_stop(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
+                            nnc_rng *rng, volatile sig_atomic_t *stop)
+{
     nnc_params *p = nnc_model_params(m);
     if (p->n_buf == 0 || batches <= 0) return NNC_OK;
     if (batch > d->n) batch = d->n;
@@ -195,6 +201,12 @@ int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int bat
      * momentum=None) is then sum_b (m s_b) / (batches m). Buffers that are not EMAs (m ~ 0)
      * keep their value. */
     for (int b = 0; b <= batches; b++) {
+        if (stop && *stop) {
+            memcpy(p->buf, orig, p->n_buf * sizeof(float));
+            s = nnc__fail(NNC_EINTERRUPTED, "BN re-estimation stopped by signal %d after %d of %d batches",
+                          (int)*stop, b, batches);
+            goto done;
+        }
         if (b < batches) {
             for (int i = 0; i < batch; i++) idx[i] = nnc_rng_below(rng, (uint32_t)d->n);
             nnc_dataset_gather(d, idx, batch, x, y);

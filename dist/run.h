@@ -37,6 +37,12 @@ typedef struct nnc_run {
     float *center;                  /* algorithm state: GRAWA/EASGD center, LSGD leader, average */
     float *pub;                     /* target of pulls and proximity (x_C_last / x_L_last) */
     float *center_buf;              /* BN buffers averaged over the finite workers */
+    /* The reported model of the last evaluation (M > 1): the center (or the workers' average
+     * for LSGD and local-sgd) with the BN statistics re-estimated for it, exactly the model whose
+     * accuracy was reported. Checkpoints taken at that state store it as their model sections. */
+    float *model_data, *model_buf;
+    int model_valid;
+    long model_round, model_steps;  /* R->round and R->total_steps when it was evaluated */
     double *acc, *usum, *u, *ema, *norms;
     long ema_n[NNC_MAX_WORKERS];
     nnc_lsgd_hist hist[NNC_MAX_WORKERS];

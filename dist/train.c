@@ -167,6 +167,8 @@ static void run_free(nnc_run *R)
     nnc__free(R->center);
     nnc__free(R->pub);
     nnc__free(R->center_buf);
+    nnc__free(R->model_data);
+    nnc__free(R->model_buf);
     nnc__free(R->acc);
     nnc__free(R->usum);
     nnc__free(R->u);
@@ -259,12 +261,15 @@ static int run_setup(nnc_run *R)
     R->center = nnc__calloc(n, sizeof(float));
     R->pub = nnc__calloc(n, sizeof(float));
     R->center_buf = nnc__calloc(p->n_buf + 1, sizeof(float));
+    R->model_data = nnc__calloc(n, sizeof(float));
+    R->model_buf = nnc__calloc(p->n_buf + 1, sizeof(float));
     R->acc = nnc__calloc(n, sizeof(double));
     R->usum = nnc__calloc((size_t)L, sizeof(double));
     R->u = nnc__calloc((size_t)R->M * L, sizeof(double));
     R->ema = nnc__calloc((size_t)R->M * L, sizeof(double));
     R->norms = nnc__calloc((size_t)R->M * L, sizeof(double));
-    if (!R->center || !R->pub || !R->center_buf || !R->acc || !R->usum || !R->u || !R->ema || !R->norms)
+    if (!R->center || !R->pub || !R->center_buf || !R->model_data || !R->model_buf || !R->acc || !R->usum ||
+        !R->u || !R->ema || !R->norms)
         return nnc__fail(NNC_ENOMEM, "training: cannot allocate the synchronizer state (%zu floats)", n);
     /* Before the first round the proximity target is the common initial model. */
     memcpy(R->center, p->data, p->n_data * sizeof(float));
@@ -280,14 +285,23 @@ static int run_setup(nnc_run *R)
     return NNC_OK;
 }
 
+/* The stop flag evaluation and BN re-estimation poll: the caller's, except across MPI ranks,
+ * where a stop must become a collective decision at a round (a rank leaving an evaluation alone
+ * would leave the others waiting in the next collective). */
+static volatile sig_atomic_t *eval_stop(const nnc_run *R)
+{
+    return R->tp && R->tp->size > 1 ? NULL : R->user->stop;
+}
+
 /* Evaluate scratch (params already set) after BN re-estimation. */
 static int eval_scratch(nnc_run *R, double *loss, double *acc)
 {
     nnc_rng rng;
     nnc_rng_seed(&rng, R->c.seed, EVAL_STREAM + (uint64_t)R->round);
-    int s = nnc__bn_reestimate(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch, &rng);
+    int s = nnc__bn_reestimate_stop(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch,
+                                    &rng, eval_stop(R));
     if (s) return s;
-    return nnc_evaluate(R->scratch, R->test, R->c.batch, loss, acc, NULL);
+    return nnc__evaluate_stop(R->scratch, R->test, R->c.batch, loss, acc, NULL, eval_stop(R));
 }
 
 static void emit_eval(nnc_run *R, const char *which, double loss, double acc, int best)
@@ -336,6 +350,20 @@ static double forced_acc(nnc_run *R, double acc)
     return acc;
 }
 
+/* An evaluation that failed with s. A stop (NNC_EINTERRUPTED from the stop flag polled inside
+ * the evaluation) ends the run like a stop between steps: last.ckpt gets the state the
+ * evaluation started from (workers parked, nothing trained since), and the status says so. */
+static int eval_failed(nnc_run *R, int s)
+{
+    if (s != NNC_EINTERRUPTED) return s;
+    R->res->stopped_by_signal = R->user->stop && *R->user->stop ? (int)*R->user->stop : -1;
+    long step = R->M == 1 ? R->rep[0]->steps : R->total_steps;
+    int w = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+    if (w) return w;
+    return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d during the evaluation after step %ld%s",
+                     R->res->stopped_by_signal, step, R->c.ckpt_dir ? " (checkpoint written)" : "");
+}
+
 int nnc__run_evaluate(nnc_run *R)
 {
     if (!R->test) return NNC_OK;
@@ -344,7 +372,8 @@ int nnc__run_evaluate(nnc_run *R)
     int s = NNC_OK, best = 0;
     nnc_train_result *res = R->res;
     if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
-        if ((s = nnc_evaluate(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL))) return s;
+        if ((s = nnc__evaluate_stop(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL, eval_stop(R))))
+            return eval_failed(R, s);
         acc = forced_acc(R, acc);
         best = acc > R->best_acc;
         res->test_acc = acc;
@@ -363,9 +392,21 @@ int nnc__run_evaluate(nnc_run *R)
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;
-        if ((s = eval_scratch(R, &closs, &cacc))) return s;
+        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
+        if ((s = eval_scratch(R, &closs, &cacc))) return eval_failed(R, s);
+        if (!use_avg) {
+            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
+            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
+        }
         if ((s = load_average(R))) return s;
-        if ((s = eval_scratch(R, &aloss, &aacc))) return s;
+        if ((s = eval_scratch(R, &aloss, &aacc))) return eval_failed(R, s);
+        if (use_avg) {
+            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
+            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
+        }
+        R->model_valid = 1;
+        R->model_round = R->round;
+        R->model_steps = R->total_steps;
         if (R->tp->size > 1) {
             /* Every rank evaluated (in parallel); rank 0's numbers decide for all (best.ckpt is
              * collective), even where another machine's kernels round differently. */
@@ -373,7 +414,6 @@ int nnc__run_evaluate(nnc_run *R)
             if ((s = R->tp->ops->broadcast(R->tp, v, sizeof v, 0))) return s;
             closs = v[0], cacc = v[1], aloss = v[2], aacc = v[3];
         }
-        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
         loss = use_avg ? aloss : closs;
         acc = use_avg ? aacc : cacc;
         best = acc > R->best_acc;
