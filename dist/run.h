@@ -118,7 +118,26 @@ void nnc__dist_observe(nnc__obs_fn fn, void *ud);
  * writes best.ckpt when the reported accuracy improves. */
 int nnc__run_evaluate(nnc_run *R);
 
-/* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. */
+/* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. The bytes sections
+ * "run/meta" (one run_meta) and "run/workers" (one worker_meta per worker) hold the counters,
+ * in host byte order; resuming checks every value against its range. */
+#define NNC__RUN_META_VERSION 1
+
+typedef struct nnc__run_meta {
+    int32_t version, workers, algo, sync, layers, pad;
+    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
+    double seconds, best_acc, pub_seconds, mark_loss;
+    int64_t mark_n;
+} nnc__run_meta;
+
+typedef struct nnc__worker_meta {
+    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
+    int64_t wsteps, wloss_n, wcorrect, wseen;
+    double wloss;
+    nnc_rng rng, probe_rng;
+    nnc_lsgd_hist hist;
+} nnc__worker_meta;
+
 int nnc__run_save(nnc_run *R, const char *name);
 /* last.ckpt at the end of epoch `epoch` (0: not at an epoch end); with keep_epochs > 0 also
  * epoch-<EEEE>.ckpt, then the epoch files beyond the keep_epochs newest are deleted. */

@@ -30,23 +30,6 @@
 #include "dist/run.h"
 #include "nn/checkpoint.h"
 
-#define META_VERSION 1
-
-typedef struct run_meta {
-    int32_t version, workers, algo, sync, layers, pad;
-    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
-    double seconds, best_acc, pub_seconds, mark_loss;
-    int64_t mark_n;
-} run_meta;
-
-typedef struct worker_meta {
-    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
-    int64_t wsteps, wloss_n, wcorrect, wseen;
-    double wloss;
-    nnc_rng rng, probe_rng;
-    nnc_lsgd_hist hist;
-} worker_meta;
-
 static int ckpt_path(const nnc_run *R, const char *name, char *path, size_t n)
 {
     if ((size_t)snprintf(path, n, "%s/%s", R->c.ckpt_dir, name) >= n)
@@ -185,17 +168,17 @@ static int save_file(nnc_run *R, const char *name)
         return nnc__fail(NNC_EDIVERGED, "refusing to write checkpoint '%s': non-finite parameters", path);
     int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
     nnc_params *sp = nnc_model_params(R->scratch);
-    run_meta meta = {.version = META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
+    nnc__run_meta meta = {.version = NNC__RUN_META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
                      .sync = (int32_t)R->c.sync, .layers = R->ly.L, .round = R->round,
                      .total_steps = R->total_steps, .round_steps = R->round_steps,
                      .last_epoch = R->last_epoch, .steps_per_epoch = R->spe,
                      .seconds = nnc__run_seconds(R), .best_acc = R->best_acc,
                      .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss, .mark_n = R->mark_n};
-    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    nnc__worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     if (!wm) return nnc__fail(NNC_ENOMEM, "checkpoint: out of memory");
     for (int i = 0; i < M; i++) {
         nnc_replica *r = R->rep[i];
-        wm[i] = (worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
+        wm[i] = (nnc__worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
                               .loader_epoch = nnc_loader_epoch(r->loader),
                               .loader_batch = nnc_loader_batch_index(r->loader), .ema_n = R->ema_n[i],
                               .correct = r->correct, .seen = r->seen, .wsteps = R->wsteps[i],
@@ -441,7 +424,7 @@ static int check_rng(const char *path, const char *sec, int worker, const char *
 #define COUNT_MAX ((int64_t)1 << 40)
 #define SECONDS_MAX 1e12
 
-static int check_meta(const nnc_run *R, const char *path, const run_meta *m)
+static int check_meta(const nnc_run *R, const char *path, const nnc__run_meta *m)
 {
     const char *S = "run/meta";
     int s;
@@ -461,7 +444,7 @@ static int check_meta(const nnc_run *R, const char *path, const run_meta *m)
     return NNC_OK;
 }
 
-static int check_worker(const nnc_run *R, const char *path, int i, const worker_meta *w)
+static int check_worker(const nnc_run *R, const char *path, int i, const nnc__worker_meta *w)
 {
     const char *S = "run/workers";
     int s;
@@ -520,8 +503,8 @@ static int load_file(nnc_run *R)
     nnc_ckpt *c = NULL;
     if ((s = nnc_ckpt_load(path, &c))) return nnc__fail_prefix(s, "resume");
     int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
-    run_meta meta;
-    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    nnc__run_meta meta;
+    nnc__worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     nnc_params *sp = nnc_model_params(R->scratch);
     if (!wm) {
         s = nnc__fail(NNC_ENOMEM, "resume: out of memory");
@@ -533,7 +516,7 @@ static int load_file(nnc_run *R)
         goto done;
     }
     if ((s = get_exact(c, path, "run/meta", &meta, sizeof meta))) goto done;
-    if (meta.version != META_VERSION || meta.workers != M || meta.algo != (int32_t)R->c.algo ||
+    if (meta.version != NNC__RUN_META_VERSION || meta.workers != M || meta.algo != (int32_t)R->c.algo ||
         meta.sync != (int32_t)R->c.sync || meta.layers != R->ly.L || meta.steps_per_epoch != R->spe) {
         s = nnc__fail(NNC_EINVAL,
                       "resume: checkpoint '%s' was written by a run with %d worker(s), algorithm %s, "

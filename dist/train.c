@@ -97,6 +97,11 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds)
     return nnc_sched_lr(&R->c.sched, step, seconds);
 }
 
+/* Upper bounds of sizes and counts (far above any real run; they keep products in range). */
+#define MAX_BATCH (1 << 20)
+#define MAX_TAU (1 << 20)
+#define MAX_BN_BATCHES 100000
+
 static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
 
 /* Fill algorithm defaults and check every value; errors name the field and the value. */
@@ -108,10 +113,34 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->algo == NNC_ALGO_SGD && c->workers != 1)
         return nnc__fail(NNC_EINVAL, "algorithm sgd trains one replica: workers must be 1, found %d "
                          "(use mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam)", c->workers);
-    if (c->batch < 1) return nnc__fail(NNC_EINVAL, "batch must be >= 1, found %d", c->batch);
+    if (c->batch < 1 || c->batch > MAX_BATCH)
+        return nnc__fail(NNC_EINVAL, "batch must be in 1..%d, found %d", MAX_BATCH, c->batch);
+    if (c->limit_train < 0) return nnc__fail(NNC_EINVAL, "limit_train must be >= 0 (0 = all), found %ld", c->limit_train);
+    if (c->limit_test < 0) return nnc__fail(NNC_EINVAL, "limit_test must be >= 0 (0 = all), found %ld", c->limit_test);
     if (!(c->lr > 0.0f) || !isfinite(c->lr)) return nnc__fail(NNC_EINVAL, "lr must be > 0, found %g", (double)c->lr);
+    if (!(c->sgd.momentum >= 0.0f && c->sgd.momentum < 1.0f))
+        return nnc__fail(NNC_EINVAL, "momentum must be in [0, 1), found %g", (double)c->sgd.momentum);
+    if (!(c->sgd.weight_decay >= 0.0f) || !isfinite(c->sgd.weight_decay))
+        return nnc__fail(NNC_EINVAL, "weight decay must be finite and >= 0, found %g", (double)c->sgd.weight_decay);
+    if (c->sgd.nesterov && !(c->sgd.momentum > 0.0f))
+        return nnc__fail(NNC_EINVAL, "nesterov needs momentum > 0, found momentum %g", (double)c->sgd.momentum);
+    {
+        /* The schedule as the run will use it (base lr and epoch length filled in later). */
+        nnc_sched sc = c->sched;
+        sc.base_lr = c->lr;
+        if (sc.steps_per_epoch <= 0) sc.steps_per_epoch = 1;
+        if (sc.kind == NNC_SCHED_COSINE && sc.total_steps == 0) sc.total_steps = 1; /* = the planned steps */
+        if (sc.total_steps < 0)
+            return nnc__fail(NNC_EINVAL, "schedule total steps must be >= 0 (0 = the planned steps), found %ld",
+                             sc.total_steps);
+        if (!(sc.drop_seconds >= 0.0 || sc.drop_seconds < 0.0))
+            return nnc__fail(NNC_EINVAL, "schedule drop seconds must be a number, found %g", sc.drop_seconds);
+        int s = nnc_sched_check(&sc);
+        if (s) return s;
+    }
     if (c->epochs < 0) return nnc__fail(NNC_EINVAL, "epochs must be >= 0, found %d", c->epochs);
-    if (!(c->time_budget >= 0.0)) return nnc__fail(NNC_EINVAL, "time budget must be >= 0 s, found %g", c->time_budget);
+    if (!(c->time_budget >= 0.0) || !isfinite(c->time_budget))
+        return nnc__fail(NNC_EINVAL, "time budget must be finite and >= 0 s, found %g", c->time_budget);
     if (c->epochs == 0 && c->time_budget == 0.0)
         return nnc__fail(NNC_EINVAL, "nothing bounds the run: set epochs > 0 or a time budget");
     if (c->tau < 0) return nnc__fail(NNC_EINVAL, "tau must be >= 0 (0 = default), found %d", c->tau);
@@ -120,19 +149,32 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
                  : (c->algo == NNC_ALGO_DP || c->algo == NNC_ALGO_DP_SAM) ? 1 : 32;
     if (c->pull < 0.0f) c->pull = c->algo == NNC_ALGO_LSGD ? 0.1f : c->algo == NNC_ALGO_LOCAL_SGD ? 1.0f : 0.5f;
     if (c->prox < 0.0f) c->prox = c->algo == NNC_ALGO_LSGD ? 0.1f : is_grawa(c->algo) ? 0.01f : 0.0f;
+    if (c->sync != NNC_SYNC_ASYNC && c->sync != NNC_SYNC_LOCKSTEP)
+        return nnc__fail(NNC_EINVAL, "unknown sync mode %d (expected async or lockstep)", (int)c->sync);
+    if (c->norm_kind != NNC_NORM_SUM_LAYERS && c->norm_kind != NNC_NORM_GLOBAL_L2)
+        return nnc__fail(NNC_EINVAL, "unknown norm kind %d (expected sum-layers or global-l2)", (int)c->norm_kind);
+    if (c->tau > MAX_TAU) return nnc__fail(NNC_EINVAL, "tau must be in 0..%d (0 = default), found %d", MAX_TAU, c->tau);
     if (c->pull > 1.0f || !isfinite(c->pull)) return nnc__fail(NNC_EINVAL, "pull must be in [0, 1], found %g", (double)c->pull);
     if (c->prox > (float)c->tau || !isfinite(c->prox))
         return nnc__fail(NNC_EINVAL, "prox must be in [0, tau=%d], found %g", c->tau, (double)c->prox);
     if (!(c->easgd_beta > 0.0f && c->easgd_beta <= 1.0f))
         return nnc__fail(NNC_EINVAL, "easgd beta must be in (0, 1], found %g", (double)c->easgd_beta);
-    if (!(c->sam_rho >= 0.0f)) return nnc__fail(NNC_EINVAL, "sam rho must be >= 0, found %g", (double)c->sam_rho);
-    if (c->probe_batch < 1) return nnc__fail(NNC_EINVAL, "probe batch must be >= 1, found %d", c->probe_batch);
-    if (c->bn_reestimate_batches < 0)
-        return nnc__fail(NNC_EINVAL, "bn re-estimation batches must be >= 0, found %d", c->bn_reestimate_batches);
-    if (c->sync_timeout < 0.0) return nnc__fail(NNC_EINVAL, "sync timeout must be >= 0, found %g", c->sync_timeout);
+    if (!(c->sam_rho >= 0.0f) || !isfinite(c->sam_rho))
+        return nnc__fail(NNC_EINVAL, "sam rho must be finite and >= 0, found %g", (double)c->sam_rho);
+    if (c->probe_batch < 1 || c->probe_batch > MAX_BATCH)
+        return nnc__fail(NNC_EINVAL, "probe batch must be in 1..%d, found %d", MAX_BATCH, c->probe_batch);
+    if (c->bn_reestimate_batches < 0 || c->bn_reestimate_batches > MAX_BN_BATCHES)
+        return nnc__fail(NNC_EINVAL, "bn re-estimation batches must be in 0..%d, found %d", MAX_BN_BATCHES,
+                         c->bn_reestimate_batches);
+    if (!(c->sync_timeout >= 0.0) || !isfinite(c->sync_timeout))
+        return nnc__fail(NNC_EINVAL, "sync timeout must be finite and >= 0 (0 = 600 s), found %g", c->sync_timeout);
     if (c->sync_timeout == 0.0) c->sync_timeout = 600.0;
+    if (c->threads < 0) return nnc__fail(NNC_EINVAL, "threads must be >= 0 (0 = 1), found %d", c->threads);
     if (c->threads < 1) c->threads = 1;
-    if (c->eval_every_epochs < 0) c->eval_every_epochs = 0;
+    if (c->eval_every_epochs < 0)
+        return nnc__fail(NNC_EINVAL, "eval every must be >= 0 epochs (0 = only at the end), found %d",
+                         c->eval_every_epochs);
+    if (c->log_every < 0) return nnc__fail(NNC_EINVAL, "log every must be >= 0 steps (0 = auto), found %d", c->log_every);
     if (c->resume && !c->ckpt_dir) return nnc__fail(NNC_EINVAL, "resume needs a checkpoint folder");
     if (c->keep_epochs < 0) return nnc__fail(NNC_EINVAL, "keep must be >= 0 (0 = no epoch checkpoints), found %d", c->keep_epochs);
     if ((unsigned)c->nan_policy > NNC_NAN_SKIP)
