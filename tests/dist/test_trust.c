@@ -544,3 +544,75 @@ Test(dist_trust, stop_during_bn_reestimation_workers, .timeout = 60)
     fx_dataset_free(tr);
     fx_dataset_free(te);
 }
+
+/* ------------------------------------------------------------------ the CLI on crafted files */
+
+#include "tests/common/cli_run.h"
+
+static char *cli_data, *cli_work;
+
+static void cli_setup(void)
+{
+    cli_data = tcli_tmpdir();
+    cli_work = tcli_tmpdir();
+    cr_assert(cli_data && cli_work);
+    cr_assert_eq(tcli_write_cifar10(cli_data, 256), 0);
+}
+
+static void cli_teardown(void)
+{
+    tcli_rmrf(cli_data);
+    tcli_rmrf(cli_work);
+    free(cli_data);
+    free(cli_work);
+}
+
+TestSuite(dist_trust_cli, .init = cli_setup, .fini = cli_teardown, .timeout = 120);
+
+/* A one-epoch `nnc train` of the tiny model into cli_work/run (exit 0). */
+static char *cli_train(const char *epochs)
+{
+    char *run = tcli_path(cli_work, "run");
+    tcli_result r = tcli_run(60, "train", "cifar10", "--data", cli_data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--lr", "0.05", "--threads", "1",
+                             "--epochs", epochs, "--run-dir", run, NULL);
+    cr_assert_eq(r.code, 0, "train: %s", r.err);
+    tcli_free(&r);
+    return run;
+}
+
+/* eval and predict load the model through the same code (tools/ckpt_model.c). */
+Test(dist_trust_cli, eval_refuses_non_finite_bn_statistics)
+{
+    char *run = cli_train("1");
+    char *best = tcli_path(run, "best.ckpt");
+    nnc_ckpt *ck;
+    cr_assert_eq(nnc_ckpt_load(best, &ck), NNC_OK, "%s", nnc_error_message());
+    cr_assert(nnc_ckpt_has(ck, "buf/bn.running_var"), "the tiny model has BN statistics buf/bn.*");
+    nnc_ckpt_free(ck);
+    float nan = NAN;
+    patch_section(best, "buf/bn.running_var", 2 * sizeof(float), &nan, sizeof nan);
+    tcli_result r = tcli_run(60, "eval", "cifar10", "--data", cli_data, "--ckpt", best, "--limit", "100", NULL);
+    cr_assert_eq(r.code, 2, "exit %d: %s", r.code, r.err);
+    cr_assert(strstr(r.err, "buf/bn.running_var") && strstr(r.err, "element 2") && strstr(r.err, "nan"), "%s",
+              r.err);
+    tcli_free(&r);
+    free(best);
+    free(run);
+}
+
+Test(dist_trust_cli, resume_refuses_loader_position_with_exit_2)
+{
+    char *run = cli_train("1");
+    char *last = tcli_path(run, "last.ckpt");
+    int64_t bad = 1000;
+    patch_section(last, "run/workers", offsetof(nnc__worker_meta, loader_batch), &bad, sizeof bad);
+    tcli_result r = tcli_run(60, "train", "cifar10", "--data", cli_data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--lr", "0.05", "--threads", "1",
+                             "--epochs", "2", "--run-dir", run, "--resume", NULL);
+    cr_assert_eq(r.code, 2, "exit %d (not an abort): %s", r.code, r.err);
+    cr_assert(strstr(r.err, "loader_batch") && strstr(r.err, "1000"), "%s", r.err);
+    tcli_free(&r);
+    free(last);
+    free(run);
+}
