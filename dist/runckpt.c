@@ -1,7 +1,9 @@
 /* dist/runckpt.c - save and restore a whole training run (nn/checkpoint.h format).
  *
- * Sections: "param/..", "buf/.." the reported model (the replica for one worker, else the
- * center with averaged BN buffers: `nnc eval` loads these); "opt/.." its momentum (one worker);
+ * Sections: "param/..", "buf/.." the reported model (the replica for one worker; else the model
+ * the last evaluation reported - center or worker average with its re-estimated BN statistics -
+ * when the checkpoint is taken at that evaluated state, otherwise the center with averaged BN
+ * buffers: `nnc eval` loads these); "opt/.." its momentum (one worker);
  * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
  * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
  * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
@@ -12,9 +14,11 @@
  * point leaves every complete file it had plus, at worst, a stale temp file.
  * Ranks (MPI build): saving is collective; every worker's whole state travels to rank 0, which
  * alone writes the one file (atomically: temporary + rename, so a rank killed mid-save leaves
- * the previous complete checkpoint - D7 by construction) and rotates; the other ranks write
+ * the previous complete checkpoint) and rotates; the other ranks write
  * nothing. Resuming: rank 0 reads the file and broadcasts the run and every worker, so the
- * other ranks need no copy of the folder.
+ * other ranks need no copy of the folder. Every value read back is range-checked (counters,
+ * indices, loader positions, RNG states, EMAs) and every tensor checked finite before use: a bad
+ * one is NNC_EFORMAT naming the file, the section, the field and expected vs found.
  */
 #include <dirent.h>
 #include <errno.h>
