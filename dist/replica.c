@@ -109,8 +109,8 @@ static int forward_backward(nnc_replica *r, float *x, const int *y, int n, nnc_r
     if (setjmp(jb)) {
         nnc__oom_release(prev);
         nnc_graph_reset(r->g);
-        return nnc__fail(NNC_ENOMEM, "out of memory allocating %zu bytes for the step arena (worker %d, batch of %d "
-                         "images)", nnc__oom_bytes(), r->id, n);
+        return nnc__fail(NNC_ENOMEM, "out of memory allocating %zu bytes for the step arena (batch of %d images)",
+                         nnc__oom_bytes(), n);
     }
     int s = forward_backward_run(r, x, y, n, red, loss, correct);
     nnc__oom_release(prev);
