@@ -18,13 +18,21 @@
  * Evaluation (M > 1): "center" is the GRAWA/EASGD center, the last local-sgd average, the last
  * LSGD leader, or replica 0 for DP (all replicas are identical); "average" is the uniform
  * average of the workers; both get BN statistics re-estimated (bn_reestimate_batches). The
- * reported test_acc is the average for LSGD and local-sgd (as the public code), else the center.
+ * reported test_acc is the average for LSGD and local-sgd (as the public code), else the center;
+ * that model, with its re-estimated BN statistics, is what checkpoints taken at the evaluated
+ * state store as their model sections (docs/checkpoints.md), so evaluating best.ckpt reproduces
+ * the recorded accuracy exactly. The stop flag is polled inside evaluation and BN re-estimation:
+ * a stop there abandons the evaluation, writes last.ckpt (the state it started from) and returns
+ * NNC_EINTERRUPTED.
  * The time-drop schedule reads the training seconds published at the last round (M > 1).
  *
  * Progress reaches the caller only through the callbacks (library code never prints); they are
  * called from the thread that called nnc_train() (the coordinator), never concurrently.
  *
- * Errors: NNC_EINVAL (bad config), NNC_EDIVERGED (all workers non-finite / loss non-finite with
+ * Errors: NNC_EINVAL (bad config: every field is checked before anything is built, the message
+ * names it and the value), NNC_ENOMEM (out of memory, also a step arena that cannot hold a
+ * batch's activations, in any worker), NNC_EFORMAT (resume: a checkpoint value out of range or
+ * a non-finite tensor, naming file, section and field), NNC_EDIVERGED (all workers non-finite / loss non-finite with
  * no recovery), NNC_ETIMEOUT (stalled worker or MPI rank: message names it and the round), NNC_ETHREAD (a
  * worker failed: its message), NNC_EINTERRUPTED (stop flag set: a checkpoint was written),
  * NNC_EIO (checkpoint write failed). Every thread is joined before nnc_train() returns.

@@ -86,9 +86,28 @@ static double dot(const nnc_grawa_layers *ly, const float *a, const float *b)
     return s;
 }
 
+static int full_grad_run(hess_ctx *h);
+
 /* Gradient of the mean cross-entropy over the subset at the current parameters into p->grad
- * (BN running statistics are updated by the train-mode forwards; the caller restores them). */
+ * (BN running statistics are updated by the train-mode forwards; the caller restores them).
+ * A step arena that cannot hold a chunk's activations is NNC_ENOMEM. */
 static int full_grad(hess_ctx *h)
+{
+    jmp_buf jb;
+    jmp_buf *prev = nnc__oom_catch(&jb);
+    int s;
+    if (setjmp(jb)) {
+        nnc_graph_reset(h->g);
+        s = nnc__fail(NNC_ENOMEM, "out of memory allocating %zu bytes for the step arena (Hessian, chunk of %d "
+                      "images)", nnc__oom_bytes(), h->chunk);
+    } else {
+        s = full_grad_run(h);
+    }
+    nnc__oom_release(prev);
+    return s;
+}
+
+static int full_grad_run(hess_ctx *h)
 {
     nnc_params_zero_grad(h->p);
     size_t img = (size_t)h->d->c * h->d->h * h->d->w;

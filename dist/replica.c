@@ -96,9 +96,29 @@ int nnc__replica_next_batch(nnc_replica *r)
     return n;
 }
 
-/* Forward in train mode on n images of x, cross-entropy with reduction red, backward. */
+static int forward_backward_run(nnc_replica *r, float *x, const int *y, int n, nnc_reduction red,
+                                double *loss, long *correct);
+
+/* Forward in train mode on n images of x, cross-entropy with reduction red, backward. A step
+ * arena that cannot grow (activations of a batch too big for the memory) is NNC_ENOMEM. */
 static int forward_backward(nnc_replica *r, float *x, const int *y, int n, nnc_reduction red,
                             double *loss, long *correct)
+{
+    jmp_buf jb;
+    jmp_buf *prev = nnc__oom_catch(&jb);
+    if (setjmp(jb)) {
+        nnc__oom_release(prev);
+        nnc_graph_reset(r->g);
+        return nnc__fail(NNC_ENOMEM, "out of memory allocating %zu bytes for the step arena (batch of %d images)",
+                         nnc__oom_bytes(), n);
+    }
+    int s = forward_backward_run(r, x, y, n, red, loss, correct);
+    nnc__oom_release(prev);
+    return s;
+}
+
+static int forward_backward_run(nnc_replica *r, float *x, const int *y, int n, nnc_reduction red,
+                                double *loss, long *correct)
 {
     nnc_graph_reset(r->g);
     nnc_graph_set_grad(r->g, 1);
@@ -172,22 +192,26 @@ int nnc__replica_probe(nnc_replica *r, const nnc_grawa_layers *ly, double *out)
 int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
                        nnc_rng *rng)
 {
+    return nnc__bn_reestimate_stop(m, g, d, batches, batch, rng, NULL);
+}
+
+/* Scratch of one BN re-estimation. */
+typedef struct bn_scratch {
+    double *acc;
+    float *orig, *last, *x;
+    int *y;
+    uint32_t *idx;
+} bn_scratch;
+
+/* The re-estimation loop over buffers allocated by the caller (see nnc__bn_reestimate_stop). */
+static int bn_reestimate_run(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
+                             nnc_rng *rng, volatile sig_atomic_t *stop, const bn_scratch *w)
+{
     nnc_params *p = nnc_model_params(m);
-    if (p->n_buf == 0 || batches <= 0) return NNC_OK;
-    if (batch > d->n) batch = d->n;
-    size_t img = (size_t)d->c * d->h * d->w;
-    double *acc = nnc__calloc(p->n_buf, sizeof(double));
-    float *orig = nnc__calloc(p->n_buf, sizeof(float));
-    float *last = nnc__calloc(p->n_buf, sizeof(float));
-    float *x = nnc__calloc((size_t)batch * img, sizeof(float));
-    int *y = nnc__calloc((size_t)batch, sizeof(int));
-    uint32_t *idx = nnc__calloc((size_t)batch, sizeof(uint32_t));
-    int s = NNC_OK;
-    if (!acc || !orig || !last || !x || !y || !idx) {
-        s = nnc__fail(NNC_ENOMEM, "BN re-estimation: out of memory (batch %d)", batch);
-        goto done;
-    }
-    memcpy(orig, p->buf, p->n_buf * sizeof(float));
+    double *acc = w->acc;
+    float *orig = w->orig, *last = w->last, *x = w->x;
+    int *y = w->y;
+    uint32_t *idx = w->idx;
     int shape[4] = {batch, d->c, d->h, d->w};
     /* Every buffer is an EMA r' = (1 - m) r + m s of a batch statistic s, whatever the model's
      * momentum m. A forward from r = 0 yields m s; one more forward of the last batch from
@@ -195,6 +219,11 @@ int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int bat
      * momentum=None) is then sum_b (m s_b) / (batches m). Buffers that are not EMAs (m ~ 0)
      * keep their value. */
     for (int b = 0; b <= batches; b++) {
+        if (stop && *stop) {
+            memcpy(p->buf, orig, p->n_buf * sizeof(float));
+            return nnc__fail(NNC_EINTERRUPTED, "BN re-estimation stopped by signal %d after %d of %d batches",
+                             (int)*stop, b, batches);
+        }
         if (b < batches) {
             for (int i = 0; i < batch; i++) idx[i] = nnc_rng_below(rng, (uint32_t)d->n);
             nnc_dataset_gather(d, idx, batch, x, y);
@@ -214,13 +243,66 @@ int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int bat
         double mom = 1.0 - ((double)p->buf[j] - (double)last[j]);
         p->buf[j] = fabs(mom) > 1e-6 ? (float)(acc[j] / (batches * mom)) : orig[j];
     }
+    return NNC_OK;
+}
+
+typedef struct bn_args {
+    nnc_model *m;
+    nnc_graph *g;
+    const nnc_dataset *d;
+    int batches, batch;
+    nnc_rng *rng;
+    volatile sig_atomic_t *stop;
+    const bn_scratch *w;
+} bn_args;
+
+/* bn_reestimate_run with a step arena that cannot grow reported as NNC_ENOMEM (the buffers go
+ * back to their values on entry). */
+static int bn_guarded(const bn_args *a)
+{
+    jmp_buf jb;
+    jmp_buf *prev = nnc__oom_catch(&jb);
+    int s;
+    if (setjmp(jb)) {
+        nnc_params *p = nnc_model_params(a->m);
+        memcpy(p->buf, a->w->orig, p->n_buf * sizeof(float));
+        s = nnc__fail(NNC_ENOMEM, "out of memory allocating %zu bytes for the step arena (BN re-estimation, "
+                      "batch of %d images)", nnc__oom_bytes(), a->batch);
+    } else {
+        s = bn_reestimate_run(a->m, a->g, a->d, a->batches, a->batch, a->rng, a->stop, a->w);
+    }
+    nnc__oom_release(prev);
+    return s;
+}
+
+int nnc__bn_reestimate_stop(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
+                            nnc_rng *rng, volatile sig_atomic_t *stop)
+{
+    nnc_params *p = nnc_model_params(m);
+    if (p->n_buf == 0 || batches <= 0) return NNC_OK;
+    if (batch > d->n) batch = d->n;
+    size_t img = (size_t)d->c * d->h * d->w;
+    bn_scratch w = {.acc = nnc__calloc(p->n_buf, sizeof(double)),
+                    .orig = nnc__calloc(p->n_buf, sizeof(float)),
+                    .last = nnc__calloc(p->n_buf, sizeof(float)),
+                    .x = nnc__calloc((size_t)batch * img, sizeof(float)),
+                    .y = nnc__calloc((size_t)batch, sizeof(int)),
+                    .idx = nnc__calloc((size_t)batch, sizeof(uint32_t))};
+    int s = NNC_OK;
+    if (!w.acc || !w.orig || !w.last || !w.x || !w.y || !w.idx) {
+        s = nnc__fail(NNC_ENOMEM, "BN re-estimation: out of memory (batch %d)", batch);
+        goto done;
+    }
+    memcpy(w.orig, p->buf, p->n_buf * sizeof(float));
+    bn_args a = {m, g, d, batches, batch, rng, stop, &w};
+    s = bn_guarded(&a);
 done:
-    nnc__free(acc);
-    nnc__free(orig);
-    nnc__free(last);
-    nnc__free(x);
-    nnc__free(y);
-    nnc__free(idx);
+    nnc__free(w.acc);
+    nnc__free(w.orig);
+    nnc__free(w.last);
+    nnc__free(w.x);
+    nnc__free(w.y);
+    nnc__free(w.idx);
     nnc_graph_reset(g);
     nnc_graph_set_grad(g, 1);
     return s;

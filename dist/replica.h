@@ -67,8 +67,16 @@ int nnc__replica_probe(nnc_replica *r, const nnc_grawa_layers *ly, double *out);
 
 /* Re-estimate BN running statistics of m: reset, then the cumulative average of the batch
  * statistics over `batches` train-mode forwards on un-augmented training batches drawn with
- * rng (PyTorch momentum=None). No-op when m has no buffers or batches <= 0. */
+ * rng (PyTorch momentum=None). No-op when m has no buffers or batches <= 0. stop (may be NULL)
+ * is polled before every forward: once it is set the buffers are restored to their values on
+ * entry and NNC_EINTERRUPTED is returned. */
+int nnc__bn_reestimate_stop(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
+                            nnc_rng *rng, volatile sig_atomic_t *stop);
+/* The same without a stop flag. */
 int nnc__bn_reestimate(nnc_model *m, nnc_graph *g, const nnc_dataset *d, int batches, int batch,
                        nnc_rng *rng);
+/* nnc_evaluate that polls stop (may be NULL) before every batch: NNC_EINTERRUPTED once set. */
+int nnc__evaluate_stop(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
+                       long *confusion, volatile sig_atomic_t *stop);
 
 #endif

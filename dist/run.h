@@ -37,6 +37,12 @@ typedef struct nnc_run {
     float *center;                  /* algorithm state: GRAWA/EASGD center, LSGD leader, average */
     float *pub;                     /* target of pulls and proximity (x_C_last / x_L_last) */
     float *center_buf;              /* BN buffers averaged over the finite workers */
+    /* The reported model of the last evaluation (M > 1): the center (or the workers' average
+     * for LSGD and local-sgd) with the BN statistics re-estimated for it, exactly the model whose
+     * accuracy was reported. Checkpoints taken at that state store it as their model sections. */
+    float *model_data, *model_buf;
+    int model_valid;
+    long model_round, model_steps;  /* R->round and R->total_steps when it was evaluated */
     double *acc, *usum, *u, *ema, *norms;
     long ema_n[NNC_MAX_WORKERS];
     nnc_lsgd_hist hist[NNC_MAX_WORKERS];
@@ -112,7 +118,26 @@ void nnc__dist_observe(nnc__obs_fn fn, void *ud);
  * writes best.ckpt when the reported accuracy improves. */
 int nnc__run_evaluate(nnc_run *R);
 
-/* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. */
+/* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. The bytes sections
+ * "run/meta" (one run_meta) and "run/workers" (one worker_meta per worker) hold the counters,
+ * in host byte order; resuming checks every value against its range. */
+#define NNC__RUN_META_VERSION 1
+
+typedef struct nnc__run_meta {
+    int32_t version, workers, algo, sync, layers, pad;
+    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
+    double seconds, best_acc, pub_seconds, mark_loss;
+    int64_t mark_n;
+} nnc__run_meta;
+
+typedef struct nnc__worker_meta {
+    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
+    int64_t wsteps, wloss_n, wcorrect, wseen;
+    double wloss;
+    nnc_rng rng, probe_rng;
+    nnc_lsgd_hist hist;
+} nnc__worker_meta;
+
 int nnc__run_save(nnc_run *R, const char *name);
 /* last.ckpt at the end of epoch `epoch` (0: not at an epoch end); with keep_epochs > 0 also
  * epoch-<EEEE>.ckpt, then the epoch files beyond the keep_epochs newest are deleted. */

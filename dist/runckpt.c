@@ -1,7 +1,9 @@
 /* dist/runckpt.c - save and restore a whole training run (nn/checkpoint.h format).
  *
- * Sections: "param/..", "buf/.." the reported model (the replica for one worker, else the
- * center with averaged BN buffers: `nnc eval` loads these); "opt/.." its momentum (one worker);
+ * Sections: "param/..", "buf/.." the reported model (the replica for one worker; else the model
+ * the last evaluation reported - center or worker average with its re-estimated BN statistics -
+ * when the checkpoint is taken at that evaluated state, otherwise the center with averaged BN
+ * buffers: `nnc eval` loads these); "opt/.." its momentum (one worker);
  * "w<i>/param/..", "w<i>/buf/..", "w<i>/mom/.." every replica and its momentum (M > 1);
  * "run/meta" and "run/workers" counters, RNG states, loader positions, LSGD histories;
  * "run/center", "run/pub", "run/center_buf", "run/ema" the synchronizer state; "metric" the
@@ -12,9 +14,11 @@
  * point leaves every complete file it had plus, at worst, a stale temp file.
  * Ranks (MPI build): saving is collective; every worker's whole state travels to rank 0, which
  * alone writes the one file (atomically: temporary + rename, so a rank killed mid-save leaves
- * the previous complete checkpoint - D7 by construction) and rotates; the other ranks write
+ * the previous complete checkpoint) and rotates; the other ranks write
  * nothing. Resuming: rank 0 reads the file and broadcasts the run and every worker, so the
- * other ranks need no copy of the folder.
+ * other ranks need no copy of the folder. Every value read back is range-checked (counters,
+ * indices, loader positions, RNG states, EMAs) and every tensor checked finite before use: a bad
+ * one is NNC_EFORMAT naming the file, the section, the field and expected vs found.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,23 +33,6 @@
 
 #include "dist/run.h"
 #include "nn/checkpoint.h"
-
-#define META_VERSION 1
-
-typedef struct run_meta {
-    int32_t version, workers, algo, sync, layers, pad;
-    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
-    double seconds, best_acc, pub_seconds, mark_loss;
-    int64_t mark_n;
-} run_meta;
-
-typedef struct worker_meta {
-    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
-    int64_t wsteps, wloss_n, wcorrect, wseen;
-    double wloss;
-    nnc_rng rng, probe_rng;
-    nnc_lsgd_hist hist;
-} worker_meta;
 
 static int ckpt_path(const nnc_run *R, const char *name, char *path, size_t n)
 {
@@ -185,17 +172,17 @@ static int save_file(nnc_run *R, const char *name)
         return nnc__fail(NNC_EDIVERGED, "refusing to write checkpoint '%s': non-finite parameters", path);
     int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
     nnc_params *sp = nnc_model_params(R->scratch);
-    run_meta meta = {.version = META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
+    nnc__run_meta meta = {.version = NNC__RUN_META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
                      .sync = (int32_t)R->c.sync, .layers = R->ly.L, .round = R->round,
                      .total_steps = R->total_steps, .round_steps = R->round_steps,
                      .last_epoch = R->last_epoch, .steps_per_epoch = R->spe,
                      .seconds = nnc__run_seconds(R), .best_acc = R->best_acc,
                      .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss, .mark_n = R->mark_n};
-    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    nnc__worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     if (!wm) return nnc__fail(NNC_ENOMEM, "checkpoint: out of memory");
     for (int i = 0; i < M; i++) {
         nnc_replica *r = R->rep[i];
-        wm[i] = (worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
+        wm[i] = (nnc__worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
                               .loader_epoch = nnc_loader_epoch(r->loader),
                               .loader_batch = nnc_loader_batch_index(r->loader), .ema_n = R->ema_n[i],
                               .correct = r->correct, .seen = r->seen, .wsteps = R->wsteps[i],
@@ -232,8 +219,11 @@ static int save_file(nnc_run *R, const char *name)
         if (!s) s = nnc_ckpt_add_params(c, "", R->rep[0]->p);
         if (!s) s = nnc_ckpt_add_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum);
     } else {
-        memcpy(sp->data, R->center, sp->n_data * sizeof(float));
-        memcpy(sp->buf, R->center_buf, sp->n_buf * sizeof(float));
+        /* The model sections: the model the last evaluation reported when it was taken at this
+         * state (its accuracy is the one recorded), else the center with the averaged buffers. */
+        int evaluated = R->model_valid && R->model_round == R->round && R->model_steps == R->total_steps;
+        memcpy(sp->data, evaluated ? R->model_data : R->center, sp->n_data * sizeof(float));
+        memcpy(sp->buf, evaluated ? R->model_buf : R->center_buf, sp->n_buf * sizeof(float));
         if (!s) s = nnc_ckpt_add_params(c, "", sp);
         int n = (int)sp->n_data, nb = (int)sp->n_buf;
         if (!s) s = nnc_ckpt_add_floats(c, "run/center", 1, &n, R->center);
@@ -395,6 +385,120 @@ int nnc__run_load(nnc_run *R)
     return s;
 }
 
+/* Range checks on values decoded from a checkpoint: a field outside its range is refused with
+ * NNC_EFORMAT naming the file, the section, the field and the expected range, before anything
+ * uses it (an index, a loader position, a count that sizes or addresses memory). */
+static int bad_field(const char *path, const char *sec, int worker, const char *field, const char *want,
+                     const char *found)
+{
+    char w[32] = "";
+    if (worker >= 0) snprintf(w, sizeof w, " worker %d", worker);
+    return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section '%s'%s field '%s': expected %s, found %s", path, sec,
+                     w, field, want, found);
+}
+
+static int check_i64(const char *path, const char *sec, int worker, const char *field, int64_t v, int64_t lo,
+                     int64_t hi)
+{
+    if (v >= lo && v <= hi) return NNC_OK;
+    char want[96], found[32];
+    snprintf(want, sizeof want, "%lld..%lld", (long long)lo, (long long)hi);
+    snprintf(found, sizeof found, "%lld", (long long)v);
+    return bad_field(path, sec, worker, field, want, found);
+}
+
+static int check_f64(const char *path, const char *sec, int worker, const char *field, double v, double lo,
+                     double hi)
+{
+    if (isfinite(v) && v >= lo && v <= hi) return NNC_OK;
+    char want[96], found[32];
+    snprintf(want, sizeof want, "a finite value in [%g, %g]", lo, hi);
+    snprintf(found, sizeof found, "%g", v);
+    return bad_field(path, sec, worker, field, want, found);
+}
+
+static int check_rng(const char *path, const char *sec, int worker, const char *field, const nnc_rng *r)
+{
+    if (r->s[0] | r->s[1] | r->s[2] | r->s[3]) return NNC_OK;
+    return bad_field(path, sec, worker, field, "a non-zero xoshiro256 state", "all zero");
+}
+
+/* Counters are far below this (2^40 steps, images or rounds); it keeps every sum and product of
+ * them in range. */
+#define COUNT_MAX ((int64_t)1 << 40)
+#define SECONDS_MAX 1e12
+
+static int check_meta(const nnc_run *R, const char *path, const nnc__run_meta *m)
+{
+    const char *S = "run/meta";
+    int s;
+    int64_t M = R->M;
+    if ((s = check_i64(path, S, -1, "round", m->round, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, -1, "total_steps", m->total_steps, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, -1, "round_steps", m->round_steps, 0, m->total_steps)) ||
+        (s = check_i64(path, S, -1, "last_epoch", m->last_epoch, 0,
+                       (m->total_steps + M) / ((int64_t)R->spe * M))) ||
+        (s = check_i64(path, S, -1, "mark_n", m->mark_n, 0, m->total_steps)) ||
+        (s = check_f64(path, S, -1, "seconds", m->seconds, 0.0, SECONDS_MAX)) ||
+        (s = check_f64(path, S, -1, "pub_seconds", m->pub_seconds, 0.0, SECONDS_MAX)) ||
+        (s = check_f64(path, S, -1, "mark_loss", m->mark_loss, -1e300, 1e300)))
+        return s;
+    if (m->best_acc != -1.0 && (s = check_f64(path, S, -1, "best_acc", m->best_acc, 0.0, 1.0)))
+        return s;
+    return NNC_OK;
+}
+
+static int check_worker(const nnc_run *R, const char *path, int i, const nnc__worker_meta *w)
+{
+    const char *S = "run/workers";
+    int s;
+    int64_t spe = R->spe, tau_max = (int64_t)(R->c.tau > 0 ? R->c.tau : 1) * R->M;
+    if ((s = check_i64(path, S, i, "steps", w->steps, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "sgd_steps", w->sgd_steps, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "wround", w->wround, 0, tau_max)) ||
+        (s = check_i64(path, S, i, "loader_epoch", w->loader_epoch, 0, COUNT_MAX / spe)) ||
+        (s = check_i64(path, S, i, "loader_batch", w->loader_batch, 0, spe)) ||
+        (s = check_i64(path, S, i, "ema_n", w->ema_n, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "seen", w->seen, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "correct", w->correct, 0, w->seen)) ||
+        (s = check_i64(path, S, i, "wsteps", w->wsteps, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "wloss_n", w->wloss_n, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "wseen", w->wseen, 0, COUNT_MAX)) ||
+        (s = check_i64(path, S, i, "wcorrect", w->wcorrect, 0, w->wseen)) ||
+        (s = check_f64(path, S, i, "wloss", w->wloss, -1e300, 1e300)) ||
+        (s = check_rng(path, S, i, "rng", &w->rng)) || (s = check_rng(path, S, i, "probe_rng", &w->probe_rng)) ||
+        (s = check_i64(path, S, i, "hist.count", w->hist.count, 0, NNC_LSGD_HISTORY)) ||
+        (s = check_i64(path, S, i, "hist.next", w->hist.next, 0, NNC_LSGD_HISTORY - 1)))
+        return s;
+    if (w->hist.count < NNC_LSGD_HISTORY && w->hist.next != w->hist.count) {
+        char want[64], found[32];
+        snprintf(want, sizeof want, "%d (= hist.count while the history is not full)", w->hist.count);
+        snprintf(found, sizeof found, "%d", w->hist.next);
+        return bad_field(path, S, i, "hist.next", want, found);
+    }
+    for (int k = 0; k < NNC_LSGD_HISTORY; k++)
+        if (!isfinite(w->hist.loss[k])) {
+            char f[32], v[32];
+            snprintf(f, sizeof f, "hist.loss[%d]", k);
+            snprintf(v, sizeof v, "%g", w->hist.loss[k]);
+            return bad_field(path, S, i, f, "a finite loss", v);
+        }
+    return NNC_OK;
+}
+
+/* The smoothed gradient norms: finite and >= 0. */
+static int check_ema(const char *path, const double *ema, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        if (!(isfinite(ema[j]) && ema[j] >= 0.0)) {
+            char f[48], v[32];
+            snprintf(f, sizeof f, "ema[%zu]", j);
+            snprintf(v, sizeof v, "%g", ema[j]);
+            return bad_field(path, "run/ema", -1, f, "a finite value >= 0", v);
+        }
+    return NNC_OK;
+}
+
 static int load_file(nnc_run *R)
 {
     char path[4096], prefix[32];
@@ -403,8 +507,8 @@ static int load_file(nnc_run *R)
     nnc_ckpt *c = NULL;
     if ((s = nnc_ckpt_load(path, &c))) return nnc__fail_prefix(s, "resume");
     int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
-    run_meta meta;
-    worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
+    nnc__run_meta meta;
+    nnc__worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     nnc_params *sp = nnc_model_params(R->scratch);
     if (!wm) {
         s = nnc__fail(NNC_ENOMEM, "resume: out of memory");
@@ -416,7 +520,7 @@ static int load_file(nnc_run *R)
         goto done;
     }
     if ((s = get_exact(c, path, "run/meta", &meta, sizeof meta))) goto done;
-    if (meta.version != META_VERSION || meta.workers != M || meta.algo != (int32_t)R->c.algo ||
+    if (meta.version != NNC__RUN_META_VERSION || meta.workers != M || meta.algo != (int32_t)R->c.algo ||
         meta.sync != (int32_t)R->c.sync || meta.layers != R->ly.L || meta.steps_per_epoch != R->spe) {
         s = nnc__fail(NNC_EINVAL,
                       "resume: checkpoint '%s' was written by a run with %d worker(s), algorithm %s, "
@@ -426,22 +530,38 @@ static int load_file(nnc_run *R)
                       (long long)meta.steps_per_epoch, M, nnc_algo_name(R->c.algo), (int)R->c.sync, R->spe);
         goto done;
     }
+    if ((s = check_meta(R, path, &meta))) goto done;
     if ((s = get_exact(c, path, "run/workers", wm, (size_t)M * sizeof *wm))) goto done;
+    for (int i = 0; i < M; i++)
+        if ((s = check_worker(R, path, i, &wm[i]))) goto done;
     if (single) {
-        if ((s = nnc_ckpt_get_params(c, "", R->rep[0]->p))) goto done;
-        if ((s = nnc_ckpt_get_params_like(c, "opt/", R->rep[0]->p, R->rep[0]->opt->momentum))) goto done;
+        nnc_params *p = R->rep[0]->p;
+        if ((s = nnc_ckpt_get_params(c, "", p)) || (s = nnc_ckpt_check_finite(c, "", p))) goto done;
+        if ((s = nnc_ckpt_get_params_like(c, "opt/", p, R->rep[0]->opt->momentum)) ||
+            (s = nnc_ckpt_check_finite_like(c, "opt/", p, R->rep[0]->opt->momentum)))
+            goto done;
     } else {
         int n = (int)sp->n_data, nb = (int)sp->n_buf;
-        if ((s = nnc_ckpt_get_floats(c, "run/center", 1, &n, R->center))) goto done;
-        if ((s = nnc_ckpt_get_floats(c, "run/pub", 1, &n, R->pub))) goto done;
-        if (nb && (s = nnc_ckpt_get_floats(c, "run/center_buf", 1, &nb, R->center_buf))) goto done;
+        if ((s = nnc_ckpt_get_floats(c, "run/center", 1, &n, R->center)) ||
+            (s = nnc_ckpt_check_finite_floats(c, "run/center", R->center, sp->n_data)))
+            goto done;
+        if ((s = nnc_ckpt_get_floats(c, "run/pub", 1, &n, R->pub)) ||
+            (s = nnc_ckpt_check_finite_floats(c, "run/pub", R->pub, sp->n_data)))
+            goto done;
+        if (nb && ((s = nnc_ckpt_get_floats(c, "run/center_buf", 1, &nb, R->center_buf)) ||
+                   (s = nnc_ckpt_check_finite_floats(c, "run/center_buf", R->center_buf, sp->n_buf))))
+            goto done;
         size_t ne = (size_t)M * (R->ly.L > 0 ? R->ly.L : 1);
-        if ((s = get_exact(c, path, "run/ema", R->ema, ne * sizeof(double)))) goto done;
+        if ((s = get_exact(c, path, "run/ema", R->ema, ne * sizeof(double))) || (s = check_ema(path, R->ema, ne)))
+            goto done;
         for (int i = 0; i < M; i++) {
+            nnc_params *p = R->rep[i]->p;
             snprintf(prefix, sizeof prefix, "w%d/", i);
-            if ((s = nnc_ckpt_get_params(c, prefix, R->rep[i]->p))) goto done;
+            if ((s = nnc_ckpt_get_params(c, prefix, p)) || (s = nnc_ckpt_check_finite(c, prefix, p))) goto done;
             snprintf(prefix, sizeof prefix, "w%d/mom/", i);
-            if ((s = nnc_ckpt_get_params_like(c, prefix, R->rep[i]->p, R->rep[i]->opt->momentum))) goto done;
+            if ((s = nnc_ckpt_get_params_like(c, prefix, p, R->rep[i]->opt->momentum)) ||
+                (s = nnc_ckpt_check_finite_like(c, prefix, p, R->rep[i]->opt->momentum)))
+                goto done;
         }
     }
     for (int i = 0; i < M; i++) {

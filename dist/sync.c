@@ -625,7 +625,10 @@ static int coordinate(nnc_run *R, progress start)
         if (R->failed) {
             int w = R->failed - 1;
             pthread_mutex_unlock(&R->mu);
-            return nnc__fail(NNC_ETHREAD, "worker %d failed at round %ld: %s", w, R->round + 1, R->wmsg[w]);
+            /* Out of memory keeps its status (the CLI reports it as such); anything else is the
+             * worker's failure. */
+            return nnc__fail(R->wstatus[w] == NNC_ENOMEM ? NNC_ENOMEM : NNC_ETHREAD, "worker %d failed at round %ld: %s",
+                             w, R->round + 1, R->wmsg[w]);
         }
         /* Every worker is parked: the round's state is ours until the generation bump. */
         R->arrived = 0;

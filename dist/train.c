@@ -97,6 +97,11 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds)
     return nnc_sched_lr(&R->c.sched, step, seconds);
 }
 
+/* Upper bounds of sizes and counts (far above any real run; they keep products in range). */
+#define MAX_BATCH (1 << 20)
+#define MAX_TAU (1 << 20)
+#define MAX_BN_BATCHES 100000
+
 static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
 
 /* Fill algorithm defaults and check every value; errors name the field and the value. */
@@ -108,10 +113,29 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->algo == NNC_ALGO_SGD && c->workers != 1)
         return nnc__fail(NNC_EINVAL, "algorithm sgd trains one replica: workers must be 1, found %d "
                          "(use mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam)", c->workers);
-    if (c->batch < 1) return nnc__fail(NNC_EINVAL, "batch must be >= 1, found %d", c->batch);
+    if (c->batch < 1 || c->batch > MAX_BATCH)
+        return nnc__fail(NNC_EINVAL, "batch must be in 1..%d, found %d", MAX_BATCH, c->batch);
+    if (c->limit_train < 0) return nnc__fail(NNC_EINVAL, "limit_train must be >= 0 (0 = all), found %ld", c->limit_train);
+    if (c->limit_test < 0) return nnc__fail(NNC_EINVAL, "limit_test must be >= 0 (0 = all), found %ld", c->limit_test);
     if (!(c->lr > 0.0f) || !isfinite(c->lr)) return nnc__fail(NNC_EINVAL, "lr must be > 0, found %g", (double)c->lr);
+    if (!(c->sgd.momentum >= 0.0f && c->sgd.momentum < 1.0f))
+        return nnc__fail(NNC_EINVAL, "momentum must be in [0, 1), found %g", (double)c->sgd.momentum);
+    if (!(c->sgd.weight_decay >= 0.0f) || !isfinite(c->sgd.weight_decay))
+        return nnc__fail(NNC_EINVAL, "weight decay must be finite and >= 0, found %g", (double)c->sgd.weight_decay);
+    if (c->sgd.nesterov && !(c->sgd.momentum > 0.0f))
+        return nnc__fail(NNC_EINVAL, "nesterov needs momentum > 0, found momentum %g", (double)c->sgd.momentum);
+    {
+        /* The schedule as the run will use it (base lr and epoch length filled in later). */
+        nnc_sched sc = c->sched;
+        sc.base_lr = c->lr;
+        if (sc.steps_per_epoch <= 0) sc.steps_per_epoch = 1;
+        if (sc.kind == NNC_SCHED_COSINE && sc.total_steps == 0) sc.total_steps = 1; /* = the planned steps */
+        int s = nnc_sched_check(&sc);
+        if (s) return s;
+    }
     if (c->epochs < 0) return nnc__fail(NNC_EINVAL, "epochs must be >= 0, found %d", c->epochs);
-    if (!(c->time_budget >= 0.0)) return nnc__fail(NNC_EINVAL, "time budget must be >= 0 s, found %g", c->time_budget);
+    if (!(c->time_budget >= 0.0) || !isfinite(c->time_budget))
+        return nnc__fail(NNC_EINVAL, "time budget must be finite and >= 0 s, found %g", c->time_budget);
     if (c->epochs == 0 && c->time_budget == 0.0)
         return nnc__fail(NNC_EINVAL, "nothing bounds the run: set epochs > 0 or a time budget");
     if (c->tau < 0) return nnc__fail(NNC_EINVAL, "tau must be >= 0 (0 = default), found %d", c->tau);
@@ -120,19 +144,32 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
                  : (c->algo == NNC_ALGO_DP || c->algo == NNC_ALGO_DP_SAM) ? 1 : 32;
     if (c->pull < 0.0f) c->pull = c->algo == NNC_ALGO_LSGD ? 0.1f : c->algo == NNC_ALGO_LOCAL_SGD ? 1.0f : 0.5f;
     if (c->prox < 0.0f) c->prox = c->algo == NNC_ALGO_LSGD ? 0.1f : is_grawa(c->algo) ? 0.01f : 0.0f;
+    if (c->sync != NNC_SYNC_ASYNC && c->sync != NNC_SYNC_LOCKSTEP)
+        return nnc__fail(NNC_EINVAL, "unknown sync mode %d (expected async or lockstep)", (int)c->sync);
+    if (c->norm_kind != NNC_NORM_SUM_LAYERS && c->norm_kind != NNC_NORM_GLOBAL_L2)
+        return nnc__fail(NNC_EINVAL, "unknown norm kind %d (expected sum-layers or global-l2)", (int)c->norm_kind);
+    if (c->tau > MAX_TAU) return nnc__fail(NNC_EINVAL, "tau must be in 0..%d (0 = default), found %d", MAX_TAU, c->tau);
     if (c->pull > 1.0f || !isfinite(c->pull)) return nnc__fail(NNC_EINVAL, "pull must be in [0, 1], found %g", (double)c->pull);
     if (c->prox > (float)c->tau || !isfinite(c->prox))
         return nnc__fail(NNC_EINVAL, "prox must be in [0, tau=%d], found %g", c->tau, (double)c->prox);
     if (!(c->easgd_beta > 0.0f && c->easgd_beta <= 1.0f))
         return nnc__fail(NNC_EINVAL, "easgd beta must be in (0, 1], found %g", (double)c->easgd_beta);
-    if (!(c->sam_rho >= 0.0f)) return nnc__fail(NNC_EINVAL, "sam rho must be >= 0, found %g", (double)c->sam_rho);
-    if (c->probe_batch < 1) return nnc__fail(NNC_EINVAL, "probe batch must be >= 1, found %d", c->probe_batch);
-    if (c->bn_reestimate_batches < 0)
-        return nnc__fail(NNC_EINVAL, "bn re-estimation batches must be >= 0, found %d", c->bn_reestimate_batches);
-    if (c->sync_timeout < 0.0) return nnc__fail(NNC_EINVAL, "sync timeout must be >= 0, found %g", c->sync_timeout);
+    if (!(c->sam_rho >= 0.0f) || !isfinite(c->sam_rho))
+        return nnc__fail(NNC_EINVAL, "sam rho must be finite and >= 0, found %g", (double)c->sam_rho);
+    if (c->probe_batch < 1 || c->probe_batch > MAX_BATCH)
+        return nnc__fail(NNC_EINVAL, "probe batch must be in 1..%d, found %d", MAX_BATCH, c->probe_batch);
+    if (c->bn_reestimate_batches < 0 || c->bn_reestimate_batches > MAX_BN_BATCHES)
+        return nnc__fail(NNC_EINVAL, "bn re-estimation batches must be in 0..%d, found %d", MAX_BN_BATCHES,
+                         c->bn_reestimate_batches);
+    if (!(c->sync_timeout >= 0.0) || !isfinite(c->sync_timeout))
+        return nnc__fail(NNC_EINVAL, "sync timeout must be finite and >= 0 (0 = 600 s), found %g", c->sync_timeout);
     if (c->sync_timeout == 0.0) c->sync_timeout = 600.0;
+    if (c->threads < 0) return nnc__fail(NNC_EINVAL, "threads must be >= 0 (0 = 1), found %d", c->threads);
     if (c->threads < 1) c->threads = 1;
-    if (c->eval_every_epochs < 0) c->eval_every_epochs = 0;
+    if (c->eval_every_epochs < 0)
+        return nnc__fail(NNC_EINVAL, "eval every must be >= 0 epochs (0 = only at the end), found %d",
+                         c->eval_every_epochs);
+    if (c->log_every < 0) return nnc__fail(NNC_EINVAL, "log every must be >= 0 steps (0 = auto), found %d", c->log_every);
     if (c->resume && !c->ckpt_dir) return nnc__fail(NNC_EINVAL, "resume needs a checkpoint folder");
     if (c->keep_epochs < 0) return nnc__fail(NNC_EINVAL, "keep must be >= 0 (0 = no epoch checkpoints), found %d", c->keep_epochs);
     if ((unsigned)c->nan_policy > NNC_NAN_SKIP)
@@ -167,6 +204,8 @@ static void run_free(nnc_run *R)
     nnc__free(R->center);
     nnc__free(R->pub);
     nnc__free(R->center_buf);
+    nnc__free(R->model_data);
+    nnc__free(R->model_buf);
     nnc__free(R->acc);
     nnc__free(R->usum);
     nnc__free(R->u);
@@ -259,12 +298,15 @@ static int run_setup(nnc_run *R)
     R->center = nnc__calloc(n, sizeof(float));
     R->pub = nnc__calloc(n, sizeof(float));
     R->center_buf = nnc__calloc(p->n_buf + 1, sizeof(float));
+    R->model_data = nnc__calloc(n, sizeof(float));
+    R->model_buf = nnc__calloc(p->n_buf + 1, sizeof(float));
     R->acc = nnc__calloc(n, sizeof(double));
     R->usum = nnc__calloc((size_t)L, sizeof(double));
     R->u = nnc__calloc((size_t)R->M * L, sizeof(double));
     R->ema = nnc__calloc((size_t)R->M * L, sizeof(double));
     R->norms = nnc__calloc((size_t)R->M * L, sizeof(double));
-    if (!R->center || !R->pub || !R->center_buf || !R->acc || !R->usum || !R->u || !R->ema || !R->norms)
+    if (!R->center || !R->pub || !R->center_buf || !R->model_data || !R->model_buf || !R->acc || !R->usum ||
+        !R->u || !R->ema || !R->norms)
         return nnc__fail(NNC_ENOMEM, "training: cannot allocate the synchronizer state (%zu floats)", n);
     /* Before the first round the proximity target is the common initial model. */
     memcpy(R->center, p->data, p->n_data * sizeof(float));
@@ -280,14 +322,23 @@ static int run_setup(nnc_run *R)
     return NNC_OK;
 }
 
+/* The stop flag evaluation and BN re-estimation poll: the caller's, except across MPI ranks,
+ * where a stop must become a collective decision at a round (a rank leaving an evaluation alone
+ * would leave the others waiting in the next collective). */
+static volatile sig_atomic_t *eval_stop(const nnc_run *R)
+{
+    return R->tp && R->tp->size > 1 ? NULL : R->user->stop;
+}
+
 /* Evaluate scratch (params already set) after BN re-estimation. */
 static int eval_scratch(nnc_run *R, double *loss, double *acc)
 {
     nnc_rng rng;
     nnc_rng_seed(&rng, R->c.seed, EVAL_STREAM + (uint64_t)R->round);
-    int s = nnc__bn_reestimate(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch, &rng);
+    int s = nnc__bn_reestimate_stop(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch,
+                                    &rng, eval_stop(R));
     if (s) return s;
-    return nnc_evaluate(R->scratch, R->test, R->c.batch, loss, acc, NULL);
+    return nnc__evaluate_stop(R->scratch, R->test, R->c.batch, loss, acc, NULL, eval_stop(R));
 }
 
 static void emit_eval(nnc_run *R, const char *which, double loss, double acc, int best)
@@ -336,6 +387,20 @@ static double forced_acc(nnc_run *R, double acc)
     return acc;
 }
 
+/* An evaluation that failed with s. A stop (NNC_EINTERRUPTED from the stop flag polled inside
+ * the evaluation) ends the run like a stop between steps: last.ckpt gets the state the
+ * evaluation started from (workers parked, nothing trained since), and the status says so. */
+static int eval_failed(nnc_run *R, int s)
+{
+    if (s != NNC_EINTERRUPTED) return s;
+    R->res->stopped_by_signal = R->user->stop && *R->user->stop ? (int)*R->user->stop : -1;
+    long step = R->M == 1 ? R->rep[0]->steps : R->total_steps;
+    int w = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+    if (w) return w;
+    return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d during the evaluation after step %ld%s",
+                     R->res->stopped_by_signal, step, R->c.ckpt_dir ? " (checkpoint written)" : "");
+}
+
 int nnc__run_evaluate(nnc_run *R)
 {
     if (!R->test) return NNC_OK;
@@ -344,7 +409,8 @@ int nnc__run_evaluate(nnc_run *R)
     int s = NNC_OK, best = 0;
     nnc_train_result *res = R->res;
     if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
-        if ((s = nnc_evaluate(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL))) return s;
+        if ((s = nnc__evaluate_stop(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL, eval_stop(R))))
+            return eval_failed(R, s);
         acc = forced_acc(R, acc);
         best = acc > R->best_acc;
         res->test_acc = acc;
@@ -363,9 +429,21 @@ int nnc__run_evaluate(nnc_run *R)
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;
-        if ((s = eval_scratch(R, &closs, &cacc))) return s;
+        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
+        if ((s = eval_scratch(R, &closs, &cacc))) return eval_failed(R, s);
+        if (!use_avg) {
+            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
+            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
+        }
         if ((s = load_average(R))) return s;
-        if ((s = eval_scratch(R, &aloss, &aacc))) return s;
+        if ((s = eval_scratch(R, &aloss, &aacc))) return eval_failed(R, s);
+        if (use_avg) {
+            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
+            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
+        }
+        R->model_valid = 1;
+        R->model_round = R->round;
+        R->model_steps = R->total_steps;
         if (R->tp->size > 1) {
             /* Every rank evaluated (in parallel); rank 0's numbers decide for all (best.ckpt is
              * collective), even where another machine's kernels round differently. */
@@ -373,7 +451,6 @@ int nnc__run_evaluate(nnc_run *R)
             if ((s = R->tp->ops->broadcast(R->tp, v, sizeof v, 0))) return s;
             closs = v[0], cacc = v[1], aloss = v[2], aacc = v[3];
         }
-        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
         loss = use_avg ? aloss : closs;
         acc = use_avg ? aacc : cacc;
         best = acc > R->best_acc;

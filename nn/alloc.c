@@ -128,15 +128,38 @@ void nnc_arena_free(nnc_arena *a)
     nnc__free(a);
 }
 
+static _Thread_local jmp_buf *oom_top;
+static _Thread_local size_t oom_bytes;
+
+jmp_buf *nnc__oom_catch(jmp_buf *jb)
+{
+    jmp_buf *prev = oom_top;
+    oom_top = jb;
+    return prev;
+}
+
+void nnc__oom_release(jmp_buf *prev) { oom_top = prev; }
+
+size_t nnc__oom_bytes(void) { return oom_bytes; }
+
+/* An arena request of `bytes` failed: to the active catch of this thread, if any. */
+static void *arena_oom(size_t bytes)
+{
+    oom_bytes = bytes;
+    if (oom_top) longjmp(*oom_top, 1);
+    return NULL;
+}
+
 void *nnc_arena_alloc(nnc_arena *a, size_t size)
 {
     size_t need = (size + NNC_ALIGN - 1) / NNC_ALIGN * NNC_ALIGN;
-    if (need < size) return NULL;
+    if (need < size) return arena_oom(size);
     if (a->head->cap - a->head->used < need) {
         size_t cap = a->head->cap * 2;
         if (cap < need) cap = need;
         block *b = block_new(cap);
-        if (!b) return NULL;
+        if (!b && cap > need) b = block_new(need); /* doubling may ask far more than needed */
+        if (!b) return arena_oom(need);
         b->next = a->head;
         a->head = b;
     }

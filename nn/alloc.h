@@ -15,6 +15,7 @@
 #ifndef NNC_ALLOC_H
 #define NNC_ALLOC_H
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,5 +56,24 @@ void nnc_arena_reset(nnc_arena *a);
 size_t nnc_arena_used(const nnc_arena *a);
 size_t nnc_arena_capacity(const nnc_arena *a);
 int nnc_arena_blocks(const nnc_arena *a);
+
+/* Recovering from a step arena that cannot grow. Graph construction hands out arena memory from
+ * functions that return tensors, not statuses, and treats NULL as fatal; code that runs a whole
+ * forward/backward and can fail cleanly catches the failure instead:
+ *
+ *     jmp_buf jb;
+ *     jmp_buf *prev = nnc__oom_catch(&jb);
+ *     if (setjmp(jb)) { nnc__oom_release(prev); ...free, return NNC_ENOMEM... }
+ *     ...build and run graphs...
+ *     nnc__oom_release(prev);
+ *
+ * While a catch is active on a thread, an nnc_arena_alloc on that thread that cannot get memory
+ * longjmps to it (after recording the request size, nnc__oom_bytes()) instead of returning NULL.
+ * Only arena growth does so: the arena's blocks stay owned by the arena, so nothing leaks, and
+ * the graph that was being built must be reset before reuse. Arena allocations happen on the
+ * thread that builds the graph, never inside a parallel kernel. Catches nest (per thread). */
+jmp_buf *nnc__oom_catch(jmp_buf *jb);
+void nnc__oom_release(jmp_buf *prev);
+size_t nnc__oom_bytes(void);
 
 #endif

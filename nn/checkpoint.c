@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -732,4 +733,53 @@ int nnc_ckpt_get_params_like(const nnc_ckpt *c, const char *prefix, const nnc_pa
         if (pass == 0 && prefix[0] && (s = check_extra(c, prefix, "", p, 1))) return s;
     }
     return NNC_OK;
+}
+
+/* ---------------------------------------------------------------- value checks */
+
+static int first_nonfinite(const float *x, size_t n, size_t *at)
+{
+    for (size_t j = 0; j < n; j++)
+        if (!isfinite(x[j])) {
+            *at = j;
+            return 1;
+        }
+    return 0;
+}
+
+static int nonfinite_fail(const nnc_ckpt *c, const char *a, const char *b, const char *d, size_t at, float v)
+{
+    return nnc__fail(NNC_EFORMAT, "checkpoint '%s': tensor '%s%s%s' element %zu is %s (expected finite values)",
+                     c->label, a, b, d, at, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+}
+
+int nnc_ckpt_check_finite(const nnc_ckpt *c, const char *prefix, const nnc_params *p)
+{
+    for (int i = 0; i < p->count; i++) {
+        const nnc_param_entry *e = &p->entries[i];
+        int buffer = (e->flags & NNC_PARAM_BUFFER) != 0;
+        const float *x = (buffer ? p->buf : p->data) + e->offset;
+        size_t at;
+        if (first_nonfinite(x, e->numel, &at))
+            return nonfinite_fail(c, prefix, buffer ? "buf/" : "param/", e->name, at, x[at]);
+    }
+    return NNC_OK;
+}
+
+int nnc_ckpt_check_finite_like(const nnc_ckpt *c, const char *prefix, const nnc_params *p, const float *data)
+{
+    for (int i = 0; i < p->count; i++) {
+        const nnc_param_entry *e = &p->entries[i];
+        if (e->flags & NNC_PARAM_BUFFER) continue;
+        size_t at;
+        if (first_nonfinite(data + e->offset, e->numel, &at))
+            return nonfinite_fail(c, prefix, "", e->name, at, data[e->offset + at]);
+    }
+    return NNC_OK;
+}
+
+int nnc_ckpt_check_finite_floats(const nnc_ckpt *c, const char *name, const float *data, size_t n)
+{
+    size_t at;
+    return first_nonfinite(data, n, &at) ? nonfinite_fail(c, name, "", "", at, data[at]) : NNC_OK;
 }

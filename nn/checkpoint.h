@@ -81,6 +81,17 @@ int nnc_ckpt_get_params(const nnc_ckpt *c, const char *prefix, nnc_params *p);
  * non-empty prefix also rejects sections under it that match no trained entry. */
 int nnc_ckpt_get_params_like(const nnc_ckpt *c, const char *prefix, const nnc_params *p, float *dst);
 
+/* Loading does not judge values: NaN and Inf round-trip bit for bit. A model for evaluation,
+ * prediction or training must be finite, so its loaders call these after the gets above: the
+ * first non-finite element becomes NNC_EFORMAT naming the file, the section and the element index
+ * ("checkpoint 'x': tensor 'param/fc.weight' element 17 is nan (expected finite values)").
+ * nnc_ckpt_check_finite walks p's data and buffers as "<prefix>param/.." and "<prefix>buf/..";
+ * _like walks data laid out like p's trained data as "<prefix><name>"; _floats n floats of
+ * section `name`. */
+int nnc_ckpt_check_finite(const nnc_ckpt *c, const char *prefix, const nnc_params *p);
+int nnc_ckpt_check_finite_like(const nnc_ckpt *c, const char *prefix, const nnc_params *p, const float *data);
+int nnc_ckpt_check_finite_floats(const nnc_ckpt *c, const char *name, const float *data, size_t n);
+
 /* CRC-32 (zlib polynomial), exposed for tests and other file formats. */
 uint32_t nnc_crc32(uint32_t crc, const void *data, size_t n);
 

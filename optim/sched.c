@@ -78,6 +78,10 @@ int nnc_sched_check(const nnc_sched *s)
         return nnc__fail(NNC_EINVAL, "schedule: gamma must be finite and > 0, found %g", (double)s->gamma);
     if (s->warmup_steps < 0)
         return nnc__fail(NNC_EINVAL, "schedule: warm-up steps must be >= 0, found %ld", s->warmup_steps);
+    if (s->total_steps < 0)
+        return nnc__fail(NNC_EINVAL, "schedule: total steps must be >= 0, found %ld", s->total_steps);
+    if (isnan(s->drop_seconds))
+        return nnc__fail(NNC_EINVAL, "schedule: drop seconds must be a number (<= 0: never), found nan");
     if (s->kind == NNC_SCHED_STEP && s->step_epochs <= 0)
         return nnc__fail(NNC_EINVAL, "schedule step: step epochs must be > 0, found %d", s->step_epochs);
     if ((s->kind == NNC_SCHED_STEP || s->kind == NNC_SCHED_MULTISTEP) && s->steps_per_epoch <= 0)

@@ -16,6 +16,11 @@
  * checkpoints assembled by other programs with nnc_ckpt_add_params. */
 static const char *PREFIXES[] = {"", "model/", "center/", "w0/"};
 
+/* Bounds on the architecture read from a file (far above any dataset nnc reads). */
+#define MAX_CHANNELS 64
+#define MAX_IMAGE 4096
+#define MAX_CLASSES 100000
+
 const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
 {
     struct stat st;
@@ -42,6 +47,14 @@ int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_
     nnc_model_config mc = nnc_model_config_default();
     if (cli_parse_arch(arch, name, sizeof name, &mc.in_channels, &mc.image_size, &mc.num_classes)) {
         cli_error("%s: architecture '%s' is not of the form <model>/c<channels>/s<size>/k<classes>", path, arch);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
+    /* The sizes come from the file: bound them before they size a model. */
+    if (mc.in_channels < 1 || mc.in_channels > MAX_CHANNELS || mc.image_size < 1 || mc.image_size > MAX_IMAGE ||
+        mc.num_classes < 1 || mc.num_classes > MAX_CLASSES) {
+        cli_error("%s: architecture '%s': expected channels 1..%d, size 1..%d, classes 1..%d, found c%d s%d k%d",
+                  path, arch, MAX_CHANNELS, MAX_IMAGE, MAX_CLASSES, mc.in_channels, mc.image_size, mc.num_classes);
         nnc_ckpt_free(ck);
         return EXIT_USAGE;
     }
@@ -73,6 +86,8 @@ int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_
         return EXIT_USAGE;
     }
     s = nnc_ckpt_get_params(ck, prefix, p);
+    /* A NaN or Inf weight or BN statistic would only show up as garbage predictions. */
+    if (!s) s = nnc_ckpt_check_finite(ck, prefix, p);
     if (s) {
         cli_error("%s", nnc_error_message());
         nnc_model_free(m);
