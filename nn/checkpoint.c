@@ -4,6 +4,8 @@
  * loader allocate more than a small multiple of its own size. */
 #include "nn/checkpoint.h"
 
+#include "nn/fileio.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -279,7 +281,9 @@ static void w_put(writer *w, const void *data, size_t n)
     }
 }
 
-/* Remove path.tmp.<pid> files left by processes that no longer exist (killed mid-save). */
+/* Remove path.tmp.<pid>[.<random>] files left by processes that no longer exist (killed
+ * mid-save), and leftovers under this process's own pid: they can only come from an earlier
+ * process that had the same pid, since a failed save here unlinks its temp file. */
 static void remove_stale_temps(const char *dir, const char *base)
 {
     DIR *d = opendir(dir);
@@ -292,8 +296,8 @@ static void remove_stale_temps(const char *dir, const char *base)
         char *end;
         errno = 0;
         long pid = strtol(n + bl + 5, &end, 10);
-        if (*end || end == n + bl + 5 || errno || pid <= 0 || pid == (long)getpid()) continue;
-        if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) unlinkat(dirfd(d), n, 0);
+        if ((*end && *end != '.') || end == n + bl + 5 || errno || pid <= 0) continue;
+        if (pid == (long)getpid() || (kill((pid_t)pid, 0) < 0 && errno == ESRCH)) unlinkat(dirfd(d), n, 0);
     }
     closedir(d);
 }
@@ -333,7 +337,7 @@ static int write_all(const nnc_ckpt *c, writer *w)
 int nnc_ckpt_save(const nnc_ckpt *c, const char *path)
 {
     size_t pl = strlen(path);
-    char *tmp = nnc__alloc(pl + 32), *dir = nnc__alloc(pl + 2);
+    char *tmp = nnc__alloc(pl + 48), *dir = nnc__alloc(pl + 2);
     writer *w = nnc__calloc(1, sizeof *w);
     if (!tmp || !dir || !w) {
         nnc__free(tmp);
@@ -341,7 +345,6 @@ int nnc_ckpt_save(const nnc_ckpt *c, const char *path)
         nnc__free(w);
         return nnc__fail(NNC_ENOMEM, "saving checkpoint '%s': out of memory", path);
     }
-    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     if (!slash)
@@ -356,9 +359,11 @@ int nnc_ckpt_save(const nnc_ckpt *c, const char *path)
     if (nnc__fault_arg("ckpt_slow_write", arg, sizeof arg)) w->slow_ms = atoi(arg);
     int s = NNC_OK;
     w->path = tmp;
-    w->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* A fresh unpredictable name, created exclusively: a file or symlink planted under a temp
+     * name is never followed or overwritten. */
+    w->fd = nnc__create_temp(path, tmp, pl + 48);
     if (w->fd < 0) {
-        s = nnc__fail(NNC_EIO, "saving checkpoint '%s': cannot create '%s': %s", path, tmp, strerror(errno));
+        s = nnc__fail_prefix(w->fd, "saving checkpoint '%s'", path);
         goto out;
     }
     s = write_all(c, w);
@@ -600,17 +605,13 @@ int nnc_ckpt_load_mem(const void *data, size_t n, const char *label, nnc_ckpt **
 int nnc_ckpt_load(const char *path, nnc_ckpt **out)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return nnc__fail(NNC_EIO, "checkpoint '%s': cannot open: %s", path, strerror(errno));
+    int fd = nnc__open_regular(path, "checkpoint"); /* a FIFO or device is refused, not waited on */
+    if (fd < 0) return fd;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
         return nnc__fail(NNC_EIO, "checkpoint '%s': cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return nnc__fail(NNC_EIO, "checkpoint '%s': not a regular file", path);
     }
     size_t n = (size_t)st.st_size;
     unsigned char *buf = nnc__alloc(n);

@@ -479,17 +479,57 @@ Test(nn_checkpoint, save_failures_report_path_and_keep_old_file, .init = make_di
     c = pattern_ckpt(buf, 64, 100);
     cr_assert_eq(nnc_ckpt_save(c, in_dir("good.ckpt/x.ckpt")), NNC_EIO);
     cr_assert(strstr(nnc_error_message(), "Not a directory"), "%s", nnc_error_message());
-    /* the temp name is blocked (a folder sits there): the old file must survive */
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", in_dir("good.ckpt"), (long)getpid());
-    cr_assert_eq(mkdir(tmp, 0755), 0);
-    s = nnc_ckpt_save(c, in_dir("good.ckpt"));
-    cr_assert_eq(s, NNC_EIO);
-    cr_assert(strstr(nnc_error_message(), "good.ckpt"), "%s", nnc_error_message());
-    cr_assert(strstr(nnc_error_message(), "Is a directory"), "%s", nnc_error_message());
-    cr_assert(holds_pattern(in_dir("good.ckpt"), 64, 1));
-    rmdir(tmp);
     nnc_ckpt_free(c);
+}
+
+/* Temp names are fresh and created exclusively: a folder or a symlink planted under the name a
+ * save would once have used (<path>.tmp.<pid>) neither blocks the save nor is followed. */
+Test(nn_checkpoint, planted_temp_names_are_not_followed, .init = make_dir, .fini = remove_dir)
+{
+    float buf[64];
+    nnc_ckpt *c = pattern_ckpt(buf, 64, 1);
+    cr_assert_eq(nnc_ckpt_save(c, in_dir("good.ckpt")), NNC_OK);
+    nnc_ckpt_free(c);
+
+    char victim[300], tmp[300];
+    snprintf(victim, sizeof victim, "%s", in_dir("victim.txt"));
+    FILE *f = fopen(victim, "w");
+    fputs("precious", f);
+    fclose(f);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", in_dir("good.ckpt"), (long)getpid());
+    cr_assert_eq(symlink(victim, tmp), 0);
+
+    c = pattern_ckpt(buf, 64, 2);
+    cr_assert_eq(nnc_ckpt_save(c, in_dir("good.ckpt")), NNC_OK, "%s", nnc_error_message());
+    nnc_ckpt_free(c);
+    cr_assert(holds_pattern(in_dir("good.ckpt"), 64, 2));
+    char text[32] = {0};
+    f = fopen(victim, "r");
+    cr_assert(fgets(text, sizeof text, f));
+    fclose(f);
+    cr_assert_str_eq(text, "precious", "the symlink's target was written through");
+    struct stat st;
+    cr_assert(lstat(in_dir("good.ckpt"), &st) == 0 && S_ISREG(st.st_mode), "the checkpoint is a regular file");
+
+    /* a folder under the old temp name does not block the save either */
+    unlink(tmp);
+    cr_assert_eq(mkdir(tmp, 0755), 0);
+    c = pattern_ckpt(buf, 64, 3);
+    cr_assert_eq(nnc_ckpt_save(c, in_dir("good.ckpt")), NNC_OK, "%s", nnc_error_message());
+    nnc_ckpt_free(c);
+    cr_assert(holds_pattern(in_dir("good.ckpt"), 64, 3));
+    rmdir(tmp);
+}
+
+/* A FIFO given as a checkpoint is refused at once (opening it for reading would wait for a
+ * writer forever). */
+Test(nn_checkpoint, fifo_is_refused_not_waited_on, .init = make_dir, .fini = remove_dir, .timeout = 10)
+{
+    cr_assert_eq(mkfifo(in_dir("pipe.ckpt"), 0644), 0);
+    nnc_ckpt *c;
+    cr_assert_eq(nnc_ckpt_load(in_dir("pipe.ckpt"), &c), NNC_EIO);
+    cr_assert(strstr(nnc_error_message(), "pipe.ckpt"), "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "FIFO"), "%s", nnc_error_message());
 }
 
 Test(nn_checkpoint, file_size_limit_fails_cleanly, .init = make_dir, .fini = remove_dir, .timeout = 20)
@@ -610,7 +650,7 @@ Test(nn_checkpoint, stale_temp_files_do_not_break_save, .init = make_dir, .fini 
     nnc_ckpt_free(c);
     cr_assert(holds_pattern(in_dir("m.ckpt"), 32, 5));
     cr_assert_eq(access(p_dead, F_OK), -1, "temp of a dead process removed");
-    cr_assert_eq(access(p_own, F_OK), -1, "own stale temp overwritten and renamed");
+    cr_assert_eq(access(p_own, F_OK), -1, "stale temp under this pid (a reused pid) removed");
     cr_assert_eq(access(p_live, F_OK), 0, "temp of a live process kept");
 }
 
