@@ -190,8 +190,8 @@ $(B)/test/dist_tsan: tests/dist/tsan_main.c $(B)/libnnc_testing.a
 check-threads: $(B)/test/dist_tsan
 	$(B)/test/dist_tsan
 
-# Multi-rank runs through mpirun (TESTS.md F1-F7, D7): the fault-hook CLI and the release one.
-# The threads-only reference (F1) is the plain build/nnc.
+# Multi-rank runs through mpirun (docs/testing.md): the fault-hook CLI and the release one.
+# The threads-only reference run (each MPI run must match it bit for bit) is the plain build/nnc.
 check-mpi: $(B)/test/nnc $(B)/nnc
 ifeq ($(MPI),)
 	@echo "check-mpi needs the MPI build: make MPI=1 check-mpi"; exit 2
@@ -209,7 +209,7 @@ $(B)/bench_loader: tests/bench/bench_loader.c $(B)/libnnc.a
 bench-loader: $(B)/bench_loader
 	$(B)/bench_loader
 
-# Fuzzing (TESTS.md C6): the library rebuilt with coverage + ASan/UBSan, one binary per
+# Fuzzing (parsers of files from outside: checkpoints, CIFAR, IDX, images, tar): the library rebuilt with coverage + ASan/UBSan, one binary per
 # tools/fuzz/fuzz_<name>.c and tests/fuzz/fuzz_<name>.c (data parsers). fuzz-run keeps new
 # inputs in build/fuzz/corpus-<name>, reading the committed seeds (and crash regressions) in
 # tools/fuzz/corpus/<name> or tests/fuzz/corpus/<name> without writing to them.
