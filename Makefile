@@ -153,10 +153,13 @@ $(B)/nnc.pc: nn/version.h Makefile
 # nnc.pc is rewritten when PREFIX changes (so `make install PREFIX=...` never installs a stale one).
 .PHONY: $(B)/nnc.pc
 
-install: $(B)/libnnc.a $(B)/libnnc.so.$(VERSION) $(B)/nnc $(B)/nnc.pc
 ifneq ($(SAN)$(MPI),)
-	@echo "install: the plain build only (no SAN=/MPI=)"; exit 2
+ifneq ($(filter install uninstall check-install,$(MAKECMDGOALS)),)
+$(error install, uninstall and check-install are for the plain build (without SAN= or MPI=))
 endif
+endif
+
+install: $(B)/libnnc.a $(B)/libnnc.so.$(VERSION) $(B)/nnc $(B)/nnc.pc
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/nnc/,$(sort $(dir $(PUBLIC_H))))
 	for h in $(PUBLIC_H); do install -m 644 $$h $(DESTDIR)$(INCLUDEDIR)/nnc/$$h || exit 1; done
