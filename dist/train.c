@@ -48,8 +48,10 @@ nnc_train_config nnc_train_config_default(void)
     c.augment = 1;
     c.lr = 0.1f;
     c.sgd = nnc_sgd_config_default();
+    /* The schedule's own defaults (gamma 0.1, step_epochs 30: the CLI's --gamma/--step-epochs);
+     * constant, as `nnc train` with only a time budget (its cosine needs --epochs). */
+    c.sched = nnc_sched_default();
     c.sched.kind = NNC_SCHED_CONSTANT;
-    c.sched.gamma = 0.1f;
     c.epochs = 1;
     c.seed = 1;
     c.threads = 1;

@@ -3,7 +3,10 @@
  * synchronisation round (per-worker smoothed gradient norm and weight in the center), then the
  * test accuracy of the GRAWA center and of the uniform average of the workers.
  * Exits 1 if training fails, the round loss does not fall, or the center stays inaccurate.
- *   cc -I. examples/grawa_workers.c build/libnnc.a $(pkg-config --libs openblas zlib libcurl) -lm
+ * Build it against an installed nnc (make install; for a prefix outside pkg-config's path set
+ * PKG_CONFIG_PATH=PREFIX/lib/pkgconfig, and LD_LIBRARY_PATH=PREFIX/lib to run), from the
+ * repository root (make check builds it with this very line):
+ *   cc examples/grawa_workers.c $(pkg-config --cflags --libs nnc) -o grawa_workers
  */
 #include <stdio.h>
 #include <stdlib.h>

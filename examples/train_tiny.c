@@ -2,7 +2,10 @@
  * train it with plain SGD on generated 8x8 stripe images (class 0 horizontal, class 1
  * vertical), save a checkpoint, reload it into a fresh model and check the logits match.
  * Exits 1 if the loss does not fall clearly, accuracy stays low, or the reload differs.
- *   cc -I. examples/train_tiny.c build/libnnc.a $(pkg-config --libs openblas zlib libcurl) -lm
+ * Build it against an installed nnc (make install; for a prefix outside pkg-config's path set
+ * PKG_CONFIG_PATH=PREFIX/lib/pkgconfig, and LD_LIBRARY_PATH=PREFIX/lib to run), from the
+ * repository root (make check builds it with this very line):
+ *   cc examples/train_tiny.c $(pkg-config --cflags --libs nnc) -o train_tiny
  */
 #include <math.h>
 #include <stdio.h>

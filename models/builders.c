@@ -1,7 +1,8 @@
 /* models/builders.c - the architectures and the name registry.
  *
- * Definitions match /work/shared/peers/torch_bench.py (the PyTorch anchor) layer for layer,
- * with PyTorch's parameter names and order:
+ * Definitions match tools/torch_bench.py (the PyTorch side of `make bench`) and the float64
+ * reference generator tests/fixtures/gen_models_ref.py layer for layer, with PyTorch's parameter
+ * names and order:
  *  - resnet{6n+2}: conv3x3(in->16) BN ReLU; 3 stages of n BasicBlocks (16/32/64 channels,
  *    stride 2 in the first block of stages 2 and 3): conv3x3-BN-ReLU-conv3x3-BN, plus the
  *    option-A shortcut (subsample + zero channel padding) when the shape changes, then ReLU;
@@ -115,6 +116,6 @@ const nnc__model_def nnc__model_defs[] = {
     {"resnet56", resnet, 9, 8},  {"resnet110", resnet, 18, 8}, {"resnet8", resnet, 1, 8},
     {"vgg11", vgg, 0, 8},        {"vgg13", vgg, 1, 8},       {"vgg16", vgg, 2, 8},
     {"vgg19", vgg, 3, 8},        {"tiny", tiny, 0, 2},
-    {"tiny-nobn", tiny_nobn, 0, 2}, /* BN-free tiny: DP parity test (TESTS.md E4) */
+    {"tiny-nobn", tiny_nobn, 0, 2}, /* BN-free tiny: DP over M workers x b images == one replica x M*b */
 };
 const int nnc__num_model_defs = (int)(sizeof nnc__model_defs / sizeof nnc__model_defs[0]);

@@ -1,8 +1,14 @@
-/* nnc.h - the one public header of nnc (include this, link build/libnnc.a).
+/* nnc.h - the one public header of nnc.
+ *
+ * In the source tree: cc -I<repo> ... build/libnnc.a (or build/libnnc.so). Installed
+ * (make install): cc prog.c $(pkg-config --cflags --libs nnc); the headers then live in
+ * <includedir>/nnc/ with their repository paths, so `#include "nn/nnc.h"` works in both places,
+ * and <includedir>/nnc/nnc.h allows `#include <nnc.h>`. docs/embedding.md is the guide.
  *
  * nnc trains convolutional networks on the CPU, alone or as GRAWA/EASGD/LSGD/data-parallel
  * worker replicas. Modules, each with its own header documenting ownership and thread-safety:
- *   nn/      status codes, allocation, step graph + autograd, ops, params arenas, checkpoints
+ *   nn/      version, status codes, allocation, step graph + autograd, ops, params arenas,
+ *            checkpoints, the kernel thread pool (nnc_set_threads)
  *   optim/   SGD and learning-rate schedules
  *   data/    datasets, download, augmentation, loaders
  *   models/  model builders and the name registry
@@ -21,6 +27,7 @@
 #include "nn/rng.h"
 #include "nn/status.h"
 #include "nn/tensor.h"
+#include "nn/threads.h"
 #include "optim/optim.h"
 #include "data/data.h"
 #include "models/models.h"

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-/* nnc_params_all_finite() is the divergence check: it needs IEEE NaN/Inf semantics (TESTS.md A5). */
+/* nnc_params_all_finite() is the divergence check: it needs IEEE NaN/Inf semantics (so the build never uses -ffast-math; tests/nn/test_numerics.c checks that). */
 #if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
 #error "nnc must not be built with -ffast-math, -Ofast or -ffinite-math-only"
 #endif

@@ -1,14 +1,17 @@
 #!/bin/sh
-# tools/bench.sh - nnc vs PyTorch, side by side (make bench; PERF.md "How to measure").
+# tools/bench.sh - nnc vs PyTorch, side by side (make bench; docs/benchmarking.md is the method).
 #   tools/bench.sh [NNC_BINARY]            (default build/nnc)
 # Environment: ROUNDS (5), MODELS ("resnet20 vgg16"), THREADS ("1 2"), BATCH (128),
 #   WORKERS (4; 0 skips the multi-worker run), WORKER_SECONDS (60),
-#   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine).
+#   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine),
+#   TORCH_BF16 (0; 1 runs PyTorch under bfloat16 autocast - then the ratio is not FP32 vs FP32),
+#   PYTHON (python3), TORCH_BENCH (tools/torch_bench.py, next to this script).
 # Each round runs, for every model, `nnc bench` at every thread count and then one
-# torch_bench.py measurement (1 and 2 threads), so both share the machine's noise; the table
-# gives medians over rounds and the median of the per-round ratios nnc / PyTorch. Then the peak
-# RSS of a 1-thread training process of each (PyTorch: torch_bench.py train, NCHW), measured alone.
-# PyTorch runs only when /usr/bin/python3 can import torch (apt-get install python3-torch).
+# torch_bench.py measurement of the same model at the same thread counts, so both share the
+# machine's noise; the table gives medians over rounds and the median of the per-round ratios
+# nnc / PyTorch. Then the peak RSS of a 1-thread training process of each (PyTorch:
+# torch_bench.py train, NCHW), measured alone. Without PyTorch (python3 cannot import torch)
+# the nnc columns are measured and the PyTorch ones print as "-".
 set -eu
 NNC=${1:-build/nnc}
 ROUNDS=${ROUNDS:-5}
@@ -16,22 +19,31 @@ MODELS=${MODELS:-"resnet20 vgg16"}
 THREADS=${THREADS:-"1 2"}
 BATCH=${BATCH:-128}
 TORCH_FORMAT=${TORCH_FORMAT:-channels_last}
+TORCH_BF16=${TORCH_BF16:-0}
+PYTHON=${PYTHON:-python3}
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shared/ sits next to the repository (../shared); a git worktree one level deeper also finds it.
-if [ -z "${TORCH_BENCH:-}" ]; then
-    for d in "$HERE/../../shared" "$HERE/../../../shared"; do
-        if [ -f "$d/peers/torch_bench.py" ]; then TORCH_BENCH=$d/peers/torch_bench.py; break; fi
-    done
-fi
-TORCH_BENCH=${TORCH_BENCH:-../shared/peers/torch_bench.py}
+TORCH_BENCH=${TORCH_BENCH:-$HERE/torch_bench.py}
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 
+[ -x "$NNC" ] || { echo "bench: no nnc binary at $NNC (run make first)" >&2; exit 2; }
 have_torch=0
-if [ -f "$TORCH_BENCH" ] && /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then have_torch=1; fi
-[ "$have_torch" = 1 ] || echo "bench: PyTorch not available (python3-torch or $TORCH_BENCH missing): nnc only" >&2
-cl=""
-[ "$TORCH_FORMAT" = channels_last ] && cl="--channels-last"
+if [ ! -f "$TORCH_BENCH" ]; then
+    echo "bench: $TORCH_BENCH not found: measuring nnc only" >&2
+elif ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+    echo "bench: PyTorch is not installed for $PYTHON (import torch failed; apt-get install python3-torch" \
+         "or pip install torch): measuring nnc only, the PyTorch columns print as -" >&2
+else
+    have_torch=1
+fi
+topts=""
+case "$TORCH_FORMAT" in
+channels_last) topts="--channels-last" ;;
+nchw) ;;
+*) echo "bench: TORCH_FORMAT must be channels_last or nchw, found '$TORCH_FORMAT'" >&2; exit 2 ;;
+esac
+[ "$TORCH_BF16" = 1 ] && topts="$topts --bf16"
+tthreads=$(echo $THREADS | tr ' ' ,)
 
 echo "nnc vs PyTorch ($TORCH_FORMAT), batch $BATCH, $ROUNDS interleaved rounds; $(date -u '+%F %T') UTC; load $(cut -d' ' -f1-3 /proc/loadavg)"
 r=1
@@ -46,8 +58,9 @@ while [ "$r" -le "$ROUNDS" ]; do
             echo "nnc $r $line" >>"$OUT"
         done
         if [ "$have_torch" = 1 ]; then
-            /usr/bin/python3 "$TORCH_BENCH" bench --models "$m" --runs 1 --warmup 1 $cl 2>/dev/null |
-                sed -n "s/^\([a-z0-9]*\) *\(train\|infer\) *\([0-9]\)T: median *\([0-9.]*\) img\/s.*/torch $r \1 \2 \3 \4/p" >>"$OUT"
+            # One JSON line per (model, mode, threads) on stdout; its own progress goes to stderr.
+            "$PYTHON" "$TORCH_BENCH" bench --models "$m" --threads "$tthreads" --batch "$BATCH" --runs 1 \
+                --warmup 2 --iters "$iters" $topts 2>/dev/null | sed "s/^/torch $r /" >>"$OUT"
         fi
     done
     echo "round $r done" >&2
@@ -55,14 +68,14 @@ while [ "$r" -le "$ROUNDS" ]; do
 done
 
 # Peak resident memory of a training process at 1 thread, each measured alone in its own process
-# (PERF.md: PyTorch's import alone is 233 MiB); ru_maxrss of the child, in KiB.
-maxrss() { /usr/bin/python3 -c 'import resource, subprocess, sys
+# (PyTorch's import alone takes a few hundred MiB); ru_maxrss of the child, in KiB.
+maxrss() { "$PYTHON" -c 'import resource, subprocess, sys
 subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"; }
 for m in $MODELS; do
     a=$(OPENBLAS_NUM_THREADS=1 maxrss "$NNC" bench --model "$m" --batch "$BATCH" --threads 1 --runs 1 --warmup 1 --train-only)
     b=-
-    [ "$have_torch" = 1 ] && b=$(maxrss /usr/bin/python3 "$TORCH_BENCH" train --model "$m" --threads 1 --iters 2)
+    [ "$have_torch" = 1 ] && b=$(maxrss "$PYTHON" "$TORCH_BENCH" train --model "$m" --batch "$BATCH" --threads 1 --iters 2)
     echo "mem $m $a $b" >>"$OUT"
 done
 
@@ -75,7 +88,7 @@ if [ "$WORKERS" -gt 0 ]; then
     echo "workers $line" >>"$OUT"
 fi
 
-/usr/bin/python3 - "$OUT" <<'PY'
+"$PYTHON" - "$OUT" "$TORCH_FORMAT" "$TORCH_BF16" <<'PY'
 import json, statistics, sys
 nnc, torch = {}, {}
 for line in open(sys.argv[1]):
@@ -88,8 +101,9 @@ for line in open(sys.argv[1]):
             nnc.setdefault((j["model"], mode, j["threads"]), {})[int(f[1])] = j[key]
         nnc.setdefault((j["model"], "rss", j["threads"]), {})[int(f[1])] = j["peak_rss_mib"]
     else:
-        _, r, model, mode, t, v = line.split()
-        torch.setdefault((model, mode, int(t)), {})[int(r)] = float(v)
+        j = json.loads(f[2])
+        torch.setdefault((j["model"], j["mode"], j["threads"]), {})[int(f[1])] = j["images_per_sec"]
+print(f"PyTorch: {sys.argv[2]}{', bf16 autocast' if sys.argv[3] == '1' else ', fp32'}")
 print(f"{'model':9s} {'mode':5s} {'thr':>3s} {'nnc img/s':>10s} {'torch img/s':>12s} {'ratio':>6s}  (ratio = median of per-round nnc/torch)")
 for key in sorted(k for k in nnc if k[1] != "rss"):
     a = nnc[key]

@@ -1,6 +1,6 @@
 /* tests/models/test_models.c - model registry and builders: parameter/tensor counts and MACs
  * vs PyTorch, flags, forward shapes (32x32x3, 28x28x1), clones, config errors, init, a tiny
- * model that trains, and forward/backward of ResNet-8 (TESTS.md A2) and ResNet-20 against
+ * model that trains, and forward/backward of ResNet-8 (the smallest ResNet with both option-A shortcuts) and ResNet-20 against
  * float64 PyTorch fixtures (tests/fixtures/gen_models_ref.py -> models_ref.h), and which fused
  * ops a training forward records. */
 #include <criterion/criterion.h>

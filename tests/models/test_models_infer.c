@@ -2,7 +2,7 @@
  * forward with grad off runs the batch in slices of 8 images (cache locality) up to a split
  * layer and the whole batch after it; its logits must equal the unsliced eval forward (grad on)
  * for batch sizes around the slice size, with and without a split.
- * Whole-model thread invariance (TESTS.md A3): a ResNet-8 and a VGG-11 training step (forward,
+ * Whole-model thread invariance: a ResNet-8 and a VGG-11 training step (forward,
  * cross-entropy, backward) give bitwise identical loss, gradients and BN running statistics
  * with 1, 2 and 4 kernel threads. */
 #include <criterion/criterion.h>

@@ -1,6 +1,6 @@
 /* tests/models/test_reference.c - forward/backward of whole networks vs PyTorch in float64
  * (tests/fixtures/gen_models_ref.py, the classes of torch_bench.py): ResNet-8 on 2 images 8x8
- * (TESTS.md A2: smallest ResNet with both option-A shortcuts, within 1e-5) and ResNet-20 on 2
+ * (the smallest ResNet with both option-A shortcuts, within 1e-5) and ResNet-20 on 2
  * images 32x32 (within 1e-4), ResNet-8 on 1-channel 10x10 images (odd sizes through the
  * shortcut) and VGG-11 in eval mode (conv bias, max-pools, classifier) within 1e-5. Weights and inputs are closed-form (fill_param / fill_input here
  * mirror fill() / input_batch() in the script), so the fixture holds only outputs. */

@@ -1,4 +1,4 @@
-/* tests/nn/test_checkpoint.c - checkpoint format (TESTS.md D1, D3-D6): bit-exact round trip,
+/* tests/nn/test_checkpoint.c - checkpoint format: bit-exact round trip,
  * truncation at every offset, bit flips, bad magic/version, shape/missing/extra tensors, save
  * failures (missing folder, blocked temp, RLIMIT_FSIZE), kill -9 mid-save, stale temp files. */
 #include <criterion/criterion.h>

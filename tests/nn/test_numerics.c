@@ -1,4 +1,4 @@
-/* tests/nn/test_numerics.c - fast-math guard (TESTS.md A5): the build never uses -ffast-math or
+/* tests/nn/test_numerics.c - fast-math guard: the build never uses -ffast-math or
  * -Ofast, and NaN/Inf detection works in code compiled with the release flags. */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,10 +1,10 @@
-/* tests/nn/test_ops_conv.c - conv2d and linear: finite-difference gradient checks (TESTS.md A1),
+/* tests/nn/test_ops_conv.c - conv2d and linear: finite-difference gradient checks,
  * im2col+GEMM kernel vs the naive reference on random shapes, linear vs a naive loop, gradient
  * accumulation, grad mode off, and shape misuse.
  *
  * Tolerances: conv2d and linear are linear in each input, so a central difference is exact up
  * to float32 rounding of the forward pass; the checks use atol 1e-3 / rtol 1e-3, tighter than
- * the A1 float32 bound (rel 1e-2). Kernel vs reference uses a normwise bound: |fast - ref| <=
+ * the general float32 gradcheck bound (rel 1e-2). Kernel vs reference uses a normwise bound: |fast - ref| <=
  * 1e-4 * (max|ref| + |ref|), since float32 sums that cancel to near zero have no meaningful
  * element-wise relative error.
  */

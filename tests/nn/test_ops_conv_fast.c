@@ -1,5 +1,5 @@
 /* tests/nn/test_ops_conv_fast.c - the fast kernels against the naive references, across ISA
- * levels and thread counts (TESTS.md A3), and the fused batchnorm2d_relu op.
+ * levels and thread counts (bitwise equal at 1, 2 and 4 threads), and the fused batchnorm2d_relu op.
  *
  * - conv2d forward, input, weight and bias gradients vs nnc_ref_conv2d_* at every ISA level the
  *   CPU has (generic, avx2, avx512) on the ResNet/VGG layer shapes and random shapes (odd sizes,

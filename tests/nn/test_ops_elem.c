@@ -1,5 +1,5 @@
 /* tests/nn/test_ops_elem.c - relu, scale, add (broadcasts), shortcut_a, reshape/flatten,
- * dropout: gradchecks (TESTS.md A1), exact values, anomaly mode (B1) and misuse asserts. */
+ * dropout: gradchecks, exact values, anomaly mode (naming the first op that made a NaN) and misuse asserts. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <signal.h>
@@ -280,7 +280,7 @@ Test(nn_ops_elem, eval_dropout_records_nothing)
     nnc_graph_free(g);
 }
 
-/* ---- anomaly mode (TESTS.md B1) ----
+/* ---- anomaly mode: backward names the first op that produced a non-finite value ----
  * x -> scale (tape node 0) -> relu (node 1) -> cross-entropy (node 2). The fault hook makes the
  * relu backward write NaN into its input gradient. With anomaly mode backward stops there and
  * names the op and node; without it the NaN propagates silently into x's gradient, which is

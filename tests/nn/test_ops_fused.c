@@ -1,6 +1,6 @@
 /* tests/nn/test_ops_fused.c - batchnorm2d_relu (fused batch norm + residual add + ReLU):
- * gradchecks (TESTS.md A1), equality with the unfused op chain (values, running statistics and
- * every gradient, within 1e-5 relative), and bitwise thread-count invariance (TESTS.md A3) of
+ * gradchecks, equality with the unfused op chain (values, running statistics and
+ * every gradient, within 1e-5 relative), and bitwise thread-count invariance (1, 2, 4 threads) of
  * batchnorm2d, batchnorm2d_relu, relu and add, forward and backward, 1 vs 2 vs 4 threads.
  * conv2d_bn_relu: the inference fold (eval, nothing recorded) equals conv2d -> batchnorm2d ->
  * add -> relu within 1e-5; with gradients it records the same values and gradients.

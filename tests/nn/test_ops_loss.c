@@ -1,4 +1,4 @@
-/* tests/nn/test_ops_loss.c - softmax cross-entropy: gradchecks (TESTS.md A1), a hand-computed
+/* tests/nn/test_ops_loss.c - softmax cross-entropy: finite-difference gradchecks, a hand-computed
  * example for mean/sum/smoothing, numerical stability, argmax_rows, misuse. */
 #include <criterion/criterion.h>
 #include <math.h>

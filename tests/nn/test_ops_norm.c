@@ -1,4 +1,4 @@
-/* tests/nn/test_ops_norm.c - batchnorm2d: gradchecks in training and eval mode (TESTS.md A1),
+/* tests/nn/test_ops_norm.c - batchnorm2d: gradchecks in training and eval mode,
  * running-statistics update vs the PyTorch formula, eval uses running statistics, misuse. */
 #include <criterion/criterion.h>
 #include <math.h>

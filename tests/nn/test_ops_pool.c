@@ -1,5 +1,5 @@
 /* tests/nn/test_ops_pool.c - max/avg/global-average pooling: finite-difference gradient checks
- * (TESTS.md A1), naive loops over the padded window on random shapes (incl. padding and
+ * (tolerances below), naive loops over the padded window on random shapes (incl. padding and
  * overlapping windows), hand-worked cases, NaN propagation, grad mode off and misuse.
  *
  * Tolerances: avg and global-avg pooling are linear (atol/rtol 1e-3). Max pooling is piecewise

@@ -1,4 +1,4 @@
-/* tests/optim/test_sched.c - learning-rate schedules at boundary steps (TESTS.md A6): step,
+/* tests/optim/test_sched.c - learning-rate schedules at boundary steps: step,
  * multistep, cosine end points, warm-up continuity, time-drop before/after, resume purity,
  * parsing and validation messages. */
 #include <criterion/criterion.h>

@@ -1,4 +1,4 @@
-/* tests/optim/test_sgd.c - SGD vs hand-computed and torch.optim.SGD values (TESTS.md A6):
+/* tests/optim/test_sgd.c - SGD vs hand-computed and torch.optim.SGD values:
  * momentum, Nesterov, no momentum, weight decay with no-decay flags, buffers untouched,
  * reset, config validation. */
 #include <criterion/criterion.h>
