@@ -100,9 +100,13 @@ static int set_value(flag_spec *f, const char *v, const char *origin)
     case FLAG_FLOAT:
     case FLAG_DOUBLE: {
         double x = strtod(v, &end);
-        if (!*v || end == v || *end || !isfinite(x) ||
-            (errno == ERANGE && fabs(x) > 1) || (f->type == FLAG_FLOAT && fabs(x) > FLT_MAX)) {
-            cli_error("%s--%s: expected a finite number, found '%s'", origin, f->name, v);
+        if (!*v || end == v || *end) {
+            cli_error("%s--%s: expected a number, found '%s'", origin, f->name, v);
+            return EXIT_USAGE;
+        }
+        if (!isfinite(x) || (errno == ERANGE && fabs(x) > 1) || (f->type == FLAG_FLOAT && fabs(x) > FLT_MAX)) {
+            cli_error("%s--%s: expected a finite number%s, found '%s'", origin, f->name,
+                      f->type == FLAG_FLOAT ? " (at most 3.4e38 in magnitude)" : "", v);
             return EXIT_USAGE;
         }
         if (f->type == FLAG_FLOAT)
