@@ -90,7 +90,8 @@ static int data_info(int argc, char **argv)
     const char *pos[1];
     flag_table t = {.command = "data info",
                     .usage = "nnc data info DATASET [--data DIR]",
-                    .summary = "Load both splits of DATASET and print their sizes, shapes, normalisation and class counts.",
+                    .summary = "Load both splits of DATASET (cifar10, cifar100, fashion-mnist, mnist or imagefolder) and print\n"
+                               "their sizes, shapes, normalisation and class counts.",
                     .flags = specs,
                     .nflags = 1,
                     .positional = pos,

@@ -24,9 +24,11 @@ int cmd_eval(int argc, char **argv)
     };
     const char *pos[1];
     flag_table t = {.command = "eval",
-                    .usage = "nnc eval DATASET --ckpt FILE [--data DIR]",
-                    .summary = "Evaluate a checkpoint on DATASET's test split: top-1 accuracy, mean loss, per-class\n"
-                               "accuracy and the confusion matrix (rows = true class, columns = predicted).",
+                    .usage = "nnc eval DATASET --ckpt FILE [--data DIR] [flags]",
+                    .summary = "Evaluate a checkpoint on DATASET's test split (DATASET: cifar10, cifar100, fashion-mnist,\n"
+                               "mnist or imagefolder): top-1 accuracy, mean loss, per-class accuracy and the confusion\n"
+                               "matrix (rows = true class, columns = predicted). A checkpoint trained on another dataset\n"
+                               "of the same shape is evaluated with a warning; another shape is refused (exit 2).",
                     .flags = specs,
                     .nflags = (int)(sizeof specs / sizeof *specs),
                     .positional = pos,

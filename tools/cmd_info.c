@@ -19,7 +19,7 @@ int cmd_info(int argc, char **argv)
         {"list", FLAG_BOOL, &list, "list the registered models", 0},
     };
     flag_table t = {.command = "info",
-                    .usage = "nnc info --model NAME [--image-size N --in-channels C --classes K]",
+                    .usage = "nnc info --model NAME [--image-size N --in-channels C --classes K] | nnc info --list",
                     .summary = "Describe a model: one line per layer (output shape, parameters, multiply-accumulates),\n"
                                "then the parameter count, tensor count and MACs per image.",
                     .flags = specs,

@@ -209,6 +209,7 @@ static int load_kv(flag_table *t, const char *path, const char *text)
         while (e > b && isspace((unsigned char)e[-1])) *--e = 0;
         if (!*b) continue;
         char *eq = strchr(b, '=');
+        if (!eq) eq = strchr(b, ':'); /* "key: value" too */
         if (!eq) {
             cli_error("%sexpected 'key = value', found '%s'", where, b);
             return EXIT_USAGE;
@@ -486,6 +487,10 @@ int flags_parse(flag_table *t, int argc, char **argv)
         memcpy(name, a + 2, len);
         name[len] = 0;
         if (!strcmp(name, "config")) {
+            if (!eq && i + 1 >= argc) {
+                cli_error("%s: flag '--config' needs a value (a JSON or key = value file)", t->command);
+                return EXIT_USAGE;
+            }
             if (!eq) i++;
             continue;
         }

@@ -32,7 +32,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix of a checkpoint"},
     {"predict", cmd_predict, "classify image files with a checkpoint"},
     {"info", cmd_info, "layers, parameters and MACs of a model"},
-    {"data", cmd_data, "fetch cifar10/cifar100, describe a dataset"},
+    {"data", cmd_data, "download cifar10/cifar100/mnist/fashion-mnist, describe a dataset"},
     {"compare", cmd_compare, "run several algorithms x seeds on one budget; table and plot"},
     {"bench", cmd_bench, "training and inference throughput on a random batch"},
     {NULL, NULL, NULL},
