@@ -152,15 +152,29 @@ int flags_check_ranges(const flag_table *t, const flag_range *r, int n)
 
 /* Config texts and their values stay reachable for the process lifetime: string flags point
  * into them. */
-static char *keep_str(const char *p, size_t n)
+static char **kept; /* every kept string, so that they stay reachable (no leak reports) */
+static size_t nkept, capkept;
+
+static void *xrealloc(void *p, size_t n)
 {
-    char *s = malloc(n + 1);
-    if (!s) {
+    void *q = realloc(p, n);
+    if (!q) {
         fputs("nnc: out of memory\n", stderr);
         exit(EXIT_RUNTIME);
     }
+    return q;
+}
+
+static char *keep_str(const char *p, size_t n)
+{
+    char *s = xrealloc(NULL, n + 1);
     memcpy(s, p, n);
     s[n] = 0;
+    if (nkept == capkept) {
+        capkept = capkept ? 2 * capkept : 64;
+        kept = xrealloc(kept, capkept * sizeof *kept);
+    }
+    kept[nkept++] = s;
     return s; /* deliberately never freed: string flags point into it */
 }
 
@@ -279,8 +293,9 @@ static void jp_ws(jp *j)
 static int jp_string(jp *j, char **out)
 {
     j->p++;
-    size_t cap = strlen(j->p) + 1;
-    char *s = keep_str("", cap);
+    const char *q = j->p; /* the raw length bounds the unescaped one */
+    while (*q && *q != '"') q += q[0] == '\\' && q[1] ? 2 : 1;
+    char *s = keep_str("", (size_t)(q - j->p) + 1);
     size_t n = 0;
     while (*j->p && *j->p != '"') {
         char c = *j->p++;
@@ -325,20 +340,29 @@ static int jp_value(jp *j, char **out)
     if (*j->p == '"') return jp_string(j, out);
     if (*j->p == '[') {
         j->p++;
-        size_t cap = strlen(j->p) + 1, n = 0;
-        char *s = keep_str("", cap);
+        size_t n = 0, cap = 64;
+        char *s = xrealloc(NULL, cap);
+        s[0] = 0;
         jp_ws(j);
         if (*j->p == ']') {
             j->p++;
-            *out = s;
+            *out = keep_str(s, 0);
+            free(s);
             return 0;
         }
         for (;;) {
             char *item;
             jp_ws(j);
             int r = *j->p == '"' ? jp_string(j, &item) : jp_scalar(j, &item);
-            if (r) return r;
+            if (r) {
+                free(s);
+                return r;
+            }
             size_t il = strlen(item);
+            if (n + il + 2 > cap) {
+                while (n + il + 2 > cap) cap *= 2;
+                s = xrealloc(s, cap);
+            }
             if (n) s[n++] = ',';
             memcpy(s + n, item, il);
             n += il;
@@ -352,9 +376,11 @@ static int jp_value(jp *j, char **out)
                 j->p++;
                 break;
             }
+            free(s);
             return jp_err(j, "',' or ']' in a list");
         }
-        *out = s;
+        *out = keep_str(s, n);
+        free(s);
         return 0;
     }
     if (*j->p == '{') return jp_err(j, "a string, number, true, false, null or [list] (nested objects are not flags)");
