@@ -165,10 +165,12 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
+/* A kept copy of p[0..n) plus a NUL; p NULL: n + 1 zero bytes. */
 static char *keep_str(const char *p, size_t n)
 {
     char *s = xrealloc(NULL, n + 1);
-    memcpy(s, p, n);
+    if (p) memcpy(s, p, n);
+    else memset(s, 0, n);
     s[n] = 0;
     if (nkept == capkept) {
         capkept = capkept ? 2 * capkept : 64;
@@ -295,7 +297,7 @@ static int jp_string(jp *j, char **out)
     j->p++;
     const char *q = j->p; /* the raw length bounds the unescaped one */
     while (*q && *q != '"') q += q[0] == '\\' && q[1] ? 2 : 1;
-    char *s = keep_str("", (size_t)(q - j->p) + 1);
+    char *s = keep_str(NULL, (size_t)(q - j->p) + 1);
     size_t n = 0;
     while (*j->p && *j->p != '"') {
         char c = *j->p++;
