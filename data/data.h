@@ -7,7 +7,7 @@
  *                       record count and label validated (exact messages: see data/cifar.c);
  *                       dir may be the extracted folder or its parent
  *   mnist / fashion-mnist  IDX files, gzipped or not; fashion-mnist defaults to Debian's
- *                       /usr/share/datasets/fashion-mnist
+ *                       /usr/share/datasets/fashion-mnist when installed (else data-cache/)
  *   imagefolder         DIR/<class>/<image> PNG/BMP/PPM/PGM via stb_image, JPEG via
  *                       libjpeg-turbo (see data/image.c), resized to a fixed
  *                       size; dimensions capped before any allocation
@@ -17,8 +17,8 @@
  * Normalisation: published per-dataset mean/std (CIFAR-10 (0.4914,0.4822,0.4465) /
  * (0.2470,0.2435,0.2616), CIFAR-100 (0.5071,0.4865,0.4409) / (0.2673,0.2564,0.2762),
  * Fashion-MNIST 0.2860/0.3530, MNIST 0.1307/0.3081, image folders ImageNet's).
- * Download (cifar10/cifar100): official URL, progress callback, MD5 check against the
- * published checksum, extraction into a temp folder renamed into place only when complete
+ * Download (cifar10/cifar100/mnist/fashion-mnist): official URL, progress callback, MD5 check
+ * against the published checksums, a temp folder renamed into place only when complete
  * (data/fetch.c).
  *
  * Errors: NNC_EIO (path + strerror), NNC_EFORMAT (file, record index, byte offset, expected vs
@@ -54,8 +54,18 @@ void nnc_dataset_free(nnc_dataset *d);
  * which must list the same classes). limit > 0 keeps only the first `limit` images.
  * mnist/fashion-mnist read {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. */
 int nnc_dataset_load(const char *name, const char *dir, int train, int limit, nnc_dataset **out);
-/* Default data folder for a dataset name (never NULL for known names, NULL otherwise). */
+/* Default data folder for a dataset name (never NULL for known names, NULL otherwise):
+ * data-cache/<name>; fashion-mnist: Debian's /usr/share/datasets/fashion-mnist when that folder
+ * exists, else data-cache/fashion-mnist. */
 const char *nnc_dataset_default_dir(const char *name);
+/* 1 when name is a dataset nnc knows (cifar10 cifar100 fashion-mnist mnist imagefolder). */
+int nnc_dataset_exists(const char *name);
+/* The known dataset name closest to an unknown one (a likely typo), or NULL. */
+const char *nnc_dataset_suggest(const char *name);
+/* "cifar10, cifar100, fashion-mnist, mnist, imagefolder" (for messages). */
+const char *nnc_dataset_list(void);
+/* 1 for the datasets nnc_dataset_fetch can download (cifar10 cifar100 mnist fashion-mnist). */
+int nnc_dataset_downloadable(const char *name);
 
 /* Format loaders behind nnc_dataset_load. */
 int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out);
@@ -78,12 +88,16 @@ typedef struct nnc_fetch_config {
     nnc_progress_fn progress;
     void *ud;
 } nnc_fetch_config;
-/* Make sure dataset `name` (cifar10|cifar100) is present in dir (NULL = default), downloading
- * and extracting it if not. Returns NNC_OK when already present (no network access).
+/* Make sure dataset `name` (cifar10|cifar100|mnist|fashion-mnist) is present in dir (NULL =
+ * default), downloading it if not. Returns NNC_OK when already present (no network access).
+ * cifar10/cifar100: one archive from cfg->url (NULL = the official URL), MD5 cfg->md5, extracted.
+ * mnist/fashion-mnist: the four .gz IDX files from the base URL cfg->url (NULL = the official
+ * mirrors; the file names are appended), each checked against its published MD5, or against
+ * cfg->md5 = four comma-separated MD5s (train images, train labels, test images, test labels).
  * Errors: NNC_ENET (URL + curl's message: HTTP error, interrupted transfer), NNC_ECHECKSUM
- * (expected vs found MD5; nothing is left behind), NNC_EFORMAT (bad archive),
- * NNC_EUNSUPPORTED (other datasets, unless already present: mnist/fashion-mnist are never
- * downloaded). Not for concurrent use on the same dir. */
+ * (URL, expected vs found MD5; nothing is left behind), NNC_EFORMAT (bad archive / IDX files),
+ * NNC_EINVAL (malformed cfg->md5), NNC_EUNSUPPORTED (other datasets, unless already present).
+ * Not for concurrent use on the same dir. */
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg);
 /* 1 if dir (NULL = default) holds the dataset: CIFAR: every file with its exact size, in dir or
  * dir/<official folder>; mnist/fashion-mnist: the four IDX files (.gz or raw). */

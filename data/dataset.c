@@ -112,10 +112,69 @@ int nnc__read_text(const char *path, size_t max, char **out)
     return NNC_OK;
 }
 
+static const char *const dataset_names[] = {"cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder"};
+#define NUM_DATASETS ((int)(sizeof dataset_names / sizeof dataset_names[0]))
+
+int nnc_dataset_exists(const char *name)
+{
+    for (int i = 0; name && i < NUM_DATASETS; i++)
+        if (strcmp(name, dataset_names[i]) == 0) return 1;
+    return 0;
+}
+
+/* Levenshtein distance of two short names (99 when either is longer than 63). */
+static int name_distance(const char *a, const char *b)
+{
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    if (la > 63 || lb > 63) return 99;
+    int d[64][64];
+    for (int i = 0; i <= la; i++) d[i][0] = i;
+    for (int j = 0; j <= lb; j++) d[0][j] = j;
+    for (int i = 1; i <= la; i++)
+        for (int j = 1; j <= lb; j++) {
+            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+            d[i][j] = c;
+        }
+    return d[la][lb];
+}
+
+const char *nnc_dataset_suggest(const char *name)
+{
+    if (!name || !*name || nnc_dataset_exists(name)) return NULL;
+    const char *best = NULL;
+    int bd = 4;
+    for (int i = 0; i < NUM_DATASETS; i++) {
+        int d = name_distance(name, dataset_names[i]);
+        if (d < bd && d < (int)strlen(dataset_names[i])) bd = d, best = dataset_names[i];
+    }
+    return best;
+}
+
+const char *nnc_dataset_list(void) { return "cifar10, cifar100, fashion-mnist, mnist, imagefolder"; }
+
+static int unknown_dataset(const char *name)
+{
+    const char *best = nnc_dataset_suggest(name);
+    if (best)
+        return nnc__fail(NNC_EINVAL, "unknown dataset '%s' (did you mean '%s'?); datasets: %s", name, best,
+                         nnc_dataset_list());
+    return nnc__fail(NNC_EINVAL, "unknown dataset '%s'; datasets: %s", name ? name : "(null)",
+                     nnc_dataset_list());
+}
+
+/* Debian's dataset-fashion-mnist package, used when it is installed. */
+#define DEBIAN_FASHION_MNIST "/usr/share/datasets/fashion-mnist"
+
 const char *nnc_dataset_default_dir(const char *name)
 {
     if (!name) return NULL;
-    if (strcmp(name, "fashion-mnist") == 0) return "/usr/share/datasets/fashion-mnist";
+    if (strcmp(name, "fashion-mnist") == 0) {
+        struct stat st;
+        if (stat(DEBIAN_FASHION_MNIST, &st) == 0 && S_ISDIR(st.st_mode)) return DEBIAN_FASHION_MNIST;
+        return "data-cache/fashion-mnist";
+    }
     if (strcmp(name, "cifar10") == 0) return "data-cache/cifar10";
     if (strcmp(name, "cifar100") == 0) return "data-cache/cifar100";
     if (strcmp(name, "mnist") == 0) return "data-cache/mnist";
@@ -164,11 +223,7 @@ int nnc_dataset_load(const char *name, const char *dir, int train, int limit, nn
 {
     *out = NULL;
     const char *def = nnc_dataset_default_dir(name);
-    if (!def)
-        return nnc__fail(NNC_EINVAL,
-                         "unknown dataset '%s' (expected cifar10, cifar100, mnist, "
-                         "fashion-mnist or imagefolder)",
-                         name ? name : "(null)");
+    if (!def) return unknown_dataset(name);
     if (!dir) dir = def;
     int s;
     if (strcmp(name, "cifar10") == 0 || strcmp(name, "cifar100") == 0) {
@@ -177,6 +232,9 @@ int nnc_dataset_load(const char *name, const char *dir, int train, int limit, nn
         s = nnc__imagefolder_load_split(dir, train, out);
     } else {
         s = load_idx_named(name, dir, train, out);
+        if (s == NNC_EIO && !nnc_dataset_present(name, dir))
+            s = nnc__fail_prefix(s, "%s is not in %s (nnc data fetch %s%s%s downloads it)", name, dir, name,
+                                 dir == def ? "" : " --data ", dir == def ? "" : dir);
     }
     if (s) return s;
     if (limit > 0 && limit < (*out)->n) (*out)->n = limit;

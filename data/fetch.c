@@ -1,4 +1,11 @@
-/* data/fetch.c - download CIFAR-10/100 with libcurl, verify MD5, extract, rename into place.
+/* data/fetch.c - download CIFAR-10/100, MNIST and Fashion-MNIST with libcurl, verify MD5s,
+ * extract (CIFAR), rename into place.
+ *
+ * MNIST / Fashion-MNIST: the four .gz IDX files are downloaded into a fresh temp folder
+ * DIR/.nnc-fetch-XXXXXX, each checked against its published MD5 (the ones torchvision's
+ * datasets/mnist.py lists), then parsed as IDX (images + labels agree), and only then renamed
+ * one by one into DIR: every file under its final name is complete and verified. MNIST tries
+ * its mirrors in order (a network failure moves on to the next).
  *
  * Sequence: DIR/.nnc-fetch-XXXXXX (a fresh temp folder next to the destination; stale ones
  * from crashed runs are removed first) receives archive.tar.gz while its MD5 is computed on the
@@ -34,6 +41,36 @@ static const ds_info infos[] = {
     {"cifar100", "cifar-100-binary", "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
      "03b5dce01913d631647c71ecec9e9cb8", 1},
 };
+
+/* The IDX sets: files in the order train images, train labels, test images, test labels. */
+static const char *const idx_files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+
+typedef struct idx_info {
+    const char *name;
+    const char *mirrors[2];
+    const char *md5[4];
+} idx_info;
+
+/* Mirrors and MD5s as in torchvision/datasets/mnist.py (MNIST.mirrors/resources,
+ * FashionMNIST.mirrors/resources). */
+static const idx_info idx_infos[] = {
+    {"mnist",
+     {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"},
+     {"f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+      "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"}},
+    {"fashion-mnist",
+     {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", NULL},
+     {"8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+      "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"}},
+};
+
+static const idx_info *find_idx_info(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof idx_infos / sizeof idx_infos[0]; i++)
+        if (strcmp(idx_infos[i].name, name) == 0) return &idx_infos[i];
+    return NULL;
+}
 
 static const ds_info *find_info(const char *name)
 {
@@ -211,18 +248,88 @@ static void remove_stale(const char *dir)
     closedir(dp);
 }
 
+int nnc_dataset_downloadable(const char *name) { return find_info(name) || find_idx_info(name); }
+
+static int is_md5(const char *p, size_t n)
+{
+    if (n != 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdefABCDEF", p[i])) return 0;
+    return 1;
+}
+
+static int fetch_idx(const idx_info *ii, const char *dir, const nnc_fetch_config *cfg)
+{
+    char md5[4][33];
+    if (cfg && cfg->md5) {
+        const char *p = cfg->md5;
+        for (int i = 0; i < 4; i++) {
+            size_t n = strcspn(p, ",");
+            if (!is_md5(p, n) || (i < 3 && p[n] != ',') || (i == 3 && p[n]))
+                return nnc__fail(NNC_EINVAL,
+                                 "%s: expected 4 comma-separated MD5 sums (train images, train labels, "
+                                 "test images, test labels), found '%s'",
+                                 ii->name, cfg->md5);
+            memcpy(md5[i], p, 32);
+            md5[i][32] = 0;
+            p += n + 1;
+        }
+    } else {
+        for (int i = 0; i < 4; i++) snprintf(md5[i], sizeof md5[i], "%s", ii->md5[i]);
+    }
+    const char *bases[2] = {ii->mirrors[0], ii->mirrors[1]};
+    if (cfg && cfg->url) bases[0] = cfg->url, bases[1] = NULL;
+    struct stat st;
+    int existed = stat(dir, &st) == 0;
+    int s = mkdir_p(dir);
+    if (s) return s;
+    remove_stale(dir);
+    char tmp[4200], path[4][4300], url[4400];
+    snprintf(tmp, sizeof tmp, "%s/.nnc-fetch-XXXXXX", dir);
+    if (!mkdtemp(tmp)) return nnc__fail_errno("cannot create a temp folder in", dir, errno);
+    for (int i = 0; i < 4 && !s; i++) {
+        snprintf(path[i], sizeof path[i], "%s/%s", tmp, idx_files[i]);
+        for (int m = 0; m < 2 && bases[m]; m++) {
+            size_t bl = strlen(bases[m]);
+            snprintf(url, sizeof url, "%s%s%s", bases[m], bl && bases[m][bl - 1] == '/' ? "" : "/", idx_files[i]);
+            char hex[33];
+            s = download(url, path[i], cfg, hex);
+            if (s == NNC_ENET && m + 1 < 2 && bases[m + 1]) continue; /* next mirror */
+            if (!s && strcasecmp(hex, md5[i]) != 0) {
+                stat(path[i], &st);
+                s = nnc__fail(NNC_ECHECKSUM, "%s: MD5 mismatch: expected %s, found %s (%lld bytes downloaded)",
+                              url, md5[i], hex, (long long)st.st_size);
+            }
+            break;
+        }
+    }
+    for (int split = 0; split < 2 && !s; split++) {
+        nnc_dataset *d = NULL;
+        s = nnc_idx_load(path[2 * split], path[2 * split + 1], &d);
+        nnc_dataset_free(d);
+        if (s) s = nnc__fail_prefix(NNC_EFORMAT, "downloaded %s files are not valid IDX", ii->name);
+    }
+    for (int i = 0; i < 4 && !s; i++) {
+        char final[4300];
+        snprintf(final, sizeof final, "%s/%s", dir, idx_files[i]);
+        if (rename(path[i], final) != 0) s = nnc__fail_errno("cannot rename into place:", final, errno);
+    }
+    nnc__rmtree(tmp);
+    if (s && !existed) rmdir(dir); /* only if still empty */
+    return s;
+}
+
 int nnc_dataset_fetch(const char *name, const char *dir, const nnc_fetch_config *cfg)
 {
     const ds_info *di = find_info(name);
+    const idx_info *ii = find_idx_info(name);
     if (!di && nnc_dataset_present(name, dir)) return NNC_OK;
-    if (!di) {
-        if (name && strcmp(name, "fashion-mnist") == 0)
-            return nnc__fail(NNC_EUNSUPPORTED, "fashion-mnist is not downloaded by nnc: install "
-                                               "the Debian package dataset-fashion-mnist");
+    if (ii) return fetch_idx(ii, dir ? dir : nnc_dataset_default_dir(name), cfg);
+    if (!di)
         return nnc__fail(NNC_EUNSUPPORTED,
-                         "cannot download dataset '%s' (only cifar10 and cifar100)",
+                         "cannot download dataset '%s' (nnc downloads cifar10, cifar100, mnist and "
+                         "fashion-mnist)",
                          name ? name : "(null)");
-    }
     if (!dir) dir = nnc_dataset_default_dir(name);
     if (nnc_dataset_present(name, dir)) return NNC_OK;
     char final[4200], tmp[4200], path[4300];

@@ -28,14 +28,58 @@ static const nnc__model_def *find_def(const char *name)
     return NULL;
 }
 
+int nnc_model_exists(const char *name) { return find_def(name) != NULL; }
+
+/* Levenshtein distance of two short names (99 when either is longer than 63). */
+static int name_distance(const char *a, const char *b)
+{
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    if (la > 63 || lb > 63) return 99;
+    int d[64][64];
+    for (int i = 0; i <= la; i++) d[i][0] = i;
+    for (int j = 0; j <= lb; j++) d[0][j] = j;
+    for (int i = 1; i <= la; i++)
+        for (int j = 1; j <= lb; j++) {
+            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+            d[i][j] = c;
+        }
+    return d[la][lb];
+}
+
+const char *nnc_model_suggest(const char *name)
+{
+    if (!name || !*name || find_def(name)) return NULL;
+    const char *best = NULL;
+    int bd = 4;
+    for (int i = 0; i < nnc__num_model_defs; i++) {
+        const char *c = nnc__model_defs[i].name;
+        int d = name_distance(name, c);
+        if (d < bd && d < (int)strlen(c)) bd = d, best = c;
+    }
+    return best;
+}
+
+int nnc_model_list(char *buf, size_t n)
+{
+    size_t o = 0;
+    if (n) buf[0] = '\0';
+    for (int i = 0; i < nnc__num_model_defs; i++) {
+        int w = snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "%s%s", i ? ", " : "", nnc__model_defs[i].name);
+        if (w > 0) o += (size_t)w;
+    }
+    return (int)o;
+}
+
 static int unknown_model(const char *name)
 {
     char list[512];
-    size_t n = 0;
-    list[0] = '\0';
-    for (int i = 0; i < nnc__num_model_defs && n < sizeof list; i++)
-        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", nnc__model_defs[i].name);
-    return nnc__fail(NNC_EINVAL, "unknown model '%s' (known: %s)", name ? name : "(null)", list);
+    nnc_model_list(list, sizeof list);
+    const char *best = nnc_model_suggest(name);
+    if (best)
+        return nnc__fail(NNC_EINVAL, "unknown model '%s' (did you mean '%s'?); models: %s", name, best, list);
+    return nnc__fail(NNC_EINVAL, "unknown model '%s'; models: %s", name ? name : "(null)", list);
 }
 
 static int check_config(const nnc__model_def *d, const nnc_model_config *c)

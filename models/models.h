@@ -22,6 +22,7 @@
 #ifndef NNC_MODELS_H
 #define NNC_MODELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "nn/ops.h"
@@ -76,5 +77,12 @@ long long nnc_model_macs(const nnc_model *m);
 /* Registry: number of registered names, and name i (NULL when out of range). */
 int nnc_model_num_registered(void);
 const char *nnc_model_registered_name(int i);
+/* 1 when name is a registered model (cheap: no allocation; for checking --model before loading
+ * data), else 0. */
+int nnc_model_exists(const char *name);
+/* The registered name closest to an unknown name (a likely typo), or NULL (also for known names). */
+const char *nnc_model_suggest(const char *name);
+/* The registered names, comma separated, into buf (truncated to n); returns the full length. */
+int nnc_model_list(char *buf, size_t n);
 
 #endif

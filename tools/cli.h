@@ -59,6 +59,27 @@ flag_spec *flags_find(flag_table *t, const char *name);
 /* "nnc: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* messages */
+/* The candidate closest to name by edit distance (close enough to be a likely typo), or NULL:
+ * for "did you mean" in messages. */
+const char *cli_closest(const char *name, const char *const *cands, int n);
+/* Valid range of an integer flag, checked after parsing; expected reads as in
+ * "--batch: expected <expected>, found '0'". */
+typedef struct flag_range {
+    const char *name;
+    long long min, max;
+    const char *expected;
+} flag_range;
+/* Check every listed FLAG_INT/FLAG_LONG flag of t; prints the first violation (flag, expected,
+ * the value found) and returns EXIT_USAGE, else 0. */
+int flags_check_ranges(const flag_table *t, const flag_range *r, int n);
+/* The shortest %g text that reads back (strtof / strtod) as exactly v. */
+const char *cli_format_float(float v, char *buf, size_t n);
+const char *cli_format_double(double v, char *buf, size_t n);
+/* `nnc --version`: version and build facts on f. */
+void cli_print_version(FILE *f);
+/* end messages */
+
 /* ---- progress ---- */
 typedef struct progress {
     int tty;            /* stdout is a terminal: redraw one line with \r; else plain lines */

@@ -109,7 +109,7 @@ int cmd_bench(int argc, char **argv)
     const char *algo = "mgrawa";
     long seed = 1;
     flag_spec flags[] = {
-        {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; see nnc models)", 0},
+        {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; nnc info --list shows all)", 0},
         {"batch", FLAG_INT, &batch, "batch size N of the random (N,C,S,S) batch", 0},
         {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads); 0 = all cores", 0},
         {"runs", FLAG_INT, &runs, "timed runs; the median is reported", 0},
@@ -140,7 +140,7 @@ int cmd_bench(int argc, char **argv)
         {"image-size", image, 0}};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].v < checks[i].lo) {
-            cli_error("--%s: expected an integer >= %d, found %d", checks[i].name, checks[i].lo, checks[i].v);
+            cli_error("--%s: expected an integer >= %d, found '%d'", checks[i].name, checks[i].lo, checks[i].v);
             return EXIT_USAGE;
         }
     int path = !strcmp(conv_path, "auto") ? 0 : !strcmp(conv_path, "direct") ? 1 : !strcmp(conv_path, "gemm") ? 2
@@ -150,13 +150,23 @@ int cmd_bench(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (!(peak > 0)) {
-        cli_error("--peak-gflops: expected a number > 0, found %g", peak);
+        char b[32];
+        cli_error("--peak-gflops: expected a number > 0, found '%s'", cli_format_double(peak, b, sizeof b));
+        return EXIT_USAGE;
+    }
+    if (!nnc_model_exists(model)) {
+        char list[512];
+        nnc_model_list(list, sizeof list);
+        const char *best = nnc_model_suggest(model);
+        cli_error("--model: unknown model '%s'%s%s%s; models: %s", model, best ? " (did you mean '" : "",
+                  best ? best : "", best ? "'?)" : "", list);
         return EXIT_USAGE;
     }
     if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (workers > 0) {
         if (!(seconds > 0)) {
-            cli_error("--seconds: expected a number > 0, found %g", seconds);
+            char b[32];
+            cli_error("--seconds: expected a number > 0, found '%s'", cli_format_double(seconds, b, sizeof b));
             return EXIT_USAGE;
         }
         return bench_workers(model, workers, algo, threads, batch, seconds, seed, json);

@@ -1,4 +1,5 @@
-/* tools/cmd_data.c - `nnc data fetch cifar10|cifar100` and `nnc data info DATASET`. */
+/* tools/cmd_data.c - `nnc data fetch cifar10|cifar100|mnist|fashion-mnist` and
+ * `nnc data info DATASET`. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +13,16 @@ static int data_fetch(int argc, char **argv)
     const char *dir = NULL, *url = NULL, *md5 = NULL;
     flag_spec specs[] = {
         {"data", FLAG_STR, &dir, "data folder (default data-cache/<name>)", 0},
-        {"url", FLAG_STR, &url, "download from this URL instead of the official one", 0},
-        {"md5", FLAG_STR, &md5, "expected MD5 of the archive (default: the published checksum)", 0},
+        {"url", FLAG_STR, &url, "download from this URL instead of the official one (mnist, fashion-mnist: "
+                                "the base URL of the four .gz files)", 0},
+        {"md5", FLAG_STR, &md5, "expected MD5 of the archive (mnist, fashion-mnist: four, comma separated; "
+                                "default: the published checksums)", 0},
     };
     const char *pos[1];
     flag_table t = {.command = "data fetch",
-                    .usage = "nnc data fetch cifar10|cifar100 [--data DIR] [--url URL]",
-                    .summary = "Download and extract CIFAR-10 or CIFAR-100 (binary version), checking its MD5.",
+                    .usage = "nnc data fetch cifar10|cifar100|mnist|fashion-mnist [--data DIR] [--url URL]",
+                    .summary = "Download CIFAR-10 or CIFAR-100 (binary version, extracted), MNIST or Fashion-MNIST\n"
+                               "(the four .gz IDX files), checking the published MD5s.",
                     .flags = specs,
                     .nflags = 3,
                     .positional = pos,
@@ -26,8 +30,16 @@ static int data_fetch(int argc, char **argv)
     int r = flags_parse(&t, argc, argv);
     if (r == 1) return EXIT_OK;
     if (r) return r;
-    if (!t.npositional || (strcmp(pos[0], "cifar10") && strcmp(pos[0], "cifar100"))) {
-        cli_error("data fetch: expected cifar10 or cifar100, found '%s'", t.npositional ? pos[0] : "");
+    if (!t.npositional) {
+        cli_error("data fetch: missing DATASET (cifar10, cifar100, mnist or fashion-mnist)");
+        return EXIT_USAGE;
+    }
+    if (!nnc_dataset_downloadable(pos[0])) {
+        const char *best = nnc_dataset_suggest(pos[0]);
+        if (!nnc_dataset_downloadable(best)) best = NULL;
+        cli_error("data fetch: expected cifar10, cifar100, mnist or fashion-mnist, found '%s'%s%s%s%s", pos[0],
+                  best ? " (did you mean '" : "", best ? best : "", best ? "'?)" : "",
+                  nnc_dataset_exists(pos[0]) ? " (it is read from --data DIR, not downloaded)" : "");
         return EXIT_USAGE;
     }
     const char *where = dir ? dir : nnc_dataset_default_dir(pos[0]);
@@ -43,7 +55,7 @@ static int data_fetch(int argc, char **argv)
     progress_done(&p);
     if (s) {
         cli_error("%s", nnc_error_message());
-        return s == NNC_EINVAL ? EXIT_USAGE : s == NNC_ECHECKSUM || s == NNC_EFORMAT ? EXIT_USAGE : EXIT_RUNTIME;
+        return s == NNC_EINVAL || s == NNC_ECHECKSUM || s == NNC_EFORMAT ? EXIT_USAGE : EXIT_RUNTIME;
     }
     printf("%s ready in %s\n", pos[0], where);
     return EXIT_OK;
@@ -78,7 +90,8 @@ static int data_info(int argc, char **argv)
     const char *pos[1];
     flag_table t = {.command = "data info",
                     .usage = "nnc data info DATASET [--data DIR]",
-                    .summary = "Load both splits of DATASET and print their sizes, shapes, normalisation and class counts.",
+                    .summary = "Load both splits of DATASET (cifar10, cifar100, fashion-mnist, mnist or imagefolder) and print\n"
+                               "their sizes, shapes, normalisation and class counts.",
                     .flags = specs,
                     .nflags = 1,
                     .positional = pos,
@@ -87,8 +100,15 @@ static int data_info(int argc, char **argv)
     if (r == 1) return EXIT_OK;
     if (r) return r;
     if (!t.npositional) {
-        cli_error("data info: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
+        cli_error("data info: missing DATASET (%s)", nnc_dataset_list());
         return EXIT_USAGE;
+    }
+    if (!nnc_dataset_exists(pos[0])) {
+        nnc_dataset *d = NULL;
+        int s = nnc_dataset_load(pos[0], dir, 0, 0, &d); /* the message with "did you mean" */
+        nnc_dataset_free(d);
+        cli_error("data info: %s", nnc_error_message());
+        return cli_load_exit_code(s);
     }
     printf("%s in %s\n", pos[0], dir ? dir : nnc_dataset_default_dir(pos[0]) ? nnc_dataset_default_dir(pos[0]) : "?");
     for (int split = 1; split >= 0; split--) {
@@ -106,8 +126,10 @@ static int data_info(int argc, char **argv)
 
 int cmd_data(int argc, char **argv)
 {
-    static const char *help = "usage: nnc data fetch cifar10|cifar100 [--data DIR] [--url URL]\n"
-                              "       nnc data info DATASET [--data DIR]\n";
+    static const char *help = "usage: nnc data fetch cifar10|cifar100|mnist|fashion-mnist [--data DIR] [--url URL]\n"
+                              "       nnc data info DATASET [--data DIR]\n\n"
+                              "fetch downloads a dataset (checking the published MD5s); info describes both splits.\n"
+                              "nnc data fetch --help and nnc data info --help list their flags.\n";
     if (argc < 2) {
         fputs(help, stderr);
         return EXIT_USAGE;
@@ -118,6 +140,9 @@ int cmd_data(int argc, char **argv)
     }
     if (!strcmp(argv[1], "fetch")) return data_fetch(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) return data_info(argc - 2, argv + 2);
-    cli_error("data: unknown action '%s' (expected fetch or info)", argv[1]);
+    static const char *const actions[] = {"fetch", "info"};
+    const char *best = cli_closest(argv[1], actions, 2);
+    cli_error("data: unknown action '%s'%s%s%s; expected fetch or info", argv[1], best ? " (did you mean '" : "",
+              best ? best : "", best ? "'?)" : "");
     return EXIT_USAGE;
 }

@@ -12,14 +12,14 @@ int cmd_info(int argc, char **argv)
     const char *model = NULL;
     int list = 0;
     flag_spec specs[] = {
-        {"model", FLAG_STR, &model, "model name", 0},
+        {"model", FLAG_STR, &model, "model name (--list shows them)", 0},
         {"image-size", FLAG_INT, &mc.image_size, "input height = width", 0},
         {"in-channels", FLAG_INT, &mc.in_channels, "input channels", 0},
         {"classes", FLAG_INT, &mc.num_classes, "output classes", 0},
         {"list", FLAG_BOOL, &list, "list the registered models", 0},
     };
     flag_table t = {.command = "info",
-                    .usage = "nnc info --model NAME [--image-size N --in-channels C --classes K]",
+                    .usage = "nnc info --model NAME [--image-size N --in-channels C --classes K] | nnc info --list",
                     .summary = "Describe a model: one line per layer (output shape, parameters, multiply-accumulates),\n"
                                "then the parameter count, tensor count and MACs per image.",
                     .flags = specs,
@@ -36,10 +36,18 @@ int cmd_info(int argc, char **argv)
         for (int i = 0; i < nnc_model_num_registered(); i++) printf("%s\n", nnc_model_registered_name(i));
         return EXIT_OK;
     }
+    if (!nnc_model_exists(model)) {
+        char all[512];
+        nnc_model_list(all, sizeof all);
+        const char *best = nnc_model_suggest(model);
+        cli_error("--model: unknown model '%s'%s%s%s; models: %s", model, best ? " (did you mean '" : "",
+                  best ? best : "", best ? "'?)" : "", all);
+        return EXIT_USAGE;
+    }
     nnc_model *m = NULL;
     int s = nnc_model_new(model, &mc, 0, &m);
     if (s) {
-        cli_error("--model %s: %s", model, nnc_error_message());
+        cli_error("info: %s", nnc_error_message());
         return cli_load_exit_code(s);
     }
     int n = nnc_model_layers(m, NULL, 0);

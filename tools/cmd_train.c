@@ -132,6 +132,7 @@ void train_outcome_free(train_outcome *o)
 
 static int bad_value(const char *flag, const char *expected, const char *found)
 {
+    /* found is the value as given (or as it reads back); never a description of the problem */
     cli_error("--%s: expected %s, found '%s'", flag, expected, found ? found : "");
     return EXIT_USAGE;
 }
@@ -147,15 +148,49 @@ static int augment_for(const train_opts *o)
 
 static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train_config *c)
 {
+    char fb[64], fb2[160]; /* the offending value, as text */
     *c = nnc_train_config_default();
     c->model = o->model;
-    if (o->batch <= 0) return bad_value("batch", "a positive integer", "<= 0");
-    if (o->workers <= 0 || o->workers > NNC_MAX_WORKERS) return bad_value("workers", "1..64", "out of range");
-    if (o->epochs < 0) return bad_value("epochs", "a count >= 0", "negative");
-    if (o->time_budget < 0) return bad_value("time-budget", "seconds >= 0", "negative");
+    {
+        /* Valid ranges of the integer flags (the parser has refused values that overflow them). */
+        static const flag_range ranges[] = {
+            {"batch", 1, 2147483647, "a batch size >= 1"},
+            {"workers", 1, NNC_MAX_WORKERS, "a worker count in 1..64"},
+            {"epochs", 0, 2147483647, "a count >= 0 (0 = until --time-budget)"},
+            {"step-epochs", 1, 2147483647, "epochs >= 1"},
+            {"threads", 0, 4096, "threads in 0..4096 (0 = all cores)"},
+            {"keep", 0, 2147483647, "a count >= 0 (0 = no epoch checkpoints)"},
+            {"limit-train", 0, 2147483647, "a count of images in 0..2147483647 (0 = all)"},
+            {"limit-test", 0, 2147483647, "a count of images in 0..2147483647 (0 = all)"},
+            {"tau", 0, 2147483647, "steps >= 0 (0 = algorithm default)"},
+            {"bn-batches", 0, 2147483647, "a count >= 0 (0 = keep the statistics)"},
+            {"eval-every", 0, 2147483647, "epochs >= 0 (0 = only at the end)"},
+            {"log-every", 0, 2147483647, "steps >= 0 (0 = 50)"},
+        };
+        train_opts copy = *o;
+        flag_spec specs[TRAIN_MAX_FLAGS];
+        flag_table t = {.command = "train", .flags = specs, .nflags = train_flags(&copy, specs)};
+        int r = flags_check_ranges(&t, ranges, (int)(sizeof ranges / sizeof ranges[0]));
+        if (r) return r;
+    }
+    if (!o->model || !nnc_model_exists(o->model)) {
+        char list[512];
+        nnc_model_list(list, sizeof list);
+        const char *best = nnc_model_suggest(o->model);
+        cli_error("--model: unknown model '%s'%s%s%s; models: %s", o->model ? o->model : "", best ? " (did you mean '" : "",
+                  best ? best : "", best ? "'?)" : "", list);
+        return EXIT_USAGE;
+    }
+    if (o->time_budget < 0)
+        return bad_value("time-budget", "seconds >= 0 (0 = none)", cli_format_double(o->time_budget, fb, sizeof fb));
     if (o->epochs == 0 && o->time_budget <= 0)
-        return bad_value("epochs", "a positive count (or --time-budget SECONDS)", "0");
-    if (o->lr <= 0) return bad_value("lr", "a positive number", "<= 0");
+        return bad_value("epochs", "a count >= 1 (or --time-budget SECONDS > 0; both are 0)", "0");
+    if (!(o->lr > 0)) return bad_value("lr", "a number > 0", cli_format_float(o->lr, fb, sizeof fb));
+    if (!(o->momentum >= 0)) return bad_value("momentum", "a number >= 0", cli_format_float(o->momentum, fb, sizeof fb));
+    if (!(o->wd >= 0)) return bad_value("wd", "a number >= 0", cli_format_float(o->wd, fb, sizeof fb));
+    if (!(o->gamma > 0)) return bad_value("gamma", "a number > 0", cli_format_float(o->gamma, fb, sizeof fb));
+    if (o->sync_timeout < 0)
+        return bad_value("sync-timeout", "seconds >= 0 (0 = 600)", cli_format_double(o->sync_timeout, fb, sizeof fb));
     c->batch = o->batch;
     c->augment = augment_for(o);
     c->limit_train = o->limit_train;
@@ -170,7 +205,7 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     else if (nnc_sched_parse_kind(o->sched, &c->sched.kind))
         return bad_value("sched", "auto, constant, step, multistep, cosine or time-drop", o->sched);
     if (c->sched.kind == NNC_SCHED_COSINE && o->epochs <= 0)
-        return bad_value("sched", "--epochs N for the cosine schedule (its horizon)", "cosine without --epochs");
+        return bad_value("epochs", "a count >= 1 for --sched cosine (its horizon)", "0");
     c->sched.base_lr = o->lr;
     c->sched.gamma = o->gamma;
     c->sched.step_epochs = (int)o->step_epochs;
@@ -180,48 +215,61 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
         const char *p = o->milestones;
         while (*p) {
             char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p || v < 0 || c->sched.nmilestones >= NNC_SCHED_MAX_MILESTONES ||
-                (c->sched.nmilestones && v <= c->sched.milestones[c->sched.nmilestones - 1]))
-                return bad_value("milestones", "up to 8 ascending epochs separated by commas", o->milestones);
+            errno = 0;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || (*end && *end != ',')) {
+                snprintf(fb, sizeof fb, "%.*s", (int)strcspn(p, ","), p);
+                snprintf(fb2, sizeof fb2, "epochs separated by commas (such as 80,120), not '%s'", fb);
+                return bad_value("milestones", fb2, o->milestones);
+            }
+            if (errno == ERANGE || v < 0 || v > 2147483647) {
+                snprintf(fb, sizeof fb, "%.*s", (int)(end - p), p);
+                snprintf(fb2, sizeof fb2, "epochs in 0..2147483647, not '%s'", fb);
+                return bad_value("milestones", fb2, o->milestones);
+            }
+            if (c->sched.nmilestones >= NNC_SCHED_MAX_MILESTONES)
+                return bad_value("milestones", "at most 8 epochs", o->milestones);
+            if (c->sched.nmilestones && v <= c->sched.milestones[c->sched.nmilestones - 1])
+                return bad_value("milestones", "ascending epochs", o->milestones);
             c->sched.milestones[c->sched.nmilestones++] = (int)v;
             p = *end == ',' ? end + 1 : end;
-            if (*end && *end != ',') return bad_value("milestones", "epochs separated by commas", o->milestones);
         }
     }
     if (c->sched.kind == NNC_SCHED_MULTISTEP && !c->sched.nmilestones)
-        return bad_value("milestones", "a list such as 100,150 for --sched multistep", "");
+        return bad_value("milestones", "a list such as 100,150 for --sched multistep", o->milestones ? o->milestones : "");
     if (c->sched.kind == NNC_SCHED_TIME_DROP && !(o->drop_time > 0))
-        return bad_value("drop-time", "seconds > 0 for --sched time-drop", "0");
+        return bad_value("drop-time", "seconds > 0 for --sched time-drop", cli_format_double(o->drop_time, fb, sizeof fb));
     long per_worker = train->n / o->workers;
     long spe = per_worker / o->batch;
     if (spe < 1) {
-        cli_error("--batch %d: larger than the %ld training images per worker (%d images, %d workers)", o->batch,
-                  per_worker, train->n, o->workers);
+        cli_error("--batch: expected at most the %ld training images per worker (%d images, %d workers), found '%d'",
+                  per_worker, train->n, o->workers, o->batch);
         return EXIT_USAGE;
     }
     c->sched.steps_per_epoch = spe;
     c->sched.total_steps = (long)o->epochs * spe;
-    if (o->warmup_epochs < 0) return bad_value("warmup-epochs", "epochs >= 0", "negative");
+    if (!(o->warmup_epochs >= 0))
+        return bad_value("warmup-epochs", "epochs >= 0", cli_format_float(o->warmup_epochs, fb, sizeof fb));
     c->sched.warmup_steps = (long)lround(o->warmup_epochs * (double)spe);
     c->epochs = o->epochs;
     c->time_budget = o->time_budget;
     c->seed = (uint64_t)o->seed;
-    if (o->threads < 0) return bad_value("threads", "threads >= 0 (0 = all cores)", "negative");
     c->threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (c->threads < 1) c->threads = 1;
     c->workers = o->workers;
     if (nnc_algo_parse(o->algo, &c->algo))
         return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam", o->algo);
-    if (c->algo == NNC_ALGO_SGD && o->workers > 1)
-        return bad_value("algo", "a distributed algorithm for --workers > 1 (mgrawa, dp, ...)", o->algo);
+    if (c->algo == NNC_ALGO_SGD && o->workers > 1) {
+        cli_error("--algo: expected a distributed algorithm for --workers %d (mgrawa, lgrawa, local-sgd, easgd, lsgd, "
+                  "dp or dp-sam), found 'sgd'", o->workers);
+        return EXIT_USAGE;
+    }
     if (!strcmp(o->sync, "async")) c->sync = NNC_SYNC_ASYNC;
     else if (!strcmp(o->sync, "lockstep")) c->sync = NNC_SYNC_LOCKSTEP;
     else return bad_value("sync", "async or lockstep", o->sync);
     if (!strcmp(o->norm, "sum")) c->norm_kind = NNC_NORM_SUM_LAYERS;
     else if (!strcmp(o->norm, "l2")) c->norm_kind = NNC_NORM_GLOBAL_L2;
     else return bad_value("norm", "sum or l2", o->norm);
-    if (o->tau < 0) return bad_value("tau", "steps >= 0", "negative");
     c->tau = o->tau;
     c->pull = o->pull;
     c->prox = o->prox;
@@ -229,7 +277,6 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->sync_timeout = o->sync_timeout;
     c->eval_every_epochs = o->eval_every;
     c->anomaly = o->anomaly;
-    if (o->keep < 0) return bad_value("keep", "a count >= 0 (0 = no epoch checkpoints)", "negative");
     c->keep_epochs = o->keep;
     if (!strcmp(o->nan_policy, "stop")) c->nan_policy = NNC_NAN_STOP;
     else if (!strcmp(o->nan_policy, "skip")) c->nan_policy = NNC_NAN_SKIP;

@@ -1,10 +1,14 @@
 /* tools/flags.c - flag tables: parsing, --config files, help, "did you mean", JSON dump. */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/fileio.h"
+#include "nn/status.h"
 #include "tools/cli.h"
 
 void cli_error(const char *fmt, ...)
@@ -41,18 +45,31 @@ static int edit_distance(const char *a, const char *b)
     return d[la][lb];
 }
 
-static const char *closest(const flag_table *t, const char *name)
+const char *cli_closest(const char *name, const char *const *cands, int n)
 {
     const char *best = NULL;
     int bd = 4;
-    for (int i = 0; i < t->nflags; i++) {
-        int d = edit_distance(name, t->flags[i].name);
-        if (d < bd || (strstr(t->flags[i].name, name) && d < 6 && !best)) {
+    if (!name || !*name) return NULL;
+    for (int i = 0; i < n; i++) {
+        if (!cands[i]) continue;
+        int d = edit_distance(name, cands[i]);
+        /* a shorter distance wins; an unrelated short word (distance close to its length) does not */
+        int len = (int)strlen(cands[i]);
+        if (d >= len) continue;
+        if (d < bd || (strstr(cands[i], name) && d < 6 && !best)) {
             bd = d;
-            best = t->flags[i].name;
+            best = cands[i];
         }
     }
     return best;
+}
+
+static const char *closest(const flag_table *t, const char *name)
+{
+    const char *names[128];
+    int n = 0;
+    for (int i = 0; i < t->nflags && n < 128; i++) names[n++] = t->flags[i].name;
+    return cli_closest(name, names, n);
 }
 
 static int set_value(flag_spec *f, const char *v, const char *origin)
@@ -62,22 +79,34 @@ static int set_value(flag_spec *f, const char *v, const char *origin)
     switch (f->type) {
     case FLAG_INT:
     case FLAG_LONG: {
-        long x = strtol(v, &end, 10);
-        if (!*v || *end || errno || (f->type == FLAG_INT && (x > 2147483647L || x < -2147483647L))) {
+        long long x = strtoll(v, &end, 10);
+        int range_err = errno == ERANGE;
+        if (!*v || end == v || *end || (errno && !range_err)) {
             cli_error("%s--%s: expected an integer, found '%s'", origin, f->name, v);
+            return EXIT_USAGE;
+        }
+        long long lo = f->type == FLAG_INT ? INT_MIN : LONG_MIN, hi = f->type == FLAG_INT ? INT_MAX : LONG_MAX;
+        if (range_err || x < lo || x > hi) {
+            cli_error("%s--%s: expected an integer in %lld..%lld, found '%s' (out of range)", origin, f->name, lo, hi,
+                      v);
             return EXIT_USAGE;
         }
         if (f->type == FLAG_INT)
             *(int *)f->dest = (int)x;
         else
-            *(long *)f->dest = x;
+            *(long *)f->dest = (long)x;
         break;
     }
     case FLAG_FLOAT:
     case FLAG_DOUBLE: {
         double x = strtod(v, &end);
-        if (!*v || *end || errno || !isfinite(x)) {
+        if (!*v || end == v || *end) {
             cli_error("%s--%s: expected a number, found '%s'", origin, f->name, v);
+            return EXIT_USAGE;
+        }
+        if (!isfinite(x) || (errno == ERANGE && fabs(x) > 1) || (f->type == FLAG_FLOAT && fabs(x) > FLT_MAX)) {
+            cli_error("%s--%s: expected a finite number%s, found '%s'", origin, f->name,
+                      f->type == FLAG_FLOAT ? " (at most 3.4e38 in magnitude)" : "", v);
             return EXIT_USAGE;
         }
         if (f->type == FLAG_FLOAT)
@@ -90,9 +119,9 @@ static int set_value(flag_spec *f, const char *v, const char *origin)
         *(const char **)f->dest = v;
         break;
     case FLAG_BOOL:
-        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
             *(int *)f->dest = 1;
-        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
             *(int *)f->dest = 0;
         else {
             cli_error("%s--%s: expected true or false, found '%s'", origin, f->name, v);
@@ -103,92 +132,353 @@ static int set_value(flag_spec *f, const char *v, const char *origin)
     return 0;
 }
 
-/* Config texts stay reachable for the process lifetime: string flags point into them. */
-static char *config_texts[8];
-static int nconfig_texts;
-
-/* Config file: flat JSON object {"key": value, ...} (as written by flags_write_json) or
- * key = value lines ('#' comments). Strings are kept for the process lifetime. */
-static int load_config(flag_table *t, const char *path)
+int flags_check_ranges(const flag_table *t, const flag_range *r, int n)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_error("--config %s: %s", path, strerror(errno));
-        return EXIT_USAGE;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (1 << 20)) {
-        fclose(f);
-        cli_error("--config %s: not a config file (size %ld)", path, n);
-        return EXIT_USAGE;
-    }
-    char *text = malloc((size_t)n + 1);
-    size_t got = fread(text, 1, (size_t)n, f);
-    fclose(f);
-    text[got] = 0;
-    if (nconfig_texts < 8) config_texts[nconfig_texts++] = text;
-    char *p = text;
-    int line = 1;
-    while (*p) {
-        while (*p && (isspace((unsigned char)*p) || *p == '{' || *p == '}' || *p == ',')) {
-            if (*p == '\n') line++;
-            p++;
-        }
-        if (!*p) break;
-        if (*p == '#') {
-            while (*p && *p != '\n') p++;
-            continue;
-        }
-        char *key = p;
-        if (*p == '"') {
-            key = ++p;
-            while (*p && *p != '"') p++;
-            if (*p) *p++ = 0;
-        } else {
-            while (*p && (isalnum((unsigned char)*p) || *p == '-' || *p == '_')) p++;
-        }
-        char *kend = p;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p != ':' && *p != '=') {
-            cli_error("--config %s: line %d: expected ':' or '=' after key", path, line);
+    for (int i = 0; i < n; i++) {
+        const flag_spec *f = NULL;
+        for (int k = 0; k < t->nflags; k++)
+            if (!strcmp(t->flags[k].name, r[i].name)) f = &t->flags[k];
+        if (!f || (f->type != FLAG_INT && f->type != FLAG_LONG)) continue;
+        long long v = f->type == FLAG_INT ? *(const int *)f->dest : *(const long *)f->dest;
+        if (v < r[i].min || v > r[i].max) {
+            cli_error("--%s: expected %s, found '%lld'", f->name, r[i].expected, v);
             return EXIT_USAGE;
         }
-        *kend = 0;
-        p++;
-        while (*p == ' ' || *p == '\t') p++;
-        char *val = p;
-        if (*p == '"') {
-            val = ++p;
-            while (*p && *p != '"') p++;
-            if (*p) *p++ = 0;
-        } else {
-            while (*p && *p != ',' && *p != '\n' && *p != '}' && *p != '#') p++;
-            char *e = p;
-            while (e > val && isspace((unsigned char)e[-1])) e--;
-            char c = *p;
-            *e = 0;
-            if (e != p) p++;
-            else if (c) *p++ = 0;
-        }
-        for (char *k = key; *k; k++)
-            if (*k == '_') *k = '-';
-        flag_spec *fs = flags_find(t, key);
-        if (!fs) {
-            const char *c = closest(t, key);
-            cli_error("--config %s: line %d: unknown key '%s'%s%s%s", path, line, key,
-                      c ? " (did you mean '" : "", c ? c : "", c ? "'?)" : "");
-            return EXIT_USAGE;
-        }
-        if (!strcmp(val, "null")) continue;
-        char origin[1100];
-        snprintf(origin, sizeof origin, "--config %s: ", path);
-        int r = set_value(fs, val, origin);
-        if (r) return r;
-        fs->set = 2;
     }
     return 0;
+}
+
+/* ---- --config files ---- */
+
+/* Config texts and their values stay reachable for the process lifetime: string flags point
+ * into them. */
+static char **kept; /* every kept string, so that they stay reachable (no leak reports) */
+static size_t nkept, capkept;
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fputs("nnc: out of memory\n", stderr);
+        exit(EXIT_RUNTIME);
+    }
+    return q;
+}
+
+/* A kept copy of p[0..n) plus a NUL; p NULL: n + 1 zero bytes. */
+static char *keep_str(const char *p, size_t n)
+{
+    char *s = xrealloc(NULL, n + 1);
+    if (p) memcpy(s, p, n);
+    else memset(s, 0, n);
+    s[n] = 0;
+    if (nkept == capkept) {
+        capkept = capkept ? 2 * capkept : 64;
+        kept = xrealloc(kept, capkept * sizeof *kept);
+    }
+    kept[nkept++] = s;
+    return s; /* deliberately never freed: string flags point into it */
+}
+
+static int apply_key(flag_table *t, const char *where, char *key, const char *val)
+{
+    for (char *k = key; *k; k++)
+        if (*k == '_') *k = '-';
+    flag_spec *fs = flags_find(t, key);
+    if (!fs) {
+        const char *c = closest(t, key);
+        cli_error("%sunknown key '%s'%s%s%s", where, key, c ? " (did you mean '" : "", c ? c : "", c ? "'?)" : "");
+        return EXIT_USAGE;
+    }
+    if (!val) return 0; /* null: keep the default */
+    int r = set_value(fs, val, where);
+    if (r) return r;
+    fs->set = 2;
+    return 0;
+}
+
+/* key = value lines; '#' starts a comment outside quotes; a value may be quoted. */
+static int load_kv(flag_table *t, const char *path, const char *text)
+{
+    int line = 0;
+    const char *p = text;
+    while (*p) {
+        line++;
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        char *l = keep_str(p, len);
+        p += len + (eol ? 1 : 0);
+        char where[1200];
+        snprintf(where, sizeof where, "--config %s: line %d: ", path, line);
+        /* cut the comment (a '#' outside quotes) */
+        int inq = 0;
+        for (char *c = l; *c; c++) {
+            if (*c == '"') inq = !inq;
+            else if (*c == '#' && !inq) {
+                *c = 0;
+                break;
+            }
+        }
+        char *b = l;
+        while (isspace((unsigned char)*b)) b++;
+        char *e = b + strlen(b);
+        while (e > b && isspace((unsigned char)e[-1])) *--e = 0;
+        if (!*b) continue;
+        char *eq = strchr(b, '=');
+        if (!eq) eq = strchr(b, ':'); /* "key: value" too */
+        if (!eq) {
+            cli_error("%sexpected 'key = value', found '%s'", where, b);
+            return EXIT_USAGE;
+        }
+        char *ke = eq;
+        while (ke > b && isspace((unsigned char)ke[-1])) ke--;
+        *ke = 0;
+        char *v = eq + 1;
+        while (isspace((unsigned char)*v)) v++;
+        if (!*b) {
+            cli_error("%sexpected a key before '=', found '%s'", where, l);
+            return EXIT_USAGE;
+        }
+        size_t vl = strlen(v);
+        if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+            v[vl - 1] = 0;
+            v++;
+        } else if (v[0] == '"') {
+            cli_error("%sunterminated quoted value for '%s': %s", where, b, v);
+            return EXIT_USAGE;
+        }
+        int r = apply_key(t, where, b, v);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* A flat JSON object {"key": value, ...}: strings, numbers, true/false, null, arrays of
+ * numbers or strings (joined with commas, as --milestones takes them). */
+typedef struct jp {
+    const char *text, *p, *path;
+} jp;
+
+static void jp_where(const jp *j, char *buf, size_t n)
+{
+    int line = 1, col = 1;
+    for (const char *c = j->text; c < j->p; c++) {
+        if (*c == '\n') line++, col = 1;
+        else col++;
+    }
+    snprintf(buf, n, "--config %s: line %d, column %d (byte %ld): ", j->path, line, col, (long)(j->p - j->text));
+}
+
+static int jp_err(const jp *j, const char *expected)
+{
+    char w[1200];
+    jp_where(j, w, sizeof w);
+    char found[24];
+    if (!*j->p) snprintf(found, sizeof found, "end of file");
+    else {
+        size_t k = 0;
+        found[k++] = '\'';
+        for (const char *c = j->p; *c && *c != '\n' && k < 12; c++) found[k++] = *c;
+        found[k++] = '\'';
+        found[k] = 0;
+    }
+    cli_error("%sexpected %s, found %s", w, expected, found);
+    return EXIT_USAGE;
+}
+
+static void jp_ws(jp *j)
+{
+    while (isspace((unsigned char)*j->p)) j->p++;
+}
+
+/* A string at j->p (after the opening quote has been checked) into a kept buffer. */
+static int jp_string(jp *j, char **out)
+{
+    j->p++;
+    const char *q = j->p; /* the raw length bounds the unescaped one */
+    while (*q && *q != '"') q += q[0] == '\\' && q[1] ? 2 : 1;
+    char *s = keep_str(NULL, (size_t)(q - j->p) + 1);
+    size_t n = 0;
+    while (*j->p && *j->p != '"') {
+        char c = *j->p++;
+        if ((unsigned char)c < 0x20) {
+            j->p--;
+            return jp_err(j, "a closing '\"' (strings end on the same line)");
+        }
+        if (c == '\\') {
+            char e = *j->p++;
+            switch (e) {
+            case '"': case '\\': case '/': c = e; break;
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            default: j->p -= 2; return jp_err(j, "an escape \\\" \\\\ \\/ \\n \\t \\r \\b or \\f");
+            }
+        }
+        s[n++] = c;
+    }
+    if (*j->p != '"') return jp_err(j, "a closing '\"'");
+    j->p++;
+    s[n] = 0;
+    *out = s;
+    return 0;
+}
+
+/* A scalar (number, true, false, null) as its text. */
+static int jp_scalar(jp *j, char **out)
+{
+    const char *b = j->p;
+    while (*j->p && (isalnum((unsigned char)*j->p) || strchr("+-.", *j->p))) j->p++;
+    if (j->p == b) return jp_err(j, "a value (string, number, true, false, null or [list])");
+    *out = keep_str(b, (size_t)(j->p - b));
+    return 0;
+}
+
+static int jp_value(jp *j, char **out)
+{
+    jp_ws(j);
+    if (*j->p == '"') return jp_string(j, out);
+    if (*j->p == '[') {
+        j->p++;
+        size_t n = 0, cap = 64;
+        char *s = xrealloc(NULL, cap);
+        s[0] = 0;
+        jp_ws(j);
+        if (*j->p == ']') {
+            j->p++;
+            *out = keep_str(s, 0);
+            free(s);
+            return 0;
+        }
+        for (;;) {
+            char *item;
+            jp_ws(j);
+            int r = *j->p == '"' ? jp_string(j, &item) : jp_scalar(j, &item);
+            if (r) {
+                free(s);
+                return r;
+            }
+            size_t il = strlen(item);
+            if (n + il + 2 > cap) {
+                while (n + il + 2 > cap) cap *= 2;
+                s = xrealloc(s, cap);
+            }
+            if (n) s[n++] = ',';
+            memcpy(s + n, item, il);
+            n += il;
+            s[n] = 0;
+            jp_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            if (*j->p == ']') {
+                j->p++;
+                break;
+            }
+            free(s);
+            return jp_err(j, "',' or ']' in a list");
+        }
+        *out = keep_str(s, n);
+        free(s);
+        return 0;
+    }
+    if (*j->p == '{') return jp_err(j, "a string, number, true, false, null or [list] (nested objects are not flags)");
+    return jp_scalar(j, out);
+}
+
+static int load_json(flag_table *t, const char *path, const char *text)
+{
+    jp j = {text, text, path};
+    jp_ws(&j);
+    j.p++; /* '{' */
+    jp_ws(&j);
+    if (*j.p == '}') {
+        j.p++;
+    } else {
+        for (;;) {
+            jp_ws(&j);
+            if (*j.p != '"') return jp_err(&j, "a key in double quotes");
+            char w[1200];
+            jp_where(&j, w, sizeof w);
+            char *key;
+            int r = jp_string(&j, &key);
+            if (r) return r;
+            jp_ws(&j);
+            if (*j.p != ':') return jp_err(&j, "':' after the key");
+            j.p++;
+            jp_ws(&j);
+            int is_null = !strncmp(j.p, "null", 4) && !isalnum((unsigned char)j.p[4]);
+            const char *vstart = j.p;
+            char *val;
+            r = jp_value(&j, &val);
+            if (r) return r;
+            const char *vend = j.p;
+            j.p = vstart;
+            jp_where(&j, w, sizeof w);
+            j.p = vend;
+            r = apply_key(t, w, key, is_null ? NULL : val);
+            if (r) return r;
+            jp_ws(&j);
+            if (*j.p == ',') {
+                j.p++;
+                continue;
+            }
+            if (*j.p == '}') {
+                j.p++;
+                break;
+            }
+            return jp_err(&j, "',' or '}' after a value");
+        }
+    }
+    jp_ws(&j);
+    if (*j.p) return jp_err(&j, "the end of the file after the closing '}'");
+    return 0;
+}
+
+/* Config file: a flat JSON object (as written by flags_write_json) or key = value lines ('#'
+ * comments). Opened with nnc__fopen_regular: a FIFO, device or folder is refused at once. */
+static int load_config(flag_table *t, const char *path)
+{
+    int status = 0;
+    FILE *f = nnc__fopen_regular(path, "--config", &status);
+    if (!f) {
+        cli_error("%s", nnc_error_message());
+        return EXIT_USAGE;
+    }
+    char *text = malloc((1 << 20) + 2);
+    if (!text) {
+        fclose(f);
+        cli_error("--config %s: out of memory", path);
+        return EXIT_RUNTIME;
+    }
+    size_t got = fread(text, 1, (1 << 20) + 1, f);
+    int rerr = ferror(f) ? errno : 0;
+    fclose(f);
+    if (rerr) {
+        free(text);
+        cli_error("--config %s: cannot read: %s", path, strerror(rerr));
+        return EXIT_USAGE;
+    }
+    if (got > (1 << 20)) {
+        free(text);
+        cli_error("--config %s: expected a config file of at most 1 MiB, found a larger file", path);
+        return EXIT_USAGE;
+    }
+    text[got] = 0;
+    if (strlen(text) != got) {
+        size_t at = strlen(text);
+        free(text);
+        cli_error("--config %s: expected text, found a NUL byte at byte %zu", path, at);
+        return EXIT_USAGE;
+    }
+    const char *b = text;
+    while (isspace((unsigned char)*b)) b++;
+    int r = *b == '{' ? load_json(t, path, text) : load_kv(t, path, text);
+    free(text); /* values were copied (keep_str) */
+    return r;
 }
 
 int flags_parse(flag_table *t, int argc, char **argv)
@@ -225,6 +515,10 @@ int flags_parse(flag_table *t, int argc, char **argv)
         memcpy(name, a + 2, len);
         name[len] = 0;
         if (!strcmp(name, "config")) {
+            if (!eq && i + 1 >= argc) {
+                cli_error("%s: flag '--config' needs a value (a JSON or key = value file)", t->command);
+                return EXIT_USAGE;
+            }
             if (!eq) i++;
             continue;
         }
@@ -275,8 +569,8 @@ void flags_print_help(const flag_table *t, FILE *f)
         switch (s->type) {
         case FLAG_INT: snprintf(def, sizeof def, "%d", *(int *)s->dest); break;
         case FLAG_LONG: snprintf(def, sizeof def, "%ld", *(long *)s->dest); break;
-        case FLAG_FLOAT: snprintf(def, sizeof def, "%g", *(float *)s->dest); break;
-        case FLAG_DOUBLE: snprintf(def, sizeof def, "%g", *(double *)s->dest); break;
+        case FLAG_FLOAT: cli_format_float(*(float *)s->dest, def, sizeof def); break;
+        case FLAG_DOUBLE: cli_format_double(*(double *)s->dest, def, sizeof def); break;
         case FLAG_STR: snprintf(def, sizeof def, "%s", *(const char **)s->dest ? *(const char **)s->dest : ""); break;
         case FLAG_BOOL: snprintf(def, sizeof def, "%s", *(int *)s->dest < 0 ? "auto" : *(int *)s->dest ? "on" : "off"); break;
         }
@@ -284,6 +578,24 @@ void flags_print_help(const flag_table *t, FILE *f)
     }
     fprintf(f, "  %-22s %s\n  %-22s %s\n", "--config FILE", "read flags from a JSON or key=value file (flags win)",
             "--help", "show this help");
+}
+
+const char *cli_format_float(float v, char *buf, size_t n)
+{
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
+const char *cli_format_double(double v, char *buf, size_t n)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return buf;
 }
 
 void flags_write_json(const flag_table *t, FILE *f)
@@ -295,8 +607,16 @@ void flags_write_json(const flag_table *t, FILE *f)
         switch (s->type) {
         case FLAG_INT: fprintf(f, "%d", *(int *)s->dest); break;
         case FLAG_LONG: fprintf(f, "%ld", *(long *)s->dest); break;
-        case FLAG_FLOAT: fprintf(f, "%.9g", *(float *)s->dest); break;
-        case FLAG_DOUBLE: fprintf(f, "%.17g", *(double *)s->dest); break;
+        case FLAG_FLOAT: {
+            char b[32];
+            fputs(cli_format_float(*(float *)s->dest, b, sizeof b), f);
+            break;
+        }
+        case FLAG_DOUBLE: {
+            char b[32];
+            fputs(cli_format_double(*(double *)s->dest, b, sizeof b), f);
+            break;
+        }
         case FLAG_BOOL: fprintf(f, "%s", *(int *)s->dest ? "true" : "false"); break;
         case FLAG_STR: {
             const char *v = *(const char **)s->dest;

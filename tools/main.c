@@ -4,7 +4,12 @@
 #include <string.h>
 
 #include "dist/dist.h"
+#include "nn/cpu.h"
+#include "nn/version.h"
 #include "tools/cli.h"
+
+/* OpenBLAS's build description (cblas.h of OpenBLAS; the library is always linked). */
+char *openblas_get_config(void);
 
 /* Weak, so that a subcommand whose file is not built yet (its library module not merged) is
  * simply absent from the table rather than a link error. */
@@ -27,15 +32,38 @@ static const command commands[] = {
     {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix of a checkpoint"},
     {"predict", cmd_predict, "classify image files with a checkpoint"},
     {"info", cmd_info, "layers, parameters and MACs of a model"},
-    {"data", cmd_data, "fetch cifar10/cifar100, describe a dataset"},
+    {"data", cmd_data, "download cifar10/cifar100/mnist/fashion-mnist, describe a dataset"},
     {"compare", cmd_compare, "run several algorithms x seeds on one budget; table and plot"},
     {"bench", cmd_bench, "training and inference throughput on a random batch"},
     {NULL, NULL, NULL},
 };
 
+void cli_print_version(FILE *f)
+{
+    fprintf(f, "nnc %s\n", NNC_VERSION);
+    if (strcmp(nnc_version(), NNC_VERSION) != 0) fprintf(f, "  library: %s (headers %s)\n", nnc_version(), NNC_VERSION);
+#if defined(__clang__)
+    fprintf(f, "  compiler: clang %s\n", __clang_version__);
+#elif defined(__GNUC__)
+    fprintf(f, "  compiler: gcc %s\n", __VERSION__);
+#else
+    fprintf(f, "  compiler: unknown\n");
+#endif
+    const char *blas = openblas_get_config();
+    fprintf(f, "  blas: %s\n", blas && *blas ? blas : "OpenBLAS (configuration unknown)");
+#ifdef NNC_MPI
+    fprintf(f, "  mpi build: yes (mpirun -np N nnc train ...)\n");
+#else
+    fprintf(f, "  mpi build: no (threads only; make MPI=1 for the MPI build)\n");
+#endif
+    fprintf(f, "  cpu kernels: %s (best this CPU supports: %s; NNC_ISA=avx512|avx2|generic lowers it)\n",
+            nnc__isa_name(nnc__isa()), nnc__isa_name(nnc__isa_best()));
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: nnc <command> [flags]    (nnc <command> --help for its flags)\n\ncommands:\n");
+    fprintf(f, "usage: nnc <command> [flags]    (nnc <command> --help for its flags)\n"
+               "       nnc --version            (version and build facts)\n\ncommands:\n");
     for (const command *c = commands; c->name; c++)
         if (c->run) fprintf(f, "  %-10s %s\n", c->name, c->summary);
     fprintf(f, "\nexit codes: 0 ok, 1 runtime failure, 2 usage/data/file error, 3 numerical divergence,\n"
@@ -50,6 +78,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") || !strcmp(argv[1], "version")) {
+        cli_print_version(stdout);
         return EXIT_OK;
     }
 #ifdef NNC_MPI
@@ -75,6 +107,19 @@ int main(int argc, char **argv)
 #endif
     for (const command *c = commands; c->name; c++)
         if (c->run && !strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
-    cli_error("unknown command '%s' (run 'nnc --help' for the list)", argv[1]);
+    const char *names[16];
+    int n = 0;
+    char list[256] = "";
+    size_t o = 0;
+    for (const command *c = commands; c->name && n < 16; c++)
+        if (c->run) {
+            names[n++] = c->name;
+            o += (size_t)snprintf(list + o, o < sizeof list ? sizeof list - o : 0, "%s%s", o ? ", " : "", c->name);
+        }
+    const char *best = cli_closest(argv[1], names, n);
+    if (best)
+        cli_error("unknown command '%s' (did you mean '%s'?); commands: %s", argv[1], best, list);
+    else
+        cli_error("unknown command '%s'; commands: %s (nnc --help)", argv[1], list);
     return EXIT_USAGE;
 }

@@ -101,8 +101,8 @@ Test(tools_cli_data, c4_missing_and_directory_paths)
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "cifar11"), "%s", r.err);
     tcli_free(&r);
-    r = tcli_run(30, "data", "fetch", "mnist", NULL);
+    r = tcli_run(30, "data", "fetch", "imagefolder", NULL);
     cr_assert_eq(r.code, 2);
-    cr_assert(strstr(r.err, "expected cifar10 or cifar100"), "%s", r.err);
+    cr_assert(strstr(r.err, "expected cifar10, cifar100, mnist or fashion-mnist"), "%s", r.err);
     tcli_free(&r);
 }

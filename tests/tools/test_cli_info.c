@@ -69,9 +69,9 @@ Test(tools_cli_info, data_fetch_present_and_unreachable)
     cr_assert(strstr(r.err, "http://127.0.0.1:1/cifar.tgz"), "names the URL: %s", r.err);
     cr_assert_null(strchr(r.out, '\r'));
     tcli_free(&r);
-    r = tcli_run(20, "data", "fetch", "mnist", NULL);
+    r = tcli_run(20, "data", "fetch", "imagefolder", NULL);
     cr_assert_eq(r.code, 2);
-    cr_assert(strstr(r.err, "expected cifar10 or cifar100, found 'mnist'"), "%s", r.err);
+    cr_assert(strstr(r.err, "expected cifar10, cifar100, mnist or fashion-mnist, found 'imagefolder'"), "%s", r.err);
     tcli_free(&r);
     free(empty);
     tcli_rmrf(dir);
