@@ -38,7 +38,10 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL); /* the terminal went away: stop with a checkpoint, exit 129 */
+    /* the terminal went away: stop with a checkpoint, exit 129; unless started ignoring SIGHUP
+     * (nohup), which keeps it running */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) || hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, NULL);
     /* The graceful stop of an MPI run: mpirun forwards SIGUSR1 to every rank, while on SIGINT or
      * SIGTERM it stops relaying output and kills the ranks 1 s after a SIGTERM. */
     sigaction(SIGUSR1, &sa, NULL);
