@@ -85,7 +85,10 @@ int cmd_compare(int argc, char **argv)
     }
     char list[512], *names[MAX_ALGOS];
     int na = 0;
-    snprintf(list, sizeof list, "%s", algos);
+    if ((size_t)snprintf(list, sizeof list, "%s", algos) >= sizeof list) {
+        cli_error("--algos: expected at most %zu characters, found %zu", sizeof list - 1, strlen(algos));
+        return EXIT_USAGE;
+    }
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         nnc_algo a;
         if (nnc_algo_parse(tok, &a)) {

@@ -622,7 +622,12 @@ static int resume_check(const train_opts *o, const char *run_dir)
         char a[512], b[512];
         flag_text(&rs[i], a, sizeof a);
         flag_text(&gs[i], b, sizeof b);
-        if (strcmp(a, b)) {
+        int differ = strcmp(a, b);
+        if (gs[i].type == FLAG_STR) { /* whole strings, not the printed (maybe shortened) ones */
+            const char *x = *(const char **)rs[i].dest, *y = *(const char **)gs[i].dest;
+            differ = strcmp(x ? x : "", y ? y : "");
+        }
+        if (differ) {
             cli_error("--resume: --%s: the run in %s has '%s' (its config.json), found '%s'; a resumed run keeps "
                       "its --%s (drop the flag, or train into a new --run-dir)",
                       gs[i].name, run_dir, a, b, gs[i].name);
