@@ -189,6 +189,28 @@ int cli_load_exit_code(int status);
 int cli_parse_arch(const char *arch, char *name, size_t n, int *in_channels, int *image_size,
                    int *num_classes);
 
+/* ---- run folders (docs/run-folders.md) ---- */
+/* Longest accepted run folder / compare --out path: room for "/epoch-EEEE.ckpt" and a temp
+ * suffix inside the 1024-byte path buffers. */
+#define RUN_DIR_MAX 900
+/* SIGHUP stops a training like SIGTERM, with a checkpoint: exit 128 + 1. */
+enum { EXIT_SIGHUP = 129 };
+/* run_dir/name into buf; EXIT_USAGE (printed) when it does not fit. */
+int run_path(char *buf, size_t n, const char *run_dir, const char *name);
+/* 1 when run_dir holds a run (config.json, metrics.csv or a *.ckpt; the first found -> what). */
+int run_dir_used(const char *run_dir, char *what, size_t n);
+/* --overwrite: remove nnc's own files (config.json, dataset.json, metrics.csv, plot.svg,
+ * summary.json, last.ckpt, best.ckpt, epoch-EEEE.ckpt and their temp files); nothing else. */
+int run_dir_clear(const char *run_dir);
+/* run_dir/.lock: probe (0 when free or absent; EXIT_USAGE, printed, "in use by process N"),
+ * acquire (flock LOCK_EX|LOCK_NB, pid written inside; *fd to release), release. */
+int run_lock_probe(const char *run_dir);
+int run_lock_acquire(const char *run_dir, int *fd);
+void run_lock_release(int fd);
+/* Keep metrics.csv's header and the rows with step <= max_step (atomic rewrite when any row
+ * goes). Returns the rows dropped, or -EXIT_* (printed). */
+long metrics_truncate(const char *run_dir, long max_step);
+
 /* ---- subcommands (tools/cmd_<name>.c); argv[0] is the subcommand name ---- */
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

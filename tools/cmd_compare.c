@@ -1,13 +1,33 @@
 /* tools/cmd_compare.c - `nnc compare DATASET --algos A,B --seeds N`: every algorithm x seed as a
  * full in-process training run on the same data and budget, then compare.md/.csv/.svg. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tools/compare.h"
 #include "tools/train.h"
 
 #define MAX_ALGOS 16
+
+static const char *const REPORT_FILES[] = {"compare.md", "compare.csv", "compare.svg"};
+
+/* The report files of an earlier compare in out_dir (lstat: a symlink counts): 1 when any. */
+static int report_present(const char *out_dir, const char **which)
+{
+    for (size_t i = 0; i < sizeof REPORT_FILES / sizeof *REPORT_FILES; i++) {
+        char path[RUN_DIR_MAX + 32];
+        struct stat st;
+        if (run_path(path, sizeof path, out_dir, REPORT_FILES[i])) return 0;
+        if (!lstat(path, &st)) {
+            *which = REPORT_FILES[i];
+            return 1;
+        }
+    }
+    return 0;
+}
 
 int cmd_compare(int argc, char **argv)
 {
@@ -31,7 +51,8 @@ int cmd_compare(int argc, char **argv)
                     .summary = "Run every algorithm x seed on the same data and budget, one after the other, each a full\n"
                                "training run in OUT/<algo>-s<seed>/, then write OUT/compare.md (table), compare.csv and\n"
                                "compare.svg (test accuracy vs training time). --drop-time defaults to 3/4 of the budget\n"
-                               "with --sched time-drop.",
+                               "with --sched time-drop. An OUT that holds a comparison is refused unless --resume\n"
+                               "(continue each run) or --overwrite (start over).",
                     .flags = specs,
                     .nflags = nf,
                     .positional = pos,
@@ -40,18 +61,34 @@ int cmd_compare(int argc, char **argv)
     if (r == 1) return EXIT_OK;
     if (r) return r;
     if (t.npositional) o.dataset = pos[0];
+    if (!o.dataset || !*o.dataset) {
+        cli_error("compare: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
+        return EXIT_USAGE;
+    }
+    if (!out_dir || !*out_dir || strlen(out_dir) > RUN_DIR_MAX - 64) {
+        cli_error("--out: expected a folder path of 1..%d characters, found %zu", RUN_DIR_MAX - 64,
+                  out_dir ? strlen(out_dir) : 0);
+        return EXIT_USAGE;
+    }
     if (seeds < 1 || seeds > 100) {
         cli_error("--seeds: expected 1..100, found %d", seeds);
         return EXIT_USAGE;
     }
     if (!strcmp(o.sched, "time-drop") && !(o.drop_time > 0) && o.time_budget > 0) o.drop_time = 0.75 * o.time_budget;
-    if (o.run_dir || o.resume) {
-        cli_error("compare: --run-dir/--resume do not apply (each run gets OUT/<algo>-s<seed>)");
+    if (o.run_dir) {
+        cli_error("compare: --run-dir does not apply (each run gets OUT/<algo>-s<seed>)");
+        return EXIT_USAGE;
+    }
+    if (o.resume && o.overwrite) {
+        cli_error("--resume and --overwrite: expected one of them (continue the runs, or replace them), found both");
         return EXIT_USAGE;
     }
     char list[512], *names[MAX_ALGOS];
     int na = 0;
-    snprintf(list, sizeof list, "%s", algos);
+    if ((size_t)snprintf(list, sizeof list, "%s", algos) >= sizeof list) {
+        cli_error("--algos: expected at most %zu characters, found %zu", sizeof list - 1, strlen(algos));
+        return EXIT_USAGE;
+    }
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         nnc_algo a;
         if (nnc_algo_parse(tok, &a)) {
@@ -63,13 +100,58 @@ int cmd_compare(int argc, char **argv)
             cli_error("--algos: at most %d algorithms", MAX_ALGOS);
             return EXIT_USAGE;
         }
+        for (int i = 0; i < na; i++)
+            if (!strcmp(names[i], tok)) {
+                cli_error("--algos: expected each algorithm once, found '%s' twice (its runs would share %s/%s-s<seed>)",
+                          tok, out_dir, tok);
+                return EXIT_USAGE;
+            }
         names[na++] = tok;
     }
     if (!na) {
         cli_error("--algos: expected at least one algorithm, found '%s'", algos);
         return EXIT_USAGE;
     }
+    /* Everything checked before anything is written: each run's flags, and whether OUT holds an
+     * earlier comparison (refused unless --resume or --overwrite, like a run folder). */
+    for (int a = 0; a < na; a++) {
+        train_opts ro = o;
+        ro.algo = names[a];
+        if (!strcmp(names[a], "sgd")) ro.workers = 1;
+        ro.resume = ro.overwrite = 0;
+        int e = train_validate(&ro);
+        if (e) return e;
+    }
+    const char *which = NULL;
+    char used[300] = "";
+    for (int a = 0; a < na && !which; a++)
+        for (int s = 0; s < seeds && !which; s++) {
+            char dir[RUN_DIR_MAX + 1], what[256];
+            snprintf(dir, sizeof dir, "%s/%s-s%ld", out_dir, names[a], o.seed + s);
+            if (run_dir_used(dir, what, sizeof what)) {
+                snprintf(used, sizeof used, "%s-s%ld/%s", names[a], o.seed + s, what);
+                which = used;
+            }
+        }
+    if (!which) report_present(out_dir, &which);
+    if (which && !o.resume && !o.overwrite) {
+        cli_error("compare: %s already holds a comparison (%s): continue it with --resume, replace it with "
+                  "--overwrite, or choose another --out",
+                  out_dir, which);
+        return EXIT_USAGE;
+    }
+    struct stat ost;
+    int created = stat(out_dir, &ost) != 0;
     if (cli_mkdirs(out_dir)) return EXIT_USAGE;
+    if (o.overwrite)
+        for (size_t i = 0; i < sizeof REPORT_FILES / sizeof *REPORT_FILES; i++) {
+            char path[RUN_DIR_MAX + 32];
+            run_path(path, sizeof path, out_dir, REPORT_FILES[i]);
+            if (unlink(path) && errno != ENOENT) {
+                cli_error("--overwrite: cannot remove %s: %s", path, strerror(errno));
+                return EXIT_RUNTIME;
+            }
+        }
     int n = na * seeds;
     compare_run *runs = calloc((size_t)n, sizeof *runs);
     train_outcome *outs = calloc((size_t)n, sizeof *outs);
@@ -83,11 +165,18 @@ int cmd_compare(int argc, char **argv)
     for (int a = 0; a < na && rc != EXIT_SIGINT && rc != EXIT_SIGTERM; a++)
         for (int s = 0; s < seeds; s++, k++) {
             train_opts ro = o;
-            char dir[1024];
+            char dir[RUN_DIR_MAX + 1], ck[RUN_DIR_MAX + 32], what[256];
             snprintf(dir, sizeof dir, "%s/%s-s%ld", out_dir, names[a], o.seed + s);
             ro.algo = names[a];
             ro.seed = o.seed + s;
             ro.run_dir = dir;
+            if (o.resume) {
+                /* continue the runs that have a checkpoint; start the others (over) */
+                struct stat st;
+                snprintf(ck, sizeof ck, "%s/last.ckpt", dir);
+                ro.resume = !stat(ck, &st);
+                ro.overwrite = !ro.resume && run_dir_used(dir, what, sizeof what);
+            }
             if (!strcmp(names[a], "sgd")) ro.workers = 1;
             printf("== compare: %s seed %ld (%d/%d)\n", names[a], ro.seed, k + 1, n);
             fflush(stdout);
@@ -126,7 +215,12 @@ int cmd_compare(int argc, char **argv)
                 break;
             }
         }
-    if (compare_write(out_dir, runs, k)) rc = rc ? rc : EXIT_RUNTIME;
+    int any = 0;
+    for (int i = 0; i < k; i++) any |= runs[i].exit_code != EXIT_USAGE;
+    if (!any && rc == EXIT_USAGE) {
+        /* nothing ran (data or flags refused): no report, and no folder made for it */
+        if (created) rmdir(out_dir);
+    } else if (compare_write(out_dir, runs, k)) rc = rc ? rc : EXIT_RUNTIME;
     else printf("wrote %s/compare.md, compare.csv, compare.svg (%d runs)\n", out_dir, k);
     for (int i = 0; i < n; i++) {
         train_outcome_free(&outs[i]);

@@ -1,6 +1,7 @@
 /* tools/cmd_train.c - `nnc train DATASET`: flags, data (fetched on first use), signals, progress
  * and the run folder around nnc_train(). train_execute() is shared with `nnc compare`. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -9,11 +10,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "models/models.h"
+#include "nn/checkpoint.h"
+#include "nn/fileio.h"
 #include "nn/status.h"
 #include "tools/train.h"
 
-/* ---- signals: the first SIGINT/SIGTERM asks nnc_train to stop after the current step (it
- * writes a checkpoint); a second SIGINT exits at once. ---- */
+/* ---- signals: the first SIGINT/SIGTERM/SIGHUP asks nnc_train to stop after the current step
+ * (it writes a checkpoint); a second SIGINT exits at once. SIGPIPE and SIGXFSZ are ignored: a
+ * write to a closed stdout or past `ulimit -f` fails (EPIPE, EFBIG) instead of killing. ---- */
 static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig)
@@ -33,9 +38,27 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* the terminal went away: stop with a checkpoint, exit 129; unless started ignoring SIGHUP
+     * (nohup), which keeps it running */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) || hup.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, NULL);
     /* The graceful stop of an MPI run: mpirun forwards SIGUSR1 to every rank, while on SIGINT or
      * SIGTERM it stops relaying output and kills the ranks 1 s after a SIGTERM. */
     sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* From the start of a run: progress output to a reader that went away (EPIPE) is dropped and
+ * the training goes on; a file write over RLIMIT_FSIZE fails with EFBIG (exit 1, the previous
+ * checkpoint stays). */
+static void ignore_write_signals(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+static int stop_exit_code(int sig)
+{
+    return sig == SIGTERM ? EXIT_SIGTERM : sig == SIGHUP ? EXIT_SIGHUP : EXIT_SIGINT;
 }
 
 void train_opts_init(train_opts *o)
@@ -99,7 +122,8 @@ int train_flags(train_opts *o, flag_spec *f)
     F("seed", FLAG_LONG, &o->seed, "random seed");
     F("threads", FLAG_INT, &o->threads, "kernel + BLAS threads of one replica (0 = all cores; 1 per worker when workers > 1)");
     F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
-    F("resume", FLAG_BOOL, &o->resume, "continue from RUN-DIR/last.ckpt");
+    F("resume", FLAG_BOOL, &o->resume, "continue the run in RUN-DIR (its config.json + last.ckpt; flags given override)");
+    F("overwrite", FLAG_BOOL, &o->overwrite, "start over in a RUN-DIR that holds a run (removes nnc's files there first)");
     F("keep", FLAG_INT, &o->keep, "also keep the N newest per-epoch checkpoints RUN-DIR/epoch-EEEE.ckpt (0 = none)");
     F("nan-policy", FLAG_STR, &o->nan_policy, "non-finite loss/gradient: stop (exit 3, last.ckpt stays the last good one) or skip (skip that step and go on; one worker only)");
     F("limit-train", FLAG_LONG, &o->limit_train, "use only the first N training images (0 = all)");
@@ -538,8 +562,8 @@ static void on_log(const char *line, void *ud)
 
 static int write_text(const char *dir, const char *name, const char *text)
 {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char path[RUN_DIR_MAX + 32];
+    if (run_path(path, sizeof path, dir, name)) return EXIT_USAGE;
     if (cli_write_atomic(path, text, strlen(text))) {
         cli_error("cannot write %s: %s", path, strerror(errno));
         return EXIT_RUNTIME;
@@ -551,6 +575,7 @@ static int write_config(const train_opts *o, const char *run_dir)
 {
     train_opts copy = *o;
     copy.resume = 0;
+    copy.overwrite = 0;
     copy.run_dir = run_dir;
     copy.augment = augment_for(o);
     flag_spec specs[TRAIN_MAX_FLAGS];
@@ -609,26 +634,268 @@ static int write_summary(const train_opts *o, const nnc_train_result *r, const c
     return rc;
 }
 
-/* Epochs already completed by the run in run_dir (from its summary.json), or -1. */
-static double epochs_done(const char *run_dir)
+/* ---- validation and resume ---- */
+
+static int model_registered(const char *name)
 {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/summary.json", run_dir);
-    char *text = cli_read_file(path, NULL);
-    double e = -1;
-    if (text && jr_num(text, "epochs", &e)) e = -1;
-    free(text);
-    return e;
+    for (int i = 0; name && i < nnc_model_num_registered(); i++)
+        if (!strcmp(nnc_model_registered_name(i), name)) return 1;
+    return 0;
 }
 
-int train_execute(const train_opts *o, train_outcome *out)
+int train_validate(const train_opts *o)
 {
     if (!o->dataset || !*o->dataset) {
         cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
         return EXIT_USAGE;
     }
-    char run_dir[1024];
+    if (!model_registered(o->model)) {
+        char list[512];
+        size_t n = 0;
+        list[0] = 0;
+        for (int i = 0; i < nnc_model_num_registered() && n < sizeof list; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", nnc_model_registered_name(i));
+        cli_error("--model: expected one of %s, found '%s'", list, o->model ? o->model : "");
+        return EXIT_USAGE;
+    }
+    if (o->resume && o->overwrite) {
+        cli_error("--resume and --overwrite: expected one of them (continue the run, or replace it), found both");
+        return EXIT_USAGE;
+    }
+    /* every value build_config checks, before the data is loaded: a training set of any size
+     * (its size is checked again against the real one) */
+    nnc_dataset any;
+    memset(&any, 0, sizeof any);
+    any.n = INT_MAX;
+    nnc_train_config cfg;
+    return build_config(o, &any, &cfg);
+}
+
+/* Flags a resumed run may change: where/how long/how fast it runs and what it reports. Every
+ * other flag must equal the run's config.json. */
+static int resume_may_change(const char *flag)
+{
+    static const char *const ok[] = {"data",     "download", "epochs",  "time-budget",  "threads",
+                                     "run-dir",  "resume",   "overwrite", "keep",       "nan-policy",
+                                     "anomaly",  "log-every", "eval-every", "sync-timeout"};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        if (!strcmp(ok[i], flag)) return 1;
+    return 0;
+}
+
+/* A flag's value as config.json writes it. */
+static void flag_text(const flag_spec *f, char *buf, size_t n)
+{
+    switch (f->type) {
+    case FLAG_INT: snprintf(buf, n, "%d", *(int *)f->dest); break;
+    case FLAG_LONG: snprintf(buf, n, "%ld", *(long *)f->dest); break;
+    case FLAG_FLOAT: snprintf(buf, n, "%.9g", *(float *)f->dest); break;
+    case FLAG_DOUBLE: snprintf(buf, n, "%.17g", *(double *)f->dest); break;
+    case FLAG_BOOL: snprintf(buf, n, "%s", *(int *)f->dest ? "true" : "false"); break;
+    case FLAG_STR: snprintf(buf, n, "%s", *(const char **)f->dest ? *(const char **)f->dest : ""); break;
+    }
+}
+
+/* The run's flags (run_dir/config.json) against o: EXIT_USAGE naming the first flag that a
+ * resumed run cannot change. */
+static int resume_check(const train_opts *o, const char *run_dir)
+{
+    char path[RUN_DIR_MAX + 32];
+    if (run_path(path, sizeof path, run_dir, "config.json")) return EXIT_USAGE;
+    int fd = nnc__open_regular(path, "config");
+    if (fd < 0) {
+        cli_error("--resume: %s: %s (the flags of the run to continue)", path, nnc_error_message());
+        return EXIT_USAGE;
+    }
+    close(fd);
+    train_opts run, given = *o;
+    train_opts_init(&run);
+    flag_spec rs[TRAIN_MAX_FLAGS], gs[TRAIN_MAX_FLAGS];
+    flag_table rt = {.command = "train", .flags = rs, .nflags = train_flags(&run, rs)};
+    int ng = train_flags(&given, gs);
+    char *argv[] = {"--config", path};
+    int r = flags_parse(&rt, 2, argv);
+    if (r) return r == 1 ? EXIT_USAGE : r;
+    run.augment = augment_for(&run);
+    given.augment = augment_for(o);
+    for (int i = 0; i < ng && i < rt.nflags; i++) {
+        if (resume_may_change(gs[i].name)) continue;
+        char a[512], b[512];
+        flag_text(&rs[i], a, sizeof a);
+        flag_text(&gs[i], b, sizeof b);
+        int differ = strcmp(a, b);
+        if (gs[i].type == FLAG_STR) { /* whole strings, not the printed (maybe shortened) ones */
+            const char *x = *(const char **)rs[i].dest, *y = *(const char **)gs[i].dest;
+            differ = strcmp(x ? x : "", y ? y : "");
+        }
+        if (differ) {
+            cli_error("--resume: --%s: the run in %s has '%s' (its config.json), found '%s'; a resumed run keeps "
+                      "its --%s (drop the flag, or train into a new --run-dir)",
+                      gs[i].name, run_dir, a, b, gs[i].name);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* How far last.ckpt got: the leading fields of its "run/meta" section and each worker's step
+ * count from "run/workers" (dist/runckpt.c writes them). */
+typedef struct ckpt_progress {
+    long step;        /* the step metrics.csv rows carry (global steps) */
+    long min_steps;   /* the fewest steps of any worker */
+    long spe;         /* steps per epoch per worker */
+    double epoch;     /* worker 0 */
+    double seconds;   /* training seconds */
+} ckpt_progress;
+
+static int read_progress(const char *path, ckpt_progress *p)
+{
+    struct {
+        int32_t version, workers, algo, sync, layers, pad;
+        int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
+        double seconds;
+    } m;
+    nnc_ckpt *c = NULL;
+    int s = nnc_ckpt_load(path, &c);
+    if (s) {
+        cli_error("--resume: %s", nnc_error_message());
+        return cli_load_exit_code(s);
+    }
+    const void *d = NULL, *w = NULL;
+    size_t nb = 0, nw = 0;
+    int ok = !nnc_ckpt_get_bytes(c, "run/meta", &d, &nb) && nb >= sizeof m;
+    if (ok) memcpy(&m, d, sizeof m);
+    ok = ok && m.version == 1 && m.workers > 0 && m.steps_per_epoch > 0 &&
+         !nnc_ckpt_get_bytes(c, "run/workers", &w, &nw) && nw % (size_t)m.workers == 0 &&
+         nw / (size_t)m.workers >= sizeof(int64_t);
+    if (ok) {
+        size_t stride = nw / (size_t)m.workers;
+        int64_t st;
+        memcpy(&st, w, sizeof st);
+        p->epoch = (double)st / (double)m.steps_per_epoch;
+        p->step = m.workers == 1 && m.algo == NNC_ALGO_SGD ? (long)st : (long)m.total_steps;
+        p->min_steps = (long)st;
+        for (int i = 1; i < m.workers; i++) {
+            memcpy(&st, (const char *)w + (size_t)i * stride, sizeof st);
+            if (st < p->min_steps) p->min_steps = (long)st;
+        }
+        p->spe = (long)m.steps_per_epoch;
+        p->seconds = m.seconds;
+    }
+    nnc_ckpt_free(c);
+    if (!ok) {
+        cli_error("--resume: %s: not a training checkpoint (no run/meta section of version 1)", path);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Everything train_execute checks before it touches the run folder (rank 0). Sets *nothing
+ * when --resume has nothing left to train. */
+static int check_run_dir(const train_opts *o, const char *run_dir, ckpt_progress *prog, int *nothing)
+{
+    *nothing = 0;
+    int rc = run_lock_probe(run_dir);
+    if (rc) return rc;
+    if (!o->resume) {
+        char what[300];
+        if (!o->overwrite && run_dir_used(run_dir, what, sizeof what)) {
+            cli_error("run folder %s already holds a run (%s): continue it with --resume, replace it with "
+                      "--overwrite, or choose another --run-dir",
+                      run_dir, what);
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    char ck[RUN_DIR_MAX + 32];
+    struct stat st;
+    if (run_path(ck, sizeof ck, run_dir, "last.ckpt")) return EXIT_USAGE;
+    if (stat(ck, &st)) {
+        cli_error("--resume: %s: %s", ck, strerror(errno));
+        return EXIT_USAGE;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cli_error("--resume: %s: %s", ck, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+        return EXIT_USAGE;
+    }
+    if ((rc = resume_check(o, run_dir))) return rc;
+    if ((rc = read_progress(ck, prog))) return rc;
+    if (nnc_mpi_size() > 1) return 0; /* ranks: the library decides */
+    if (o->epochs > 0 && prog->min_steps >= (long)o->epochs * prog->spe) {
+        printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", prog->epoch, o->epochs, run_dir);
+        *nothing = 1;
+    } else if (o->time_budget > 0 && prog->seconds >= o->time_budget) {
+        printf("already trained %.1f s >= --time-budget %g: nothing to do (%s unchanged)\n", prog->seconds,
+               o->time_budget, run_dir);
+        *nothing = 1;
+    }
+    return 0;
+}
+
+/* A run with nothing left to train (compare --resume): its results from summary.json and its
+ * evaluations from metrics.csv, read only. */
+static void outcome_from_files(const char *run_dir, train_outcome *out)
+{
+    char path[RUN_DIR_MAX + 32];
+    nnc_train_result *r = &out->res;
+    r->test_acc = r->test_loss = r->center_test_acc = r->average_test_acc = NAN;
+    out->status = NNC_OK;
+    if (run_path(path, sizeof path, run_dir, "summary.json")) return;
+    char *t = cli_read_file(path, NULL);
+    if (t) {
+        double v;
+        if (!jr_num(t, "test_acc", &v)) r->test_acc = v;
+        if (!jr_num(t, "test_loss", &v)) r->test_loss = v;
+        if (!jr_num(t, "center_test_acc", &v)) r->center_test_acc = v;
+        if (!jr_num(t, "average_test_acc", &v)) r->average_test_acc = v;
+        if (!jr_num(t, "epochs", &v)) r->epochs = v;
+        if (!jr_num(t, "seconds", &v)) r->seconds = v;
+        if (!jr_num(t, "images_per_sec", &v)) r->images_per_sec = v;
+        if (!jr_num(t, "steps", &v)) r->steps = (long)v;
+        if (!jr_num(t, "rounds", &v)) r->rounds = (long)v;
+        if (!jr_num(t, "workers", &v)) r->workers = (int)v;
+        double ls[NNC_MAX_WORKERS];
+        int n = jr_nums(t, "local_steps", ls, NNC_MAX_WORKERS);
+        for (int i = 0; i < n; i++) r->local_steps[i] = (long)ls[i];
+        free(t);
+    }
+    if (run_path(path, sizeof path, run_dir, "metrics.csv")) return;
+    t = cli_read_file(path, NULL);
+    for (char *save = NULL, *line = t ? strtok_r(t, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+        double f[5];
+        int k = 0;
+        if (strncmp(line, "val,", 4)) continue;
+        for (char *p = line + 4; k < 5; k++) { /* step,epoch,seconds,loss,acc */
+            char *e;
+            f[k] = strtod(p, &e);
+            if (e == p || *e != ',') break;
+            p = e + 1;
+        }
+        if (k < 5) continue;
+        if (out->nevals == out->cap) {
+            int cap = out->cap ? out->cap * 2 : 16;
+            train_eval_point *q = realloc(out->evals, sizeof *q * (size_t)cap);
+            if (!q) break;
+            out->evals = q;
+            out->cap = cap;
+        }
+        out->evals[out->nevals++] = (train_eval_point){f[2], f[1], f[3], f[4], (long)f[0], 0};
+    }
+    free(t);
+}
+
+int train_execute(const train_opts *o, train_outcome *out)
+{
+    ignore_write_signals();
+    int rc = train_validate(o);
+    if (rc) return rc;
+    char run_dir[RUN_DIR_MAX + 1];
     if (o->run_dir && *o->run_dir) {
+        if (strlen(o->run_dir) > RUN_DIR_MAX) {
+            cli_error("--run-dir: expected a path of at most %d characters, found %zu", RUN_DIR_MAX,
+                      strlen(o->run_dir));
+            return EXIT_USAGE;
+        }
         snprintf(run_dir, sizeof run_dir, "%s", o->run_dir);
     } else {
         if (o->resume) {
@@ -640,32 +907,52 @@ int train_execute(const train_opts *o, train_outcome *out)
         struct tm tm;
         localtime_r(&now, &tm);
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-        snprintf(run_dir, sizeof run_dir, "runs/%s-%s-%s", o->dataset, o->model, stamp);
+        int k = snprintf(run_dir, sizeof run_dir, "runs/%s-%s-%s", o->dataset, o->model, stamp);
+        if (k < 0 || k > RUN_DIR_MAX) {
+            cli_error("DATASET/--model: too long for a run folder name (%d characters at most)", RUN_DIR_MAX);
+            return EXIT_USAGE;
+        }
     }
     if (out) snprintf(out->run_dir, sizeof out->run_dir, "%s", run_dir);
     /* MPI build: ranks other than 0 neither read nor write the run folder (dist/dist.h). */
     int rank0 = nnc_mpi_rank() == 0;
-    if (o->resume && rank0) {
-        char ck[1100];
-        struct stat st;
-        snprintf(ck, sizeof ck, "%s/last.ckpt", run_dir);
-        if (stat(ck, &st) || !S_ISREG(st.st_mode)) {
-            cli_error("--resume: %s: %s", ck, S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
-            return EXIT_USAGE;
-        }
-        double done = nnc_mpi_size() == 1 ? epochs_done(run_dir) : -1; /* ranks: the library decides */
-        if (o->epochs > 0 && done >= 0 && done + 1e-9 >= o->epochs) {
-            printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", done, o->epochs, run_dir);
+    ckpt_progress prog = {0};
+    if (rank0) {
+        int nothing = 0;
+        if ((rc = check_run_dir(o, run_dir, &prog, &nothing))) return rc;
+        if (nothing) {
+            if (out) outcome_from_files(run_dir, out);
             return EXIT_OK;
         }
     }
 
     nnc_dataset *train = NULL, *test = NULL;
-    int rc = load_split(o, 1, o->limit_train, &train);
+    rc = load_split(o, 1, o->limit_train, &train);
     if (!rc) rc = load_split(o, 0, o->limit_test, &test);
     nnc_train_config cfg;
     if (!rc) rc = build_config(o, train, &cfg);
+    int lock = -1;
     if (!rc && rank0) rc = cli_mkdirs(run_dir);
+    if (!rc && rank0) rc = run_lock_acquire(run_dir, &lock);
+    if (!rc && rank0 && !o->resume) {
+        /* again under the lock: another process may have started a run here meanwhile */
+        char what[300];
+        if (o->overwrite) {
+            rc = run_dir_clear(run_dir);
+        } else if (run_dir_used(run_dir, what, sizeof what)) {
+            cli_error("run folder %s already holds a run (%s): continue it with --resume, replace it with "
+                      "--overwrite, or choose another --run-dir",
+                      run_dir, what);
+            rc = EXIT_USAGE;
+        }
+    }
+    if (!rc && rank0 && o->resume) {
+        /* metrics.csv keeps the history of the model being resumed: rows of steps after
+         * last.ckpt (a crash rolled them back) go */
+        long d = metrics_truncate(run_dir, prog.step);
+        if (d < 0) rc = (int)-d;
+        else if (d > 0) printf("metrics.csv: dropped %ld row(s) after step %ld (not in last.ckpt)\n", d, prog.step);
+    }
     char *meta = NULL;
     if (!rc) {
         meta = dataset_meta_json(train);
@@ -678,6 +965,7 @@ int train_execute(const train_opts *o, train_outcome *out)
         free(meta);
         nnc_dataset_free(train);
         nnc_dataset_free(test);
+        run_lock_release(lock);
         return rc;
     }
     progress_init(&ctx.prog, 1);
@@ -714,13 +1002,13 @@ int train_execute(const train_opts *o, train_outcome *out)
         res.epochs = ctx.epoch;
     }
     if ((s == NNC_OK || s == NNC_EINTERRUPTED) && !rank0) {
-        rc = s == NNC_OK ? EXIT_OK : g_stop == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+        rc = s == NNC_OK ? EXIT_OK : stop_exit_code(g_stop);
     } else if (s == NNC_OK || s == NNC_EINTERRUPTED) {
         rc = write_summary(o, &res, run_dir, s == NNC_OK ? "ok" : "interrupted");
         if (s == NNC_EINTERRUPTED) {
             printf("stopped at step %ld (epoch %.2f); resume with: nnc train %s --run-dir %s --resume\n", res.steps,
                    res.epochs, o->dataset, run_dir);
-            rc = g_stop == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+            if (!rc) rc = stop_exit_code(g_stop);
         } else {
             printf("test acc %.2f%% loss %.4f | train loss %.4f | %.2f epochs %.1fs %.0f img/s", 100 * res.test_acc,
                    res.test_loss, res.train_loss, res.epochs, res.seconds, res.images_per_sec);
@@ -740,7 +1028,30 @@ int train_execute(const train_opts *o, train_outcome *out)
     free(meta);
     nnc_dataset_free(train);
     nnc_dataset_free(test);
+    run_lock_release(lock);
     return rc;
+}
+
+/* --resume: the run's config.json is the base, then --config files, then the command line
+ * (flags_parse applies --config files in order before the command line). */
+static int parse_with_run_config(flag_table *t, int argc, char **argv, const char *run_dir)
+{
+    char path[RUN_DIR_MAX + 32];
+    struct stat st;
+    /* an over-long path or a missing config.json: train_execute names the problem */
+    if (strlen(run_dir) > RUN_DIR_MAX) return flags_parse(t, argc, argv);
+    snprintf(path, sizeof path, "%s/config.json", run_dir);
+    if (stat(path, &st)) return flags_parse(t, argc, argv);
+    char **v = malloc(sizeof *v * (size_t)(argc + 2));
+    if (!v) return EXIT_RUNTIME;
+    static char cfg_path[RUN_DIR_MAX + 32];
+    snprintf(cfg_path, sizeof cfg_path, "%s", path);
+    v[0] = "--config";
+    v[1] = cfg_path;
+    for (int i = 0; i < argc; i++) v[i + 2] = argv[i];
+    int r = flags_parse(t, argc + 2, v);
+    free(v); /* string flags point into argv and the config text, not into v */
+    return r;
 }
 
 int cmd_train(int argc, char **argv)
@@ -754,8 +1065,9 @@ int cmd_train(int argc, char **argv)
                     .summary = "Train a model on DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder) with one\n"
                                "replica or --workers M replicas (--algo). Writes a run folder: config.json, metrics.csv,\n"
                                "plot.svg, last.ckpt, best.ckpt (epoch-EEEE.ckpt with --keep N), summary.json.\n"
-                               "Ctrl-C stops after the current step "
-                               "with a checkpoint (exit 130); --resume continues it.",
+                               "Ctrl-C stops after the current step with a checkpoint (exit 130; SIGTERM 143, SIGHUP\n"
+                               "129); --run-dir DIR --resume continues it with the run's own config.json. A folder\n"
+                               "that holds a run is refused unless --resume or --overwrite (docs/run-folders.md).",
                     .flags = specs,
                     .nflags = train_flags(&o, specs),
                     .positional = pos,
@@ -763,6 +1075,14 @@ int cmd_train(int argc, char **argv)
     int r = flags_parse(&t, argc - 1, argv + 1);
     if (r == 1) return EXIT_OK;
     if (r) return r;
+    if (o.resume && o.run_dir && *o.run_dir) {
+        const char *run_dir = o.run_dir;
+        train_opts_init(&o);
+        for (int i = 0; i < t.nflags; i++) specs[i].set = 0;
+        r = parse_with_run_config(&t, argc - 1, argv + 1, run_dir);
+        if (r == 1) return EXIT_OK;
+        if (r) return r;
+    }
     if (t.npositional) o.dataset = pos[0];
     return train_execute(&o, NULL);
 }

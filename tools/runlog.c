@@ -1,15 +1,18 @@
 /* tools/runlog.c - progress output, exit-code mapping, run-folder files (metrics.csv,
  * summary.json, atomic text writes). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "nn/fileio.h"
 #include "nn/status.h"
 #include "tools/cli.h"
 
@@ -119,7 +122,10 @@ void cli_fetch_progress(double done, double total, void *ud)
 int cli_mkdirs(const char *path)
 {
     char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
+    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) {
+        cli_error("cannot create directory %.60s...: path longer than %zu characters", path, sizeof buf - 1);
+        return EXIT_USAGE;
+    }
     for (char *s = buf + 1; *s; s++) {
         if (*s != '/') continue;
         *s = 0;
@@ -143,10 +149,13 @@ int cli_mkdirs(const char *path)
 
 int cli_write_atomic(const char *path, const char *text, size_t len)
 {
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return -1;
+    /* A fresh, unpredictable temp name created exclusively (never a planted file or symlink). */
+    char tmp[1200];
+    int fd = nnc__create_temp(path, tmp, sizeof tmp);
+    if (fd < 0) {
+        errno = fd == NNC_EINVAL ? ENAMETOOLONG : EIO;
+        return -1;
+    }
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, text + off, len - off);
@@ -160,7 +169,14 @@ int cli_write_atomic(const char *path, const char *text, size_t len)
         }
         off += (size_t)w;
     }
-    if (fsync(fd) || close(fd) || rename(tmp, path)) {
+    if (fsync(fd)) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    if (close(fd) || rename(tmp, path)) {
         int e = errno;
         unlink(tmp);
         errno = e;
@@ -173,12 +189,19 @@ static const char *METRICS_HEADER = "kind,step,epoch,seconds,loss,acc,lr,img_per
 
 int metrics_open(metrics_log *m, const char *run_dir)
 {
-    snprintf(m->path, sizeof m->path, "%s/metrics.csv", run_dir);
-    m->f = fopen(m->path, "a");
+    if ((size_t)snprintf(m->path, sizeof m->path, "%s/metrics.csv", run_dir) >= sizeof m->path) {
+        cli_error("run folder %.60s...: path longer than %d characters", run_dir, RUN_DIR_MAX);
+        return EXIT_USAGE;
+    }
+    /* O_NOFOLLOW: a symlink planted as metrics.csv is refused, not appended through */
+    int fd = open(m->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    m->f = fd >= 0 ? fdopen(fd, "a") : NULL;
+    if (!m->f && fd >= 0) close(fd);
     if (!m->f) {
         cli_error("cannot open %s: %s", m->path, strerror(errno));
         return EXIT_USAGE;
     }
+    fseek(m->f, 0, SEEK_END);
     if (ftell(m->f) == 0) fputs(METRICS_HEADER, m->f);
     fflush(m->f);
     return 0;
@@ -253,3 +276,206 @@ void json_raw(json_out *j, const char *key, const char *raw)
 }
 
 void json_end(json_out *j) { fputs("\n}\n", j->f); }
+
+/* ---- run folders (docs/run-folders.md) ---- */
+
+int run_path(char *buf, size_t n, const char *run_dir, const char *name)
+{
+    int k = snprintf(buf, n, "%s/%s", run_dir, name);
+    if (k < 0 || (size_t)k >= n) {
+        cli_error("run folder %.60s...: path longer than %d characters", run_dir, RUN_DIR_MAX);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* The files nnc writes into a run folder (besides epoch-EEEE.ckpt and .lock). */
+static const char *const RUN_FILES[] = {"config.json", "dataset.json", "metrics.csv", "plot.svg",
+                                        "summary.json", "last.ckpt",   "best.ckpt"};
+
+/* epoch-<digits>.ckpt */
+static int is_epoch_ckpt(const char *name, size_t len)
+{
+    if (len < 12 || strncmp(name, "epoch-", 6) || strncmp(name + len - 5, ".ckpt", 5)) return 0;
+    for (size_t i = 6; i < len - 5; i++)
+        if (name[i] < '0' || name[i] > '9') return 0;
+    return 1;
+}
+
+/* One of RUN_FILES / epoch checkpoints, or a temp file of one ("<name>.tmp", "<name>.tmp.*"). */
+static int is_own_file(const char *name)
+{
+    const char *t = strstr(name, ".tmp");
+    size_t len = strlen(name);
+    if (t && (t[4] == 0 || t[4] == '.')) len = (size_t)(t - name);
+    else t = NULL;
+    for (size_t i = 0; i < sizeof RUN_FILES / sizeof *RUN_FILES; i++)
+        if (strlen(RUN_FILES[i]) == len && !strncmp(name, RUN_FILES[i], len)) return 1;
+    return is_epoch_ckpt(name, len);
+}
+
+int run_dir_used(const char *run_dir, char *what, size_t n)
+{
+    DIR *d = opendir(run_dir);
+    if (!d) return 0; /* absent (created later) or not a folder (cli_mkdirs says so) */
+    int used = 0;
+    struct dirent *e;
+    while (!used && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (!strcmp(e->d_name, "config.json") || !strcmp(e->d_name, "metrics.csv") ||
+            (len > 5 && !strcmp(e->d_name + len - 5, ".ckpt"))) {
+            used = 1;
+            snprintf(what, n, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    return used;
+}
+
+int run_dir_clear(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d) return 0;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_own_file(e->d_name)) continue;
+        char path[RUN_DIR_MAX + 300];
+        if (run_path(path, sizeof path, run_dir, e->d_name)) {
+            rc = EXIT_USAGE;
+            break;
+        }
+        if (unlink(path) && errno != ENOENT) {
+            cli_error("--overwrite: cannot remove %s: %s", path, strerror(errno));
+            rc = EXIT_RUNTIME;
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static long lock_owner(int fd)
+{
+    char b[32];
+    ssize_t k = pread(fd, b, sizeof b - 1, 0);
+    if (k <= 0) return -1;
+    b[k] = 0;
+    return strtol(b, NULL, 10);
+}
+
+static int lock_busy(const char *run_dir, int fd)
+{
+    long pid = lock_owner(fd);
+    if (pid > 0)
+        cli_error("run folder %s is in use by process %ld (it holds %s/.lock); wait for it or stop it", run_dir, pid,
+                  run_dir);
+    else
+        cli_error("run folder %s is in use by another process (it holds %s/.lock)", run_dir, run_dir);
+    return EXIT_USAGE;
+}
+
+int run_lock_probe(const char *run_dir)
+{
+    char path[RUN_DIR_MAX + 16];
+    if (run_path(path, sizeof path, run_dir, ".lock")) return EXIT_USAGE;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return 0;
+    int rc = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno == EWOULDBLOCK) rc = lock_busy(run_dir, fd);
+    } else {
+        flock(fd, LOCK_UN);
+    }
+    close(fd);
+    return rc;
+}
+
+int run_lock_acquire(const char *run_dir, int *fd_out)
+{
+    char path[RUN_DIR_MAX + 16];
+    *fd_out = -1;
+    if (run_path(path, sizeof path, run_dir, ".lock")) return EXIT_USAGE;
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd < 0) {
+        cli_error("cannot open %s: %s", path, strerror(errno));
+        return errno == ELOOP ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        cli_error("%s: not a regular file", path);
+        return EXIT_USAGE;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int rc = errno == EWOULDBLOCK ? lock_busy(run_dir, fd) : EXIT_RUNTIME;
+        if (rc == EXIT_RUNTIME) cli_error("cannot lock %s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    char b[32];
+    int k = snprintf(b, sizeof b, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, b, (size_t)k, 0) != k) {
+        cli_error("cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        return EXIT_RUNTIME;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void run_lock_release(int fd)
+{
+    if (fd >= 0) close(fd); /* the file stays: removing it would race with a process opening it */
+}
+
+long metrics_truncate(const char *run_dir, long max_step)
+{
+    char path[RUN_DIR_MAX + 16];
+    if (run_path(path, sizeof path, run_dir, "metrics.csv")) return -EXIT_USAGE;
+    size_t len = 0;
+    char *text = cli_read_file(path, &len);
+    if (!text) return errno == ENOENT ? 0 : (cli_error("cannot read %s: %s", path, strerror(errno)), -EXIT_RUNTIME);
+    char *out = malloc(len + 1);
+    if (!out) {
+        free(text);
+        cli_error("out of memory");
+        return -EXIT_RUNTIME;
+    }
+    size_t o = 0;
+    long dropped = 0;
+    const char *p = text, *end = text + len;
+    int first = 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) { /* a row cut short by a kill */
+            dropped++;
+            break;
+        }
+        int keep;
+        if (first && !strncmp(p, "kind,", 5)) {
+            keep = 1;
+        } else {
+            const char *c = memchr(p, ',', (size_t)(nl - p));
+            char *e = NULL;
+            long step = c ? strtol(c + 1, &e, 10) : 0;
+            keep = c && e != c + 1 && *e == ',' && step <= max_step;
+        }
+        first = 0;
+        if (keep) {
+            memcpy(out + o, p, (size_t)(nl - p + 1));
+            o += (size_t)(nl - p + 1);
+        } else {
+            dropped++;
+        }
+        p = nl + 1;
+    }
+    long rc = dropped;
+    if (dropped && cli_write_atomic(path, out, o)) {
+        cli_error("cannot rewrite %s: %s", path, strerror(errno));
+        rc = -EXIT_RUNTIME;
+    }
+    free(out);
+    free(text);
+    return rc;
+}

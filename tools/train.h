@@ -14,7 +14,7 @@
 typedef struct train_opts {
     const char *dataset, *data, *model, *sched, *milestones, *algo, *sync, *norm, *run_dir, *nan_policy;
     int keep, epochs, batch, nesterov, decay_bn_bias, threads, resume, augment, download, workers, tau, bn_batches;
-    int anomaly, log_every, eval_every;
+    int anomaly, log_every, eval_every, overwrite;
     double time_budget, drop_time, sync_timeout;
     float lr, momentum, wd, warmup_epochs, gamma, pull, prox;
     long seed, limit_train, limit_test, step_epochs;
@@ -43,6 +43,10 @@ typedef struct train_outcome {
 } train_outcome;
 
 void train_outcome_free(train_outcome *o);
+
+/* Check o before anything is read or written: DATASET given, --model registered, every flag
+ * value (build_config against a dataset of any size). Returns 0 or EXIT_USAGE (printed). */
+int train_validate(const train_opts *o);
 
 /* Run one training as configured (o's flags become config.json). Returns an exit code (EXIT_*).
  * out may be NULL. */

@@ -331,8 +331,8 @@ static void interrupt_and_resume(int sig, int want)
 {
     char *run = tcli_path(work, "run");
     const char *args[] = {"train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "32",
-                          "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--log-every", "1",
-                          "--run-dir", run, "--epochs", "100000", NULL};
+                          "--limit-train", "256", "--limit-test", "100", "--lr", "0.05", "--threads", "1",
+                          "--log-every", "1", "--run-dir", run, "--epochs", "100000", NULL};
     pid_t pid = tcli_spawn(work, args);
     char *out = tcli_path(work, "out.txt");
     cr_assert(wait_for(out, "step 3", 60), "training started");
@@ -466,7 +466,7 @@ Test(tools_cli_train, second_sigint_and_stalled_worker)
     const char *args[] = {"train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "32",
                           "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--workers", "2",
                           "--algo", "mgrawa", "--sync", "lockstep", "--tau", "2", "--sync-timeout", "60",
-                          "--run-dir", run, "--epochs", "5", NULL};
+                          "--run-dir", run, "--overwrite", "--epochs", "5", NULL};
     setenv("NNC_FAULT", "worker_stall:1", 1);
     pid_t pid = tcli_spawn(work, args);
     char *out = tcli_path(work, "out.txt");
