@@ -81,7 +81,8 @@ typedef enum nnc_algo {
     NNC_ALGO_EASGD,
     NNC_ALGO_LSGD,
     NNC_ALGO_DP,         /* synchronous gradient averaging */
-    NNC_ALGO_DP_SAM
+    NNC_ALGO_DP_SAM,
+    NNC_ALGO_SLOWMO      /* local SGD with slow momentum on the synchronised model */
 } nnc_algo;
 
 int nnc_algo_parse(const char *s, nnc_algo *out);   /* "mgrawa", "dp-sam", ... */
@@ -124,6 +125,9 @@ typedef struct nnc_train_config {
     float prox;                   /* GRAWA p (0.01), LSGD p (0.1); < 0 = default */
     float easgd_beta;             /* 0.1 */
     float sam_rho;                /* 0.05 */
+    float slow_momentum;          /* slow momentum beta: < 0 = default (0.7 slowmo, 0 = off for
+                                     mgrawa, lgrawa, local-sgd; refused for the others) */
+    float slow_lr;                /* slow learning rate alpha: <= 0 = default 1 */
     nnc_norm_kind norm_kind;
     int probe_batch;              /* 128 */
     int bn_reestimate_batches;    /* 20 (0 = keep running statistics) */

@@ -60,19 +60,29 @@ double nnc__grawa_ema(double *m, double n, long k)
     return *m / (1.0 - pow(NNC_GRAWA_BETA, (double)k));
 }
 
-int nnc__grawa_inv_weights(const double *norms, const int *ok, int M, double *u)
+int nnc__grawa_inv_weights_layers(const double *norms, const int *ok, int M, int L, double *u)
 {
     int valid = 0;
     for (int i = 0; i < M; i++) {
-        double n = norms[i];
-        if ((ok && !ok[i]) || !isfinite(n) || n < 0.0) {
-            u[i] = 0.0;
-            continue;
+        int any = 0;
+        for (int l = 0; l < L; l++) {
+            size_t k = (size_t)i * L + l;
+            double n = norms[k];
+            if ((ok && !ok[i]) || !isfinite(n) || n < 0.0) {
+                u[k] = 0.0;
+                continue;
+            }
+            u[k] = 1.0 / (n + NNC_GRAWA_EPS);
+            any = 1;
         }
-        u[i] = 1.0 / (n + NNC_GRAWA_EPS);
-        valid++;
+        valid += any;
     }
     return valid;
+}
+
+int nnc__grawa_inv_weights(const double *norms, const int *ok, int M, double *u)
+{
+    return nnc__grawa_inv_weights_layers(norms, ok, M, 1, u);
 }
 
 int nnc__grawa_weights(const double *norms, const int *ok, int M, double *w)

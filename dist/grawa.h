@@ -42,6 +42,9 @@ double nnc__grawa_ema(double *m, double n, long k);
 /* Unnormalised inverse-norm weights u_i = 1 / (n_i + eps); u_i = 0 where ok[i] == 0 or n_i is
  * not finite (ok may be NULL). Returns the number of workers with u_i > 0. */
 int nnc__grawa_inv_weights(const double *norms, const int *ok, int M, double *u);
+/* The same per worker and layer: norms and u hold M*L values, [i*L + l] (LGRAWA); u may be
+ * norms (in place). Returns the number of workers with some u > 0. */
+int nnc__grawa_inv_weights_layers(const double *norms, const int *ok, int M, int L, double *u);
 /* Convex weights w_i = u_i / sum_j u_j (all 0 when no worker is valid). Returns valid count. */
 int nnc__grawa_weights(const double *norms, const int *ok, int M, double *w);
 

@@ -15,11 +15,13 @@
 
 #include <pthread.h>
 
+#include "dist/algo.h"
 #include "dist/replica.h"
 #include "dist/transport.h"
 
 typedef struct nnc_run {
     nnc_train_config c;             /* resolved copy of the caller's config */
+    const nnc_algo_def *A;          /* the algorithm (dist/algo.h) */
     const nnc_train_config *user;   /* the caller's (for the stop flag) */
     const nnc_dataset *train, *test;
     int M, per_layer;
@@ -48,6 +50,11 @@ typedef struct nnc_run {
     nnc_lsgd_hist hist[NNC_MAX_WORKERS];
     int ok[NNC_MAX_WORKERS], reset[NNC_MAX_WORKERS], bad[NNC_MAX_WORKERS];
     double pull_c[NNC_MAX_WORKERS];
+    int leader;                     /* LSGD: the leader of the last round */
+    /* slow momentum (algo_slowmo.c), when slow: u and the synchronised model x0 */
+    int slow;
+    double slow_beta, slow_alpha;
+    float *slow_u, *slow_x0;
     double prox;                    /* per-step proximity strength p / tau */
     long spe;                       /* optimizer steps per epoch of one worker */
     long plan;                      /* planned steps per worker (0 = time budget only) */

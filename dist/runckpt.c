@@ -47,7 +47,8 @@ static int all_finite(const nnc_run *R)
         if (!nnc_params_all_finite(R->rep[i]->p)) return 0;
     nnc_params *p = R->rep[0]->p;
     return nnc__grawa_finite(R->center, p->n_data) && nnc__grawa_finite(R->pub, p->n_data) &&
-           nnc__grawa_finite(R->center_buf, p->n_buf);
+           nnc__grawa_finite(R->center_buf, p->n_buf) &&
+           (!R->slow || (nnc__grawa_finite(R->slow_u, p->n_data) && nnc__grawa_finite(R->slow_x0, p->n_data)));
 }
 
 /* One worker's state as it travels between ranks: wire_meta, then data, buf, momentum and
@@ -170,7 +171,7 @@ static int save_file(nnc_run *R, const char *name)
         return nnc__fail(NNC_EIO, "cannot create checkpoint folder '%s': %s", R->c.ckpt_dir, strerror(errno));
     if (!all_finite(R))
         return nnc__fail(NNC_EDIVERGED, "refusing to write checkpoint '%s': non-finite parameters", path);
-    int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
+    int M = R->M, single = (R->A->flags & NNC_ALGO_F_SINGLE) != 0;
     nnc_params *sp = nnc_model_params(R->scratch);
     nnc__run_meta meta = {.version = NNC__RUN_META_VERSION, .workers = M, .algo = (int32_t)R->c.algo,
                      .sync = (int32_t)R->c.sync, .layers = R->ly.L, .round = R->round,
@@ -189,7 +190,7 @@ static int save_file(nnc_run *R, const char *name)
                               .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
                               .wloss = R->wloss[i], .rng = r->rng, .probe_rng = r->probe_rng_round,
                               .hist = R->hist[i]};
-        if ((R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) && R->wround[i]) {
+        if ((R->A->flags & NNC_ALGO_F_GRADIENTS) && R->wround[i]) {
             /* A stop arrived between this worker's gradient and its round: save the state from
              * before that step, so the resumed run recomputes it. */
             wm[i].wround = 0;
@@ -231,6 +232,8 @@ static int save_file(nnc_run *R, const char *name)
         if (!s && nb) s = nnc_ckpt_add_floats(c, "run/center_buf", 1, &nb, R->center_buf);
         size_t ne = (size_t)M * (R->ly.L > 0 ? R->ly.L : 1);
         if (!s) s = nnc_ckpt_add_bytes(c, "run/ema", R->ema, ne * sizeof(double));
+        if (!s && R->slow) s = nnc_ckpt_add_floats(c, "run/slow_u", 1, &n, R->slow_u);
+        if (!s && R->slow) s = nnc_ckpt_add_floats(c, "run/slow_x0", 1, &n, R->slow_x0);
     }
     for (int i = 0; !single && !s && i < M; i++) {
         snprintf(prefix, sizeof prefix, "w%d/", i);
@@ -369,6 +372,9 @@ int nnc__run_load(nnc_run *R)
     if ((s = t->ops->broadcast(t, R->pub, p->n_data * sizeof(float), 0))) return s;
     if (p->n_buf && (s = t->ops->broadcast(t, R->center_buf, p->n_buf * sizeof(float), 0))) return s;
     if ((s = t->ops->broadcast(t, R->ema, ne * sizeof(double), 0))) return s;
+    if (R->slow && ((s = t->ops->broadcast(t, R->slow_u, p->n_data * sizeof(float), 0)) ||
+                    (s = t->ops->broadcast(t, R->slow_x0, p->n_data * sizeof(float), 0))))
+        return s;
     R->round = w.round;
     R->total_steps = w.total_steps;
     R->round_steps = w.round_steps;
@@ -506,7 +512,7 @@ static int load_file(nnc_run *R)
     if (s) return s;
     nnc_ckpt *c = NULL;
     if ((s = nnc_ckpt_load(path, &c))) return nnc__fail_prefix(s, "resume");
-    int M = R->M, single = M == 1 && R->c.algo == NNC_ALGO_SGD;
+    int M = R->M, single = (R->A->flags & NNC_ALGO_F_SINGLE) != 0;
     nnc__run_meta meta;
     nnc__worker_meta *wm = nnc__calloc((size_t)M, sizeof *wm);
     nnc_params *sp = nnc_model_params(R->scratch);
@@ -553,6 +559,11 @@ static int load_file(nnc_run *R)
             goto done;
         size_t ne = (size_t)M * (R->ly.L > 0 ? R->ly.L : 1);
         if ((s = get_exact(c, path, "run/ema", R->ema, ne * sizeof(double))) || (s = check_ema(path, R->ema, ne)))
+            goto done;
+        if (R->slow && ((s = nnc_ckpt_get_floats(c, "run/slow_u", 1, &n, R->slow_u)) ||
+                        (s = nnc_ckpt_check_finite_floats(c, "run/slow_u", R->slow_u, sp->n_data)) ||
+                        (s = nnc_ckpt_get_floats(c, "run/slow_x0", 1, &n, R->slow_x0)) ||
+                        (s = nnc_ckpt_check_finite_floats(c, "run/slow_x0", R->slow_x0, sp->n_data))))
             goto done;
         for (int i = 0; i < M; i++) {
             nnc_params *p = R->rep[i]->p;

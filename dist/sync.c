@@ -37,8 +37,8 @@ typedef struct worker_arg {
     int id;
 } worker_arg;
 
-static int is_dp(nnc_algo a) { return a == NNC_ALGO_DP || a == NNC_ALGO_DP_SAM; }
-static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
+/* Capability of the run's algorithm (dist/algo.h). */
+static int has(const nnc_run *R, unsigned flag) { return (R->A->flags & flag) != 0; }
 
 #ifdef NNC_TESTING
 static void sleep_ms(double ms)
@@ -124,7 +124,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         int cancel = R->cancel;
         *stopping = R->stop_req;
         int arrive = R->stop_req || R->bad[i];
-        if (is_dp(R->c.algo)) {
+        if (has(R, NNC_ALGO_F_GRADIENTS)) {
             arrive |= R->wround[i] >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
             /* A step is reserved before it is taken, so a round holds exactly tau*M steps. */
@@ -141,7 +141,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         if (h) return h;
         double loss = 0.0;
         long c0 = r->correct, s0 = r->seen;
-        if (is_dp(R->c.algo)) {
+        if (has(R, NNC_ALGO_F_GRADIENTS)) {
             /* Where this step started, for a checkpoint taken before its round (stop). */
             r->pend_epoch = nnc_loader_epoch(r->loader);
             r->pend_batch = nnc_loader_batch_index(r->loader);
@@ -150,20 +150,11 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             int n = nnc__replica_next_batch(r);
             if (n <= 0) return nnc__fail(NNC_EINVAL, "worker %d: the loader returned no batch", i);
             long correct = 0;
-            int s = nnc__replica_grad(r, n, &loss, &correct);
+            int s = R->A->gradient(R, r, n, &loss, &correct);
             if (s && s != NNC_EDIVERGED) return s;
             r->seen += n;
             r->correct += correct;
             if (!isfinite(loss) || !nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
-            if (R->c.algo == NNC_ALGO_DP_SAM && !R->bad[i]) {
-                /* Ascent from the local gradient, second gradient at w + e, back to w. */
-                double l2;
-                nnc__sam_perturb(r->p->data, r->p->grad, r->sam_saved, R->c.sam_rho, r->p->n_data);
-                s = nnc__replica_grad(r, n, &l2, NULL);
-                memcpy(r->p->data, r->sam_saved, r->p->n_data * sizeof(float));
-                if (s && s != NNC_EDIVERGED) return s;
-                if (!nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
-            }
             r->pend_n = isfinite(loss);
             r->pend_correct = r->correct - c0;
             r->pend_seen = r->seen - s0;
@@ -194,7 +185,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         OBSERVE(R, NNC__OBS_STEP_SGD, i, loss);
         if (R->prox > 0.0) nnc__grawa_pull(r->p->data, R->pub, R->prox, r->p->n_data);
         OBSERVE(R, NNC__OBS_STEP_DONE, i, loss);
-        if (R->c.algo == NNC_ALGO_LSGD) nnc__lsgd_push(&R->hist[i], loss);
+        if (has(R, NNC_ALGO_F_LOSS_HISTORY)) nnc__lsgd_push(&R->hist[i], loss);
         count_step(R, i, loss, r->correct - c0, r->seen - s0);
     }
 }
@@ -210,9 +201,9 @@ static int round_prepare(nnc_run *R, int i, int stopping)
         k == R->round + 1 && !stopping)
         r->p->data[0] = NAN;
 #endif
-    if (stopping || is_dp(R->c.algo)) return NNC_OK;
+    if (stopping || has(R, NNC_ALGO_F_GRADIENTS)) return NNC_OK;
     if (!R->bad[i] && !nnc_params_all_finite(r->p)) R->bad[i] = 1;
-    if (is_grawa(R->c.algo) && !R->bad[i]) {
+    if (has(R, NNC_ALGO_F_PROBE) && !R->bad[i]) {
         int s = nnc__replica_probe(r, &R->ly, &R->norms[(size_t)i * R->ly.L]);
         if (s) return s;
     }
@@ -224,7 +215,8 @@ static void round_apply(nnc_run *R, int i)
 {
     nnc_replica *r = R->rep[i];
     nnc_params *p = r->p;
-    if (is_dp(R->c.algo)) {
+    int grads = has(R, NNC_ALGO_F_GRADIENTS);
+    if (grads) {
         memcpy(p->grad, R->pub, p->n_data * sizeof(float));
         nnc_sgd_step(r->opt, nnc__run_lr(R, r->steps, R->pub_seconds));
         r->steps++;
@@ -239,7 +231,7 @@ static void round_apply(nnc_run *R, int i)
     R->bad[i] = 0;
     r->probe_rng_round = r->probe_rng;
     pthread_mutex_lock(&R->mu);
-    if (is_dp(R->c.algo)) {
+    if (grads) {
         R->wsteps[i] = r->steps;
         R->total_steps++;
     }
@@ -389,57 +381,24 @@ static int exchange(nnc_run *R)
     return NNC_OK;
 }
 
-/* The round's math with every worker parked (fixed worker order). */
+/* The round with every worker parked, in fixed worker order: finiteness, the algorithm's
+ * weights and center (dist/algo.h), the optional slow momentum, the pull coefficients, then the
+ * generic rest (BN buffer average, resets, distances). */
 static int do_round(nnc_run *R, nnc_round_info *ri)
 {
-    int M = R->M, L = R->ly.L;
-    size_t n = R->ly.n;
-    nnc_algo algo = R->c.algo;
+    const nnc_algo_def *A = R->A;
+    int M = R->M, grads = has(R, NNC_ALGO_F_GRADIENTS);
     const float *x[NNC_MAX_WORKERS];
     const char *why[NNC_MAX_WORKERS];
-    int lo = R->lo, nl = R->nloc, uo = R->per_layer && is_grawa(algo) ? lo * L : lo;
     for (int i = 0; i < M; i++) {
-        x[i] = is_dp(algo) ? R->rep[i]->p->grad : R->rep[i]->p->data;   /* read for i in [lo, hi) */
+        x[i] = grads ? R->rep[i]->p->grad : R->rep[i]->p->data;   /* read for i in [lo, hi) */
         R->ok[i] = !R->bad[i];
-        why[i] = is_dp(algo) ? "gradient" : "parameters or loss";
+        why[i] = grads ? "gradient" : "parameters or loss";
         ri->norm[i] = ri->weight[i] = 0.0;
         ri->distance[i] = NAN;
     }
-    if (is_grawa(algo)) {
-        for (int i = 0; i < M; i++) {
-            if (!R->ok[i]) continue;
-            const double *nl = &R->norms[(size_t)i * L];
-            double nm = nnc__grawa_model_norm(nl, L, R->c.norm_kind);
-            if (!isfinite(nm)) {
-                R->ok[i] = 0;
-                why[i] = "gradient norm";
-                continue;
-            }
-            long k = ++R->ema_n[i];
-            if (R->per_layer) {
-                double mean = 0.0;
-                for (int l = 0; l < L; l++) {
-                    double nh = nnc__grawa_ema(&R->ema[(size_t)i * L + l], nl[l], k);
-                    R->u[(size_t)i * L + l] = 1.0 / (nh + NNC_GRAWA_EPS);
-                    mean += nh;
-                }
-                ri->norm[i] = L ? mean / L : 0.0;
-            } else {
-                double nh = nnc__grawa_ema(&R->ema[i], nm, k);
-                R->u[i] = 1.0 / (nh + NNC_GRAWA_EPS);
-                ri->norm[i] = nh;
-            }
-        }
-        for (int i = 0; i < M; i++)
-            if (!R->ok[i]) {
-                if (R->per_layer)
-                    for (int l = 0; l < L; l++) R->u[(size_t)i * L + l] = 0.0;
-                else
-                    R->u[i] = 0.0;
-            }
-    } else {
-        for (int i = 0; i < M; i++) R->u[i] = R->ok[i] ? 1.0 : 0.0;
-    }
+    int s = A->weights(R, ri, why);
+    if (s) return s;
     int nok = 0;
     for (int i = 0; i < M; i++) nok += R->ok[i];
     if (nok == 0)
@@ -451,65 +410,22 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
                          i, why[i], R->round + 1);
             R->res->resets++;
         }
-    int pl = R->per_layer && is_grawa(algo);
-    int s = NNC_OK;
-    float *tmp = nnc_model_params(R->scratch)->data;
-    switch (algo) {
-    case NNC_ALGO_EASGD:
-        /* S/M over the pre-pull workers; pulls go toward the old center. */
-        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + lo, nl, 0, R->acc, R->usum, tmp);
-        memcpy(R->pub, R->center, n * sizeof(float));
-        nnc__easgd_center(R->center, tmp, R->c.easgd_beta, n);
-        for (int i = 0; i < M; i++) R->pull_c[i] = (double)R->c.easgd_beta / M;
-        break;
-    case NNC_ALGO_LSGD: {
-        int lead = nnc__lsgd_leader(R->hist, R->ok, M);
-        if (lead >= lo && lead < R->hi) memcpy(R->center, R->rep[lead]->p->data, n * sizeof(float));
-        if (R->tp->size > 1)
-            s = R->tp->ops->broadcast(R->tp, R->center, n * sizeof(float), nnc__run_owner(R, lead));
-        memcpy(R->pub, R->center, n * sizeof(float));
-        for (int i = 0; i < M; i++) {
-            R->pull_c[i] = i == lead ? 0.0 : R->c.pull;
-            ri->norm[i] = nnc__lsgd_mean(&R->hist[i]);
-            ri->weight[i] = i == lead;
-        }
-        break;
+    if ((s = A->center(R, x, ri))) return s;
+    if (R->slow && (s = nnc__slowmo_round(R))) return s;
+    for (int i = 0; i < M; i++) R->pull_c[i] = A->pull_coef ? A->pull_coef(R, i) : 0.0;
+    if (grads) return NNC_OK;
+    if ((s = nnc__run_buf_average(R, R->ok, R->center_buf))) return s;
+    size_t n = R->ly.n;
+    for (int i = 0; i < M; i++) {
+        R->reset[i] = !R->ok[i];
+        if (R->ok[i] && i >= R->lo && i < R->hi) ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
     }
-    case NNC_ALGO_DP:
-    case NNC_ALGO_DP_SAM:
-        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + lo, nl, 0, R->acc, R->usum, R->pub);
-        break;
-    default: /* MGRAWA, LGRAWA, LOCAL_SGD */
-        s = nnc__transport_center(R->tp, &R->ly, x + lo, R->u + uo, nl, pl, R->acc, R->usum, R->center);
-        memcpy(R->pub, R->center, n * sizeof(float));
-        for (int i = 0; i < M; i++) R->pull_c[i] = R->c.pull;
-        break;
-    }
-    if (s) return s;
-    if (algo != NNC_ALGO_LSGD)
-        for (int i = 0; i < M; i++) {
-            if (pl) {
-                double w = 0.0;
-                for (int l = 0; l < L; l++) w += R->usum[l] > 0 ? R->u[(size_t)i * L + l] / R->usum[l] : 0.0;
-                ri->weight[i] = L ? w / L : 0.0;
-            } else {
-                ri->weight[i] = R->usum[0] > 0 ? R->u[i] / R->usum[0] : 0.0;
-            }
-        }
-    if (!is_dp(algo)) {
-        if ((s = nnc__run_buf_average(R, R->ok, R->center_buf))) return s;
-        for (int i = 0; i < M; i++) {
-            R->reset[i] = !R->ok[i];
-            if (R->ok[i] && i >= lo && i < R->hi)
-                ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
-        }
-        if (R->tp->size > 1) {
-            size_t bytes[NNC_MAX_WORKERS];
-            for (int r = 0; r < R->tp->size; r++)
-                bytes[r] = (size_t)(nnc__transport_first_worker(M, R->tp->size, r + 1) -
-                                    nnc__transport_first_worker(M, R->tp->size, r)) * sizeof(double);
-            s = R->tp->ops->allgather(R->tp, ri->distance, bytes);
-        }
+    if (R->tp->size > 1) {
+        size_t bytes[NNC_MAX_WORKERS];
+        for (int r = 0; r < R->tp->size; r++)
+            bytes[r] = (size_t)(nnc__transport_first_worker(M, R->tp->size, r + 1) -
+                                nnc__transport_first_worker(M, R->tp->size, r)) * sizeof(double);
+        s = R->tp->ops->allgather(R->tp, ri->distance, bytes);
     }
     return s;
 }
@@ -553,8 +469,9 @@ static void report(nnc_run *R, progress now, progress *last, double *t_last)
 static int plan_done(nnc_run *R)
 {
     if (!R->plan) return 0;
-    if (R->c.sync == NNC_SYNC_ASYNC && !is_dp(R->c.algo)) return R->total_steps >= R->plan * R->M;
-    long extra = is_dp(R->c.algo) ? 1 : 0; /* a DP round's step is applied after the round */
+    int grads = has(R, NNC_ALGO_F_GRADIENTS);
+    if (R->c.sync == NNC_SYNC_ASYNC && !grads) return R->total_steps >= R->plan * R->M;
+    long extra = grads ? 1 : 0; /* a DP round's step is applied after the round */
     for (int i = 0; i < R->M; i++)
         if (R->rep[i]->steps + extra < R->plan) return 0;
     return 1;
@@ -669,7 +586,7 @@ static int coordinate(nnc_run *R, progress start)
             secs = d[0];
             ex = d[1] != 0.0;
         }
-        long total_after = R->total_steps + (is_dp(R->c.algo) ? M : 0);
+        long total_after = R->total_steps + (has(R, NNC_ALGO_F_GRADIENTS) ? M : 0);
         long epoch = R->spe ? total_after / (R->spe * M) : 0;
         int boundary = !ex && epoch > R->last_epoch;
         int eval_due = boundary && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0;

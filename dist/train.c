@@ -14,30 +14,6 @@
 
 #define EVAL_STREAM 0x6576616cULL /* "eval" */
 
-static const char *const algo_names[] = {"sgd", "mgrawa", "lgrawa", "local-sgd",
-                                         "easgd", "lsgd", "dp", "dp-sam"};
-
-int nnc_algo_parse(const char *s, nnc_algo *out)
-{
-    for (int i = 0; i < (int)(sizeof algo_names / sizeof *algo_names); i++)
-        if (s && strcmp(s, algo_names[i]) == 0) {
-            *out = (nnc_algo)i;
-            return NNC_OK;
-        }
-    if (s && strcmp(s, "grawa") == 0) {
-        *out = NNC_ALGO_MGRAWA;
-        return NNC_OK;
-    }
-    return nnc__fail(NNC_EINVAL,
-                     "unknown algorithm '%s' (expected sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, "
-                     "dp or dp-sam)", s ? s : "(null)");
-}
-
-const char *nnc_algo_name(nnc_algo a)
-{
-    return (unsigned)a < sizeof algo_names / sizeof *algo_names ? algo_names[a] : "?";
-}
-
 nnc_train_config nnc_train_config_default(void)
 {
     nnc_train_config c;
@@ -63,6 +39,8 @@ nnc_train_config nnc_train_config_default(void)
     c.prox = -1.0f;
     c.easgd_beta = 0.1f;
     c.sam_rho = 0.05f;
+    c.slow_momentum = -1.0f;
+    c.slow_lr = 0.0f;
     c.norm_kind = NNC_NORM_SUM_LAYERS;
     c.probe_batch = 128;
     c.bn_reestimate_batches = 20;
@@ -104,17 +82,22 @@ float nnc__run_lr(const nnc_run *R, long step, double seconds)
 #define MAX_TAU (1 << 20)
 #define MAX_BN_BATCHES 100000
 
-static int is_grawa(nnc_algo a) { return a == NNC_ALGO_MGRAWA || a == NNC_ALGO_LGRAWA; }
-
 /* Fill algorithm defaults and check every value; errors name the field and the value. */
 static int resolve(nnc_train_config *c, const nnc_dataset *train)
 {
     if (c->workers < 1 || c->workers > NNC_MAX_WORKERS)
         return nnc__fail(NNC_EINVAL, "workers must be in 1..%d, found %d", NNC_MAX_WORKERS, c->workers);
-    if ((unsigned)c->algo > NNC_ALGO_DP_SAM) return nnc__fail(NNC_EINVAL, "unknown algorithm %d", (int)c->algo);
-    if (c->algo == NNC_ALGO_SGD && c->workers != 1)
-        return nnc__fail(NNC_EINVAL, "algorithm sgd trains one replica: workers must be 1, found %d "
-                         "(use mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam)", c->workers);
+    const nnc_algo_def *A = nnc_algo_get(c->algo);
+    if (!A) return nnc__fail(NNC_EINVAL, "unknown algorithm %d", (int)c->algo);
+    if ((A->flags & NNC_ALGO_F_SINGLE) && c->workers != 1) {
+        char list[256];
+        size_t o = 0;
+        for (int i = 0; i < nnc_algo_count() && o < sizeof list; i++)
+            if (!(nnc_algo_at(i)->flags & NNC_ALGO_F_SINGLE))
+                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "", nnc_algo_at(i)->name);
+        return nnc__fail(NNC_EINVAL, "algorithm %s trains one replica: workers must be 1, found %d (use %s)",
+                         A->name, c->workers, list);
+    }
     if (c->batch < 1 || c->batch > MAX_BATCH)
         return nnc__fail(NNC_EINVAL, "batch must be in 1..%d, found %d", MAX_BATCH, c->batch);
     if (c->limit_train < 0) return nnc__fail(NNC_EINVAL, "limit_train must be >= 0 (0 = all), found %ld", c->limit_train);
@@ -141,11 +124,18 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->epochs == 0 && c->time_budget == 0.0)
         return nnc__fail(NNC_EINVAL, "nothing bounds the run: set epochs > 0 or a time budget");
     if (c->tau < 0) return nnc__fail(NNC_EINVAL, "tau must be >= 0 (0 = default), found %d", c->tau);
-    if (c->tau == 0)
-        c->tau = (c->algo == NNC_ALGO_EASGD || c->algo == NNC_ALGO_LSGD) ? 4
-                 : (c->algo == NNC_ALGO_DP || c->algo == NNC_ALGO_DP_SAM) ? 1 : 32;
-    if (c->pull < 0.0f) c->pull = c->algo == NNC_ALGO_LSGD ? 0.1f : c->algo == NNC_ALGO_LOCAL_SGD ? 1.0f : 0.5f;
-    if (c->prox < 0.0f) c->prox = c->algo == NNC_ALGO_LSGD ? 0.1f : is_grawa(c->algo) ? 0.01f : 0.0f;
+    if (c->tau == 0) c->tau = A->tau;
+    if (c->pull < 0.0f) c->pull = A->pull;
+    if (c->prox < 0.0f) c->prox = A->prox;
+    if (c->slow_momentum < 0.0f) c->slow_momentum = (A->flags & NNC_ALGO_F_SLOWMO) ? 0.7f : 0.0f;
+    if (c->slow_lr <= 0.0f) c->slow_lr = 1.0f;
+    if (!(c->slow_momentum < 1.0f) || !isfinite(c->slow_lr) || c->slow_lr > 1e6f)
+        return nnc__fail(NNC_EINVAL, "slow momentum must be in [0, 1) and slow lr in (0, 1e6], found %g and %g",
+                         (double)c->slow_momentum, (double)c->slow_lr);
+    if ((c->slow_momentum > 0.0f || c->slow_lr != 1.0f) && !(A->flags & NNC_ALGO_F_SLOW_MOMENTUM))
+        return nnc__fail(NNC_EINVAL, "slow momentum %g, slow lr %g: algorithm %s has no center to move with "
+                         "momentum (use slowmo, mgrawa, lgrawa or local-sgd)", (double)c->slow_momentum,
+                         (double)c->slow_lr, A->name);
     if (c->sync != NNC_SYNC_ASYNC && c->sync != NNC_SYNC_LOCKSTEP)
         return nnc__fail(NNC_EINVAL, "unknown sync mode %d (expected async or lockstep)", (int)c->sync);
     if (c->norm_kind != NNC_NORM_SUM_LAYERS && c->norm_kind != NNC_NORM_GLOBAL_L2)
@@ -176,7 +166,7 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->keep_epochs < 0) return nnc__fail(NNC_EINVAL, "keep must be >= 0 (0 = no epoch checkpoints), found %d", c->keep_epochs);
     if ((unsigned)c->nan_policy > NNC_NAN_SKIP)
         return nnc__fail(NNC_EINVAL, "unknown non-finite policy %d (expected stop or skip)", (int)c->nan_policy);
-    if (c->nan_policy == NNC_NAN_SKIP && (c->workers != 1 || c->algo != NNC_ALGO_SGD))
+    if (c->nan_policy == NNC_NAN_SKIP && (c->workers != 1 || !(A->flags & NNC_ALGO_F_SINGLE)))
         return nnc__fail(NNC_EINVAL, "non-finite policy skip needs one replica (workers 1, algorithm sgd), found "
                          "%d worker(s), algorithm %s: with workers a non-finite worker is reset to the center",
                          c->workers, nnc_algo_name(c->algo));
@@ -213,6 +203,8 @@ static void run_free(nnc_run *R)
     nnc__free(R->u);
     nnc__free(R->ema);
     nnc__free(R->norms);
+    nnc__free(R->slow_u);
+    nnc__free(R->slow_x0);
 }
 
 /* FNV-1a over the text of every setting that must agree between ranks (the numbers, and what
@@ -223,7 +215,7 @@ static uint64_t config_hash(const nnc_run *R)
     char t[1024];
     int n = snprintf(t, sizeof t,
                      "%s|%d,%d,%d|%d %d %ld|%a %a %a %d %d|%d %a %a %d %ld %ld %a|%d %a %llu|%d %d %d %d|%a %a %a "
-                     "%a %d %d %d|%d %d %d %d %d|%d %d %d %d %ld",
+                     "%a %d %d %d|%d %d %d %d %d|%d %d %d %d %ld|%a %a",
                      c->model, c->model_cfg.in_channels, c->model_cfg.image_size, c->model_cfg.num_classes,
                      c->batch, c->augment, c->limit_train, (double)c->lr, (double)c->sgd.momentum,
                      (double)c->sgd.weight_decay, c->sgd.nesterov, c->sgd.decay_bn_bias, (int)c->sched.kind,
@@ -233,7 +225,8 @@ static uint64_t config_hash(const nnc_run *R)
                      (int)c->sync, c->tau, (double)c->pull, (double)c->prox, (double)c->easgd_beta,
                      (double)c->sam_rho, (int)c->norm_kind, c->probe_batch, c->bn_reestimate_batches, R->train->n,
                      R->train->c, R->train->h, R->train->num_classes, c->resume, c->eval_every_epochs,
-                     c->ckpt_dir != NULL, c->keep_epochs, (int)c->nan_policy, R->test ? (long)R->test->n : -1L);
+                     c->ckpt_dir != NULL, c->keep_epochs, (int)c->nan_policy, R->test ? (long)R->test->n : -1L,
+                     (double)c->slow_momentum, (double)c->slow_lr);
     uint64_t h = 1469598103934665603ULL;
     for (int i = 0; i < n && i < (int)sizeof t; i++) h = (h ^ (unsigned char)t[i]) * 1099511628211ULL;
     return h;
@@ -315,6 +308,17 @@ static int run_setup(nnc_run *R)
     memcpy(R->center, p->data, p->n_data * sizeof(float));
     memcpy(R->pub, p->data, p->n_data * sizeof(float));
     memcpy(R->center_buf, p->buf, p->n_buf * sizeof(float));
+    /* Slow momentum: u = 0, x0 = the common initial model. */
+    R->slow = (R->A->flags & NNC_ALGO_F_SLOWMO) || c->slow_momentum > 0.0f || c->slow_lr != 1.0f;
+    R->slow_beta = c->slow_momentum;
+    R->slow_alpha = c->slow_lr;
+    if (R->slow) {
+        R->slow_u = nnc__calloc(n, sizeof(float));
+        R->slow_x0 = nnc__calloc(n, sizeof(float));
+        if (!R->slow_u || !R->slow_x0)
+            return nnc__fail(NNC_ENOMEM, "training: cannot allocate the slow momentum (%zu floats)", n);
+        memcpy(R->slow_x0, p->data, p->n_data * sizeof(float));
+    }
     R->spe = nnc_loader_batches_per_epoch(R->rep[0]->loader);
     R->plan = (long)c->epochs * R->spe;
     c->sched.base_lr = c->lr;
@@ -411,7 +415,7 @@ int nnc__run_evaluate(nnc_run *R)
     double loss = NAN, acc = NAN;
     int s = NNC_OK, best = 0;
     nnc_train_result *res = R->res;
-    if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+    if (R->A->flags & NNC_ALGO_F_SINGLE) {
         if ((s = nnc__evaluate_stop(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL, eval_stop(R))))
             return eval_failed(R, s);
         acc = forced_acc(R, acc);
@@ -421,7 +425,7 @@ int nnc__run_evaluate(nnc_run *R)
         emit_eval(R, "model", loss, acc, best);
     } else {
         nnc_params *p = nnc_model_params(R->scratch);
-        if (R->c.algo == NNC_ALGO_DP || R->c.algo == NNC_ALGO_DP_SAM) {
+        if (R->A->flags & NNC_ALGO_F_GRADIENTS) {
             /* Every replica holds the same parameters; BN buffers are replica 0's (rank 0). */
             memcpy(R->center, R->rep[R->lo]->p->data, p->n_data * sizeof(float));
             memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
@@ -432,7 +436,7 @@ int nnc__run_evaluate(nnc_run *R)
         memcpy(p->data, R->center, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         double closs, cacc, aloss, aacc;
-        int use_avg = R->c.algo == NNC_ALGO_LSGD || R->c.algo == NNC_ALGO_LOCAL_SGD;
+        int use_avg = (R->A->flags & NNC_ALGO_F_REPORT_AVERAGE) != 0;
         if ((s = eval_scratch(R, &closs, &cacc))) return eval_failed(R, s);
         if (!use_avg) {
             memcpy(R->model_data, p->data, p->n_data * sizeof(float));
@@ -575,7 +579,7 @@ static int run_single(nnc_run *R)
 static long end_epoch(const nnc_run *R)
 {
     if (!R->spe) return 0;
-    if (R->M == 1 && R->c.algo == NNC_ALGO_SGD)
+    if (R->A->flags & NNC_ALGO_F_SINGLE)
         return R->rep[0]->steps % R->spe == 0 ? R->rep[0]->steps / R->spe : 0;
     for (int i = 0; i < R->M; i++)
         if (!R->plan || R->rep[i]->steps < R->plan) return 0;
@@ -602,7 +606,8 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
                       test->c, test->h, test->w, train->name, train->c, train->h, train->w);
     if (!s) {
         R->M = R->c.workers;
-        R->per_layer = R->c.algo == NNC_ALGO_LGRAWA;
+        R->A = nnc_algo_get(R->c.algo);
+        R->per_layer = (R->A->flags & NNC_ALGO_F_PER_LAYER) != 0;
         out->workers = R->M;
         /* Kernel threads are process-wide: one per replica when M > 1. BLAS stays
          * single-threaded: its GEMMs are called from the kernel pool's threads, which already
@@ -622,14 +627,14 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         if (done) {
             nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints "
                          "left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
-            out->steps = R->M == 1 && R->c.algo == NNC_ALGO_SGD ? R->rep[0]->steps : R->total_steps;
+            out->steps = R->A->flags & NNC_ALGO_F_SINGLE ? R->rep[0]->steps : R->total_steps;
             out->rounds = R->round;
             for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
         }
     }
     if (!s && !done) {
         R->t_start = nnc__now();
-        if (R->M == 1 && R->c.algo == NNC_ALGO_SGD) {
+        if (R->A->flags & NNC_ALGO_F_SINGLE) {
             s = run_single(R);
             out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
         } else {
