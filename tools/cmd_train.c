@@ -89,6 +89,8 @@ void train_opts_init(train_opts *o)
     o->tau = d.tau;
     o->pull = d.pull;
     o->prox = d.prox;
+    o->slow_momentum = d.slow_momentum;
+    o->slow_lr = d.slow_lr;
     o->bn_batches = d.bn_reestimate_batches;
     o->sync_timeout = d.sync_timeout;
     o->eval_every = d.eval_every_epochs;
@@ -130,11 +132,13 @@ int train_flags(train_opts *o, flag_spec *f)
     F("limit-test", FLAG_LONG, &o->limit_test, "use only the first N test images (0 = all)");
     F("augment", FLAG_BOOL, &o->augment, "random crop (pad 4) + flip; default on for cifar10/cifar100/imagefolder, off for mnist/fashion-mnist");
     F("workers", FLAG_INT, &o->workers, "worker replicas (threads)");
-    F("algo", FLAG_STR, &o->algo, "sgd mgrawa lgrawa local-sgd easgd lsgd dp dp-sam");
+    F("algo", FLAG_STR, &o->algo, "sgd mgrawa lgrawa local-sgd easgd lsgd dp dp-sam slowmo");
     F("sync", FLAG_STR, &o->sync, "async or lockstep");
     F("tau", FLAG_INT, &o->tau, "local steps between rounds (0 = algorithm default)");
     F("pull", FLAG_FLOAT, &o->pull, "pull strength c (< 0 = algorithm default)");
     F("prox", FLAG_FLOAT, &o->prox, "proximity term p (< 0 = algorithm default)");
+    F("slow-momentum", FLAG_FLOAT, &o->slow_momentum, "slow momentum beta of the center (slowmo 0.7; mgrawa, lgrawa, local-sgd: 0 = off; < 0 = default)");
+    F("slow-lr", FLAG_FLOAT, &o->slow_lr, "slow learning rate alpha of the center (<= 0 = default 1)");
     F("norm", FLAG_STR, &o->norm, "GRAWA gradient norm: sum (of layer norms) or l2");
     F("bn-batches", FLAG_INT, &o->bn_batches, "batches to re-estimate BN statistics of the center (0 = keep)");
     F("sync-timeout", FLAG_DOUBLE, &o->sync_timeout, "seconds a round waits for a worker (0 = 600)");
@@ -282,7 +286,7 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     if (c->threads < 1) c->threads = 1;
     c->workers = o->workers;
     if (nnc_algo_parse(o->algo, &c->algo))
-        return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp or dp-sam", o->algo);
+        return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp, dp-sam or slowmo", o->algo);
     if (c->algo == NNC_ALGO_SGD && o->workers > 1) {
         cli_error("--algo: expected a distributed algorithm for --workers %d (mgrawa, lgrawa, local-sgd, easgd, lsgd, "
                   "dp or dp-sam), found 'sgd'", o->workers);
@@ -297,6 +301,8 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->tau = o->tau;
     c->pull = o->pull;
     c->prox = o->prox;
+    c->slow_momentum = o->slow_momentum;
+    c->slow_lr = o->slow_lr;
     c->bn_reestimate_batches = o->bn_batches;
     c->sync_timeout = o->sync_timeout;
     c->eval_every_epochs = o->eval_every;

@@ -16,7 +16,7 @@ typedef struct train_opts {
     int keep, epochs, batch, nesterov, decay_bn_bias, threads, resume, augment, download, workers, tau, bn_batches;
     int anomaly, log_every, eval_every, overwrite;
     double time_budget, drop_time, sync_timeout;
-    float lr, momentum, wd, warmup_epochs, gamma, pull, prox;
+    float lr, momentum, wd, warmup_epochs, gamma, pull, prox, slow_momentum, slow_lr;
     long seed, limit_train, limit_test, step_epochs;
 } train_opts;
 

@@ -318,6 +318,7 @@ static void lockstep_resume(int by_stop, nnc_algo algo)
     nnc_train_result r;
     nnc_train_config c = fx_config(algo, 2);
     c.tau = algo == NNC_ALGO_DP ? 0 : 2;
+    if (algo == NNC_ALGO_LGRAWA) c.slow_momentum = 0.5f; /* the center moves with momentum */
     c.augment = 1;
     c.epochs = 4;
     c.ckpt_dir = fx_tmpdir(da, sizeof da);
@@ -355,6 +356,9 @@ Test(dist_determinism, lockstep_resume_bitwise, .timeout = 120) { lockstep_resum
 Test(dist_determinism, stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_MGRAWA); }
 Test(dist_determinism, dp_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_DP); }
 Test(dist_determinism, lsgd_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LSGD); }
+Test(dist_determinism, slowmo_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_SLOWMO); }
+Test(dist_determinism, slowmo_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_SLOWMO); }
+Test(dist_determinism, lgrawa_slow_momentum_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LGRAWA); }
 
 Test(dist_determinism, best_ckpt_and_resume_already_done, .timeout = 60)
 {
