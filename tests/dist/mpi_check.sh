@@ -56,7 +56,7 @@ wait_for() { # FILE SECONDS: until FILE exists
 # ---- ranks vs threads parity: same total workers and seed, threads-only vs 1, 2, 4 ranks: identical checkpoints ----
 # (every worker's parameters and momentum, the center, the EMA and counters: all but run/meta)
 for spec in "mgrawa 4 1" "mgrawa 4 2" "mgrawa 4 4" "lgrawa 3 2" "local-sgd 3 2" "easgd 3 2" "lsgd 3 2" \
-            "dp 3 2" "dp-sam 2 2"; do
+            "dp 3 2" "dp-sam 2 2" "slowmo 3 2"; do
     set -- $spec
     algo=$1 M=$2 np=$3
     args=("${DATA[@]}" --limit-train 300 --algo "$algo" --sync lockstep --tau 3 --workers "$M" --epochs 2)
