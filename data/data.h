@@ -134,9 +134,10 @@ long nnc_loader_batches_per_epoch(const nnc_loader *l);
  * Returns the number of images (< batch only for the last batch without drop_last), or 0 at
  * the end of the epoch, after which the next call starts epoch+1. No allocation. */
 int nnc_loader_next(nnc_loader *l, float *x, int *y);
-/* Resume support: the position is (epoch, batch index within epoch); batch must be <=
- * batches_per_epoch (callers restoring a checkpoint validate it; violations assert). */
-void nnc_loader_seek(nnc_loader *l, long epoch, long batch);
+/* Resume support: the position is (epoch, batch index within epoch), epoch >= 0 and
+ * 0 <= batch <= batches_per_epoch. Returns NNC_OK, or NNC_EINVAL naming the position and the
+ * range (the loader is then unchanged). */
+int nnc_loader_seek(nnc_loader *l, long epoch, long batch);
 long nnc_loader_epoch(const nnc_loader *l);
 long nnc_loader_batch_index(const nnc_loader *l);
 

@@ -274,12 +274,14 @@ int nnc_loader_next(nnc_loader *l, float *x, int *y)
     return n;
 }
 
-void nnc_loader_seek(nnc_loader *l, long epoch, long batch)
+int nnc_loader_seek(nnc_loader *l, long epoch, long batch)
 {
-    NNC_ASSERT(epoch >= 0 && batch >= 0 && batch <= nnc_loader_batches_per_epoch(l),
-               "seek to (%ld, %ld) out of range", epoch, batch);
+    long spe = nnc_loader_batches_per_epoch(l);
+    if (epoch < 0 || batch < 0 || batch > spe)
+        return nnc__fail(NNC_EINVAL, "loader: cannot seek to epoch %ld, batch %ld: expected epoch >= 0 and batch "
+                         "in 0..%ld", epoch, batch, spe);
     l->epoch = epoch, l->batch = batch;
-    if (!l->threaded) return;
+    if (!l->threaded) return NNC_OK;
     pthread_mutex_lock(&l->mu);
     l->gen++;
     l->slots[0].full = l->slots[1].full = 0;
@@ -287,6 +289,7 @@ void nnc_loader_seek(nnc_loader *l, long epoch, long batch)
     l->pe = epoch, l->pb = batch;
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
+    return NNC_OK;
 }
 
 long nnc_loader_epoch(const nnc_loader *l) { return l->epoch; }

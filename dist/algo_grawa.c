@@ -24,7 +24,7 @@ static int grawa_weights(nnc_run *R, nnc_round_info *ri, const char **why)
             why[i] = "gradient norm";
             continue;
         }
-        long k = ++R->ema_n[i];
+        long k = ++R->W[i].ema_n;
         if (pl) {
             /* The smoothed layer norms go into u, then become weights in place. */
             double mean = 0.0;
@@ -35,7 +35,7 @@ static int grawa_weights(nnc_run *R, nnc_round_info *ri, const char **why)
             }
             ri->norm[i] = L ? mean / L : 0.0;
         } else {
-            nhat[i] = nnc__grawa_ema(&R->ema[i], nm, k);
+            nhat[i] = nnc__grawa_ema(&R->ema[(size_t)i * (L > 0 ? L : 1)], nm, k);
             ri->norm[i] = nhat[i];
         }
     }

@@ -12,7 +12,9 @@ static int lsgd_center(nnc_run *R, const float *const *x, nnc_round_info *ri)
 {
     (void)x;
     size_t n = R->ly.n;
-    int lead = nnc__lsgd_leader(R->hist, R->ok, R->M);
+    nnc_lsgd_hist h[NNC_MAX_WORKERS];
+    for (int i = 0; i < R->M; i++) h[i] = R->W[i].hist;
+    int lead = nnc__lsgd_leader(h, R->ok, R->M);
     R->leader = lead;
     if (lead >= R->lo && lead < R->hi) memcpy(R->center, R->rep[lead]->p->data, n * sizeof(float));
     if (R->tp->size > 1) {
@@ -21,7 +23,7 @@ static int lsgd_center(nnc_run *R, const float *const *x, nnc_round_info *ri)
     }
     memcpy(R->pub, R->center, n * sizeof(float));
     for (int i = 0; i < R->M; i++) {
-        ri->norm[i] = nnc__lsgd_mean(&R->hist[i]);
+        ri->norm[i] = nnc__lsgd_mean(&R->W[i].hist);
         ri->weight[i] = i == lead;
     }
     return NNC_OK;

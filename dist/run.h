@@ -19,6 +19,22 @@
 #include "dist/replica.h"
 #include "dist/transport.h"
 
+/* One worker's state besides its replica (parameters, momentum, counters, RNG streams, loader:
+ * dist/replica.h). Together they are the worker's record: dist/record.c encodes both, field by
+ * field in little-endian, for the checkpoint section "run/workers", the round exchange and the
+ * whole-worker transfer between ranks. Written by worker i (under mu where the synchronizer
+ * reads it between rounds), except ema_n (the synchronizer, every worker parked); the other
+ * ranks' workers here are shadows refreshed by the exchange. */
+typedef struct nnc__worker {
+    long wround;        /* local steps since the last round */
+    long wsteps;        /* published copy of the replica's step count */
+    double wloss;       /* sum of the finite step losses so far */
+    long wloss_n, wcorrect, wseen;  /* their count; right predictions and images so far */
+    long ema_n;         /* GRAWA: norm smoothing updates so far (bias correction) */
+    nnc_lsgd_hist hist; /* LSGD: the last losses */
+    int bad;            /* non-finite since the last round */
+} nnc__worker;
+
 typedef struct nnc_run {
     nnc_train_config c;             /* resolved copy of the caller's config */
     const nnc_algo_def *A;          /* the algorithm (dist/algo.h) */
@@ -45,10 +61,10 @@ typedef struct nnc_run {
     float *model_data, *model_buf;
     int model_valid;
     long model_round, model_steps;  /* R->round and R->total_steps when it was evaluated */
-    double *acc, *usum, *u, *ema, *norms;
-    long ema_n[NNC_MAX_WORKERS];
-    nnc_lsgd_hist hist[NNC_MAX_WORKERS];
-    int ok[NNC_MAX_WORKERS], reset[NNC_MAX_WORKERS], bad[NNC_MAX_WORKERS];
+    double *acc, *usum, *u, *norms;
+    double *ema;                    /* smoothed probe norms: row i (L values) is worker i's */
+    nnc__worker W[NNC_MAX_WORKERS];
+    int ok[NNC_MAX_WORKERS], reset[NNC_MAX_WORKERS];
     double pull_c[NNC_MAX_WORKERS];
     int leader;                     /* LSGD: the leader of the last round */
     /* slow momentum (algo_slowmo.c), when slow: u and the synchronised model x0 */
@@ -77,9 +93,6 @@ typedef struct nnc_run {
     long round_resv, total_resv;
     double mark_loss;               /* loss sums at the last round (the round-loss window) */
     long mark_n;    /* async: local steps reserved (about to be taken) */
-    long wsteps[NNC_MAX_WORKERS], wround[NNC_MAX_WORKERS];
-    double wloss[NNC_MAX_WORKERS];
-    long wloss_n[NNC_MAX_WORKERS], wcorrect[NNC_MAX_WORKERS], wseen[NNC_MAX_WORKERS];
     int wstatus[NNC_MAX_WORKERS];
     char wmsg[NNC_MAX_WORKERS][512];
 } nnc_run;

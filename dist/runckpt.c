@@ -76,11 +76,11 @@ static void wire_pack(const nnc_run *R, int i, unsigned char *b)
     w = (wire_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .correct = r->correct, .seen = r->seen,
                     .loader_epoch = nnc_loader_epoch(r->loader), .loader_batch = nnc_loader_batch_index(r->loader),
                     .pend_epoch = r->pend_epoch, .pend_batch = r->pend_batch, .pend_n = r->pend_n,
-                    .pend_correct = r->pend_correct, .pend_seen = r->pend_seen, .wround = R->wround[i],
-                    .wsteps = R->wsteps[i], .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i],
-                    .wseen = R->wseen[i], .ema_n = R->ema_n[i], .pend_wloss = r->pend_wloss, .wloss = R->wloss[i],
+                    .pend_correct = r->pend_correct, .pend_seen = r->pend_seen, .wround = R->W[i].wround,
+                    .wsteps = R->W[i].wsteps, .wloss_n = R->W[i].wloss_n, .wcorrect = R->W[i].wcorrect,
+                    .wseen = R->W[i].wseen, .ema_n = R->W[i].ema_n, .pend_wloss = r->pend_wloss, .wloss = R->W[i].wloss,
                     .rng = r->rng, .probe_rng = r->probe_rng, .probe_rng_round = r->probe_rng_round,
-                    .pend_rng = r->pend_rng, .hist = R->hist[i]};
+                    .pend_rng = r->pend_rng, .hist = R->W[i].hist};
     memcpy(b, &w, sizeof w);
     float *f = (float *)(b + sizeof w);
     memcpy(f, p->data, p->n_data * sizeof(float));
@@ -110,14 +110,14 @@ static void wire_unpack(nnc_run *R, int i, const unsigned char *b)
     r->probe_rng = w.probe_rng;
     r->probe_rng_round = w.probe_rng_round;
     r->pend_rng = w.pend_rng;
-    R->wround[i] = w.wround;
-    R->wsteps[i] = w.wsteps;
-    R->wloss_n[i] = w.wloss_n;
-    R->wcorrect[i] = w.wcorrect;
-    R->wseen[i] = w.wseen;
-    R->wloss[i] = w.wloss;
-    R->ema_n[i] = w.ema_n;
-    R->hist[i] = w.hist;
+    R->W[i].wround = w.wround;
+    R->W[i].wsteps = w.wsteps;
+    R->W[i].wloss_n = w.wloss_n;
+    R->W[i].wcorrect = w.wcorrect;
+    R->W[i].wseen = w.wseen;
+    R->W[i].wloss = w.wloss;
+    R->W[i].ema_n = w.ema_n;
+    R->W[i].hist = w.hist;
     const float *f = (const float *)(b + sizeof w);
     memcpy(p->data, f, p->n_data * sizeof(float));
     memcpy(p->buf, f + p->n_data, p->n_buf * sizeof(float));
@@ -183,14 +183,14 @@ static int save_file(nnc_run *R, const char *name)
     if (!wm) return nnc__fail(NNC_ENOMEM, "checkpoint: out of memory");
     for (int i = 0; i < M; i++) {
         nnc_replica *r = R->rep[i];
-        wm[i] = (nnc__worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->wround[i],
+        wm[i] = (nnc__worker_meta){.steps = r->steps, .sgd_steps = r->opt->steps, .wround = R->W[i].wround,
                               .loader_epoch = nnc_loader_epoch(r->loader),
-                              .loader_batch = nnc_loader_batch_index(r->loader), .ema_n = R->ema_n[i],
-                              .correct = r->correct, .seen = r->seen, .wsteps = R->wsteps[i],
-                              .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
-                              .wloss = R->wloss[i], .rng = r->rng, .probe_rng = r->probe_rng_round,
-                              .hist = R->hist[i]};
-        if ((R->A->flags & NNC_ALGO_F_GRADIENTS) && R->wround[i]) {
+                              .loader_batch = nnc_loader_batch_index(r->loader), .ema_n = R->W[i].ema_n,
+                              .correct = r->correct, .seen = r->seen, .wsteps = R->W[i].wsteps,
+                              .wloss_n = R->W[i].wloss_n, .wcorrect = R->W[i].wcorrect, .wseen = R->W[i].wseen,
+                              .wloss = R->W[i].wloss, .rng = r->rng, .probe_rng = r->probe_rng_round,
+                              .hist = R->W[i].hist};
+        if ((R->A->flags & NNC_ALGO_F_GRADIENTS) && R->W[i].wround) {
             /* A stop arrived between this worker's gradient and its round: save the state from
              * before that step, so the resumed run recomputes it. */
             wm[i].wround = 0;
@@ -584,14 +584,14 @@ static int load_file(nnc_run *R)
         r->rng = wm[i].rng;
         r->probe_rng = r->probe_rng_round = wm[i].probe_rng;
         nnc_loader_seek(r->loader, wm[i].loader_epoch, wm[i].loader_batch);
-        R->wround[i] = wm[i].wround;
-        R->wsteps[i] = wm[i].wsteps;
-        R->wloss[i] = wm[i].wloss;
-        R->wloss_n[i] = wm[i].wloss_n;
-        R->wcorrect[i] = wm[i].wcorrect;
-        R->wseen[i] = wm[i].wseen;
-        R->ema_n[i] = wm[i].ema_n;
-        R->hist[i] = wm[i].hist;
+        R->W[i].wround = wm[i].wround;
+        R->W[i].wsteps = wm[i].wsteps;
+        R->W[i].wloss = wm[i].wloss;
+        R->W[i].wloss_n = wm[i].wloss_n;
+        R->W[i].wcorrect = wm[i].wcorrect;
+        R->W[i].wseen = wm[i].wseen;
+        R->W[i].ema_n = wm[i].ema_n;
+        R->W[i].hist = wm[i].hist;
     }
     R->round = meta.round;
     R->total_steps = meta.total_steps;

@@ -101,16 +101,16 @@ static int step_hooks(nnc_run *R, int i, nnc_rng *jitter)
 static void count_step(nnc_run *R, int i, double loss, long dc, long dseen)
 {
     pthread_mutex_lock(&R->mu);
-    R->wround[i]++;
-    R->wsteps[i] = R->rep[i]->steps;
+    R->W[i].wround++;
+    R->W[i].wsteps = R->rep[i]->steps;
     R->total_steps++;
     R->round_steps++;
     if (isfinite(loss)) {
-        R->wloss[i] += loss;
-        R->wloss_n[i]++;
+        R->W[i].wloss += loss;
+        R->W[i].wloss_n++;
     }
-    R->wcorrect[i] += dc;
-    R->wseen[i] += dseen;
+    R->W[i].wcorrect += dc;
+    R->W[i].wseen += dseen;
     pthread_mutex_unlock(&R->mu);
 }
 
@@ -123,16 +123,16 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         pthread_mutex_lock(&R->mu);
         int cancel = R->cancel;
         *stopping = R->stop_req;
-        int arrive = R->stop_req || R->bad[i];
+        int arrive = R->stop_req || R->W[i].bad;
         if (has(R, NNC_ALGO_F_GRADIENTS)) {
-            arrive |= R->wround[i] >= 1;
+            arrive |= R->W[i].wround >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
             /* A step is reserved before it is taken, so a round holds exactly tau*M steps. */
             arrive |= R->round_req || R->round_resv >= (long)R->c.tau * R->nloc ||
                       (R->plan && R->total_resv >= R->plan * R->nloc);
             if (!arrive) R->round_resv++, R->total_resv++;
         } else {
-            arrive |= R->wround[i] >= R->c.tau || (R->plan && r->steps >= R->plan);
+            arrive |= R->W[i].wround >= R->c.tau || (R->plan && r->steps >= R->plan);
         }
         pthread_mutex_unlock(&R->mu);
         if (cancel) return GO_CANCEL;
@@ -154,19 +154,19 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
             if (s && s != NNC_EDIVERGED) return s;
             r->seen += n;
             r->correct += correct;
-            if (!isfinite(loss) || !nnc__grawa_finite(r->p->grad, r->p->n_data)) R->bad[i] = 1;
+            if (!isfinite(loss) || !nnc__grawa_finite(r->p->grad, r->p->n_data)) R->W[i].bad = 1;
             r->pend_n = isfinite(loss);
             r->pend_correct = r->correct - c0;
             r->pend_seen = r->seen - s0;
             pthread_mutex_lock(&R->mu);
-            R->wround[i] = 1;
-            r->pend_wloss = R->wloss[i];
+            R->W[i].wround = 1;
+            r->pend_wloss = R->W[i].wloss;
             if (isfinite(loss)) {
-                R->wloss[i] += loss;
-                R->wloss_n[i]++;
+                R->W[i].wloss += loss;
+                R->W[i].wloss_n++;
             }
-            R->wcorrect[i] += r->correct - c0;
-            R->wseen[i] += r->seen - s0;
+            R->W[i].wcorrect += r->correct - c0;
+            R->W[i].wseen += r->seen - s0;
             pthread_mutex_unlock(&R->mu);
             continue;
         }
@@ -174,7 +174,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         int s = nnc__replica_step(r, nnc__run_lr(R, r->steps, R->pub_seconds), &loss);
         if (s == NNC_EDIVERGED) {
             /* Parameters unchanged; this worker is reset at the next round. */
-            R->bad[i] = 1;
+            R->W[i].bad = 1;
             pthread_mutex_lock(&R->mu);
             R->round_req = 1;
             if (R->c.sync == NNC_SYNC_ASYNC) R->round_resv--, R->total_resv--;
@@ -185,7 +185,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         OBSERVE(R, NNC__OBS_STEP_SGD, i, loss);
         if (R->prox > 0.0) nnc__grawa_pull(r->p->data, R->pub, R->prox, r->p->n_data);
         OBSERVE(R, NNC__OBS_STEP_DONE, i, loss);
-        if (has(R, NNC_ALGO_F_LOSS_HISTORY)) nnc__lsgd_push(&R->hist[i], loss);
+        if (has(R, NNC_ALGO_F_LOSS_HISTORY)) nnc__lsgd_push(&R->W[i].hist, loss);
         count_step(R, i, loss, r->correct - c0, r->seen - s0);
     }
 }
@@ -202,8 +202,8 @@ static int round_prepare(nnc_run *R, int i, int stopping)
         r->p->data[0] = NAN;
 #endif
     if (stopping || has(R, NNC_ALGO_F_GRADIENTS)) return NNC_OK;
-    if (!R->bad[i] && !nnc_params_all_finite(r->p)) R->bad[i] = 1;
-    if (has(R, NNC_ALGO_F_PROBE) && !R->bad[i]) {
+    if (!R->W[i].bad && !nnc_params_all_finite(r->p)) R->W[i].bad = 1;
+    if (has(R, NNC_ALGO_F_PROBE) && !R->W[i].bad) {
         int s = nnc__replica_probe(r, &R->ly, &R->norms[(size_t)i * R->ly.L]);
         if (s) return s;
     }
@@ -224,18 +224,18 @@ static void round_apply(nnc_run *R, int i)
         memcpy(p->data, R->pub, p->n_data * sizeof(float));
         memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
         nnc_sgd_reset(r->opt);
-        memset(&R->hist[i], 0, sizeof R->hist[i]);
+        memset(&R->W[i].hist, 0, sizeof R->W[i].hist);
     } else {
         nnc__grawa_pull(p->data, R->pub, R->pull_c[i], p->n_data);
     }
-    R->bad[i] = 0;
+    R->W[i].bad = 0;
     r->probe_rng_round = r->probe_rng;
     pthread_mutex_lock(&R->mu);
     if (grads) {
-        R->wsteps[i] = r->steps;
+        R->W[i].wsteps = r->steps;
         R->total_steps++;
     }
-    R->wround[i] = 0;
+    R->W[i].wround = 0;
     pthread_mutex_unlock(&R->mu);
 }
 
@@ -338,11 +338,11 @@ static int exchange(nnc_run *R)
     for (int i = R->lo; i < R->hi; i++) {
         wrec w;
         memset(&w, 0, sizeof w);
-        w = (wrec){.steps = R->rep[i]->steps, .wround = R->wround[i], .wsteps = R->wsteps[i],
-                   .wloss_n = R->wloss_n[i], .wcorrect = R->wcorrect[i], .wseen = R->wseen[i],
-                   .wloss = R->wloss[i], .bad = R->bad[i],
+        w = (wrec){.steps = R->rep[i]->steps, .wround = R->W[i].wround, .wsteps = R->W[i].wsteps,
+                   .wloss_n = R->W[i].wloss_n, .wcorrect = R->W[i].wcorrect, .wseen = R->W[i].wseen,
+                   .wloss = R->W[i].wloss, .bad = R->W[i].bad,
                    .stop = R->stop_req ? (R->res->stopped_by_signal ? R->res->stopped_by_signal : -1) : 0,
-                   .hist = R->hist[i]};
+                   .hist = R->W[i].hist};
         memcpy(b + (size_t)i * rs, &w, sizeof w);
         memcpy(b + (size_t)i * rs + sizeof w, &R->norms[(size_t)i * L], L * sizeof(double));
     }
@@ -362,14 +362,14 @@ static int exchange(nnc_run *R)
         if (i >= R->lo && i < R->hi) continue;
         R->total_steps += w.steps - R->rep[i]->steps;
         R->rep[i]->steps = w.steps;
-        R->wround[i] = w.wround;
-        R->wsteps[i] = w.wsteps;
-        R->wloss_n[i] = w.wloss_n;
-        R->wcorrect[i] = w.wcorrect;
-        R->wseen[i] = w.wseen;
-        R->wloss[i] = w.wloss;
-        R->bad[i] = w.bad;
-        R->hist[i] = w.hist;
+        R->W[i].wround = w.wround;
+        R->W[i].wsteps = w.wsteps;
+        R->W[i].wloss_n = w.wloss_n;
+        R->W[i].wcorrect = w.wcorrect;
+        R->W[i].wseen = w.wseen;
+        R->W[i].wloss = w.wloss;
+        R->W[i].bad = w.bad;
+        R->W[i].hist = w.hist;
         memcpy(&R->norms[(size_t)i * L], b + (size_t)i * rs + sizeof w, L * sizeof(double));
     }
     if (stop && !R->stop_req) {
@@ -392,7 +392,7 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     const char *why[NNC_MAX_WORKERS];
     for (int i = 0; i < M; i++) {
         x[i] = grads ? R->rep[i]->p->grad : R->rep[i]->p->data;   /* read for i in [lo, hi) */
-        R->ok[i] = !R->bad[i];
+        R->ok[i] = !R->W[i].bad;
         why[i] = grads ? "gradient" : "parameters or loss";
         ri->norm[i] = ri->weight[i] = 0.0;
         ri->distance[i] = NAN;
@@ -441,10 +441,10 @@ static progress snapshot(nnc_run *R)
 {
     progress p = {.total = R->total_steps};
     for (int i = 0; i < R->M; i++) {
-        p.loss += R->wloss[i];
-        p.loss_n += R->wloss_n[i];
-        p.correct += R->wcorrect[i];
-        p.seen += R->wseen[i];
+        p.loss += R->W[i].wloss;
+        p.loss_n += R->W[i].wloss_n;
+        p.correct += R->W[i].wcorrect;
+        p.seen += R->W[i].wseen;
     }
     return p;
 }
@@ -514,7 +514,7 @@ static int coordinate(nnc_run *R, progress start)
             /* Watchdog for the case where no worker arrives at all: no local step, gradient
              * or arrival anywhere for sync_timeout seconds. */
             long act = R->arrived;
-            for (int i = lo; i < hi; i++) act += R->wsteps[i] + R->wround[i];
+            for (int i = lo; i < hi; i++) act += R->W[i].wsteps + R->W[i].wround;
             if (act != activity) {
                 activity = act;
                 quiet_since = nnc__now();
@@ -595,7 +595,7 @@ static int coordinate(nnc_run *R, progress start)
         ri.round = R->round;
         ri.seconds = secs;
         ri.workers = M;
-        for (int i = 0; i < M; i++) ri.local_steps[i] = R->wround[i];
+        for (int i = 0; i < M; i++) ri.local_steps[i] = R->W[i].wround;
         ri.loss = now.loss_n > loss_mark.loss_n ? (now.loss - loss_mark.loss) / (double)(now.loss_n - loss_mark.loss_n) : NAN;
         loss_mark = now;
         R->mark_loss = now.loss;
@@ -691,10 +691,10 @@ int nnc__run_workers(nnc_run *R)
     for (int i = 0; i < M; i++) {
         R->res->local_steps[i] = R->rep[i]->steps;
         steps += R->rep[i]->steps;
-        correct += R->wcorrect[i];
-        seen += R->wseen[i];
-        loss += R->wloss[i];
-        ln += R->wloss_n[i];
+        correct += R->W[i].wcorrect;
+        seen += R->W[i].wseen;
+        loss += R->W[i].wloss;
+        ln += R->W[i].wloss_n;
     }
     R->res->steps = steps;
     R->res->rounds = R->round;
