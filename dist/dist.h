@@ -206,6 +206,23 @@ typedef struct nnc_train_result {
     int stopped_by_signal;              /* signal number, or 0 */
 } nnc_train_result;
 
+/* What a training checkpoint (ckpt_dir/last.ckpt, ...) says about the run's progress. */
+typedef struct nnc_ckpt_progress {
+    long steps;            /* global optimizer steps (one replica: its steps) */
+    long min_steps;        /* the fewest local steps of any worker */
+    long steps_per_epoch;  /* of one worker */
+    long rounds;
+    double seconds;        /* training seconds */
+    double epoch;          /* worker 0's steps / steps_per_epoch */
+    int workers;
+    nnc_algo algo;
+} nnc_ckpt_progress;
+
+/* Read the progress of the run that wrote the checkpoint at path, without building anything.
+ * Errors: those of nnc_ckpt_load (NNC_EIO, NNC_EFORMAT), NNC_EFORMAT for a file that is not a
+ * training checkpoint or holds another run-state version (the message says which). */
+int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out);
+
 /* Run training on train (and evaluate on test, may be NULL). */
 int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,
               nnc_train_result *out);

@@ -139,24 +139,39 @@ void nnc__dist_observe(nnc__obs_fn fn, void *ud);
 int nnc__run_evaluate(nnc_run *R);
 
 /* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. The bytes sections
- * "run/meta" (one run_meta) and "run/workers" (one worker_meta per worker) hold the counters,
- * in host byte order; resuming checks every value against its range. */
-#define NNC__RUN_META_VERSION 1
+ * "run/meta" (the run counters) and "run/workers" (one record per worker) are encoded by
+ * dist/record.c, little-endian field by field; resuming checks every value against its range. */
+#define NNC__RUN_META_VERSION 2
 
-typedef struct nnc__run_meta {
-    int32_t version, workers, algo, sync, layers, pad;
-    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
+/* The run meta (section run/meta), decoded. */
+typedef struct nnc__meta {
+    int32_t version, workers, algo, sync, layers, slow;
+    int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch, mark_n;
     double seconds, best_acc, pub_seconds, mark_loss;
-    int64_t mark_n;
-} nnc__run_meta;
+} nnc__meta;
 
-typedef struct nnc__worker_meta {
-    int64_t steps, sgd_steps, wround, loader_epoch, loader_batch, ema_n, correct, seen;
-    int64_t wsteps, wloss_n, wcorrect, wseen;
-    double wloss;
-    nnc_rng rng, probe_rng;
-    nnc_lsgd_hist hist;
-} nnc__worker_meta;
+size_t nnc__meta_bytes(void);
+void nnc__meta_encode(const nnc__meta *m, unsigned char *b);
+/* Version and size first (NNC_EFORMAT naming them), then every field (unchecked: nnc__meta_check). */
+int nnc__meta_decode(const unsigned char *b, size_t n, const char *path, nnc__meta *m);
+void nnc__meta_get(const nnc_run *R, nnc__meta *m);
+int nnc__meta_check(const nnc_run *R, const char *path, const nnc__meta *m);
+void nnc__meta_apply(nnc_run *R, const nnc__meta *m);
+/* Byte offset of a field in the encoded meta (-1 if none; tests). */
+long nnc__meta_field_offset(const char *name);
+
+/* The per-worker record: nnc__worker_bytes(L) bytes per worker (fixed fields, then the L
+ * smoothed norms of its EMA row). Views: SAVE (checkpoint: between steps, a pending
+ * data-parallel step undone), LIVE (the exchange and transfers: as it is). Decoding applies
+ * NONE (only *stop), ROUND (the counters, flags and LSGD history a round needs) or ALL; with a
+ * path every field is checked first (NNC_EFORMAT naming path, section, worker, field). */
+enum { NNC__REC_SAVE, NNC__REC_LIVE };
+enum { NNC__REC_NONE, NNC__REC_ROUND, NNC__REC_ALL };
+size_t nnc__worker_bytes(int layers);
+void nnc__worker_encode(const nnc_run *R, int i, int view, unsigned char *b);
+int nnc__worker_decode(nnc_run *R, int i, const unsigned char *b, int what, const char *path, int *stop);
+/* Byte offset of a field ("steps", "hist.next", "rng", "ema", ...) in a record (-1 if none). */
+long nnc__worker_field_offset(const char *name);
 
 int nnc__run_save(nnc_run *R, const char *name);
 /* last.ckpt at the end of epoch `epoch` (0: not at an epoch end); with keep_epochs > 0 also

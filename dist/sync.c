@@ -318,33 +318,25 @@ int nnc__run_buf_average(nnc_run *R, const int *ok, float *out)
     return NNC_OK;
 }
 
-/* Per-worker record of the round exchange between ranks, followed by the L probe norms. */
-typedef struct wrec {
-    int64_t steps, wround, wsteps, wloss_n, wcorrect, wseen;
-    double wloss;
-    int32_t bad, stop;
-    nnc_lsgd_hist hist;
-} wrec;
-
 /* Multi-rank: every rank's synchronizer learns the other ranks' worker records (its local
- * workers parked, mu not held). A stop request anywhere becomes everyone's. */
+ * workers parked, mu not held): each worker's record (dist/record.c, LIVE) followed by its L
+ * probe norms, little-endian. A stop request anywhere becomes everyone's. */
+static size_t xrec_bytes(const nnc_run *R) { return nnc__worker_bytes(R->ly.L) + (size_t)R->ly.L * 8; }
+
 static int exchange(nnc_run *R)
 {
     nnc_transport *t = R->tp;
     if (t->size == 1) return NNC_OK;
-    size_t L = (size_t)R->ly.L, rs = sizeof(wrec) + L * sizeof(double);
+    size_t L = (size_t)R->ly.L, rs = xrec_bytes(R), wb = nnc__worker_bytes(R->ly.L);
     unsigned char *b = R->xbuf;
     pthread_mutex_lock(&R->mu);
     for (int i = R->lo; i < R->hi; i++) {
-        wrec w;
-        memset(&w, 0, sizeof w);
-        w = (wrec){.steps = R->rep[i]->steps, .wround = R->W[i].wround, .wsteps = R->W[i].wsteps,
-                   .wloss_n = R->W[i].wloss_n, .wcorrect = R->W[i].wcorrect, .wseen = R->W[i].wseen,
-                   .wloss = R->W[i].wloss, .bad = R->W[i].bad,
-                   .stop = R->stop_req ? (R->res->stopped_by_signal ? R->res->stopped_by_signal : -1) : 0,
-                   .hist = R->W[i].hist};
-        memcpy(b + (size_t)i * rs, &w, sizeof w);
-        memcpy(b + (size_t)i * rs + sizeof w, &R->norms[(size_t)i * L], L * sizeof(double));
+        nnc__worker_encode(R, i, NNC__REC_LIVE, b + (size_t)i * rs);
+        for (size_t l = 0; l < L; l++) {
+            uint64_t v;
+            memcpy(&v, &R->norms[(size_t)i * L + l], 8);
+            for (int k = 0; k < 8; k++) b[(size_t)i * rs + wb + 8 * l + k] = (unsigned char)(v >> (8 * k));
+        }
     }
     pthread_mutex_unlock(&R->mu);
     size_t bytes[NNC_MAX_WORKERS];
@@ -355,22 +347,19 @@ static int exchange(nnc_run *R)
     if (s) return s;
     int stop = 0;
     pthread_mutex_lock(&R->mu);
-    for (int i = 0; i < R->M; i++) {
-        wrec w;
-        memcpy(&w, b + (size_t)i * rs, sizeof w);
-        if (w.stop && (!stop || w.stop > 0)) stop = w.stop;
-        if (i >= R->lo && i < R->hi) continue;
-        R->total_steps += w.steps - R->rep[i]->steps;
-        R->rep[i]->steps = w.steps;
-        R->W[i].wround = w.wround;
-        R->W[i].wsteps = w.wsteps;
-        R->W[i].wloss_n = w.wloss_n;
-        R->W[i].wcorrect = w.wcorrect;
-        R->W[i].wseen = w.wseen;
-        R->W[i].wloss = w.wloss;
-        R->W[i].bad = w.bad;
-        R->W[i].hist = w.hist;
-        memcpy(&R->norms[(size_t)i * L], b + (size_t)i * rs + sizeof w, L * sizeof(double));
+    for (int i = 0; i < R->M && !s; i++) {
+        const unsigned char *w = b + (size_t)i * rs;
+        int local = i >= R->lo && i < R->hi, ws = 0;
+        long before = R->rep[i]->steps;
+        s = nnc__worker_decode(R, i, w, local ? NNC__REC_NONE : NNC__REC_ROUND, NULL, &ws);
+        if (ws && (!stop || ws > 0)) stop = ws;
+        if (local || s) continue;
+        R->total_steps += R->rep[i]->steps - before;
+        for (size_t l = 0; l < L; l++) {
+            uint64_t v = 0;
+            for (int k = 0; k < 8; k++) v |= (uint64_t)w[wb + 8 * l + k] << (8 * k);
+            memcpy(&R->norms[(size_t)i * L + l], &v, 8);
+        }
     }
     if (stop && !R->stop_req) {
         R->stop_req = 1;
@@ -378,7 +367,7 @@ static int exchange(nnc_run *R)
     }
     if (stop > 0 && !R->res->stopped_by_signal) R->res->stopped_by_signal = stop;
     pthread_mutex_unlock(&R->mu);
-    return NNC_OK;
+    return s;
 }
 
 /* The round with every worker parked, in fixed worker order: finiteness, the algorithm's
@@ -657,7 +646,7 @@ int nnc__run_workers(nnc_run *R)
     for (int i = R->lo; i < R->hi; i++) R->total_resv += R->rep[i]->steps;
     if (nl == M) R->total_resv = R->total_steps;
     R->round_resv = R->round_steps;
-    size_t rs = sizeof(wrec) + (size_t)R->ly.L * sizeof(double);
+    size_t rs = xrec_bytes(R);
     if (R->tp->size > 1 && !(R->xbuf = nnc__calloc((size_t)M, rs)))
         s = nnc__fail(NNC_ENOMEM, "training: cannot allocate the round exchange (%d workers)", M);
     for (; !s && started < nl; started++) {

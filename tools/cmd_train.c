@@ -747,43 +747,17 @@ typedef struct ckpt_progress {
 
 static int read_progress(const char *path, ckpt_progress *p)
 {
-    struct {
-        int32_t version, workers, algo, sync, layers, pad;
-        int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch;
-        double seconds;
-    } m;
-    nnc_ckpt *c = NULL;
-    int s = nnc_ckpt_load(path, &c);
+    nnc_ckpt_progress q;
+    int s = nnc_train_ckpt_progress(path, &q);
     if (s) {
         cli_error("--resume: %s", nnc_error_message());
         return cli_load_exit_code(s);
     }
-    const void *d = NULL, *w = NULL;
-    size_t nb = 0, nw = 0;
-    int ok = !nnc_ckpt_get_bytes(c, "run/meta", &d, &nb) && nb >= sizeof m;
-    if (ok) memcpy(&m, d, sizeof m);
-    ok = ok && m.version == 1 && m.workers > 0 && m.steps_per_epoch > 0 &&
-         !nnc_ckpt_get_bytes(c, "run/workers", &w, &nw) && nw % (size_t)m.workers == 0 &&
-         nw / (size_t)m.workers >= sizeof(int64_t);
-    if (ok) {
-        size_t stride = nw / (size_t)m.workers;
-        int64_t st;
-        memcpy(&st, w, sizeof st);
-        p->epoch = (double)st / (double)m.steps_per_epoch;
-        p->step = m.workers == 1 && m.algo == NNC_ALGO_SGD ? (long)st : (long)m.total_steps;
-        p->min_steps = (long)st;
-        for (int i = 1; i < m.workers; i++) {
-            memcpy(&st, (const char *)w + (size_t)i * stride, sizeof st);
-            if (st < p->min_steps) p->min_steps = (long)st;
-        }
-        p->spe = (long)m.steps_per_epoch;
-        p->seconds = m.seconds;
-    }
-    nnc_ckpt_free(c);
-    if (!ok) {
-        cli_error("--resume: %s: not a training checkpoint (no run/meta section of version 1)", path);
-        return EXIT_USAGE;
-    }
+    p->epoch = q.epoch;
+    p->step = q.steps;
+    p->min_steps = q.min_steps;
+    p->spe = q.steps_per_epoch;
+    p->seconds = q.seconds;
     return 0;
 }
 

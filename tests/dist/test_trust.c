@@ -203,11 +203,30 @@ static void expect_resume_refused(nnc_train_config *c, const nnc_dataset *tr, co
         cr_assert(strstr(nnc_error_message(), *want), "'%s' in: %s", *want, nnc_error_message());
 }
 
+/* Bytes of one worker record of the tiny model's runs (dist/record.c). */
+static size_t rec_bytes(void)
+{
+    nnc_model_config mc = {.in_channels = 1, .image_size = 8, .num_classes = 4};
+    nnc_model *m;
+    cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m), NNC_OK);
+    size_t b = nnc__worker_bytes(nnc_params_num_trained(nnc_model_params(m)));
+    nnc_model_free(m);
+    return b;
+}
+
+/* Byte offset of a field in the encoded worker record. */
+static size_t wfield(const char *name)
+{
+    long o = nnc__worker_field_offset(name);
+    cr_assert_geq(o, 0, "no record field '%s'", name);
+    return (size_t)o;
+}
+
 static void patch_worker(const char *dir, int worker, size_t field_off, const void *v, size_t n)
 {
     char path[600];
     snprintf(path, sizeof path, "%s/last.ckpt", dir);
-    patch_section(path, "run/workers", (size_t)worker * sizeof(nnc__worker_meta) + field_off, v, n);
+    patch_section(path, "run/workers", (size_t)worker * rec_bytes() + field_off, v, n);
 }
 
 Test(dist_trust, resume_refuses_lsgd_history_index_out_of_range, .timeout = 60)
@@ -216,7 +235,7 @@ Test(dist_trust, resume_refuses_lsgd_history_index_out_of_range, .timeout = 60)
     char dir[64];
     nnc_train_config c = short_run(NNC_ALGO_LSGD, dir, sizeof dir, tr);
     int bad = 1000000;
-    patch_worker(dir, 1, offsetof(nnc__worker_meta, hist) + offsetof(nnc_lsgd_hist, next), &bad, sizeof bad);
+    patch_worker(dir, 1, wfield("hist.next"), &bad, sizeof bad);
     const char *want[] = {"last.ckpt", "run/workers", "worker 1", "hist.next", "0..3", "1000000", NULL};
     expect_resume_refused(&c, tr, want);
     fx_rmdir(dir);
@@ -229,7 +248,7 @@ Test(dist_trust, resume_refuses_lsgd_history_count_out_of_range, .timeout = 60)
     char dir[64];
     nnc_train_config c = short_run(NNC_ALGO_LSGD, dir, sizeof dir, tr);
     int bad = -7;
-    patch_worker(dir, 0, offsetof(nnc__worker_meta, hist) + offsetof(nnc_lsgd_hist, count), &bad, sizeof bad);
+    patch_worker(dir, 0, wfield("hist.count"), &bad, sizeof bad);
     const char *want[] = {"run/workers", "worker 0", "hist.count", "-7", NULL};
     expect_resume_refused(&c, tr, want);
     fx_rmdir(dir);
@@ -242,12 +261,12 @@ Test(dist_trust, resume_refuses_loader_position_out_of_range, .timeout = 60)
     char dir[64];
     nnc_train_config c = short_run(NNC_ALGO_SGD, dir, sizeof dir, tr);
     int64_t bad = 99; /* 16 batches per epoch */
-    patch_worker(dir, 0, offsetof(nnc__worker_meta, loader_batch), &bad, sizeof bad);
+    patch_worker(dir, 0, wfield("loader_batch"), &bad, sizeof bad);
     const char *want[] = {"run/workers", "loader_batch", "0..16", "99", NULL};
     expect_resume_refused(&c, tr, want);
     bad = -1;
-    patch_worker(dir, 0, offsetof(nnc__worker_meta, loader_batch), &bad, sizeof bad);
-    patch_worker(dir, 0, offsetof(nnc__worker_meta, loader_epoch), &bad, sizeof bad);
+    patch_worker(dir, 0, wfield("loader_batch"), &bad, sizeof bad);
+    patch_worker(dir, 0, wfield("loader_epoch"), &bad, sizeof bad);
     const char *want2[] = {"loader_epoch", "-1", NULL};
     expect_resume_refused(&c, tr, want2);
     fx_rmdir(dir);
@@ -261,15 +280,15 @@ Test(dist_trust, resume_refuses_bad_counters_and_rng, .timeout = 60)
     nnc_train_config c = short_run(NNC_ALGO_MGRAWA, dir, sizeof dir, tr);
     /* A worker's round position beyond anything a round allows. */
     int64_t bad = 1000;
-    patch_worker(dir, 1, offsetof(nnc__worker_meta, wround), &bad, sizeof bad);
+    patch_worker(dir, 1, wfield("wround"), &bad, sizeof bad);
     const char *want[] = {"worker 1", "wround", "1000", NULL};
     expect_resume_refused(&c, tr, want);
     bad = 0;
-    patch_worker(dir, 1, offsetof(nnc__worker_meta, wround), &bad, sizeof bad);
+    patch_worker(dir, 1, wfield("wround"), &bad, sizeof bad);
     /* A zero xoshiro state would make every draw zero. */
     nnc_rng zero;
     memset(&zero, 0, sizeof zero);
-    patch_worker(dir, 0, offsetof(nnc__worker_meta, rng), &zero, sizeof zero);
+    patch_worker(dir, 0, wfield("rng"), &zero, sizeof zero);
     const char *want2[] = {"worker 0", "'rng'", "non-zero", NULL};
     expect_resume_refused(&c, tr, want2);
     /* The run counters. */
@@ -277,7 +296,7 @@ Test(dist_trust, resume_refuses_bad_counters_and_rng, .timeout = 60)
     nnc_train_config c2 = short_run(NNC_ALGO_MGRAWA, dir, sizeof dir, tr);
     snprintf(path, sizeof path, "%s/last.ckpt", dir);
     bad = -5;
-    patch_section(path, "run/meta", offsetof(nnc__run_meta, total_steps), &bad, sizeof bad);
+    patch_section(path, "run/meta", (size_t)nnc__meta_field_offset("total_steps"), &bad, sizeof bad);
     const char *want3[] = {"run/meta", "total_steps", "-5", NULL};
     expect_resume_refused(&c2, tr, want3);
     fx_rmdir(dir);
@@ -606,7 +625,7 @@ Test(dist_trust_cli, resume_refuses_loader_position_with_exit_2)
     char *run = cli_train("1");
     char *last = tcli_path(run, "last.ckpt");
     int64_t bad = 1000;
-    patch_section(last, "run/workers", offsetof(nnc__worker_meta, loader_batch), &bad, sizeof bad);
+    patch_section(last, "run/workers", wfield("loader_batch"), &bad, sizeof bad);
     tcli_result r = tcli_run(60, "train", "cifar10", "--data", cli_data, "--no-download", "--model", "tiny", "--batch",
                              "32", "--limit-train", "256", "--limit-test", "100", "--lr", "0.05", "--threads", "1",
                              "--epochs", "2", "--run-dir", run, "--resume", NULL);
