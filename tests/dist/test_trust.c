@@ -635,3 +635,110 @@ Test(dist_trust_cli, resume_refuses_loader_position_with_exit_2)
     free(last);
     free(run);
 }
+
+/* ------------------------------------------------------------------ the run-state codec */
+
+Test(dist_trust, run_state_is_little_endian_and_progress_query_reads_it, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1);
+    char dir[64], path[600];
+    nnc_train_config c = fx_config(NNC_ALGO_LGRAWA, 2);
+    c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
+    c.epochs = 1;
+    nnc_train_result r;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_OK, "%s", nnc_error_message());
+    snprintf(path, sizeof path, "%s/last.ckpt", dir);
+    nnc_ckpt_progress q;
+    cr_assert_eq(nnc_train_ckpt_progress(path, &q), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(q.steps, r.steps);
+    cr_assert_eq(q.workers, 2);
+    cr_assert_eq(q.algo, NNC_ALGO_LGRAWA);
+    cr_assert_eq(q.steps_per_epoch, 8);   /* 256 images / 2 workers / batch 16 */
+    cr_assert_eq(q.min_steps, 8);
+    cr_assert_eq(q.rounds, r.rounds);
+    cr_assert_float_eq(q.epoch, 1.0, 1e-12);
+    cr_assert(q.seconds > 0.0);
+    /* The record's fields are little-endian whatever the host: worker 1's steps byte by byte. */
+    nnc_ckpt *ck;
+    cr_assert_eq(nnc_ckpt_load(path, &ck), NNC_OK);
+    const void *d;
+    size_t nb;
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "run/workers", &d, &nb), NNC_OK);
+    cr_assert_eq(nb, 2 * rec_bytes());
+    const unsigned char *w1 = (const unsigned char *)d + rec_bytes() + wfield("steps");
+    for (int k = 0; k < 8; k++) cr_assert_eq(w1[k], (unsigned char)((uint64_t)r.local_steps[1] >> (8 * k)));
+    cr_assert_eq(nnc_ckpt_get_bytes(ck, "run/meta", &d, &nb), NNC_OK);
+    cr_assert_eq(nb, nnc__meta_bytes());
+    cr_assert_eq(((const unsigned char *)d)[0], NNC__RUN_META_VERSION);
+    nnc_ckpt_free(ck);
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+}
+
+Test(dist_trust, resume_refuses_an_older_run_state_version, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1);
+    char dir[64], path[600];
+    nnc_train_config c = short_run(NNC_ALGO_MGRAWA, dir, sizeof dir, tr);
+    snprintf(path, sizeof path, "%s/last.ckpt", dir);
+    int32_t v1 = 1;
+    patch_section(path, "run/meta", (size_t)nnc__meta_field_offset("version"), &v1, sizeof v1);
+    const char *want[] = {"run/meta", "version", "expected 2, found 1", "the nnc that wrote it", NULL};
+    expect_resume_refused(&c, tr, want);
+    nnc_ckpt_progress q;
+    cr_assert_eq(nnc_train_ckpt_progress(path, &q), NNC_EFORMAT);
+    cr_assert(strstr(nnc_error_message(), "found 1"), "%s", nnc_error_message());
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+}
+
+Test(dist_trust, resume_refuses_a_non_finite_smoothed_norm, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(256, 1);
+    char dir[64];
+    nnc_train_config c = short_run(NNC_ALGO_MGRAWA, dir, sizeof dir, tr);
+    double nan = NAN;
+    patch_worker(dir, 1, wfield("ema"), &nan, sizeof nan);
+    const char *want[] = {"run/workers", "worker 1", "ema[0]", "nan", NULL};
+    expect_resume_refused(&c, tr, want);
+    fx_rmdir(dir);
+    fx_dataset_free(tr);
+}
+
+Test(dist_trust, progress_query_refuses_a_model_checkpoint)
+{
+    char dir[64], path[600];
+    fx_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/model.ckpt", dir);
+    nnc_model_config mc = {.in_channels = 1, .image_size = 8, .num_classes = 4};
+    nnc_model *m;
+    cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m), NNC_OK);
+    nnc_ckpt *ck;
+    cr_assert_eq(nnc_ckpt_new(nnc_model_arch(m), &ck), NNC_OK);
+    cr_assert_eq(nnc_ckpt_add_params(ck, "", nnc_model_params(m)), NNC_OK);
+    cr_assert_eq(nnc_ckpt_save(ck, path), NNC_OK, "%s", nnc_error_message());
+    nnc_ckpt_free(ck);
+    nnc_model_free(m);
+    nnc_ckpt_progress q;
+    cr_assert_eq(nnc_train_ckpt_progress(path, &q), NNC_EFORMAT);
+    cr_assert(strstr(nnc_error_message(), "not a training checkpoint"), "%s", nnc_error_message());
+    fx_rmdir(dir);
+}
+
+Test(dist_trust, loader_seek_out_of_range_is_a_status)
+{
+    nnc_dataset *tr = fx_dataset(64, 1);
+    nnc_loader_config lc = nnc_loader_config_default();
+    lc.batch = 16;
+    lc.prefetch = 0;
+    nnc_loader *l;
+    cr_assert_eq(nnc_loader_new(tr, &lc, &l), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(nnc_loader_seek(l, 2, 3), NNC_OK);
+    cr_assert_eq(nnc_loader_seek(l, 0, 5), NNC_EINVAL);   /* 4 batches per epoch */
+    cr_assert(strstr(nnc_error_message(), "0..4"), "%s", nnc_error_message());
+    cr_assert_eq(nnc_loader_seek(l, -1, 0), NNC_EINVAL);
+    cr_assert_eq(nnc_loader_epoch(l), 2);
+    cr_assert_eq(nnc_loader_batch_index(l), 3);
+    nnc_loader_free(l);
+    fx_dataset_free(tr);
+}
