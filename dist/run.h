@@ -105,8 +105,16 @@ void nnc__run_log(nnc_run *R, const char *fmt, ...) __attribute__((format(printf
 /* Learning rate of a worker's next step (schedule from c.sched, c.lr). */
 float nnc__run_lr(const nnc_run *R, long step, double seconds);
 
+/* The single-replica loop (single.c). */
+int nnc__run_single(nnc_run *R);
 /* Multi-worker training (sync.c). */
 int nnc__run_workers(nnc_run *R);
+/* The thread of worker `id` (worker.c). */
+typedef struct nnc__worker_arg {
+    nnc_run *R;
+    int id;
+} nnc__worker_arg;
+void *nnc__worker_main(void *arg);
 /* out (n_buf floats) = mean of the BN buffers of the workers with ok[i] (NULL: all), summed in
  * global worker order over every rank (collective). */
 int nnc__run_buf_average(nnc_run *R, const int *ok, float *out);

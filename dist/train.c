@@ -1,5 +1,5 @@
-/* dist/train.c - nnc_train: config resolution, run set-up, the single-replica loop, evaluation
- * of the center and the uniform average, teardown (multi-worker rounds: sync.c). */
+/* dist/train.c - nnc_train: config resolution, run set-up and teardown (the single-replica loop:
+ * single.c; multi-worker rounds: sync.c and worker.c; evaluation: evaluate.c). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 #include "nn/blas.h"
 #include "nn/fault.h"
 #include "nn/threads.h"
-
-#define EVAL_STREAM 0x6576616cULL /* "eval" */
 
 nnc_train_config nnc_train_config_default(void)
 {
@@ -329,252 +327,6 @@ static int run_setup(nnc_run *R)
     return NNC_OK;
 }
 
-/* The stop flag evaluation and BN re-estimation poll: the caller's, except across MPI ranks,
- * where a stop must become a collective decision at a round (a rank leaving an evaluation alone
- * would leave the others waiting in the next collective). */
-static volatile sig_atomic_t *eval_stop(const nnc_run *R)
-{
-    return R->tp && R->tp->size > 1 ? NULL : R->user->stop;
-}
-
-/* Evaluate scratch (params already set) after BN re-estimation. */
-static int eval_scratch(nnc_run *R, double *loss, double *acc)
-{
-    nnc_rng rng;
-    nnc_rng_seed(&rng, R->c.seed, EVAL_STREAM + (uint64_t)R->round);
-    int s = nnc__bn_reestimate_stop(R->scratch, R->eval_g, R->train, R->c.bn_reestimate_batches, R->c.batch,
-                                    &rng, eval_stop(R));
-    if (s) return s;
-    return nnc__evaluate_stop(R->scratch, R->test, R->c.batch, loss, acc, NULL, eval_stop(R));
-}
-
-static void emit_eval(nnc_run *R, const char *which, double loss, double acc, int best)
-{
-    if (!R->c.on_eval) return;
-    nnc_eval_info e = {.epoch = R->spe ? (double)R->rep[0]->steps / R->spe : 0.0,
-                       .seconds = nnc__run_seconds(R),
-                       .step = R->M == 1 ? R->rep[0]->steps : R->total_steps,
-                       .which = which,
-                       .loss = loss,
-                       .acc = acc,
-                       .is_best = best};
-    R->c.on_eval(&e, R->c.ud);
-}
-
-/* Uniform average of the workers' parameters and buffers into scratch (workers parked). */
-static int load_average(nnc_run *R)
-{
-    nnc_params *p = nnc_model_params(R->scratch);
-    const float *x[NNC_MAX_WORKERS];
-    double u[NNC_MAX_WORKERS];
-    for (int i = 0; i < R->M; i++) {
-        x[i] = R->rep[i]->p->data;
-        u[i] = 1.0;
-    }
-    int s = nnc__transport_center(R->tp, &R->ly, x + R->lo, u + R->lo, R->nloc, 0, R->acc, R->usum, p->data);
-    if (s) return s;
-    return nnc__run_buf_average(R, NULL, p->buf);
-}
-
-/* Test hook eval_acc:A1/A2/...: the k-th evaluation of this run reports Ak (one replica). */
-static double forced_acc(nnc_run *R, double acc)
-{
-#ifdef NNC_TESTING
-    char arg[256];
-    if (nnc__fault_arg("eval_acc", arg, sizeof arg)) {
-        const char *p = arg;
-        for (int i = 0; i < R->n_evals && p; i++) {
-            p = strchr(p, '/');
-            if (p) p++;
-        }
-        if (p && *p) acc = atof(p);
-    }
-#endif
-    R->n_evals++;
-    return acc;
-}
-
-/* An evaluation that failed with s. A stop (NNC_EINTERRUPTED from the stop flag polled inside
- * the evaluation) ends the run like a stop between steps: last.ckpt gets the state the
- * evaluation started from (workers parked, nothing trained since), and the status says so. */
-static int eval_failed(nnc_run *R, int s)
-{
-    if (s != NNC_EINTERRUPTED) return s;
-    R->res->stopped_by_signal = R->user->stop && *R->user->stop ? (int)*R->user->stop : -1;
-    long step = R->M == 1 ? R->rep[0]->steps : R->total_steps;
-    int w = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
-    if (w) return w;
-    return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d during the evaluation after step %ld%s",
-                     R->res->stopped_by_signal, step, R->c.ckpt_dir ? " (checkpoint written)" : "");
-}
-
-int nnc__run_evaluate(nnc_run *R)
-{
-    if (!R->test) return NNC_OK;
-    double t0 = nnc__now();
-    double loss = NAN, acc = NAN;
-    int s = NNC_OK, best = 0;
-    nnc_train_result *res = R->res;
-    if (R->A->flags & NNC_ALGO_F_SINGLE) {
-        if ((s = nnc__evaluate_stop(R->rep[0]->model, R->test, R->c.batch, &loss, &acc, NULL, eval_stop(R))))
-            return eval_failed(R, s);
-        acc = forced_acc(R, acc);
-        best = acc > R->best_acc;
-        res->test_acc = acc;
-        res->test_loss = loss;
-        emit_eval(R, "model", loss, acc, best);
-    } else {
-        nnc_params *p = nnc_model_params(R->scratch);
-        if (R->A->flags & NNC_ALGO_F_GRADIENTS) {
-            /* Every replica holds the same parameters; BN buffers are replica 0's (rank 0). */
-            memcpy(R->center, R->rep[R->lo]->p->data, p->n_data * sizeof(float));
-            memcpy(R->center_buf, R->rep[0]->p->buf, p->n_buf * sizeof(float));
-            if (R->tp->size > 1 && p->n_buf &&
-                (s = R->tp->ops->broadcast(R->tp, R->center_buf, p->n_buf * sizeof(float), 0)))
-                return s;
-        }
-        memcpy(p->data, R->center, p->n_data * sizeof(float));
-        memcpy(p->buf, R->center_buf, p->n_buf * sizeof(float));
-        double closs, cacc, aloss, aacc;
-        int use_avg = (R->A->flags & NNC_ALGO_F_REPORT_AVERAGE) != 0;
-        if ((s = eval_scratch(R, &closs, &cacc))) return eval_failed(R, s);
-        if (!use_avg) {
-            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
-            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
-        }
-        if ((s = load_average(R))) return s;
-        if ((s = eval_scratch(R, &aloss, &aacc))) return eval_failed(R, s);
-        if (use_avg) {
-            memcpy(R->model_data, p->data, p->n_data * sizeof(float));
-            memcpy(R->model_buf, p->buf, p->n_buf * sizeof(float));
-        }
-        R->model_valid = 1;
-        R->model_round = R->round;
-        R->model_steps = R->total_steps;
-        if (R->tp->size > 1) {
-            /* Every rank evaluated (in parallel); rank 0's numbers decide for all (best.ckpt is
-             * collective), even where another machine's kernels round differently. */
-            double v[4] = {closs, cacc, aloss, aacc};
-            if ((s = R->tp->ops->broadcast(R->tp, v, sizeof v, 0))) return s;
-            closs = v[0], cacc = v[1], aloss = v[2], aacc = v[3];
-        }
-        loss = use_avg ? aloss : closs;
-        acc = use_avg ? aacc : cacc;
-        best = acc > R->best_acc;
-        res->center_test_acc = cacc;
-        res->average_test_acc = aacc;
-        res->test_acc = acc;
-        res->test_loss = loss;
-        emit_eval(R, "center", closs, cacc, best && !use_avg);
-        emit_eval(R, "average", aloss, aacc, best && use_avg);
-    }
-    if (best) R->best_acc = acc;
-    R->t_excluded += nnc__now() - t0;
-    if (best && R->c.ckpt_dir) {
-        double t1 = nnc__now();
-        s = nnc__run_save(R, "best.ckpt");
-        R->t_excluded += nnc__now() - t1;
-    }
-    return s;
-}
-
-static void emit_step(nnc_run *R, double loss_sum, long n, long correct, long seen, double *img_t0,
-                      long *img_seen0, float lr)
-{
-    if (!R->c.on_step || n == 0) return;
-    double now = nnc__run_seconds(R);
-    nnc_step_info si = {.step = R->rep[0]->steps,
-                        .total_steps = R->plan,
-                        .epoch = R->spe ? (double)R->rep[0]->steps / R->spe : 0.0,
-                        .seconds = now,
-                        .loss = loss_sum / n,
-                        .acc = seen ? (double)correct / seen : 0.0,
-                        .lr = lr,
-                        .images_per_sec = now > *img_t0 ? (double)(seen) / (now - *img_t0) : 0.0};
-    *img_t0 = now;
-    *img_seen0 = 0;
-    R->c.on_step(&si, R->c.ud);
-}
-
-/* The plain single-replica loop (workers 1, algo sgd). */
-static int run_single(nnc_run *R)
-{
-    nnc_replica *r = R->rep[0];
-    nnc_train_result *res = R->res;
-    int log_every = R->c.log_every > 0 ? R->c.log_every : (int)(R->spe / 10 > 0 ? R->spe / 10 : 1);
-    double wloss = 0.0, eloss = 0.0, t_img = nnc__run_seconds(R);
-    long wn = 0, wc = 0, ws = 0, en = 0, ec = 0, es = 0, img0 = 0;
-    float lr = R->c.lr;
-    int skip = R->c.nan_policy == NNC_NAN_SKIP;
-    for (;;) {
-        if (R->user->stop && *R->user->stop) {
-            res->stopped_by_signal = (int)*R->user->stop;
-            res->steps = res->local_steps[0] = r->steps; /* so epochs/summary describe the stopped run */
-            int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
-            if (s) return s;
-            return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d after step %ld%s", res->stopped_by_signal,
-                             r->steps, R->c.ckpt_dir ? " (checkpoint written)" : "");
-        }
-        if (R->plan && r->steps >= R->plan) break;
-        if (R->c.time_budget > 0 && nnc__run_seconds(R) >= R->c.time_budget) break;
-        lr = nnc__run_lr(R, r->steps, nnc__run_seconds(R));
-        double loss = NAN;
-        long c0 = r->correct, s0 = r->seen;
-        if (skip) memcpy(r->buf_save, r->p->buf, r->p->n_buf * sizeof(float));
-        int s = nnc__replica_step(r, lr, &loss);
-        if (s == NNC_EDIVERGED && !skip)
-            return nnc__fail(NNC_EDIVERGED, "%s at step %ld (epoch %.2f); stopped (--nan-policy stop), "
-                             "parameters and the last checkpoint are from before this step",
-                             isfinite(loss) ? "non-finite gradient" : "non-finite loss", r->steps + 1,
-                             (double)r->steps / R->spe);
-        if (s == NNC_EDIVERGED) {
-            /* Skip: parameters and momentum were not touched; undo the forward's BN updates and
-             * its counts, consume the step. */
-            memcpy(r->p->buf, r->buf_save, r->p->n_buf * sizeof(float));
-            r->correct = c0, r->seen = s0;
-            r->steps++;
-            res->skipped_steps++;
-            nnc__run_log(R, "step %ld: non-finite %s (loss %g), step skipped (%ld skipped so far)", r->steps,
-                         isfinite(loss) ? "gradient" : "loss", loss, res->skipped_steps);
-        } else if (s) {
-            return s;
-        } else {
-            long dc = r->correct - c0, dsn = r->seen - s0;
-            wloss += loss, wn++, wc += dc, ws += dsn;
-            eloss += loss, en++, ec += dc, es += dsn;
-            img0 += dsn;
-        }
-        if (r->steps % log_every == 0) {
-            emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
-            wloss = 0.0, wn = wc = ws = 0;
-        }
-        if (r->steps % R->spe == 0) {
-            res->train_loss = en ? eloss / en : NAN;
-            res->train_acc = es ? (double)ec / es : 0.0;
-            eloss = 0.0, en = ec = es = 0;
-            long epoch = r->steps / R->spe;
-            int last = R->plan && r->steps >= R->plan;
-            if (!last && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0 &&
-                (s = nnc__run_evaluate(R)))
-                return s;
-            if (R->c.ckpt_dir) {
-                double t1 = nnc__now();
-                s = nnc__run_save_epoch(R, epoch);
-                R->t_excluded += nnc__now() - t1;
-                if (s) return s;
-            }
-        }
-    }
-    if (wn) emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
-    if (en) {
-        res->train_loss = eloss / en;
-        res->train_acc = es ? (double)ec / es : 0.0;
-    }
-    res->local_steps[0] = r->steps;
-    res->steps = r->steps;
-    return NNC_OK;
-}
-
 /* The epoch the run ended on, when it ended exactly at an epoch end (else 0). */
 static long end_epoch(const nnc_run *R)
 {
@@ -635,7 +387,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     if (!s && !done) {
         R->t_start = nnc__now();
         if (R->A->flags & NNC_ALGO_F_SINGLE) {
-            s = run_single(R);
+            s = nnc__run_single(R);
             out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
         } else {
             s = nnc__run_workers(R);
