@@ -111,7 +111,7 @@ int main(void)
     g_train = make_dataset(256);
     int bad = 0;
     char name[64];
-    for (int a = NNC_ALGO_MGRAWA; a <= NNC_ALGO_DP_SAM; a++)
+    for (int a = NNC_ALGO_MGRAWA; a <= NNC_ALGO_SLOWMO; a++)
         for (int s = 0; s < 2; s++) {
             snprintf(name, sizeof name, "%s/%s", nnc_algo_name((nnc_algo)a), s ? "lockstep" : "async");
             bad += run(name, config((nnc_algo)a, 4, (nnc_sync_mode)s), NNC_OK);

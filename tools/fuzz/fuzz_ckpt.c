@@ -1,13 +1,23 @@
-/* tools/fuzz/fuzz_ckpt.c - libFuzzer harness for the checkpoint loader (TESTS.md C6).
- * Built by `make fuzz` with clang -fsanitize=fuzzer,address,undefined; run by `make fuzz-run`
- * over the seed corpus in tools/fuzz/corpus/ckpt. Every input must either load, or fail with
- * NNC_EFORMAT and a message; a loaded checkpoint is then queried through the lookup API.
- * Each input is tried twice: as is, and with its CRCs recomputed, so that mutations get past
- * the checksums into the structure checks and lookups. */
+/* tools/fuzz/fuzz_ckpt.c - libFuzzer harness for the checkpoint loader (TESTS.md C6) and the
+ * run-checkpoint load path. Built by `make fuzz` with clang -fsanitize=fuzzer,address,undefined;
+ * run by `make fuzz-run` over the seed corpus in tools/fuzz/corpus/ckpt. Every input must either
+ * load, or fail with NNC_EFORMAT and a message; a loaded checkpoint is then queried through the
+ * lookup API. Each input is tried twice: as is, and with its CRCs recomputed, so that mutations
+ * get past the checksums into the structure checks and lookups. The CRC-fixed input is then
+ * also a run's last.ckpt: nnc_train_ckpt_progress reads it, and when that succeeds a tiny
+ * two-worker run of its algorithm resumes from it (the run-state codec, every range check, the
+ * tensors): any outcome but a status with a message, or a crash, is a bug.
+ * The seed run_mgrawa.ckpt / run_slowmo.ckpt come from this file built with
+ * -DFUZZ_CKPT_SEEDGEN (a main that trains the same tiny run and keeps its last.ckpt):
+ *   cc -std=c11 -D_GNU_SOURCE -pthread -I. -DFUZZ_CKPT_SEEDGEN tools/fuzz/fuzz_ckpt.c build/libnnc.a \
+ *      $(LDLIBS) -o seedgen && ./seedgen mgrawa out.ckpt */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "dist/dist.h"
 #include "nn/nnc.h"
 
 static nnc_params *table;
@@ -87,6 +97,95 @@ static void one(const uint8_t *data, size_t size)
     nnc_ckpt_free(c);
 }
 
+/* ---- the run-checkpoint path ---- */
+
+/* 64 images 1x8x8 of 4 classes: class k has a bright quadrant k. */
+static nnc_dataset *tiny_data(void)
+{
+    static nnc_dataset d;
+    static uint8_t img[64 * 64];
+    static int lab[64];
+    if (d.n) return &d;
+    snprintf(d.name, sizeof d.name, "fuzz");
+    d.c = 1, d.h = 8, d.w = 8, d.num_classes = 4;
+    d.images = img;
+    d.labels = lab;
+    d.mean[0] = 0.3f;
+    d.std[0] = 0.3f;
+    for (int i = 0; i < 64; i++) {
+        lab[i] = i % 4;
+        for (int p = 0; p < 64; p++)
+            img[i * 64 + p] = (uint8_t)((p * 37 + i * 11) % 90 + (((p / 8 >= 4) * 2 + (p % 8 >= 4)) == i % 4 ? 140 : 0));
+    }
+    d.n = 64;
+    return &d;
+}
+
+static nnc_train_config tiny_config(nnc_algo algo, const char *dir)
+{
+    nnc_train_config c = nnc_train_config_default();
+    c.model = "tiny";
+    c.batch = 16;
+    c.augment = 0;
+    c.lr = 0.05f;
+    c.epochs = 1;
+    c.seed = 3;
+    c.workers = 2;
+    c.algo = algo;
+    c.sync = NNC_SYNC_LOCKSTEP;
+    c.tau = 2;
+    c.probe_batch = 8;
+    c.bn_reestimate_batches = 1;
+    c.eval_every_epochs = 0;
+    c.sync_timeout = 20;
+    c.ckpt_dir = dir;
+    return c;
+}
+
+static char run_dir[64];
+
+static void run_path(const uint8_t *data, size_t size)
+{
+    if (!run_dir[0]) {
+        snprintf(run_dir, sizeof run_dir, "/tmp/nnc_fuzz_run_XXXXXX");
+        if (!mkdtemp(run_dir)) abort();
+    }
+    char path[128];
+    snprintf(path, sizeof path, "%s/last.ckpt", run_dir);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0) abort();
+    nnc_ckpt_progress q;
+    int s = nnc_train_ckpt_progress(path, &q);
+    if (s != NNC_OK) {
+        if (!nnc_error_message()[0]) abort();
+        return;
+    }
+    if (q.workers != 2 || q.algo == NNC_ALGO_SGD) return;
+    nnc_train_config c = tiny_config(q.algo, run_dir);
+    c.epochs = 2;
+    c.resume = 1;
+    nnc_train_result r;
+    s = nnc_train(&c, tiny_data(), NULL, &r);
+    if (s != NNC_OK && !nnc_error_message()[0]) abort();
+}
+
+#ifdef FUZZ_CKPT_SEEDGEN
+int main(int argc, char **argv)
+{
+    nnc_algo a;
+    if (argc != 3 || nnc_algo_parse(argv[1], &a)) return 2;
+    char dir[64] = "/tmp/nnc_fuzz_seed_XXXXXX", cmd[256];
+    if (!mkdtemp(dir)) return 1;
+    nnc_train_config c = tiny_config(a, dir);
+    nnc_train_result r;
+    if (nnc_train(&c, tiny_data(), NULL, &r)) {
+        fprintf(stderr, "%s\n", nnc_error_message());
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd, "cp '%s/last.ckpt' '%s' && rm -rf '%s'", dir, argv[2], dir);
+    return system(cmd) == 0 ? 0 : 1;
+}
+#else
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!table) table = make_table();
@@ -96,6 +195,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     fix_crcs(copy, size);
     one(copy, size);
+    run_path(copy, size);
     free(copy);
     return 0;
 }
+#endif
