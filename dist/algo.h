@@ -43,6 +43,15 @@ enum {
     NNC_ALGO_F_SLOWMO = 1 << 7         /* slow momentum always on (defaults beta 0.7, alpha 1) */
 };
 
+/* A named float vector of algorithm state that checkpoints save and restore (section name) and
+ * a resume sends from rank 0 to every rank. */
+typedef struct nnc_algo_vec {
+    const char *name;
+    float *data;
+    size_t n;
+} nnc_algo_vec;
+#define NNC_ALGO_MAX_STATE 4
+
 typedef struct nnc_algo_def {
     nnc_algo id;
     const char *name;
@@ -59,6 +68,10 @@ typedef struct nnc_algo_def {
      * thread); *loss the batch loss, *correct (may be NULL) its right predictions; NNC_EDIVERGED
      * or a non-finite gradient makes the worker non-finite for the round. */
     int (*gradient)(nnc_run *R, nnc_replica *r, int n, double *loss, long *correct);
+    /* The algorithm's own synchronizer state beyond the center, the target and the per-worker
+     * records (dist/record.c): up to NNC_ALGO_MAX_STATE vectors into v, returns how many;
+     * NULL: none. */
+    int (*state)(const nnc_run *R, nnc_algo_vec *v);
 } nnc_algo_def;
 
 /* The registered algorithm called name (or its alias), NULL if none. */
@@ -94,5 +107,8 @@ void nnc__slowmo_update(float *x0, float *u, const float *avg, double beta, doub
 /* The slow-momentum step of a round with R->slow: R->center (the round's average) becomes the
  * new x0 and the target (R->pub). */
 int nnc__slowmo_round(nnc_run *R);
+/* The state hook of the algorithms with NNC_ALGO_F_SLOW_MOMENTUM: u ("run/slow_u") and x0
+ * ("run/slow_x0") when the run has slow momentum, else nothing. */
+int nnc__slowmo_state(const nnc_run *R, nnc_algo_vec *v);
 
 #endif

@@ -54,6 +54,7 @@ const nnc_algo_def nnc__algo_mgrawa = {
     .tau = 32, .pull = 0.5f, .prox = 0.01f,
     .flags = NNC_ALGO_F_PROBE | NNC_ALGO_F_SLOW_MOMENTUM,
     .weights = grawa_weights, .center = nnc__algo_weighted_center, .pull_coef = nnc__algo_config_pull,
+    .state = nnc__slowmo_state,
 };
 
 const nnc_algo_def nnc__algo_lgrawa = {
@@ -62,4 +63,5 @@ const nnc_algo_def nnc__algo_lgrawa = {
     .tau = 32, .pull = 0.5f, .prox = 0.01f,
     .flags = NNC_ALGO_F_PROBE | NNC_ALGO_F_PER_LAYER | NNC_ALGO_F_SLOW_MOMENTUM,
     .weights = grawa_weights, .center = nnc__algo_weighted_center, .pull_coef = nnc__algo_config_pull,
+    .state = nnc__slowmo_state,
 };

@@ -9,5 +9,5 @@ const nnc_algo_def nnc__algo_local_sgd = {
     .tau = 32, .pull = 1.0f, .prox = 0.0f,
     .flags = NNC_ALGO_F_REPORT_AVERAGE | NNC_ALGO_F_SLOW_MOMENTUM,
     .weights = nnc__algo_uniform_weights, .center = nnc__algo_weighted_center,
-    .pull_coef = nnc__algo_config_pull,
+    .pull_coef = nnc__algo_config_pull, .state = nnc__slowmo_state,
 };

@@ -40,6 +40,14 @@ int nnc__slowmo_round(nnc_run *R)
     return NNC_OK;
 }
 
+int nnc__slowmo_state(const nnc_run *R, nnc_algo_vec *v)
+{
+    if (!R->slow) return 0;
+    v[0] = (nnc_algo_vec){"run/slow_u", R->slow_u, R->ly.n};
+    v[1] = (nnc_algo_vec){"run/slow_x0", R->slow_x0, R->ly.n};
+    return 2;
+}
+
 static double slowmo_pull(const nnc_run *R, int i)
 {
     (void)R;
@@ -53,4 +61,5 @@ const nnc_algo_def nnc__algo_slowmo = {
     .tau = 32, .pull = 1.0f, .prox = 0.0f,
     .flags = NNC_ALGO_F_SLOW_MOMENTUM | NNC_ALGO_F_SLOWMO,
     .weights = nnc__algo_uniform_weights, .center = nnc__algo_weighted_center, .pull_coef = slowmo_pull,
+    .state = nnc__slowmo_state,
 };

@@ -6,8 +6,9 @@
  * algorithm other than sgd) while the calling thread acts as the synchronizer/coordinator,
  * runs until the epochs or the time budget are used up (stopping at a round boundary),
  * evaluates, and joins every thread. `workers 1, algo sgd` is the plain single-replica loop on
- * the calling thread. Algorithms follow docs/algorithms.md; the math is dist/grawa.h, the
- * communication seam dist/transport.h, the thread protocol dist/sync.c.
+ * the calling thread. Algorithms follow docs/algorithms.md; each is one nnc_algo_def
+ * (dist/algo.h; one file per family, a registry line in dist/algo.c), the math is dist/grawa.h,
+ * the communication seam dist/transport.h, the thread protocol dist/sync.c and dist/worker.c.
  *
  * Implementation choices the algorithms leave open: the GRAWA probe leaves BN running
  * statistics untouched (saved and restored around its train-mode forward); the center combines
@@ -120,7 +121,7 @@ typedef struct nnc_train_config {
     int workers;                  /* 1; MPI build under mpirun: the total over all ranks */
     nnc_algo algo;
     nnc_sync_mode sync;
-    int tau;                      /* 0 = algorithm default (32 GRAWA/local-sgd, 4 EASGD/LSGD) */
+    int tau;                      /* 0 = algorithm default (32 GRAWA/local-sgd/slowmo, 4 EASGD/LSGD) */
     float pull;                   /* GRAWA c (0.5), LSGD c (0.1); < 0 = default */
     float prox;                   /* GRAWA p (0.01), LSGD p (0.1); < 0 = default */
     float easgd_beta;             /* 0.1 */

@@ -1,12 +1,13 @@
 /* dist/run.h - the state of one training run (internal to dist/).
  *
- * train.c resolves the config, builds the replicas and runs the single-replica loop;
- * sync.c runs M > 1 workers (worker threads + the synchronizer on the calling thread; with MPI
- * ranks, this rank's workers [lo, hi) of the M);
- * runckpt.c saves and restores a run. One nnc_run per nnc_train() call: no global state.
+ * train.c resolves the config and builds the replicas, single.c runs the single-replica loop;
+ * sync.c (the synchronizer on the calling thread) and worker.c (the worker threads) run M > 1
+ * workers (with MPI ranks, this rank's workers [lo, hi) of the M); the algorithms are
+ * dist/algo*.c; runckpt.c saves and restores a run, record.c encodes its counters. One nnc_run
+ * per nnc_train() call: no global state.
  *
- * Ownership and threads: rep[i] and the w* fields of worker i are written only by worker i
- * (the w* mirrors under mu); center, pub, center_buf, ema, ok, reset, pull_c are written only
+ * Ownership and threads: rep[i] and W[i] (its w* mirrors under mu) are written only by worker
+ * i; center, pub, center_buf, ema, ok, reset, pull_c, leader, slow_u, slow_x0 are written only
  * by the synchronizer while every worker is parked at a round, and read by workers after the
  * round's generation bump (mu gives the ordering).
  */

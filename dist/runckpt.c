@@ -43,14 +43,27 @@ static int ckpt_path(const nnc_run *R, const char *name, char *path, size_t n)
     return NNC_OK;
 }
 
+/* The synchronizer's vectors (M > 1): the center, the target, the center's BN buffers, then the
+ * algorithm's own state (nnc_algo_def.state). Returns how many. */
+static int state_vectors(const nnc_run *R, nnc_algo_vec *v)
+{
+    const nnc_params *p = R->rep[0]->p;
+    int n = 0;
+    v[n++] = (nnc_algo_vec){"run/center", R->center, p->n_data};
+    v[n++] = (nnc_algo_vec){"run/pub", R->pub, p->n_data};
+    if (p->n_buf) v[n++] = (nnc_algo_vec){"run/center_buf", R->center_buf, p->n_buf};
+    if (R->A->state) n += R->A->state(R, v + n);
+    return n;
+}
+
 static int all_finite(const nnc_run *R)
 {
     for (int i = 0; i < R->M; i++)
         if (!nnc_params_all_finite(R->rep[i]->p)) return 0;
-    nnc_params *p = R->rep[0]->p;
-    return nnc__grawa_finite(R->center, p->n_data) && nnc__grawa_finite(R->pub, p->n_data) &&
-           nnc__grawa_finite(R->center_buf, p->n_buf) &&
-           (!R->slow || (nnc__grawa_finite(R->slow_u, p->n_data) && nnc__grawa_finite(R->slow_x0, p->n_data)));
+    nnc_algo_vec v[3 + NNC_ALGO_MAX_STATE];
+    for (int k = 0, n = state_vectors(R, v); k < n; k++)
+        if (!nnc__grawa_finite(v[k].data, v[k].n)) return 0;
+    return 1;
 }
 
 /* One worker as it travels between ranks: its record (LIVE), then data, buf, momentum and
@@ -170,12 +183,11 @@ static int save_file(nnc_run *R, const char *name)
         memcpy(sp->data, evaluated ? R->model_data : R->center, sp->n_data * sizeof(float));
         memcpy(sp->buf, evaluated ? R->model_buf : R->center_buf, sp->n_buf * sizeof(float));
         if (!s) s = nnc_ckpt_add_params(c, "", sp);
-        int n = (int)sp->n_data, nb = (int)sp->n_buf;
-        if (!s) s = nnc_ckpt_add_floats(c, "run/center", 1, &n, R->center);
-        if (!s) s = nnc_ckpt_add_floats(c, "run/pub", 1, &n, R->pub);
-        if (!s && nb) s = nnc_ckpt_add_floats(c, "run/center_buf", 1, &nb, R->center_buf);
-        if (!s && R->slow) s = nnc_ckpt_add_floats(c, "run/slow_u", 1, &n, R->slow_u);
-        if (!s && R->slow) s = nnc_ckpt_add_floats(c, "run/slow_x0", 1, &n, R->slow_x0);
+        nnc_algo_vec v[3 + NNC_ALGO_MAX_STATE];
+        for (int k = 0, nv = state_vectors(R, v); !s && k < nv; k++) {
+            int n = (int)v[k].n;
+            s = nnc_ckpt_add_floats(c, v[k].name, 1, &n, v[k].data);
+        }
     }
     for (int i = 0; !single && !s && i < M; i++) {
         snprintf(prefix, sizeof prefix, "w%d/", i);
@@ -303,7 +315,6 @@ static int load_file(nnc_run *R)
     nnc_ckpt *c = NULL;
     if ((s = nnc_ckpt_load(path, &c))) return nnc__fail_prefix(s, "resume");
     int M = R->M, single = (R->A->flags & NNC_ALGO_F_SINGLE) != 0;
-    nnc_params *sp = nnc_model_params(R->scratch);
     nnc__meta meta;
     const void *mb;
     size_t mn;
@@ -342,13 +353,9 @@ static int load_file(nnc_run *R)
             (s = nnc_ckpt_check_finite_like(c, "opt/", p, R->rep[0]->opt->momentum)))
             goto done;
     } else {
-        if ((s = get_floats(c, "run/center", R->center, sp->n_data)) ||
-            (s = get_floats(c, "run/pub", R->pub, sp->n_data)) ||
-            (sp->n_buf && (s = get_floats(c, "run/center_buf", R->center_buf, sp->n_buf))))
-            goto done;
-        if (R->slow && ((s = get_floats(c, "run/slow_u", R->slow_u, sp->n_data)) ||
-                        (s = get_floats(c, "run/slow_x0", R->slow_x0, sp->n_data))))
-            goto done;
+        nnc_algo_vec v[3 + NNC_ALGO_MAX_STATE];
+        for (int k = 0, nv = state_vectors(R, v); k < nv; k++)
+            if ((s = get_floats(c, v[k].name, v[k].data, v[k].n))) goto done;
         for (int i = 0; i < M; i++) {
             nnc_params *p = R->rep[i]->p;
             snprintf(prefix, sizeof prefix, "w%d/", i);
@@ -378,7 +385,6 @@ int nnc__run_load(nnc_run *R)
     int s = t->ops->broadcast(t, st, sizeof st, 0);
     if (s) return s;
     if (st[0]) return t->rank == 0 ? nnc__fail(st[0], "%s", msg) : nnc__fail(st[0], "resume failed on rank 0");
-    nnc_params *p = nnc_model_params(R->scratch);
     /* The run meta in its file encoding (seconds: the resumed clock). */
     nnc__meta m;
     nnc__meta_get(R, &m);
@@ -390,12 +396,9 @@ int nnc__run_load(nnc_run *R)
         if ((s = nnc__meta_decode(mb, nnc__meta_bytes(), "(rank 0)", &m))) return s;
         nnc__meta_apply(R, &m);
     }
-    if ((s = t->ops->broadcast(t, R->center, p->n_data * sizeof(float), 0))) return s;
-    if ((s = t->ops->broadcast(t, R->pub, p->n_data * sizeof(float), 0))) return s;
-    if (p->n_buf && (s = t->ops->broadcast(t, R->center_buf, p->n_buf * sizeof(float), 0))) return s;
-    if (R->slow && ((s = t->ops->broadcast(t, R->slow_u, p->n_data * sizeof(float), 0)) ||
-                    (s = t->ops->broadcast(t, R->slow_x0, p->n_data * sizeof(float), 0))))
-        return s;
+    nnc_algo_vec v[3 + NNC_ALGO_MAX_STATE];
+    for (int k = 0, nv = state_vectors(R, v); k < nv; k++)
+        if ((s = t->ops->broadcast(t, v[k].data, v[k].n * sizeof(float), 0))) return s;
     unsigned char *b = nnc__alloc(wire_bytes(R));
     if (!b) return nnc__fail(NNC_ENOMEM, "resume: cannot allocate the worker transfer");
     for (int i = 0; !s && i < R->M; i++) s = wire_bcast(R, i, 0, b);

@@ -9,7 +9,6 @@
 
 #include "dist/run.h"
 #include "nn/blas.h"
-#include "nn/fault.h"
 #include "nn/threads.h"
 
 nnc_train_config nnc_train_config_default(void)

@@ -166,6 +166,7 @@ Test(dist_slowmo, registry)
         cr_assert_eq(nnc_algo_get(d->id), d);
         cr_assert(d->flags & NNC_ALGO_F_SINGLE || (d->weights && d->center), "%s lacks round hooks", d->name);
         cr_assert(!(d->flags & NNC_ALGO_F_GRADIENTS) || d->gradient, "%s lacks a gradient hook", d->name);
+        cr_assert(!(d->flags & NNC_ALGO_F_SLOW_MOMENTUM) || d->state, "%s cannot save its slow momentum", d->name);
     }
     const nnc_algo_def *s = nnc_algo_find("slowmo");
     cr_assert_eq(s->tau, 32);
