@@ -53,7 +53,8 @@
  * appears under its name only complete (temp file + rename), so the newest complete checkpoint
  * is never deleted, whatever point a crash interrupts.
  *
- * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker),
+ * Test-only fault points (NNC_FAULT, nn/fault.h): worker_nan:W:ROUND (W = -1: every worker;
+ * ROUND = 0: every round),
  * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP,
  * grad_nan:STEP (a NaN in the gradient of local step STEP), eval_acc:A1/A2/... (one replica: the
  * k-th evaluation reports accuracy Ak instead of the measured one).

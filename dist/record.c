@@ -143,6 +143,7 @@ typedef struct wrec {
     uint64_t rng[4], probe_rng[4];
     double hist_loss[NNC_LSGD_HISTORY];
     int32_t hist_count, hist_next, bad, stop;
+    int64_t bad_rounds;
     int64_t pend_epoch, pend_batch, pend_n, pend_correct, pend_seen;
     double pend_wloss;
     uint64_t pend_rng[4], probe_rng_round[4];
@@ -157,7 +158,8 @@ static const field WF[] = {
     F("ema_n", T_I64, 1, ema_n), F("wloss", T_F64, 1, wloss), F("rng", T_U64, 4, rng),
     F("probe_rng", T_U64, 4, probe_rng), F("hist.loss", T_F64, NNC_LSGD_HISTORY, hist_loss),
     F("hist.count", T_I32, 1, hist_count), F("hist.next", T_I32, 1, hist_next), F("bad", T_I32, 1, bad),
-    F("stop", T_I32, 1, stop), F("pend_epoch", T_I64, 1, pend_epoch), F("pend_batch", T_I64, 1, pend_batch),
+    F("stop", T_I32, 1, stop), F("bad_rounds", T_I64, 1, bad_rounds), F("pend_epoch", T_I64, 1, pend_epoch),
+    F("pend_batch", T_I64, 1, pend_batch),
     F("pend_n", T_I64, 1, pend_n), F("pend_correct", T_I64, 1, pend_correct),
     F("pend_seen", T_I64, 1, pend_seen), F("pend_wloss", T_F64, 1, pend_wloss),
     F("pend_rng", T_U64, 4, pend_rng), F("probe_rng_round", T_U64, 4, probe_rng_round),
@@ -191,6 +193,7 @@ void nnc__worker_encode(const nnc_run *R, int i, int view, unsigned char *b)
     rng_out(w.rng, &r->rng);
     memcpy(w.hist_loss, W->hist.loss, sizeof w.hist_loss);
     w.hist_count = W->hist.count, w.hist_next = W->hist.next;
+    w.bad_rounds = W->bad_rounds;
     if (view == NNC__REC_SAVE) {
         /* Between steps: the probe stream as the round started; a data-parallel step whose
          * gradient waits for its round (a stop arrived in between) is undone, so the resumed run
@@ -257,6 +260,7 @@ static int check_wrec(const nnc_run *R, const char *path, int i, const wrec *w, 
         (s = check_i64(path, S, i, "hist.count", w->hist_count, 0, NNC_LSGD_HISTORY)) ||
         (s = check_i64(path, S, i, "hist.next", w->hist_next, 0, NNC_LSGD_HISTORY - 1)) ||
         (s = check_i64(path, S, i, "bad", w->bad, 0, 0)) || (s = check_i64(path, S, i, "stop", w->stop, 0, 0)) ||
+        (s = check_i64(path, S, i, "bad_rounds", w->bad_rounds, 0, NNC__MAX_BAD_ROUNDS - 1)) ||
         (s = check_i64(path, S, i, "pend_epoch", w->pend_epoch, 0, 0)) ||
         (s = check_i64(path, S, i, "pend_batch", w->pend_batch, 0, 0)) ||
         (s = check_i64(path, S, i, "pend_n", w->pend_n, 0, 0)) ||
@@ -313,6 +317,7 @@ int nnc__worker_decode(nnc_run *R, int i, const unsigned char *b, int what, cons
     rng_in(&r->probe_rng, w.probe_rng);
     rng_in(&r->probe_rng_round, w.probe_rng_round);
     W->ema_n = w.ema_n;
+    W->bad_rounds = w.bad_rounds;
     for (int l = 0; l < Ls; l++) R->ema[(size_t)i * Ls + l] = ema_at(b, l);
     r->pend_epoch = w.pend_epoch, r->pend_batch = w.pend_batch, r->pend_n = w.pend_n;
     r->pend_correct = w.pend_correct, r->pend_seen = w.pend_seen, r->pend_wloss = w.pend_wloss;

@@ -34,7 +34,13 @@ typedef struct nnc__worker {
     long ema_n;         /* GRAWA: norm smoothing updates so far (bias correction) */
     nnc_lsgd_hist hist; /* LSGD: the last losses */
     int bad;            /* non-finite since the last round */
+    long bad_rounds;    /* consecutive rounds this worker was non-finite (the synchronizer) */
 } nnc__worker;
+
+/* A worker non-finite at this many rounds in a row (reset to the center each time, never
+ * completing a finite step in between) stops the run with NNC_EDIVERGED: without it, a worker
+ * that diverges from every center would keep a run that waits for its steps going forever. */
+#define NNC__MAX_BAD_ROUNDS 8
 
 typedef struct nnc_run {
     nnc_train_config c;             /* resolved copy of the caller's config */

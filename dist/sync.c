@@ -134,12 +134,18 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     if (nok == 0)
         return nnc__fail(NNC_EDIVERGED, "all %d workers non-finite at round %ld: training stopped, "
                          "no checkpoint written from this state", M, R->round + 1);
-    for (int i = 0; i < M; i++)
-        if (!R->ok[i]) {
-            nnc__run_log(R, "worker %d non-finite %s at round %ld: weight 0, reset to the center",
-                         i, why[i], R->round + 1);
-            R->res->resets++;
+    for (int i = 0; i < M; i++) {
+        if (R->ok[i]) {
+            R->W[i].bad_rounds = 0;
+            continue;
         }
+        if (++R->W[i].bad_rounds >= NNC__MAX_BAD_ROUNDS)
+            return nnc__fail(NNC_EDIVERGED, "worker %d non-finite %s at %d rounds in a row (round %ld), reset to "
+                             "the center each time: training stopped", i, why[i], NNC__MAX_BAD_ROUNDS, R->round + 1);
+        nnc__run_log(R, "worker %d non-finite %s at round %ld: weight 0, reset to the center",
+                     i, why[i], R->round + 1);
+        R->res->resets++;
+    }
     if ((s = A->center(R, x, ri))) return s;
     if (R->slow && (s = nnc__slowmo_round(R))) return s;
     for (int i = 0; i < M; i++) R->pull_c[i] = A->pull_coef ? A->pull_coef(R, i) : 0.0;

@@ -180,7 +180,7 @@ static int round_prepare(nnc_run *R, int i, int stopping)
     char a[32];
     int w, k;
     if (nnc__fault_arg("worker_nan", a, sizeof a) && sscanf(a, "%d:%d", &w, &k) == 2 && (w == i || w < 0) &&
-        k == R->round + 1 && !stopping)
+        (k == R->round + 1 || k == 0) && !stopping)
         r->p->data[0] = NAN;
 #endif
     if (stopping || has(R, NNC_ALGO_F_GRADIENTS)) return NNC_OK;

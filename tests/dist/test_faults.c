@@ -117,6 +117,25 @@ Test(dist_faults, weight_zero_in_round_info, .timeout = 60)
     fx_dataset_free(tr);
 }
 
+Test(dist_faults, worker_nonfinite_every_round_stops, .timeout = 60)
+{
+    /* A worker that is non-finite at every round is reset each time and never converges: the
+     * run stops after NNC__MAX_BAD_ROUNDS of them instead of resetting it forever. */
+    arm("worker_nan:1:0");
+    nnc_dataset *tr = fx_dataset(256, 1);
+    nnc_train_config c = fx_config(NNC_ALGO_SLOWMO, 2);
+    c.tau = 1;
+    c.epochs = 4;
+    fx_trace t;
+    fx_hook(&c, &t);
+    nnc_train_result r;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EDIVERGED, "%s", nnc_error_message());
+    cr_assert(strstr(nnc_error_message(), "worker 1 non-finite") && strstr(nnc_error_message(), "8 rounds in a row"),
+              "%s", nnc_error_message());
+    cr_assert_eq(t.rounds, 7);
+    fx_dataset_free(tr);
+}
+
 Test(dist_faults, all_workers_nonfinite, .timeout = 60)
 {
     arm("worker_nan:-1:2");
