@@ -37,32 +37,15 @@
 /* Kinds of skipped files; NOT_IMAGE also covers files stb cannot parse the header of. */
 enum { SKIP_EMPTY, SKIP_NOT_IMAGE, SKIP_CORRUPT, SKIP_KINDS };
 
-static int read_file(const char *path, uint8_t **buf, size_t *len)
+/* Read an image file whole (at most MAX_FILE_BYTES). A FIFO, device or socket is refused
+ * without being opened for a blocking read (*not_regular = 1 then, so the image-folder loader
+ * can skip it like any other non-image entry). */
+static int read_file(const char *path, uint8_t **buf, size_t *len, int *not_regular)
 {
     struct stat st;
-    *buf = NULL, *len = 0;
-    if (stat(path, &st) != 0) return nnc__fail_errno("cannot open", path, errno);
-    if (S_ISDIR(st.st_mode)) return nnc__fail_errno("cannot open", path, EISDIR);
-    if (st.st_size > MAX_FILE_BYTES)
-        return nnc__fail(NNC_EFORMAT, "%s: %lld bytes, above the %ld-byte image file cap", path,
-                         (long long)st.st_size, MAX_FILE_BYTES);
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnc__fail_errno("cannot open", path, errno);
-    uint8_t *b = nnc__alloc((size_t)st.st_size);
-    if (!b) {
-        fclose(f);
-        return nnc__fail(NNC_ENOMEM, "%s: out of memory", path);
-    }
-    size_t n = fread(b, 1, (size_t)st.st_size, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err || n != (size_t)st.st_size) {
-        nnc__free(b);
-        return err ? nnc__fail_errno("cannot read", path, err)
-                   : nnc__fail(NNC_EIO, "cannot read %s: short read", path);
-    }
-    *buf = b, *len = n;
-    return NNC_OK;
+    *not_regular = 0;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) *not_regular = 1;
+    return nnc__data_read_small(path, "image", MAX_FILE_BYTES, buf, len);
 }
 
 /* HWC (w, h, c) -> CHW (c, size, size), bilinear, align_corners=False. */
@@ -212,7 +195,7 @@ int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_
         return nnc__fail(NNC_EINVAL, "image size %d / max_dim %d, expected >= 1", size, max_dim);
     uint8_t *buf;
     size_t len;
-    int s = read_file(path, &buf, &len);
+    int not_regular, s = read_file(path, &buf, &len, &not_regular);
     if (s) return s;
     int kind;
     s = nnc__image_decode_mem(path, buf, len, channels, size, max_dim, out, &kind);
@@ -339,9 +322,16 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         while (i >= class_end[k]) k++;
         uint8_t *buf;
         size_t len;
-        s = read_file(files.v[i], &buf, &len);
+        int kind = SKIP_NOT_IMAGE, not_regular;
+        s = read_file(files.v[i], &buf, &len, &not_regular);
+        if (s && not_regular) { /* a FIFO, device or socket among the images */
+            skipped[kind]++;
+            if (first_skip < 0) first_skip = i;
+            s = NNC_OK;
+            nnc__clear_error();
+            continue;
+        }
         if (s) break;
-        int kind;
         s = nnc__image_decode_mem(files.v[i], buf, len, c.channels, c.size, c.max_dim,
                                   d->images + (size_t)n * img, &kind);
         nnc__free(buf);
