@@ -15,8 +15,10 @@
  * Image-folder policy (DIR/<class>/<image>, classes = sub-folders sorted by name; hidden
  * entries ignored):
  *   - no class folder, or a class folder without any decodable image: error (NNC_EFORMAT);
- *   - zero-byte files, non-image files and undecodable images: skipped, counted, and reported
+ *   - zero-byte files, non-image files, entries that are not regular files (FIFO, device,
+ *     socket: never opened for reading) and undecodable images: skipped, counted, and reported
  *     in one warning through the log hook ("skipped N of M files: ..., first: PATH");
+ *   - a path longer than the 4096-byte path buffers: error (never silently truncated);
  *   - an image above max_dim: error naming the file and its size (never decoded).
  */
 #include <dirent.h>
@@ -240,6 +242,16 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* dst = "a/b" or "a/b/c" (c may be NULL); NNC_EINVAL instead of a truncated path. */
+static int join(char *dst, size_t n, const char *a, const char *b, const char *c)
+{
+    int k = c ? snprintf(dst, n, "%s/%s/%s", a, b, c) : snprintf(dst, n, "%s/%s", a, b);
+    if (k < 0 || (size_t)k >= n)
+        return nnc__fail(NNC_EINVAL, "image folder: path %s/%s%s%s is longer than %zu bytes", a,
+                         b, c ? "/" : "", c ? c : "", n - 1);
+    return NNC_OK;
+}
+
 /* Sorted names of non-hidden entries of dir that are folders (want_dirs) or not. */
 static int list_dir(const char *dir, int want_dirs, strlist *out)
 {
@@ -251,7 +263,8 @@ static int list_dir(const char *dir, int want_dirs, strlist *out)
     while (!s && (e = readdir(dp))) {
         if (e->d_name[0] == '.') continue;
         struct stat st;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        s = join(p, sizeof p, dir, e->d_name, NULL);
+        if (s) break;
         if (stat(p, &st) != 0) continue;
         if ((S_ISDIR(st.st_mode) != 0) == (want_dirs != 0)) s = strlist_push(out, e->d_name);
     }
@@ -294,17 +307,17 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         class_end = nnc__calloc((size_t)classes.n, sizeof(int));
         if (!class_end) s = nnc__fail(NNC_ENOMEM, "image folder: out of memory");
     }
-    char p[8192];
+    char p[4096];
     for (int k = 0; !s && k < classes.n; k++) {
         strlist here = {0};
-        snprintf(p, sizeof p, "%s/%s", dir, classes.v[k]);
-        s = list_dir(p, 0, &here);
+        s = join(p, sizeof p, dir, classes.v[k], NULL);
+        if (!s) s = list_dir(p, 0, &here);
         if (!s && here.n == 0)
             s = nnc__fail(NNC_EFORMAT, "image folder %s: class folder '%s' is empty", dir,
                           classes.v[k]);
         for (int i = 0; !s && i < here.n; i++) {
-            snprintf(p, sizeof p, "%s/%s/%s", dir, classes.v[k], here.v[i]);
-            s = strlist_push(&files, p);
+            s = join(p, sizeof p, dir, classes.v[k], here.v[i]);
+            if (!s) s = strlist_push(&files, p);
         }
         class_end[k] = files.n;
         strlist_free(&here);
@@ -376,9 +389,9 @@ int nnc__imagefolder_load_split(const char *dir, int train, nnc_dataset **out)
 {
     *out = NULL;
     char p[4096], q[4096];
-    snprintf(p, sizeof p, "%s/%s", dir, train ? "train" : "test");
-    snprintf(q, sizeof q, "%s/%s", dir, train ? "test" : "train");
-    int s = nnc_imagefolder_load(p, NULL, out);
+    int s = join(p, sizeof p, dir, train ? "train" : "test", NULL);
+    if (!s) s = join(q, sizeof q, dir, train ? "test" : "train", NULL);
+    if (!s) s = nnc_imagefolder_load(p, NULL, out);
     if (s) return s;
     struct stat st;
     if (stat(q, &st) != 0 || !S_ISDIR(st.st_mode)) return NNC_OK;

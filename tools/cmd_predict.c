@@ -7,12 +7,39 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/data.h"
+#include "nn/fileio.h"
 #include "nn/status.h"
 #include "tools/ckpt_model.h"
 
 #define MAX_IMAGES 256
+#define MAX_META_BYTES (64 << 20) /* dataset.json: a million class names fit */
+
+/* A metadata file read whole (malloc'd, NUL-terminated), or NULL when it is missing; one that
+ * exists but is not a regular file (a FIFO would block) or is over MAX_META_BYTES is reported
+ * and treated as missing. */
+static char *read_meta_file(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return NULL;
+    int status;
+    FILE *f = nnc__fopen_regular(path, "dataset metadata", &status);
+    if (!f) {
+        cli_error("%s", nnc_error_message());
+        return NULL;
+    }
+    char *t = NULL;
+    if (fstat(fileno(f), &st) != 0 || st.st_size > MAX_META_BYTES) {
+        cli_error("%s: not read (over %d bytes)", path, MAX_META_BYTES);
+    } else if ((t = malloc((size_t)st.st_size + 1))) {
+        size_t n = fread(t, 1, (size_t)st.st_size, f);
+        t[n] = 0;
+    }
+    fclose(f);
+    return t;
+}
 
 /* Metadata text (malloc'd) from the checkpoint or its folder's dataset.json; NULL if neither. */
 static char *load_meta(const nnc_ckpt *ck, const char *ckpt_path, char *source, size_t n)
@@ -35,7 +62,7 @@ static char *load_meta(const nnc_ckpt *ck, const char *ckpt_path, char *source, 
     snprintf(dir, sizeof dir, "%s", ckpt_path);
     snprintf(path, sizeof path, "%s/dataset.json", dirname(dir));
     snprintf(source, n, "%s", path);
-    return cli_read_file(path, NULL);
+    return read_meta_file(path);
 }
 
 static int parse_triple(const char *flag, const char *s, double *v, int c)

@@ -1,6 +1,6 @@
 /* tests/tools/test_cli_hostile.c - the CLI on hostile inputs: `nnc predict` with a checkpoint of
- * more classes than any fixed table holds, and with a FIFO given as the image (refused at once,
- * exit 2). Runs $NNC_BIN as a child process. */
+ * more classes than any fixed table holds, with a FIFO given as the image (refused at once,
+ * exit 2) or sitting where dataset.json is looked for. Runs $NNC_BIN as a child process. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,7 @@ static void teardown(void)
 TestSuite(tools_cli_hostile, .init = setup, .fini = teardown, .timeout = 120);
 
 /* A grey 4x4 "tiny" checkpoint with `classes` classes whose meta/json names them cls0, cls1, ... */
-static char *write_ckpt(int classes)
+static char *write_ckpt_meta(int classes, int with_meta)
 {
     nnc_model_config mc = {.in_channels = 1, .image_size = 4, .num_classes = classes};
     nnc_model *m;
@@ -44,7 +44,7 @@ static char *write_ckpt(int classes)
         n += (size_t)snprintf(json + n, cap - n, "%s\"cls%d\"", i ? "," : "", i);
     n += (size_t)snprintf(json + n, cap - n, "]}");
     cr_assert_lt(n, cap);
-    cr_assert_eq(nnc_ckpt_add_bytes(c, "meta/json", json, n), 0);
+    if (with_meta) cr_assert_eq(nnc_ckpt_add_bytes(c, "meta/json", json, n), 0);
     char *p = tcli_path(dir, "many.ckpt");
     cr_assert_eq(nnc_ckpt_save(c, p), 0);
     free(json);
@@ -52,6 +52,8 @@ static char *write_ckpt(int classes)
     nnc_model_free(m);
     return p;
 }
+
+static char *write_ckpt(int classes) { return write_ckpt_meta(classes, 1); }
 
 static char *write_pgm(void)
 {
@@ -85,4 +87,19 @@ Test(tools_cli_hostile, predict_with_fifo_image_is_refused)
     cr_assert(strstr(r.err, fifo) && strstr(r.err, "a FIFO"), "%s", r.err);
     tcli_free(&r);
     free(ck), free(fifo);
+}
+
+/* No meta/json in the checkpoint and a FIFO where dataset.json would be: reported, not read
+ * (reading would block), and --mean/--std are used. */
+Test(tools_cli_hostile, predict_with_fifo_dataset_json_does_not_block)
+{
+    char *ck = write_ckpt_meta(3, 0), *img = write_pgm(), *fifo = tcli_path(dir, "dataset.json");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    tcli_result r = tcli_run(20, "predict", "--ckpt", ck, img, "--mean", "0.5", "--std", "0.25", NULL);
+    cr_assert_eq(r.timed_out, 0, "predict blocked on a FIFO");
+    cr_assert_eq(r.code, 0, "exit %d\n%s", r.code, r.err);
+    cr_assert(strstr(r.err, "dataset.json") && strstr(r.err, "a FIFO"), "%s", r.err);
+    cr_assert(strstr(r.out, "(class "), "%s", r.out);
+    tcli_free(&r);
+    free(ck), free(img), free(fifo);
 }
