@@ -37,7 +37,7 @@ int nnc__data_read_small(const char *path, const char *what, size_t max, uint8_t
     if (fd < 0) return fd;
     if ((uint64_t)st.st_size > (uint64_t)max) {
         close(fd);
-        return nnc__fail(NNC_EFORMAT, "%s: %lld bytes, above the %zu-byte cap for a %s", path,
+        return nnc__fail(NNC_EFORMAT, "%s: %lld bytes, above the %zu-byte %s cap", path,
                          (long long)st.st_size, max, what);
     }
     size_t want = (size_t)st.st_size, got = 0;
