@@ -29,17 +29,21 @@ static void teardown(void)
 TestSuite(tools_cli_hostile, .init = setup, .fini = teardown, .timeout = 120);
 
 /* A grey 4x4 "tiny" checkpoint with `classes` classes whose meta/json names them cls0, cls1, ... */
-static char *write_ckpt_meta(int classes, int with_meta)
+static char *write_ckpt_full(int channels, int classes, int with_meta)
 {
-    nnc_model_config mc = {.in_channels = 1, .image_size = 4, .num_classes = classes};
+    nnc_model_config mc = {.in_channels = channels, .image_size = 4, .num_classes = classes};
     nnc_model *m;
     cr_assert_eq(nnc_model_new("tiny", &mc, 1, &m), 0);
     nnc_ckpt *c;
     cr_assert_eq(nnc_ckpt_new(nnc_model_arch(m), &c), 0);
     cr_assert_eq(nnc_ckpt_add_params(c, "", nnc_model_params(m)), 0);
-    size_t cap = 64 + (size_t)classes * 16, n = 0;
+    size_t cap = 256 + (size_t)classes * 16, n = 0;
     char *json = malloc(cap);
-    n += (size_t)snprintf(json + n, cap - n, "{\"mean\": [0.5], \"std\": [0.25], \"classes\": [");
+    n += (size_t)snprintf(json + n, cap - n, "{\"mean\": [");
+    for (int i = 0; i < channels; i++) n += (size_t)snprintf(json + n, cap - n, "%s0.5", i ? "," : "");
+    n += (size_t)snprintf(json + n, cap - n, "], \"std\": [");
+    for (int i = 0; i < channels; i++) n += (size_t)snprintf(json + n, cap - n, "%s0.25", i ? "," : "");
+    n += (size_t)snprintf(json + n, cap - n, "], \"classes\": [");
     for (int i = 0; i < classes; i++)
         n += (size_t)snprintf(json + n, cap - n, "%s\"cls%d\"", i ? "," : "", i);
     n += (size_t)snprintf(json + n, cap - n, "]}");
@@ -53,7 +57,8 @@ static char *write_ckpt_meta(int classes, int with_meta)
     return p;
 }
 
-static char *write_ckpt(int classes) { return write_ckpt_meta(classes, 1); }
+static char *write_ckpt_meta(int classes, int with_meta) { return write_ckpt_full(1, classes, with_meta); }
+static char *write_ckpt(int classes) { return write_ckpt_full(1, classes, 1); }
 
 static char *write_pgm(void)
 {
@@ -102,4 +107,15 @@ Test(tools_cli_hostile, predict_with_fifo_dataset_json_does_not_block)
     cr_assert(strstr(r.out, "(class "), "%s", r.out);
     tcli_free(&r);
     free(ck), free(img), free(fifo);
+}
+
+/* A 4-channel model: its metadata lists 4 means and stds, more than the 3 predict holds. */
+Test(tools_cli_hostile, predict_with_four_channel_model_is_refused)
+{
+    char *ck = write_ckpt_full(4, 3, 1), *img = write_pgm();
+    tcli_result r = tcli_run(30, "predict", "--ckpt", ck, img, NULL);
+    cr_assert_eq(r.code, 2, "exit %d\n%s", r.code, r.err);
+    cr_assert(strstr(r.err, "model takes 4 input channels"), "%s", r.err);
+    tcli_free(&r);
+    free(ck), free(img);
 }
