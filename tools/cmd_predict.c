@@ -120,7 +120,12 @@ int cmd_predict(int argc, char **argv)
         return EXIT_USAGE;
     }
     char resolved[1100];
+    const char *given = ckpt;
     ckpt = cli_resolve_ckpt(ckpt, resolved, sizeof resolved);
+    if (!ckpt) {
+        cli_error("--ckpt %.60s...: folder path too long (at most %zu characters)", given, sizeof resolved - 16);
+        return EXIT_USAGE;
+    }
     nnc_ckpt *ck;
     nnc_model *m;
     r = cli_model_from_ckpt(ckpt, NULL, &ck, &m);
