@@ -16,7 +16,7 @@
 void flatness_opts_init(flatness_opts *o)
 {
     *o = (flatness_opts){.images = 320, .iters = 20, .k = 10, .starts = 3, .probes = 10, .batch = 64, .seed = 1,
-                         .eps = 1e-3};
+                         .eps = 1e-2};
 }
 
 int flatness_opts_check(const flatness_opts *o)
