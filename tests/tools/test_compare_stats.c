@@ -182,3 +182,51 @@ Test(tools_compare_stats, load_refuses_a_missing_summary)
     tcli_rmrf(out);
     free(out);
 }
+
+/* Through the binary: the report flags are checked before anything is written, and a small
+ * comparison gets its time, flatness and paired columns. */
+Test(tools_compare_stats, cli_flags_and_columns, .timeout = 180)
+{
+    char *work = tcli_tmpdir(), *data = tcli_path(work, "data"), *out = tcli_path(work, "cmp");
+    mkdir(data, 0700);
+    static const struct {
+        const char *flag, *value, *msg;
+    } bad[] = {{"--target-acc", "85", "--target-acc: expected a test accuracy as a fraction in (0, 1]"},
+               {"--target-acc", "-0.5", "found -0.5"},
+               {"--flatness-images", "0", "--images: expected"},
+               {"--flatness-k", "0", "--k: expected"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tcli_result r = tcli_run(20, "compare", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--flatness",
+                                 bad[i].flag, bad[i].value, "--out", out, NULL);
+        cr_assert_eq(r.code, 2, "%s %s: %d %s", bad[i].flag, bad[i].value, r.code, r.err);
+        cr_assert(strstr(r.err, bad[i].msg), "%s", r.err);
+        cr_assert_not(tcli_exists(out), "nothing written");
+        tcli_free(&r);
+    }
+    cr_assert_eq(tcli_write_cifar10(data, 256), 0);
+    tcli_result r = tcli_run(150, "compare", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch",
+                             "32", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--epochs", "1",
+                             "--time-budget", "0", "--sched", "constant", "--workers", "2", "--tau", "2", "--algos",
+                             "mgrawa,dp", "--seeds", "2", "--seed", "0", "--target-acc", "0.05", "--flatness",
+                             "--flatness-images", "32", "--flatness-iters", "3", "--flatness-k", "2", "--out", out, NULL);
+    cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+    cr_assert(strstr(r.out, "== flatness: dp seed 1"), "%s", r.out);
+    tcli_free(&r);
+    char *md = slurp_in(out, "compare.md"), *csv = slurp_in(out, "compare.csv");
+    cr_assert(strstr(md, "time to 5% (s)") && strstr(md, "(2/2)"), "every run beats 5%%: %s", md);
+    cr_assert(strstr(md, "lambda_max | top-2 sum") && strstr(md, "Best baseline: **dp**"), "%s", md);
+    cr_assert(strstr(md, "| mgrawa | 2 | "), "%s", md);
+    /* every run has a finite lambda_max in the csv (second-to-last column) */
+    int rows = 0;
+    for (char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char *end = strchr(line + 1, '\n'), *c = end;
+        int commas = 0;
+        while (c > line && commas < 2) commas += *--c == ',';
+        cr_assert(c[1] != ',', "lambda_max empty in %.*s", (int)(end - line - 1), line + 1);
+        rows++;
+    }
+    cr_assert_eq(rows, 4);
+    free(md), free(csv);
+    tcli_rmrf(work);
+    free(work), free(data), free(out);
+}
