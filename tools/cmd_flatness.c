@@ -199,8 +199,13 @@ static void json_list(json_out *j, const char *key, const double *v, int n)
     char buf[FLATNESS_MAX_STARTS * 24 + 4];
     size_t at = 0;
     buf[at++] = '[';
-    for (int i = 0; i < n; i++)
-        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%.9g", i ? ", " : "", isfinite(v[i]) ? v[i] : 0.0);
+    for (int i = 0; i < n; i++) {
+        const char *sep = i ? ", " : "";
+        if (isfinite(v[i]))
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%.9g", sep, v[i]);
+        else
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%snull", sep);
+    }
     snprintf(buf + at, sizeof buf - at, "]");
     json_raw(j, key, buf);
 }
