@@ -221,6 +221,7 @@ int cmd_info(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_flatness(int argc, char **argv);
 /* nnc bench --workers (tools/bench_workers.c): M workers vs one replica through nnc_train. */
 int bench_workers(const char *model, int workers, const char *algo, int threads, int batch, double seconds,
                   long seed, int json);
