@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "data/data_internal.h"
+#include "nn/names.h"
 #include "nn/alloc.h"
 #include "nn/status.h"
 
@@ -92,9 +94,16 @@ int nnc__fail_errno(const char *what, const char *path, int err)
 
 int nnc__read_text(const char *path, size_t max, char **out)
 {
+    /* a FIFO or device is refused at once (nnc__data_open), never waited on */
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnc__fail_errno("cannot open", path, errno);
+    int fd = nnc__data_open(path, "text file", NULL);
+    if (fd < 0) return fd;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return nnc__fail_errno("cannot open", path, e);
+    }
     char *buf = nnc__alloc(max + 1);
     if (!buf) {
         fclose(f);
@@ -122,34 +131,9 @@ int nnc_dataset_exists(const char *name)
     return 0;
 }
 
-/* Levenshtein distance of two short names (99 when either is longer than 63). */
-static int name_distance(const char *a, const char *b)
-{
-    int la = (int)strlen(a), lb = (int)strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64][64];
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 const char *nnc_dataset_suggest(const char *name)
 {
-    if (!name || !*name || nnc_dataset_exists(name)) return NULL;
-    const char *best = NULL;
-    int bd = 4;
-    for (int i = 0; i < NUM_DATASETS; i++) {
-        int d = name_distance(name, dataset_names[i]);
-        if (d < bd && d < (int)strlen(dataset_names[i])) bd = d, best = dataset_names[i];
-    }
-    return best;
+    return nnc__closest_name(name, dataset_names, NUM_DATASETS);
 }
 
 const char *nnc_dataset_list(void) { return "cifar10, cifar100, fashion-mnist, mnist, imagefolder"; }

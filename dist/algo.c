@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dist/run.h"
+#include "nn/names.h"
 
 /* The one replica of `--workers 1 --algo sgd`: no rounds (train.c runs it on the calling thread). */
 const nnc_algo_def nnc__algo_sgd = {
@@ -39,34 +40,15 @@ const nnc_algo_def *nnc_algo_get(nnc_algo id)
     return NULL;
 }
 
-/* Levenshtein distance of two short names (99 when either is longer than 63). */
-static int name_distance(const char *a, const char *b)
-{
-    int la = (int)strlen(a), lb = (int)strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64][64];
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 const char *nnc_algo_suggest(const char *s)
 {
-    if (!s || !*s || nnc_algo_find(s)) return NULL;
-    const char *best = NULL;
-    int bd = 3;
+    const char *names[2 * (sizeof registry / sizeof *registry)];
+    int n = 0;
     for (int i = 0; i < NREG; i++) {
-        int d = name_distance(s, registry[i]->name);
-        if (d < bd && d < (int)strlen(registry[i]->name)) bd = d, best = registry[i]->name;
+        names[n++] = registry[i]->name;
+        if (registry[i]->alias) names[n++] = registry[i]->alias;
     }
-    return best;
+    return nnc__closest_name(s, names, n);
 }
 
 int nnc_algo_parse(const char *s, nnc_algo *out)

@@ -255,6 +255,19 @@ nnc_hessian_config nnc_hessian_config_default(void);
  * parameters, buffers and gradients are unchanged on return (gradients zeroed). */
 int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
                     double *lambda_max, double *trace_top);
+/* The same per start: lambda_max[s] and top_sum[s] (the sum of the top `top` Ritz values) for
+ * s < cfg->starts, each start from its own random vector (seed, stream s), so callers can report
+ * the spread over starts. Arrays of cfg->starts entries; m unchanged on return. */
+int nnc_hessian_top_starts(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
+                           double *lambda_max, double *top_sum);
+/* Hutchinson's estimate of the whole trace, tr(H) = E[z^T H z] for Rademacher z (each trained
+ * scalar +1 or -1 with probability 1/2), over `probes` vectors (seed, stream per probe): *trace
+ * is the mean of the probes' z^T H z, *std_error its standard error (sample standard deviation
+ * / sqrt(probes); NAN for one probe). Same loss, subset, chunk and eps as nnc_hessian_top
+ * (iterations, starts and top unused); one Hessian-vector product per probe. m unchanged on
+ * return. */
+int nnc_hessian_trace(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg, int probes,
+                      double *trace, double *std_error);
 
 /* Across machines (MPI build only: `make MPI=1`, dist/transport_mpi.c). After nnc_mpi_init()
  * every nnc_train() in the process is one rank of a run over all ranks of MPI_COMM_WORLD:

@@ -1,5 +1,5 @@
-/* dist/flatness.c - top Hessian eigenvalues by Lanczos (docs/algorithms.md, "Flatness"; see
- * dist/dist.h).
+/* dist/flatness.c - top Hessian eigenvalues by Lanczos and the trace by Hutchinson's estimator
+ * (docs/algorithms.md, "Flatness"; see dist/dist.h).
  *
  * Vectors live in the layout of the params data arena; only the trained segments are used (the
  * alignment gaps stay 0). Dot products accumulate in double; the Lanczos basis is kept for the
@@ -196,78 +196,176 @@ static int lanczos(hess_ctx *h, int iters, double eps, nnc_rng *rng, float *V, f
     return NNC_OK;
 }
 
-int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
-                    double *lambda_max, double *trace_top)
+/* The subset, the saved parameters and buffers, and the graph shared by the estimators. */
+typedef struct hess_run {
+    hess_ctx h;
+    nnc_grawa_layers ly;
+    float *buf;        /* BN running statistics at entry */
+    uint32_t *idx;
+} hess_run;
+
+static int check_config(const nnc_hessian_config *c)
 {
-    nnc_hessian_config c = cfg ? *cfg : nnc_hessian_config_default();
-    if (c.iterations < 1 || c.starts < 1 || c.samples < 1 || c.chunk < 1 || c.top < 1 || !(c.eps > 0.0))
+    if (c->iterations < 1 || c->starts < 1 || c->samples < 1 || c->chunk < 1 || c->top < 1 || !(c->eps > 0.0))
         return nnc__fail(NNC_EINVAL,
                          "hessian: iterations %d, starts %d, samples %d, chunk %d, top %d must be >= 1 and "
-                         "eps %g > 0", c.iterations, c.starts, c.samples, c.chunk, c.top, c.eps);
-    if (c.samples > d->n) c.samples = d->n;
-    nnc_params *p = nnc_model_params(m);
-    nnc_grawa_layers ly = {0};
-    hess_ctx h = {.m = m, .p = p, .d = d, .ly = &ly, .samples = c.samples, .chunk = c.chunk};
-    size_t n = p->n_data, img = (size_t)d->c * d->h * d->w;
-    int iters = c.iterations;
-    if ((size_t)iters > nnc_params_num_scalars(p)) iters = (int)nnc_params_num_scalars(p);
-    float *V = NULL, *w = NULL, *buf = NULL;
-    double *alpha = NULL, *beta = NULL, *ritz = NULL;
-    uint32_t *idx = NULL;
-    int s = nnc__grawa_layers_new(p, &ly);
-    if (!s) s = nnc_graph_new(0, &h.g);
-    if (s) goto done;
-    h.x = nnc__calloc((size_t)c.samples * img, sizeof(float));
-    h.y = nnc__calloc((size_t)c.samples, sizeof(int));
-    h.w0 = nnc__calloc(n + 1, sizeof(float));
-    h.g1 = nnc__calloc(n + 1, sizeof(float));
-    V = nnc__calloc(((size_t)iters + 1) * n + 1, sizeof(float));
-    w = nnc__calloc(n + 1, sizeof(float));
-    buf = nnc__calloc(p->n_buf + 1, sizeof(float));
-    alpha = nnc__calloc((size_t)iters + 1, sizeof(double));
-    beta = nnc__calloc((size_t)iters + 1, sizeof(double));
-    ritz = nnc__calloc((size_t)iters + 1, sizeof(double));
-    idx = nnc__calloc((size_t)c.samples, sizeof(uint32_t));
-    if (!h.x || !h.y || !h.w0 || !h.g1 || !V || !w || !buf || !alpha || !beta || !ritz || !idx) {
-        s = nnc__fail(NNC_ENOMEM, "hessian: cannot allocate the Lanczos basis (%d x %zu floats)", iters + 1, n);
-        goto done;
+                         "eps %g > 0", c->iterations, c->starts, c->samples, c->chunk, c->top, c->eps);
+    return NNC_OK;
+}
+
+static void hess_close(hess_run *r)
+{
+    nnc_params *p = r->h.p;
+    if (p && r->h.w0 && r->buf) {
+        memcpy(p->data, r->h.w0, p->n_data * sizeof(float));
+        memcpy(p->buf, r->buf, p->n_buf * sizeof(float));
+        nnc_params_zero_grad(p);
     }
-    for (int i = 0; i < c.samples; i++) idx[i] = (uint32_t)i;
-    nnc_dataset_gather(d, idx, c.samples, h.x, h.y);
-    memcpy(h.w0, p->data, n * sizeof(float));
-    memcpy(buf, p->buf, p->n_buf * sizeof(float));
-    double lmax = 0.0, tr = 0.0;
+    nnc_graph_free(r->h.g);
+    nnc__grawa_layers_free(&r->ly);
+    nnc__free(r->h.x);
+    nnc__free(r->h.y);
+    nnc__free(r->h.w0);
+    nnc__free(r->h.g1);
+    nnc__free(r->buf);
+    nnc__free(r->idx);
+}
+
+/* Gather the first c->samples images (normalised) and save the parameters and buffers. */
+static int hess_open(hess_run *r, nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *c)
+{
+    memset(r, 0, sizeof *r);
+    int samples = c->samples > d->n ? d->n : c->samples;
+    if (samples < 1) return nnc__fail(NNC_EINVAL, "hessian: the dataset has no images (samples %d)", c->samples);
+    nnc_params *p = nnc_model_params(m);
+    r->h = (hess_ctx){.m = m, .p = p, .d = d, .ly = &r->ly, .samples = samples, .chunk = c->chunk};
+    size_t n = p->n_data, img = (size_t)d->c * d->h * d->w;
+    int s = nnc__grawa_layers_new(p, &r->ly);
+    if (!s) s = nnc_graph_new(0, &r->h.g);
+    if (s) return s;
+    r->h.x = nnc__calloc((size_t)samples * img, sizeof(float));
+    r->h.y = nnc__calloc((size_t)samples, sizeof(int));
+    r->h.w0 = nnc__calloc(n + 1, sizeof(float));
+    r->h.g1 = nnc__calloc(n + 1, sizeof(float));
+    r->buf = nnc__calloc(p->n_buf + 1, sizeof(float));
+    r->idx = nnc__calloc((size_t)samples, sizeof(uint32_t));
+    if (!r->h.x || !r->h.y || !r->h.w0 || !r->h.g1 || !r->buf || !r->idx) {
+        nnc__free(r->buf);
+        r->buf = NULL; /* nothing to restore */
+        return nnc__fail(NNC_ENOMEM, "hessian: cannot allocate the subset of %d images and %zu parameters",
+                         samples, n);
+    }
+    for (int i = 0; i < samples; i++) r->idx[i] = (uint32_t)i;
+    nnc_dataset_gather(d, r->idx, samples, r->h.x, r->h.y);
+    memcpy(r->h.w0, p->data, n * sizeof(float));
+    memcpy(r->buf, p->buf, p->n_buf * sizeof(float));
+    return NNC_OK;
+}
+
+int nnc_hessian_top_starts(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
+                           double *lambda_max, double *top_sum)
+{
+    nnc_hessian_config c = cfg ? *cfg : nnc_hessian_config_default();
+    int s = check_config(&c);
+    if (s) return s;
+    hess_run r;
+    s = hess_open(&r, m, d, &c);
+    size_t n = r.h.p ? r.h.p->n_data : 0;
+    int iters = c.iterations;
+    if (!s && (size_t)iters > nnc_params_num_scalars(r.h.p)) iters = (int)nnc_params_num_scalars(r.h.p);
+    float *V = NULL, *w = NULL;
+    double *alpha = NULL, *beta = NULL, *ritz = NULL;
+    if (!s) {
+        V = nnc__calloc(((size_t)iters + 1) * n + 1, sizeof(float));
+        w = nnc__calloc(n + 1, sizeof(float));
+        alpha = nnc__calloc((size_t)iters + 1, sizeof(double));
+        beta = nnc__calloc((size_t)iters + 1, sizeof(double));
+        ritz = nnc__calloc((size_t)iters + 1, sizeof(double));
+        if (!V || !w || !alpha || !beta || !ritz)
+            s = nnc__fail(NNC_ENOMEM, "hessian: cannot allocate the Lanczos basis (%d x %zu floats)", iters + 1, n);
+    }
     for (int st = 0; !s && st < c.starts; st++) {
         nnc_rng rng;
         nnc_rng_seed(&rng, c.seed, HESSIAN_STREAM + (uint64_t)st);
         int k = 0;
-        s = lanczos(&h, iters, c.eps, &rng, V, w, alpha, beta, ritz, &k);
+        s = lanczos(&r.h, iters, c.eps, &rng, V, w, alpha, beta, ritz, &k);
         if (s) break;
-        lmax += ritz[0];
         double t = 0.0;
         for (int i = 0; i < k && i < c.top; i++) t += ritz[i];
-        tr += t;
+        lambda_max[st] = ritz[0];
+        top_sum[st] = t;
     }
-    memcpy(p->data, h.w0, n * sizeof(float));
-    memcpy(p->buf, buf, p->n_buf * sizeof(float));
-    nnc_params_zero_grad(p);
-    if (!s) {
-        *lambda_max = lmax / c.starts;
-        *trace_top = tr / c.starts;
-    }
-done:
-    nnc_graph_free(h.g);
-    nnc__grawa_layers_free(&ly);
-    nnc__free(h.x);
-    nnc__free(h.y);
-    nnc__free(h.w0);
-    nnc__free(h.g1);
+    hess_close(&r);
     nnc__free(V);
     nnc__free(w);
-    nnc__free(buf);
     nnc__free(alpha);
     nnc__free(beta);
     nnc__free(ritz);
-    nnc__free(idx);
+    return s;
+}
+
+int nnc_hessian_top(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg,
+                    double *lambda_max, double *trace_top)
+{
+    nnc_hessian_config c = cfg ? *cfg : nnc_hessian_config_default();
+    int s = check_config(&c);
+    if (s) return s;
+    double *lm = nnc__calloc((size_t)c.starts, sizeof(double)), *ts = nnc__calloc((size_t)c.starts, sizeof(double));
+    if (!lm || !ts) s = nnc__fail(NNC_ENOMEM, "hessian: cannot allocate %d starts", c.starts);
+    if (!s) s = nnc_hessian_top_starts(m, d, &c, lm, ts);
+    if (!s) {
+        double a = 0.0, b = 0.0;
+        for (int i = 0; i < c.starts; i++) a += lm[i], b += ts[i];
+        *lambda_max = a / c.starts;
+        *trace_top = b / c.starts;
+    }
+    nnc__free(lm);
+    nnc__free(ts);
+    return s;
+}
+
+#define HUTCHINSON_STREAM 0x68757463ULL /* "hutc" */
+
+int nnc_hessian_trace(nnc_model *m, const nnc_dataset *d, const nnc_hessian_config *cfg, int probes,
+                      double *trace, double *std_error)
+{
+    nnc_hessian_config c = cfg ? *cfg : nnc_hessian_config_default();
+    int s = check_config(&c);
+    if (s) return s;
+    if (probes < 1) return nnc__fail(NNC_EINVAL, "hessian: probes %d must be >= 1", probes);
+    hess_run r;
+    s = hess_open(&r, m, d, &c);
+    size_t n = r.h.p ? r.h.p->n_data : 0;
+    float *z = NULL, *hz = NULL;
+    if (!s) {
+        z = nnc__calloc(n + 1, sizeof(float));
+        hz = nnc__calloc(n + 1, sizeof(float));
+        if (!z || !hz) s = nnc__fail(NNC_ENOMEM, "hessian: cannot allocate 2 x %zu floats for the probes", n);
+    }
+    size_t dim = 0;
+    for (int l = 0; !s && l < r.ly.L; l++) dim += r.ly.len[l];
+    /* Welford: mean and sum of squared deviations of the samples z^T H z. */
+    double mean = 0.0, m2 = 0.0;
+    for (int pr = 0; !s && pr < probes; pr++) {
+        nnc_rng rng;
+        nnc_rng_seed(&rng, c.seed, HUTCHINSON_STREAM + (uint64_t)pr);
+        /* u = z / ||z|| with z in {-1, +1}^dim: ||z||^2 = dim, so z^T H z = dim * u^T H u. */
+        float a = (float)(1.0 / sqrt((double)dim));
+        for (int l = 0; l < r.ly.L; l++)
+            for (size_t j = r.ly.off[l]; j < r.ly.off[l] + r.ly.len[l]; j++)
+                z[j] = (nnc_rng_u64(&rng) >> 63) ? a : -a;
+        s = hvp(&r.h, z, c.eps, hz);
+        if (s) break;
+        double q = (double)dim * dot(&r.ly, z, hz), delta = q - mean;
+        mean += delta / (pr + 1);
+        m2 += delta * (q - mean);
+    }
+    hess_close(&r);
+    nnc__free(z);
+    nnc__free(hz);
+    if (!s) {
+        *trace = mean;
+        *std_error = probes > 1 ? sqrt(m2 / (probes - 1) / probes) : NAN;
+    }
     return s;
 }

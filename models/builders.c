@@ -18,6 +18,8 @@
  *  - tiny: conv3x3(in->8) BN ReLU maxpool2 linear(8*(S/2)^2 -> classes), for fast tests.
  *  - tiny-nobn: tiny without the BN (conv with bias), for tests that need per-sample
  *    independence (DP with M x b images equals one replica with M*b images).
+ *  - tiny-linear: one linear layer on the flattened image (softmax regression), for tests that
+ *    need the loss Hessian in closed form.
  */
 #include <stdio.h>
 
@@ -111,11 +113,19 @@ static void tiny_nobn(nnc__builder *b, int arg)
     nnc__b_linear(b, "fc", b->m->cfg.num_classes, 1);
 }
 
+static void tiny_linear(nnc__builder *b, int arg)
+{
+    (void)arg;
+    b->init = NNC__INIT_TORCH_DEFAULT;
+    nnc__b_linear(b, "fc", b->m->cfg.num_classes, 1);
+}
+
 const nnc__model_def nnc__model_defs[] = {
     {"resnet20", resnet, 3, 8},  {"resnet32", resnet, 5, 8}, {"resnet44", resnet, 7, 8},
     {"resnet56", resnet, 9, 8},  {"resnet110", resnet, 18, 8}, {"resnet8", resnet, 1, 8},
     {"vgg11", vgg, 0, 8},        {"vgg13", vgg, 1, 8},       {"vgg16", vgg, 2, 8},
     {"vgg19", vgg, 3, 8},        {"tiny", tiny, 0, 2},
     {"tiny-nobn", tiny_nobn, 0, 2}, /* BN-free tiny: DP over M workers x b images == one replica x M*b */
+    {"tiny-linear", tiny_linear, 0, 1}, /* softmax regression: closed-form Hessian */
 };
 const int nnc__num_model_defs = (int)(sizeof nnc__model_defs / sizeof nnc__model_defs[0]);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "models/layers.h"
+#include "nn/names.h"
 
 #define INIT_STREAM 0x696e6974ULL /* "init": the weight-initialisation stream of a seed */
 
@@ -30,35 +31,12 @@ static const nnc__model_def *find_def(const char *name)
 
 int nnc_model_exists(const char *name) { return find_def(name) != NULL; }
 
-/* Levenshtein distance of two short names (99 when either is longer than 63). */
-static int name_distance(const char *a, const char *b)
-{
-    int la = (int)strlen(a), lb = (int)strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64][64];
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 const char *nnc_model_suggest(const char *name)
 {
-    if (!name || !*name || find_def(name)) return NULL;
-    const char *best = NULL;
-    int bd = 4;
-    for (int i = 0; i < nnc__num_model_defs; i++) {
-        const char *c = nnc__model_defs[i].name;
-        int d = name_distance(name, c);
-        if (d < bd && d < (int)strlen(c)) bd = d, best = c;
-    }
-    return best;
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; i < nnc__num_model_defs && n < 64; i++) names[n++] = nnc__model_defs[i].name;
+    return nnc__closest_name(name, names, n);
 }
 
 int nnc_model_list(char *buf, size_t n)

@@ -32,5 +32,6 @@
 #include "data/data.h"
 #include "models/models.h"
 #include "dist/dist.h"
+#include "dist/link.h"
 
 #endif

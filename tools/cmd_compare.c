@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tools/compare.h"
+#include "tools/flatness.h"
 #include "tools/train.h"
 
 #define MAX_ALGOS 16
@@ -29,6 +30,18 @@ static int report_present(const char *out_dir, const char **which)
     return 0;
 }
 
+/* bytes_per_round of run_dir/summary.json (NAN when absent: a failed run). */
+static double summary_bytes_per_round(const char *run_dir)
+{
+    char path[RUN_DIR_MAX + 32];
+    double v = NAN;
+    if (run_path(path, sizeof path, run_dir, "summary.json")) return NAN;
+    char *t = cli_read_file(path, NULL);
+    if (t && jr_num(t, "bytes_per_round", &v)) v = NAN;
+    free(t);
+    return v;
+}
+
 int cmd_compare(int argc, char **argv)
 {
     train_opts o;
@@ -38,12 +51,24 @@ int cmd_compare(int argc, char **argv)
     o.time_budget = 60;
     o.epochs = 0;
     const char *algos = "mgrawa,lgrawa,easgd,lsgd,dp,local-sgd", *out_dir = "compare";
-    int seeds = 1;
-    flag_spec specs[TRAIN_MAX_FLAGS + 3];
+    int seeds = 1, flatness = 0;
+    double target_acc = 0;
+    flatness_opts fo;
+    flatness_opts_init(&fo);
+    fo.starts = 1;
+    fo.probes = 0;
+    flag_spec specs[TRAIN_MAX_FLAGS + 8];
     int nf = train_flags(&o, specs);
     specs[nf++] = (flag_spec){"algos", FLAG_STR, &algos, "algorithms to compare, comma separated", 0};
     specs[nf++] = (flag_spec){"seeds", FLAG_INT, &seeds, "runs per algorithm (seeds --seed, --seed+1, ...)", 0};
     specs[nf++] = (flag_spec){"out", FLAG_STR, &out_dir, "folder for compare.md/.csv/.svg and the run folders", 0};
+    specs[nf++] = (flag_spec){"target-acc", FLAG_DOUBLE, &target_acc,
+                              "report the training time to reach this test accuracy (a fraction: 0.85 = 85%)", 0};
+    specs[nf++] = (flag_spec){"flatness", FLAG_BOOL, &flatness,
+                              "measure lambda_max and the top-k Hessian eigenvalue sum of each run's best.ckpt", 0};
+    specs[nf++] = (flag_spec){"flatness-images", FLAG_INT, &fo.images, "--flatness: first N training images", 0};
+    specs[nf++] = (flag_spec){"flatness-iters", FLAG_INT, &fo.iters, "--flatness: Lanczos iterations", 0};
+    specs[nf++] = (flag_spec){"flatness-k", FLAG_INT, &fo.k, "--flatness: eigenvalues summed", 0};
     const char *pos[1];
     flag_table t = {.command = "compare",
                     .usage = "nnc compare DATASET --time-budget S --algos mgrawa,lgrawa,easgd,lsgd,dp,local-sgd "
@@ -52,7 +77,10 @@ int cmd_compare(int argc, char **argv)
                                "training run in OUT/<algo>-s<seed>/, then write OUT/compare.md (table), compare.csv and\n"
                                "compare.svg (test accuracy vs training time). --drop-time defaults to 3/4 of the budget\n"
                                "with --sched time-drop. An OUT that holds a comparison is refused unless --resume\n"
-                               "(continue each run) or --overwrite (start over).",
+                               "(continue each run) or --overwrite (start over). compare.md also has the bytes moved,\n"
+                               "with --target-acc A the time to reach accuracy A, with --flatness the Hessian's lambda_max\n"
+                               "and top-k sum (nnc flatness, 1 start, on best.ckpt), and a paired t comparison of every\n"
+                               "algorithm with the best baseline over the same seeds (docs/compare.md).",
                     .flags = specs,
                     .nflags = nf,
                     .positional = pos,
@@ -74,6 +102,12 @@ int cmd_compare(int argc, char **argv)
         cli_error("--seeds: expected 1..100, found %d", seeds);
         return EXIT_USAGE;
     }
+    if (!(target_acc >= 0 && target_acc <= 1)) {
+        cli_error("--target-acc: expected a test accuracy as a fraction in (0, 1], e.g. 0.85 for 85%%, found %g",
+                  target_acc);
+        return EXIT_USAGE;
+    }
+    if (flatness && flatness_opts_check(&fo)) return EXIT_USAGE;
     if (!strcmp(o.sched, "time-drop") && !(o.drop_time > 0) && o.time_budget > 0) o.drop_time = 0.75 * o.time_budget;
     if (o.run_dir) {
         cli_error("compare: --run-dir does not apply (each run gets OUT/<algo>-s<seed>)");
@@ -194,6 +228,8 @@ int cmd_compare(int argc, char **argv)
             if (!cr->local_steps) cr->local_steps = res->steps;
             cr->img_per_s = res->images_per_sec;
             cr->seconds = res->seconds;
+            cr->bytes_per_round = ro.workers > 1 ? summary_bytes_per_round(dir) : 0;
+            cr->flat_lambda = cr->flat_topk = NAN;
             es[k] = calloc((size_t)outs[k].nevals + 1, sizeof(double));
             ea[k] = calloc((size_t)outs[k].nevals + 1, sizeof(double));
             for (int i = 0; es[k] && ea[k] && i < outs[k].nevals; i++) {
@@ -215,12 +251,29 @@ int cmd_compare(int argc, char **argv)
                 break;
             }
         }
+    for (int i = 0; flatness && i < k && rc != EXIT_SIGINT && rc != EXIT_SIGTERM; i++) {
+        if (runs[i].exit_code) continue;
+        char dir[RUN_DIR_MAX + 1];
+        snprintf(dir, sizeof dir, "%s/%s-s%ld", out_dir, runs[i].algo, runs[i].seed);
+        printf("== flatness: %s seed %ld (%d/%d)\n", runs[i].algo, runs[i].seed, i + 1, k);
+        fflush(stdout);
+        flatness_result fr;
+        int e = flatness_measure(dir, o.dataset, o.data, &fo, &fr);
+        if (e) {
+            if (!rc) rc = e;
+            continue;
+        }
+        runs[i].flat_lambda = fr.lambda_mean;
+        runs[i].flat_topk = fr.top_mean;
+        printf("   lambda_max %.6g, top-%d sum %.6g (%.1f s)\n", fr.lambda_mean, fo.k, fr.top_mean, fr.seconds);
+    }
+    compare_opts copts = {.target_acc = target_acc, .flatness = flatness, .flat_k = fo.k};
     int any = 0;
     for (int i = 0; i < k; i++) any |= runs[i].exit_code != EXIT_USAGE;
     if (!any && rc == EXIT_USAGE) {
         /* nothing ran (data or flags refused): no report, and no folder made for it */
         if (created) rmdir(out_dir);
-    } else if (compare_write(out_dir, runs, k)) rc = rc ? rc : EXIT_RUNTIME;
+    } else if (compare_write_opts(out_dir, runs, k, &copts)) rc = rc ? rc : EXIT_RUNTIME;
     else printf("wrote %s/compare.md, compare.csv, compare.svg (%d runs)\n", out_dir, k);
     for (int i = 0; i < n; i++) {
         train_outcome_free(&outs[i]);

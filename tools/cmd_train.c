@@ -952,9 +952,9 @@ int train_execute(const train_opts *o, train_outcome *out)
     cfg.on_log = on_log;
     cfg.ud = &ctx;
     /* two short lines rather than one that wraps on an 80-column terminal */
-    printf("training %s on %s: %d train / %d test images, %dx%dx%d, %d classes\n", o->model, o->dataset, train->n,
-           test->n, train->c, train->h, train->w, train->num_classes);
-    printf("  %d worker%s, algo %s -> %s\n", o->workers, o->workers > 1 ? "s" : "", o->algo, run_dir);
+    printf("training %s on %s -> %s\n", o->model, o->dataset, run_dir);
+    printf("  %d train / %d test, %dx%dx%d, %d classes | %d worker%s, %s\n", train->n, test->n, train->c, train->h,
+           train->w, train->num_classes, o->workers, o->workers > 1 ? "s" : "", o->algo);
     fflush(stdout);
     g_stop = 0;
     install_signals();

@@ -8,6 +8,119 @@
 #include "tools/compare.h"
 #include "tools/plot.h"
 
+static const char *const BASELINES[] = {"sgd", "local-sgd", "easgd", "lsgd", "dp", "dp-sam"};
+
+int compare_is_baseline(const char *algo)
+{
+    for (size_t i = 0; i < sizeof BASELINES / sizeof *BASELINES; i++)
+        if (!strcmp(algo, BASELINES[i])) return 1;
+    return 0;
+}
+
+double compare_t975(int df)
+{
+    static const double table[31] = {NAN,   12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                     2.201, 2.179,  2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080,
+                                     2.074, 2.069,  2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+    if (df < 1) return NAN;
+    if (df <= 30) return table[df];
+    /* Cornish-Fisher expansion of the t quantile around the normal one, z = 1.959964 */
+    double z = 1.959963985, z2 = z * z, v = df;
+    return z + z * (z2 + 1) / (4 * v) + z * ((5 * z2 + 16) * z2 + 3) / (96 * v * v) +
+           z * (((3 * z2 + 19) * z2 + 17) * z2 - 15) / (384 * v * v * v);
+}
+
+int compare_paired(const double *a, const double *b, int n, double *mean, double *lo, double *hi)
+{
+    double s = 0, q = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(a[i]) && isfinite(b[i])) s += a[i] - b[i], k++;
+    *mean = k ? s / k : NAN;
+    for (int i = 0; i < n; i++)
+        if (isfinite(a[i]) && isfinite(b[i])) q += (a[i] - b[i] - *mean) * (a[i] - b[i] - *mean);
+    if (k < 2) {
+        *lo = *hi = NAN;
+        return k;
+    }
+    double half = compare_t975(k - 1) * sqrt(q / (k - 1)) / sqrt((double)k);
+    *lo = *mean - half;
+    *hi = *mean + half;
+    return k;
+}
+
+double compare_time_to(const compare_run *r, double target)
+{
+    for (int i = 0; i < r->nevals; i++)
+        if (r->eval_acc[i] >= target) return r->eval_s[i];
+    return NAN;
+}
+
+int compare_run_load(const char *run_dir, const char *algo, long seed, compare_run *r, double **es, double **ea)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->algo, sizeof r->algo, "%s", algo);
+    r->seed = seed;
+    r->test_acc = r->center_acc = r->average_acc = r->img_per_s = r->seconds = NAN;
+    r->bytes_per_round = r->flat_lambda = r->flat_topk = NAN;
+    r->exit_code = EXIT_RUNTIME;
+    *es = *ea = NULL;
+    char path[RUN_DIR_MAX + 32];
+    if (run_path(path, sizeof path, run_dir, "summary.json")) return -1;
+    char *t = cli_read_file(path, NULL);
+    if (!t) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char status[32] = "";
+    double v, ls[256];
+    jr_str(t, "status", status, sizeof status);
+    r->exit_code = !strcmp(status, "ok") ? 0 : EXIT_RUNTIME;
+    int workers = !jr_num(t, "workers", &v) ? (int)v : 1;
+    if (!jr_num(t, "test_acc", &v)) r->test_acc = v;
+    if (workers > 1 && !jr_num(t, "center_test_acc", &v)) r->center_acc = v;
+    if (workers > 1 && !jr_num(t, "average_test_acc", &v)) r->average_acc = v;
+    if (!jr_num(t, "rounds", &v)) r->rounds = (long)v;
+    if (workers <= 1)
+        r->bytes_per_round = 0; /* one replica: nothing is sent */
+    else if (!jr_num(t, "bytes_per_round", &v))
+        r->bytes_per_round = v;
+    if (!jr_num(t, "images_per_sec", &v)) r->img_per_s = v;
+    if (!jr_num(t, "seconds", &v)) r->seconds = v;
+    int nl = jr_nums(t, "local_steps", ls, 256);
+    for (int i = 0; i < nl; i++) r->local_steps += (long)ls[i];
+    if (!r->local_steps && !jr_num(t, "steps", &v)) r->local_steps = (long)v;
+    free(t);
+    if (run_path(path, sizeof path, run_dir, "metrics.csv")) return 0;
+    t = cli_read_file(path, NULL);
+    int cap = 0;
+    for (char *save = NULL, *line = t ? strtok_r(t, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+        double f[5];
+        int k = 0;
+        if (strncmp(line, "val,", 4)) continue; /* the reported model's evaluations */
+        for (char *p = line + 4; k < 5; k++) { /* step,epoch,seconds,loss,acc */
+            char *e;
+            f[k] = strtod(p, &e);
+            if (e == p || (*e != ',' && *e)) break;
+            p = *e ? e + 1 : e;
+        }
+        if (k < 5 || !isfinite(f[2]) || !isfinite(f[4])) continue;
+        if (r->nevals == cap) {
+            cap = cap ? 2 * cap : 16;
+            double *a = realloc(*es, sizeof(double) * (size_t)cap), *b = a ? realloc(*ea, sizeof(double) * (size_t)cap) : NULL;
+            if (a) *es = a;
+            if (b) *ea = b;
+            if (!a || !b) break;
+        }
+        (*es)[r->nevals] = f[2];
+        (*ea)[r->nevals++] = f[4];
+    }
+    free(t);
+    r->eval_s = *es;
+    r->eval_acc = *ea;
+    return 0;
+}
+
 /* Mean and sample standard deviation of the finite values; returns how many there were. */
 static int mean_std(const double *v, int n, double *mean, double *sd)
 {
@@ -23,6 +136,26 @@ static int mean_std(const double *v, int n, double *mean, double *sd)
     return k;
 }
 
+/* " mean ± sd |" of the finite values (scale times each), "(1 run)" for one, "-" for none. */
+static void cell(FILE *f, const double *v, int n, double scale, const char *fmt)
+{
+    double m, s;
+    int k = mean_std(v, n, &m, &s);
+    fputc(' ', f);
+    if (!k) {
+        fprintf(f, "- |");
+        return;
+    }
+    fprintf(f, fmt, scale * m);
+    if (k == 1)
+        fprintf(f, " (1 run)");
+    else {
+        fprintf(f, " ± ");
+        fprintf(f, fmt, scale * s);
+    }
+    fprintf(f, " |");
+}
+
 static void pct(FILE *f, const double *v, int n)
 {
     double m, s;
@@ -35,21 +168,35 @@ static void pct(FILE *f, const double *v, int n)
         fprintf(f, " %.2f ± %.2f |", 100 * m, 100 * s);
 }
 
-static FILE *open_out(const char *dir, const char *name, char *path, size_t n)
+/* A report file is built in memory and written with cli_write_atomic (a fresh temp file,
+ * synced and renamed): a crash never leaves half a report, and a symlink planted in OUT is
+ * never written through. */
+typedef struct out_file {
+    FILE *f;
+    char *buf;
+    size_t len;
+} out_file;
+
+static FILE *open_out(out_file *o, const char *dir, const char *name, char *path, size_t n)
 {
     snprintf(path, n, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) cli_error("cannot write %s: %s", path, strerror(errno));
-    return f;
+    o->buf = NULL;
+    o->len = 0;
+    o->f = open_memstream(&o->buf, &o->len);
+    if (!o->f) cli_error("cannot write %s: %s", path, strerror(errno));
+    return o->f;
 }
 
-static int close_out(FILE *f, const char *path)
+static int close_out(out_file *o, const char *path)
 {
-    if (fclose(f)) {
+    int rc = 0;
+    if (fclose(o->f) || cli_write_atomic(path, o->buf, o->len)) {
         cli_error("cannot write %s: %s", path, strerror(errno));
-        return -1;
+        rc = -1;
     }
-    return 0;
+    free(o->buf);
+    o->buf = NULL;
+    return rc;
 }
 
 static void csv_num(FILE *f, double v, const char *fmt)
@@ -234,12 +381,107 @@ out:
     return rc;
 }
 
-int compare_write(const char *out_dir, const compare_run *runs, int n)
+int compare_write(const char *out_dir, const compare_run *runs, int n) { return compare_write_opts(out_dir, runs, n, NULL); }
+
+/* The accuracy compared across algorithms: the center of a multi-worker run, else the model. */
+static double reported_acc(const compare_run *r) { return isfinite(r->center_acc) ? r->center_acc : r->test_acc; }
+
+static double moved_mb(const compare_run *r)
+{
+    return isfinite(r->bytes_per_round) ? (double)r->rounds * r->bytes_per_round / 1e6 : NAN;
+}
+
+/* The completed run of algo with seed, or NULL. */
+static const compare_run *run_of(const compare_run *runs, int n, const char *algo, long seed)
+{
+    for (int i = 0; i < n; i++)
+        if (!runs[i].exit_code && runs[i].seed == seed && !strcmp(runs[i].algo, algo)) return &runs[i];
+    return NULL;
+}
+
+static void signed_interval(FILE *f, int k, double mean, double lo, double hi, double scale, const char *unit)
+{
+    if (k < 2)
+        fprintf(f, " %d | n/a | n/a |", k);
+    else
+        fprintf(f, " %d | %+.2f%s | [%+.2f, %+.2f] |", k, scale * mean, unit, scale * lo, scale * hi);
+}
+
+/* The paired comparison of every algorithm with the best baseline (compare.md, second table). */
+static void paired_section(FILE *f, const compare_run *runs, int n, const char **algos, int na, const compare_opts *o,
+                           double *a, double *b)
+{
+    int best = -1;
+    double best_mean = -INFINITY;
+    char names[512] = "";
+    for (int i = 0; i < na; i++) {
+        if (!compare_is_baseline(algos[i])) continue;
+        double s = 0;
+        int k = 0;
+        for (int r = 0; r < n; r++)
+            if (!runs[r].exit_code && !strcmp(runs[r].algo, algos[i]) && isfinite(reported_acc(&runs[r])))
+                s += reported_acc(&runs[r]), k++;
+        size_t at = strlen(names);
+        snprintf(names + at, sizeof names - at, "%s%s", at ? ", " : "", algos[i]);
+        if (k && s / k > best_mean) best_mean = s / k, best = i;
+    }
+    fprintf(f, "\n## Paired comparison with the best baseline\n\n");
+    if (best < 0) {
+        fprintf(f, "No baseline (%s) with a finished run in this comparison: nothing to compare with.\n",
+                "sgd, local-sgd, easgd, lsgd, dp, dp-sam");
+        return;
+    }
+    const char *ref = algos[best];
+    fprintf(f, "Best baseline: **%s** (highest mean test accuracy among the baselines here: %s).\n", ref, names);
+    fprintf(f, "Each algorithm minus %s on the same seed, over the seeds where both runs finished; mean and 95%% "
+               "confidence interval of the paired t test (mean ± t(0.975, n-1) · sd / sqrt(n), sd the sample standard "
+               "deviation of the n differences). n/a: fewer than 2 paired seeds. An interval that excludes 0 is a "
+               "difference at the 5%% level.\n\n", ref);
+    fprintf(f, "| algorithm | seeds | test acc difference (points) | 95%% interval |");
+    if (o && o->target_acc > 0)
+        fprintf(f, " seeds (both reached %.4g%%) | time to %.4g%% difference (s) | 95%% interval |", 100 * o->target_acc,
+                100 * o->target_acc);
+    fprintf(f, "\n|---|---|---|---|%s\n", o && o->target_acc > 0 ? "---|---|---|" : "");
+    for (int i = 0; i < na; i++) {
+        fprintf(f, "| %s |", algos[i]);
+        if (i == best) {
+            fprintf(f, " - | (reference) | |%s\n", o && o->target_acc > 0 ? " - | (reference) | |" : "");
+            continue;
+        }
+        int m = 0;
+        for (int r = 0; r < n; r++) {
+            if (runs[r].exit_code || strcmp(runs[r].algo, algos[i])) continue;
+            const compare_run *q = run_of(runs, n, ref, runs[r].seed);
+            a[m] = reported_acc(&runs[r]);
+            b[m++] = q ? reported_acc(q) : NAN;
+        }
+        double mean, lo, hi;
+        int k = compare_paired(a, b, m, &mean, &lo, &hi);
+        signed_interval(f, k, mean, lo, hi, 100, "");
+        if (o && o->target_acc > 0) {
+            m = 0;
+            for (int r = 0; r < n; r++) {
+                if (runs[r].exit_code || strcmp(runs[r].algo, algos[i])) continue;
+                const compare_run *q = run_of(runs, n, ref, runs[r].seed);
+                a[m] = compare_time_to(&runs[r], o->target_acc);
+                b[m++] = q ? compare_time_to(q, o->target_acc) : NAN;
+            }
+            k = compare_paired(a, b, m, &mean, &lo, &hi);
+            signed_interval(f, k, mean, lo, hi, 1, " s");
+        }
+        fputc('\n', f);
+    }
+}
+
+int compare_write_opts(const char *out_dir, const compare_run *runs, int n, const compare_opts *o)
 {
     char path[1100];
-    FILE *f = open_out(out_dir, "compare.csv", path, sizeof path);
+    out_file of;
+    int target = o && o->target_acc > 0, flat = o && o->flatness;
+    FILE *f = open_out(&of, out_dir, "compare.csv", path, sizeof path);
     if (!f) return -1;
-    fprintf(f, "algo,seed,exit_code,test_acc,center_test_acc,average_test_acc,rounds,local_steps,img_per_s,seconds\n");
+    fprintf(f, "algo,seed,exit_code,test_acc,center_test_acc,average_test_acc,rounds,local_steps,img_per_s,seconds,"
+               "bytes_per_round,mb_moved,time_to_target,lambda_max,topk_sum\n");
     for (int i = 0; i < n; i++) {
         const compare_run *r = &runs[i];
         fprintf(f, "%s,%ld,%d", r->algo, r->seed, r->exit_code);
@@ -249,9 +491,14 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         fprintf(f, ",%ld,%ld", r->rounds, r->local_steps);
         csv_num(f, r->img_per_s, "%.1f");
         csv_num(f, r->seconds, "%.3f");
+        csv_num(f, r->bytes_per_round, "%.0f");
+        csv_num(f, moved_mb(r), "%.3f");
+        csv_num(f, target ? compare_time_to(r, o->target_acc) : NAN, "%.3f");
+        csv_num(f, flat ? r->flat_lambda : NAN, "%.6g");
+        csv_num(f, flat ? r->flat_topk : NAN, "%.6g");
         fputc('\n', f);
     }
-    if (close_out(f, path)) return -1;
+    if (close_out(&of, path)) return -1;
 
     /* Algorithms in order of first appearance. */
     const char *algos[64];
@@ -261,22 +508,27 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         for (int a = 0; a < na; a++) seen |= !strcmp(algos[a], runs[i].algo);
         if (!seen && na < 64) algos[na++] = runs[i].algo;
     }
-    double *center = malloc(sizeof(double) * (size_t)(n ? n : 1)), *avg = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    double *tmp = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    if (!center || !avg || !tmp) {
-        free(center), free(avg), free(tmp);
+    size_t cnt = (size_t)(n ? n : 1);
+    double *v[8];
+    int bad = 0;
+    for (int i = 0; i < 8; i++) bad |= !(v[i] = malloc(sizeof(double) * cnt));
+    if (bad) {
+        for (int i = 0; i < 8; i++) free(v[i]);
         errno = ENOMEM;
         return -1;
     }
-    f = open_out(out_dir, "compare.md", path, sizeof path);
+    double *center = v[0], *avg = v[1], *mb = v[2], *ttt = v[3], *lam = v[4], *top = v[5];
+    f = open_out(&of, out_dir, "compare.md", path, sizeof path);
     if (!f) {
-        free(center), free(avg), free(tmp);
+        for (int i = 0; i < 8; i++) free(v[i]);
         return -1;
     }
-    fprintf(f, "| algorithm | runs | center test acc %% | average test acc %% | rounds | local steps | img/s |\n");
-    fprintf(f, "|---|---|---|---|---|---|---|\n");
+    fprintf(f, "| algorithm | runs | center test acc %% | average test acc %% | rounds | local steps | img/s | MB moved |");
+    if (target) fprintf(f, " time to %.4g%% (s) |", 100 * o->target_acc);
+    if (flat) fprintf(f, " lambda_max | top-%d sum |", o->flat_k);
+    fprintf(f, "\n|---|---|---|---|---|---|---|---|%s%s\n", target ? "---|" : "", flat ? "---|---|" : "");
     for (int a = 0; a < na; a++) {
-        int k = 0, failed = 0;
+        int k = 0, failed = 0, reached = 0;
         double rounds = 0, steps = 0, ips = 0;
         for (int i = 0; i < n; i++) {
             if (strcmp(runs[i].algo, algos[a])) continue;
@@ -285,8 +537,13 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
                 continue;
             }
             /* one replica: the reported model is the "center" */
-            center[k] = isfinite(runs[i].center_acc) ? runs[i].center_acc : runs[i].test_acc;
+            center[k] = reported_acc(&runs[i]);
             avg[k] = runs[i].average_acc;
+            mb[k] = moved_mb(&runs[i]);
+            ttt[k] = target ? compare_time_to(&runs[i], o->target_acc) : NAN;
+            reached += isfinite(ttt[k]);
+            lam[k] = runs[i].flat_lambda;
+            top[k] = runs[i].flat_topk;
             rounds += (double)runs[i].rounds;
             steps += (double)runs[i].local_steps;
             ips += runs[i].img_per_s;
@@ -296,17 +553,45 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         pct(f, center, k);
         pct(f, avg, k);
         if (k)
-            fprintf(f, " %.0f | %.0f | %.0f |\n", rounds / k, steps / k, ips / k);
+            fprintf(f, " %.0f | %.0f | %.0f |", rounds / k, steps / k, ips / k);
         else
-            fprintf(f, " - | - | - |\n");
+            fprintf(f, " - | - | - |");
+        cell(f, mb, k, 1, "%.1f");
+        if (target) {
+            if (!k)
+                fprintf(f, " - |");
+            else if (!reached)
+                fprintf(f, " not reached (0/%d) |", k);
+            else {
+                double m, s;
+                mean_std(ttt, k, &m, &s);
+                if (reached > 1)
+                    fprintf(f, " %.1f ± %.1f (%d/%d) |", m, s, reached, k);
+                else
+                    fprintf(f, " %.1f (%d/%d) |", m, reached, k);
+            }
+        }
+        if (flat) {
+            cell(f, lam, k, 1, "%.4g");
+            cell(f, top, k, 1, "%.4g");
+        }
+        fputc('\n', f);
     }
-    fprintf(f, "\nmean ± sample standard deviation over seeds; accuracies on the test split at the end of each run.\n");
-    if (close_out(f, path)) {
-        free(center), free(avg), free(tmp);
-        return -1;
-    }
+    fprintf(f, "\nmean ± sample standard deviation over seeds; accuracies on the test split at the end of each run. "
+               "MB moved: rounds x bytes per round (summary.json), all workers together.");
+    if (target)
+        fprintf(f, " Time to %.4g%%: training seconds (evaluation excluded) of the first evaluation of the reported "
+                   "model at or above %.4g%% (metrics.csv `val` rows), mean ± sd over the seeds that reached it "
+                   "(reached/finished).", 100 * o->target_acc, 100 * o->target_acc);
+    if (flat)
+        fprintf(f, " lambda_max, top-%d sum: largest Hessian eigenvalues of the training loss at the reported model "
+                   "(best.ckpt; `nnc flatness`); smaller is flatter.", o->flat_k);
+    fputc('\n', f);
+    if (na > 1) paired_section(f, runs, n, algos, na, o, v[6], v[7]);
+    int rc = close_out(&of, path);
+    for (int i = 0; i < 8; i++) free(v[i]);
+    if (rc) return -1;
 
-    free(center), free(avg), free(tmp);
     snprintf(path, sizeof path, "%s/compare.svg", out_dir);
     if (compare_svg(path, runs, n, algos, na)) {
         cli_error("cannot write %s: %s", path, strerror(errno));

@@ -9,6 +9,7 @@
 
 #include "nn/fileio.h"
 #include "nn/status.h"
+#include "nn/names.h"
 #include "tools/cli.h"
 
 void cli_error(const char *fmt, ...)
@@ -28,40 +29,9 @@ flag_spec *flags_find(flag_table *t, const char *name)
     return NULL;
 }
 
-static int edit_distance(const char *a, const char *b)
-{
-    int la = (int)strlen(a), lb = (int)strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64][64];
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 const char *cli_closest(const char *name, const char *const *cands, int n)
 {
-    const char *best = NULL;
-    int bd = 4;
-    if (!name || !*name) return NULL;
-    for (int i = 0; i < n; i++) {
-        if (!cands[i]) continue;
-        int d = edit_distance(name, cands[i]);
-        /* a shorter distance wins; an unrelated short word (distance close to its length) does not */
-        int len = (int)strlen(cands[i]);
-        if (d >= len) continue;
-        if (d < bd || (strstr(cands[i], name) && d < 6 && !best)) {
-            bd = d;
-            best = cands[i];
-        }
-    }
-    return best;
+    return nnc__closest_name(name, cands, n);
 }
 
 static const char *closest(const flag_table *t, const char *name)

@@ -20,6 +20,7 @@ char *openblas_get_config(void);
 #pragma weak cmd_data
 #pragma weak cmd_compare
 #pragma weak cmd_bench
+#pragma weak cmd_flatness
 
 typedef struct command {
     const char *name;
@@ -34,6 +35,7 @@ static const command commands[] = {
     {"info", cmd_info, "layers, parameters and MACs of a model"},
     {"data", cmd_data, "download cifar10/cifar100/mnist/fashion-mnist, describe a dataset"},
     {"compare", cmd_compare, "run several algorithms x seeds on one budget; table and plot"},
+    {"flatness", cmd_flatness, "Hessian eigenvalues and trace of a checkpoint's training loss"},
     {"bench", cmd_bench, "training and inference throughput on a random batch"},
     {NULL, NULL, NULL},
 };

@@ -99,15 +99,14 @@ b=$(dig rx/last.ckpt)
 
 # ---- mismatched config across ranks (lr, model) -> exit 2 naming rank 1, no hang ----
 args=("${DATA[@]}" --limit-train 300 --algo mgrawa --workers 2 --epochs 1 --sync-timeout 10)
-n4=0
+k=0
 for diff in "--lr 0.05" "--model resnet20"; do
-    # a fresh folder per case: rank 0 starts its run folder before the ranks compare configs
-    n4=$((n4 + 1))
-    t=$(now)
-    timeout 60 "${MPIRUN[@]}" -np 1 "$MPI_NNC" train "${args[@]}" --run-dir f4-$n4 : -np 1 "$MPI_NNC" train "${args[@]}" \
-        --run-dir f4-$n4 $diff >f4.txt 2>&1
+    t=$(now) k=$((k + 1))
+    # a folder per case: the refused run leaves its config.json, and a used folder is refused
+    timeout 60 "${MPIRUN[@]}" -np 1 "$MPI_NNC" train "${args[@]}" --run-dir f4-$k : -np 1 "$MPI_NNC" train "${args[@]}" \
+        --run-dir f4-$k $diff >f4.txt 2>&1
     rc=$? dt=$(elapsed "$t")
-    if [ $rc = 2 ] && grep -q "rank 1 runs a different configuration" f4.txt && [ ! -e f4-$n4/last.ckpt ]; then
+    if [ $rc = 2 ] && grep -q "rank 1 runs a different configuration" f4.txt && [ ! -e f4-$k/last.ckpt ]; then
         pass "mismatched config across ranks ($diff on rank 1): exit 2 in ${dt%???????} s naming rank 1"
     else
         fail "mismatched config across ranks ($diff): rc $rc, $(grep -m1 'nnc:' f4.txt)"
