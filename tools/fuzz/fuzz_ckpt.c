@@ -1,4 +1,4 @@
-/* tools/fuzz/fuzz_ckpt.c - libFuzzer harness for the checkpoint loader (TESTS.md C6) and the
+/* tools/fuzz/fuzz_ckpt.c - libFuzzer harness for the checkpoint loader and the
  * run-checkpoint load path. Built by `make fuzz` with clang -fsanitize=fuzzer,address,undefined;
  * run by `make fuzz-run` over the seed corpus in tools/fuzz/corpus/ckpt. Every input must either
  * load, or fail with NNC_EFORMAT and a message; a loaded checkpoint is then queried through the
