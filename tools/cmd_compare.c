@@ -50,7 +50,7 @@ int cmd_compare(int argc, char **argv)
     o.sched = "time-drop";
     o.time_budget = 60;
     o.epochs = 0;
-    const char *algos = "mgrawa,lgrawa,easgd,lsgd,dp,local-sgd", *out_dir = "compare";
+    const char *algos = "mgrawa,lgrawa,easgd,lsgd,dp,local-sgd,slowmo", *out_dir = "compare";
     int seeds = 1, flatness = 0;
     double target_acc = 0;
     flatness_opts fo;
@@ -71,7 +71,7 @@ int cmd_compare(int argc, char **argv)
     specs[nf++] = (flag_spec){"flatness-k", FLAG_INT, &fo.k, "--flatness: eigenvalues summed", 0};
     const char *pos[1];
     flag_table t = {.command = "compare",
-                    .usage = "nnc compare DATASET --time-budget S --algos mgrawa,lgrawa,easgd,lsgd,dp,local-sgd "
+                    .usage = "nnc compare DATASET --time-budget S --algos mgrawa,lgrawa,easgd,lsgd,dp,local-sgd,slowmo "
                              "--seeds N --workers M [train flags]",
                     .summary = "Run every algorithm x seed on the same data and budget, one after the other, each a full\n"
                                "training run in OUT/<algo>-s<seed>/, then write OUT/compare.md (table), compare.csv and\n"
@@ -126,8 +126,7 @@ int cmd_compare(int argc, char **argv)
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         nnc_algo a;
         if (nnc_algo_parse(tok, &a)) {
-            cli_error("--algos: expected names among sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp, dp-sam; found '%s'",
-                      tok);
+            cli_error("--algos: %s", nnc_error_message());
             return EXIT_USAGE;
         }
         if (na == MAX_ALGOS) {

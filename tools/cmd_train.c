@@ -285,11 +285,13 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (c->threads < 1) c->threads = 1;
     c->workers = o->workers;
-    if (nnc_algo_parse(o->algo, &c->algo))
-        return bad_value("algo", "sgd, mgrawa, lgrawa, local-sgd, easgd, lsgd, dp, dp-sam or slowmo", o->algo);
+    if (nnc_algo_parse(o->algo, &c->algo)) { /* the registry's message: did you mean, every name */
+        cli_error("--algo: %s", nnc_error_message());
+        return EXIT_USAGE;
+    }
     if (c->algo == NNC_ALGO_SGD && o->workers > 1) {
         cli_error("--algo: expected a distributed algorithm for --workers %d (mgrawa, lgrawa, local-sgd, easgd, lsgd, "
-                  "dp or dp-sam), found 'sgd'", o->workers);
+                  "dp, dp-sam or slowmo), found 'sgd'", o->workers);
         return EXIT_USAGE;
     }
     if (!strcmp(o->sync, "async")) c->sync = NNC_SYNC_ASYNC;
