@@ -29,7 +29,7 @@ else
   SAN_TESTFLAGS := --jobs 1
 endif
 
-PKGS := openblas zlib libcurl libjpeg
+PKGS := openblas zlib libcurl libjpeg hwloc
 # The version lives in nn/version.h alone; the soname carries the major number.
 VERSION := $(shell sed -n 's/^\#define NNC_VERSION "\(.*\)"/\1/p' nn/version.h)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))

@@ -94,6 +94,9 @@ const char *nnc_algo_name(nnc_algo a);
 typedef enum nnc_nan_policy { NNC_NAN_STOP, NNC_NAN_SKIP } nnc_nan_policy;
 
 typedef enum nnc_sync_mode { NNC_SYNC_ASYNC, NNC_SYNC_LOCKSTEP } nnc_sync_mode;
+/* Where worker teams run (dist/place.h): auto = planned over the machine's topology and pinned,
+ * none = no pinning (the OS schedules). */
+typedef enum nnc_placement { NNC_PLACEMENT_AUTO, NNC_PLACEMENT_NONE } nnc_placement;
 typedef enum nnc_norm_kind { NNC_NORM_SUM_LAYERS, NNC_NORM_GLOBAL_L2 } nnc_norm_kind;
 
 /* A default named in a field comment is the library's (nnc_train_config_default()); "CLI:"
@@ -116,8 +119,8 @@ typedef struct nnc_train_config {
     double time_budget;           /* seconds of training time (test time excluded); 0 = none */
     uint64_t seed;
     int threads;                  /* 1 (CLI: all online cores); kernel threads (nn/threads.h) of one
-                                     replica; 1 when workers > 1. Process-wide, changed only if
-                                     different; BLAS runs with 1 */
+                                     replica (workers 1; workers > 1: threads_per_worker). The
+                                     run's own team; BLAS runs with 1 */
     /* distribution */
     int workers;                  /* 1; MPI build under mpirun: the total over all ranks */
     nnc_algo algo;
@@ -156,6 +159,13 @@ typedef struct nnc_train_config {
     void (*on_eval)(const nnc_eval_info *e, void *ud);
     void (*on_log)(const char *line, void *ud);   /* warnings such as "worker 2 non-finite, reset" */
     void *ud;
+    /* kernel thread teams (nn/threads.h; each run owns its teams) */
+    int threads_per_worker;       /* 0 = the machine's cores divided among the workers (at least
+                                     1); one replica (workers 1): 0 = `threads`. Over the core
+                                     count is allowed (a warning, short spins) */
+    nnc_placement placement;      /* NNC_PLACEMENT_AUTO: each team pinned to its own cores, inside
+                                     one NUMA node where it fits (dist/place.h); MPI runs with
+                                     several ranks pin nothing */
 } nnc_train_config;
 
 nnc_train_config nnc_train_config_default(void);
@@ -206,6 +216,8 @@ typedef struct nnc_train_result {
     int resets;                         /* non-finite worker resets */
     long skipped_steps;                 /* steps skipped by NNC_NAN_SKIP */
     int stopped_by_signal;              /* signal number, or 0 */
+    int threads_per_worker;             /* the team size each replica ran with */
+    char placement[8192];               /* the plan as JSON (nnc info --topology --json's form) */
 } nnc_train_result;
 
 /* What a training checkpoint (ckpt_dir/last.ckpt, ...) says about the run's progress. */

@@ -17,6 +17,8 @@
 #include <pthread.h>
 
 #include "dist/algo.h"
+#include "dist/place.h"
+#include "nn/threads.h"
 #include "dist/replica.h"
 #include "dist/transport.h"
 
@@ -102,6 +104,12 @@ typedef struct nnc_run {
     long mark_n;    /* async: local steps reserved (about to be taken) */
     int wstatus[NNC_MAX_WORKERS];
     char wmsg[NNC_MAX_WORKERS][512];
+    /* kernel thread teams: team[i] runs worker i's ops (this rank's workers; one replica: the
+     * caller's thread enters team[0]); the plan says which cores (dist/place.h) */
+    nnc_team *team[NNC_MAX_WORKERS];
+    nnc__topo topo;
+    nnc__plan place;
+    int tpw;                        /* threads per worker */
 } nnc_run;
 
 /* Monotonic seconds. */

@@ -222,8 +222,15 @@ int cmd_data(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_flatness(int argc, char **argv);
-/* nnc bench --workers (tools/bench_workers.c): M workers vs one replica through nnc_train. */
-int bench_workers(const char *model, int workers, const char *algo, int threads, int batch, double seconds,
-                  long seed, int json);
+/* nnc bench --workers (tools/bench_workers.c): M workers of tpw threads (0 = cores / M) vs one
+ * replica of `threads` threads through nnc_train; scaling: also a table over M = 1, 2, 4, ... up
+ * to the core count (cores / M threads each). */
+typedef struct bench_workers_opts {
+    const char *model, *algo;
+    int workers, threads, threads_per_worker, placement, batch, json, scaling;
+    double seconds;
+    long seed;
+} bench_workers_opts;
+int bench_workers(const bench_workers_opts *o);
 
 #endif

@@ -100,7 +100,7 @@ static int measure(bench_state *s, int train, int warmup, int runs, int iters, d
 int cmd_bench(int argc, char **argv)
 {
     const char *model = "resnet20";
-    int batch = 128, threads = 1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
+    int batch = 128, threads = -1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
     int layers = 0;
     const char *conv_path = "auto";
     double peak = 246.6;
@@ -108,10 +108,13 @@ int cmd_bench(int argc, char **argv)
     double seconds = 60;
     const char *algo = "mgrawa";
     long seed = 1;
+    int tpw = 0, scaling = 0;
+    const char *placement = "auto";
     flag_spec flags[] = {
         {"model", FLAG_STR, &model, "model name (resnet20, vgg16, ...; nnc info --list shows all)", 0},
         {"batch", FLAG_INT, &batch, "batch size N of the random (N,C,S,S) batch", 0},
-        {"threads", FLAG_INT, &threads, "kernel threads (nnc_set_threads); 0 = all cores", 0},
+        {"threads", FLAG_INT, &threads, "kernel threads (default 1; 0 = all cores); --workers: of the single replica "
+                                        "(default all cores)", 0},
         {"runs", FLAG_INT, &runs, "timed runs; the median is reported", 0},
         {"warmup", FLAG_INT, &warmup, "untimed steps before the runs", 0},
         {"iters", FLAG_INT, &iters, "steps per timed run", 0},
@@ -123,8 +126,11 @@ int cmd_bench(int argc, char **argv)
         {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
         {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
         {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (PERF.md)", 0},
-        {"workers", FLAG_INT, &workers, "instead: train M workers (1 thread each) vs one replica (--threads) "
-                                        "through nnc_train on synthetic CIFAR-shaped data", 0},
+        {"workers", FLAG_INT, &workers, "instead: train M workers (--threads-per-worker each) vs one replica "
+                                        "(--threads) through nnc_train on synthetic CIFAR-shaped data", 0},
+        {"threads-per-worker", FLAG_INT, &tpw, "--workers: kernel threads of each worker (0 = cores / M, at least 1)", 0},
+        {"placement", FLAG_STR, &placement, "--workers: auto (pinned teams, NUMA-local) or none", 0},
+        {"scaling", FLAG_BOOL, &scaling, "--workers: also a table over M = 1, 2, 4, ... up to the core count", 0},
         {"algo", FLAG_STR, &algo, "--workers: the algorithm (mgrawa, lgrawa, easgd, lsgd, local-sgd, dp)", 0},
         {"seconds", FLAG_DOUBLE, &seconds, "--workers: training seconds of each of the two runs", 0},
     };
@@ -136,7 +142,8 @@ int cmd_bench(int argc, char **argv)
     int rc = flags_parse(&t, argc - 1, argv + 1);
     if (rc) return rc == 1 ? EXIT_OK : rc;
     const struct { const char *name; int v, lo; } checks[] = {
-        {"batch", batch, 1}, {"threads", threads, 0}, {"workers", workers, 0}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
+        {"batch", batch, 1}, {"threads", threads < 0 ? 0 : threads, 0}, {"workers", workers, 0},
+        {"threads-per-worker", tpw, 0}, {"runs", runs, 1}, {"warmup", warmup, 0}, {"iters", iters, 1},
         {"image-size", image, 0}};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (checks[i].v < checks[i].lo) {
@@ -162,15 +169,33 @@ int cmd_bench(int argc, char **argv)
                   best ? best : "", best ? "'?)" : "", list);
         return EXIT_USAGE;
     }
-    if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads > 4096 || tpw > 4096) {
+        cli_error("--%s: expected threads in 0..4096, found '%d'", threads > 4096 ? "threads" : "threads-per-worker",
+                  threads > 4096 ? threads : tpw);
+        return EXIT_USAGE;
+    }
     if (workers > 0) {
         if (!(seconds > 0)) {
             char b[32];
             cli_error("--seconds: expected a number > 0, found '%s'", cli_format_double(seconds, b, sizeof b));
             return EXIT_USAGE;
         }
-        return bench_workers(model, workers, algo, threads, batch, seconds, seed, json);
+        if (strcmp(placement, "auto") && strcmp(placement, "none")) {
+            cli_error("--placement: expected auto or none, found '%s'", placement);
+            return EXIT_USAGE;
+        }
+        if (workers > NNC_MAX_WORKERS) {
+            cli_error("--workers: expected a worker count in 1..%d, found '%d'", NNC_MAX_WORKERS, workers);
+            return EXIT_USAGE;
+        }
+        bench_workers_opts bo = {.model = model, .algo = algo, .workers = workers, .threads = threads < 0 ? 0 : threads,
+                                 .threads_per_worker = tpw, .placement = strcmp(placement, "none") ? NNC_PLACEMENT_AUTO
+                                                                                                   : NNC_PLACEMENT_NONE,
+                                 .batch = batch, .json = json, .scaling = scaling, .seconds = seconds, .seed = seed};
+        return bench_workers(&bo);
     }
+    if (threads < 0) threads = 1;
+    if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     int st = nnc_set_threads(threads);
     if (st) {
         cli_error("--threads: %s", nnc_error_message());

@@ -93,6 +93,8 @@ void train_opts_init(train_opts *o)
     o->slow_lr = d.slow_lr;
     o->bn_batches = d.bn_reestimate_batches;
     o->sync_timeout = d.sync_timeout;
+    o->threads_per_worker = d.threads_per_worker;
+    o->placement = d.placement == NNC_PLACEMENT_NONE ? "none" : "auto";
     o->eval_every = d.eval_every_epochs;
     o->log_every = 50;
     o->keep = d.keep_epochs;
@@ -122,7 +124,7 @@ int train_flags(train_opts *o, flag_spec *f)
     F("drop-time", FLAG_DOUBLE, &o->drop_time, "seconds after which the lr drops (--sched time-drop)");
     F("warmup-epochs", FLAG_FLOAT, &o->warmup_epochs, "linear warm-up length in epochs");
     F("seed", FLAG_LONG, &o->seed, "random seed");
-    F("threads", FLAG_INT, &o->threads, "kernel + BLAS threads of one replica (0 = all cores; 1 per worker when workers > 1)");
+    F("threads", FLAG_INT, &o->threads, "kernel threads of one replica (0 = all cores; workers > 1: --threads-per-worker)");
     F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
     F("resume", FLAG_BOOL, &o->resume, "continue the run in RUN-DIR (its config.json + last.ckpt; flags given override)");
     F("overwrite", FLAG_BOOL, &o->overwrite, "start over in a RUN-DIR that holds a run (removes nnc's files there first)");
@@ -142,6 +144,8 @@ int train_flags(train_opts *o, flag_spec *f)
     F("norm", FLAG_STR, &o->norm, "GRAWA gradient norm: sum (of layer norms) or l2");
     F("bn-batches", FLAG_INT, &o->bn_batches, "batches to re-estimate BN statistics of the center (0 = keep)");
     F("sync-timeout", FLAG_DOUBLE, &o->sync_timeout, "seconds a round waits for a worker (0 = 600)");
+    F("threads-per-worker", FLAG_INT, &o->threads_per_worker, "kernel threads of each worker's team (0 = all cores divided among the workers, at least 1; more threads than cores: a warning)");
+    F("placement", FLAG_STR, &o->placement, "auto (each worker's team pinned to its own cores, inside one NUMA node where it fits) or none (no pinning)");
     F("eval-every", FLAG_INT, &o->eval_every, "evaluate every N epochs (0 = only at the end)");
     F("anomaly", FLAG_BOOL, &o->anomaly, "anomaly mode: name the first op producing NaN/Inf");
     F("log-every", FLAG_INT, &o->log_every, "steps between progress lines and metrics rows");
@@ -187,6 +191,7 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
             {"epochs", 0, 2147483647, "a count >= 0 (0 = until --time-budget)"},
             {"step-epochs", 1, 2147483647, "epochs >= 1"},
             {"threads", 0, 4096, "threads in 0..4096 (0 = all cores)"},
+            {"threads-per-worker", 0, 4096, "threads in 0..4096 (0 = cores / workers)"},
             {"keep", 0, 2147483647, "a count >= 0 (0 = no epoch checkpoints)"},
             {"limit-train", 0, 2147483647, "a count of images in 0..2147483647 (0 = all)"},
             {"limit-test", 0, 2147483647, "a count of images in 0..2147483647 (0 = all)"},
@@ -307,6 +312,14 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->slow_lr = o->slow_lr;
     c->bn_reestimate_batches = o->bn_batches;
     c->sync_timeout = o->sync_timeout;
+    c->threads_per_worker = o->threads_per_worker;
+    if (!strcmp(o->placement, "auto")) {
+        c->placement = NNC_PLACEMENT_AUTO;
+    } else if (!strcmp(o->placement, "none")) {
+        c->placement = NNC_PLACEMENT_NONE;
+    } else {
+        return bad_value("placement", "auto or none", o->placement);
+    }
     c->eval_every_epochs = o->eval_every;
     c->anomaly = o->anomaly;
     c->keep_epochs = o->keep;
@@ -622,6 +635,8 @@ static int write_summary(const train_opts *o, const nnc_train_result *r, const c
     json_int(&j, "steps", r->steps);
     json_int(&j, "resets", r->resets);
     json_int(&j, "skipped_steps", r->skipped_steps);
+    if (r->threads_per_worker > 0) json_int(&j, "threads_per_worker", r->threads_per_worker);
+    if (r->placement[0]) json_raw(&j, "placement", r->placement);
     if (o->workers > 1) {
         json_num(&j, "center_test_acc", r->center_test_acc);
         json_num(&j, "average_test_acc", r->average_test_acc);
@@ -676,7 +691,8 @@ static int resume_may_change(const char *flag)
 {
     static const char *const ok[] = {"data",     "download", "epochs",  "time-budget",  "threads",
                                      "run-dir",  "resume",   "overwrite", "keep",       "nan-policy",
-                                     "anomaly",  "log-every", "eval-every", "sync-timeout"};
+                                     "anomaly",  "log-every", "eval-every", "sync-timeout",
+                                     "threads-per-worker", "placement"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         if (!strcmp(ok[i], flag)) return 1;
     return 0;

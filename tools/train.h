@@ -18,6 +18,8 @@ typedef struct train_opts {
     double time_budget, drop_time, sync_timeout;
     float lr, momentum, wd, warmup_epochs, gamma, pull, prox, slow_momentum, slow_lr;
     long seed, limit_train, limit_test, step_epochs;
+    int threads_per_worker;
+    const char *placement;
 } train_opts;
 
 #define TRAIN_MAX_FLAGS 48

@@ -72,7 +72,9 @@ typedef struct fx_trace {
     double first_loss, last_loss;
     double round_loss[256];
     uint64_t hash;          /* FNV over every on_round / on_step value */
-    char log[8][256];
+    char log[8][256];       /* on_log lines but the run's placement plan and its warning: */
+    char plan[2][256];      /* those go here */
+    int plan_logs;
     long stop_at_round;     /* set *stop when this round is reported (0 = never) */
     volatile sig_atomic_t *stop;
     double step_loss[512];
@@ -112,6 +114,11 @@ static inline void fx_on_step(const nnc_step_info *s, void *ud)
 static inline void fx_on_log(const char *line, void *ud)
 {
     fx_trace *t = ud;
+    if (!strncmp(line, "placement: ", 11) || strstr(line, "oversubscribed, threads not pinned")) {
+        if (t->plan_logs < 2) snprintf(t->plan[t->plan_logs], sizeof t->plan[0], "%s", line);
+        t->plan_logs++;
+        return;
+    }
     if (t->logs < 8) snprintf(t->log[t->logs], sizeof t->log[0], "%s", line);
     t->logs++;
 }

@@ -5,12 +5,14 @@
  *   make SAN=thread build/san-thread/libnnc_testing.a
  *   clang -std=c11 -g -O1 -fsanitize=thread -D_GNU_SOURCE -DNNC_TESTING -pthread -I. \
  *       tests/dist/tsan_main.c build/san-thread/libnnc_testing.a \
- *       $(pkg-config --libs openblas zlib libcurl) -lm -o build/san-thread/dist_tsan
+ *       $(pkg-config --libs openblas zlib libcurl hwloc) -lm -o build/san-thread/dist_tsan
  *   build/san-thread/dist_tsan     (exit 0 and no "WARNING: ThreadSanitizer" = pass)
  * Scenarios: every algorithm with 4 workers in both sync modes, the single replica (loader
  * prefetch thread), a NaN worker under jitter, a stalled worker, a failing worker, a stop
- * request with checkpoint + resume, two training contexts on two threads at once, and the
- * test-only worker observer (dist/run.h) reading what it documents as stable.
+ * request with checkpoint + resume, two training contexts on two threads at once, two concurrent
+ * runs with different kernel thread team sizes (2 workers x 2 threads beside one replica of 3
+ * threads, then pinned 2 x 1 beside unpinned 1 x 2), and the test-only worker observer
+ * (dist/run.h) reading what it documents as stable.
  */
 #include <math.h>
 #include <pthread.h>
@@ -106,6 +108,22 @@ static void *context(void *arg)
     return (void *)(size_t)(nnc_train(&c, g_train, NULL, &r) != NNC_OK);
 }
 
+/* A run with its own team size (arg: 0 = 2 workers x 2 threads, 1 = one replica of 3 threads,
+ * 2 = 2 workers x 1 thread pinned, 3 = one replica of 2 threads unpinned). */
+static void *team_run(void *arg)
+{
+    int k = (int)(size_t)arg;
+    nnc_train_config c = k == 1 || k == 3 ? config(NNC_ALGO_SGD, 1, NNC_SYNC_ASYNC)
+                                          : config(NNC_ALGO_MGRAWA, 2, NNC_SYNC_LOCKSTEP);
+    c.threads_per_worker = k == 0 ? 2 : k == 2 ? 1 : 0;
+    c.threads = k == 1 ? 3 : 2;
+    c.placement = k == 3 ? NNC_PLACEMENT_NONE : NNC_PLACEMENT_AUTO;
+    nnc_train_result r;
+    int s = nnc_train(&c, g_train, NULL, &r);
+    int want = k == 0 ? 2 : k == 1 ? 3 : k == 2 ? 1 : 2;
+    return (void *)(size_t)(s != NNC_OK || r.threads_per_worker != want);
+}
+
 int main(void)
 {
     g_train = make_dataset(256);
@@ -155,6 +173,15 @@ int main(void)
         bad += (int)(size_t)rv;
     }
     printf("two concurrent contexts: %s\n", bad ? "see above" : "ok");
+    for (int pair = 0; pair < 2; pair++) {
+        for (int k = 0; k < 2; k++) pthread_create(&th[k], NULL, team_run, (void *)(size_t)(2 * pair + k));
+        for (int k = 0; k < 2; k++) {
+            void *rv;
+            pthread_join(th[k], &rv);
+            bad += (int)(size_t)rv;
+        }
+    }
+    printf("two concurrent runs, different team sizes: %s\n", bad ? "see above" : "ok");
     printf("%s: %d failure(s)\n", bad ? "FAIL" : "OK", bad);
     nnc__free(g_train->images);
     nnc__free(g_train->labels);

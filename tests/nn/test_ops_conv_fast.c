@@ -280,7 +280,7 @@ Test(nn_ops_conv_fast, conv_bitwise_equal_for_1_2_4_threads, .timeout = 60)
 Test(nn_ops_conv_fast, set_threads_rejects_bad_counts)
 {
     cr_expect_eq(nnc_set_threads(0), NNC_EINVAL);
-    cr_expect_eq(nnc_set_threads(65), NNC_EINVAL);
+    cr_expect_eq(nnc_set_threads(NNC_TEAM_MAX_THREADS + 1), NNC_EINVAL);
     cr_expect_eq(nnc_threads(), 1);
 }
 
