@@ -93,3 +93,32 @@ Test(tools_cli_info, predict_argument_errors)
     cr_assert(strstr(r.err, "no IMAGE"), "%s", r.err);
     tcli_free(&r);
 }
+
+/* `nnc info --topology`: a synthetic machine (HWLOC_SYNTHETIC reaches hwloc in the child) in
+ * text and JSON, the oversubscription warning, bad values. */
+Test(tools_cli_info, topology)
+{
+    setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 core:8 pu:2", 1);
+    tcli_result r = tcli_run(10, "info", "--topology", "--workers", "4", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "machine: 2 packages, 2 NUMA nodes, 16 cores, 32 hardware threads"), "%s", r.out);
+    cr_assert(strstr(r.out, "plan: 4 workers x 4 threads, placement auto"), "%s", r.out);
+    cr_assert(strstr(r.out, "worker 1: node 1, cpus 16,18,20,22"), "%s", r.out);
+    tcli_free(&r);
+    r = tcli_run(10, "info", "--topology", "--workers", "2", "--threads-per-worker", "8", "--json", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "{\"cores\": 16, \"nodes\": 2,"), "%s", r.out);
+    cr_assert(strstr(r.out, "{\"worker\": 0, \"node\": 0, \"cpus\": [0, 2, 4, 6, 8, 10, 12, 14]}"), "%s", r.out);
+    cr_assert(strstr(r.out, "{\"worker\": 1, \"node\": 1, \"cpus\": [16, 18,"), "%s", r.out);
+    tcli_free(&r);
+    r = tcli_run(10, "info", "--topology", "--workers", "20", "--threads-per-worker", "1", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.err, "20 kernel threads on 16 cores: oversubscribed"), "%s", r.err);
+    cr_assert(strstr(r.out, "(not pinned)"), "%s", r.out);
+    tcli_free(&r);
+    r = tcli_run(10, "info", "--topology", "--placement", "numa", NULL);
+    cr_assert_eq(r.code, 2);
+    cr_assert(strstr(r.err, "--placement: expected auto or none"), "%s", r.err);
+    tcli_free(&r);
+    unsetenv("HWLOC_SYNTHETIC");
+}

@@ -115,6 +115,15 @@ Test(tools_cli_train, end_to_end_run_folder)
     cr_assert_float_eq(summary_num(run, "epochs"), 2.0, 1e-6);
     cr_assert(isfinite(summary_num(run, "train_loss")));
     cr_assert_gt(summary_num(run, "images_per_sec"), 0);
+    cr_assert_geq(summary_num(run, "threads_per_worker"), 1);
+    {
+        char *sum = file_in(run, "summary.json");
+        cr_assert(sum && strstr(sum, "\"placement\": {\"cores\": ") && strstr(sum, "\"workers\": [{\"worker\": 0,"),
+                  "the placement plan in summary.json: %s", sum);
+        free(sum);
+    }
+    cr_assert(strstr(r.err, "placement: 1 worker x ") || strstr(r.out, "placement: 1 worker x "),
+              "the plan is logged once at the start: %s", r.err);
     int nval, nround;
     cr_assert_geq(check_metrics(run, &nval, &nround), 4);
     cr_assert_geq(nval, 2, "one val row per epoch");
