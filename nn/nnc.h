@@ -8,7 +8,7 @@
  * nnc trains convolutional networks on the CPU, alone or as GRAWA/EASGD/LSGD/data-parallel
  * worker replicas. Modules, each with its own header documenting ownership and thread-safety:
  *   nn/      version, status codes, allocation, step graph + autograd, ops, params arenas,
- *            checkpoints, the kernel thread pool (nnc_set_threads)
+ *            checkpoints, kernel thread teams (nnc_team, nnc_set_threads)
  *   optim/   SGD and learning-rate schedules
  *   data/    datasets, download, augmentation, loaders
  *   models/  model builders and the name registry
