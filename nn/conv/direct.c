@@ -1,5 +1,28 @@
-/* nn/conv_fast.c - drivers of the fast conv2d (method in nn/conv_fast.h): geometry, copies
- * into and out of the padded phase-split layout, weight packing, and the split over images.
+/* nn/conv/direct.c - the direct ("shifted GEMM") kernel set of the convolution (nn/conv/conv.h):
+ * geometry, copies into and out of the padded phase-split layout, weight packing, and the split
+ * over images.
+ *
+ * Method ("shifted GEMM" direct convolution, NCHW at both ends):
+ *   Each image is copied into a zero-padded, stride-phase-split buffer Xt: for every channel
+ *   c and phase (a,b) in [0,stride)^2 a plane Xt[c][a*st+b][i][j] = xpad[c][i*st+a][j*st+b]
+ *   of Rh x Wh values, Rh = ceil(Hp/st), Wh = ceil(Wp/st) (Hp, Wp the padded input size).
+ *   An output row p, column q then reads, for tap (r,s), the plane of phase (r%st, s%st) at
+ *   flat index (p*Wh + q) + (r/st)*Wh + s/st: a pure shift of the flat output index
+ *   j = p*Wh + q. So every conv (any stride, pad, kernel) is
+ *       Y[k][j] = sum_{c, taps t} W[k][c][t] * Xt[c][plane_t][j + off_t]
+ *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded; with stride 1
+ *   and Q a multiple of the lanes the forward instead runs each output row's Q columns alone and
+ *   writes them straight into y, "row mode"), with the
+ *   pixel index j vectorised (16 lanes with AVX-512) and register tiles over output channels.
+ *   The input gradient is the same kernel run on the zero-padded output gradient, once per
+ *   phase with that phase's taps (a transposed conv), over the plane rows that hold input rows
+ *   only; the weight gradient is a dot product
+ *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
+ * Images are laid side by side in groups (large weights: one kernel call per group, so the
+ * weights are streamed once per group). Work is split over image groups by nn/threads.h; partial
+ * sums are per chunk of groups, the chunking depends only on the shape, and chunks are reduced in
+ * order: results are bitwise identical for any thread count. Which layers come here is the
+ * dispatcher's choice (nn/conv/dispatch.c).
  *
  * Buffers hold a group of grp images side by side (floats; pl = per-image slot, at least
  * Rh*Wh and at least round16(P*Wh) + maxoff so that one image's zero tail separates it from
@@ -15,7 +38,7 @@
  * Scratch comes from nnc__thread_scratch of the calling thread, sliced per pool thread. */
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/threads.h"
 #include "nn/vec.h"
 
@@ -186,155 +209,6 @@ static void fill_dyw_tail(const geo *G, float *d, int gn)
     }
 }
 
-/* ---------------------------------------------------------------------------------------------
- * fused statistics and prologue helpers
- * ------------------------------------------------------------------------------------------ */
-
-/* Sum of the 8 accumulators of plane_stats in a fixed order, in double. */
-static inline double hsum8(nnc__v4 a0, nnc__v4 a1, nnc__v4 a2, nnc__v4 a3, nnc__v4 a4, nnc__v4 a5, nnc__v4 a6,
-                           nnc__v4 a7)
-{
-    return ((nnc__v4_hsum(a0) + nnc__v4_hsum(a1)) + (nnc__v4_hsum(a2) + nnc__v4_hsum(a3))) +
-           ((nnc__v4_hsum(a4) + nnc__v4_hsum(a5)) + (nnc__v4_hsum(a6) + nnc__v4_hsum(a7)));
-}
-
-/* out[0] = sum of p[0..n), out[1] = its centred sum of squares M2 (around the plane's own mean
- * rounded to float, corrected for that rounding). Eight independent 4-lane float chains per pass
- * (the add latency would bound a single chain over a cached plane), finished in double. */
-static void plane_stats(const float *p, int n, double *out)
-{
-    nnc__v4 a0 = nnc__v4_set1(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a0 += nnc__v4_load(p + i);
-        a1 += nnc__v4_load(p + i + 4);
-        a2 += nnc__v4_load(p + i + 8);
-        a3 += nnc__v4_load(p + i + 12);
-        a4 += nnc__v4_load(p + i + 16);
-        a5 += nnc__v4_load(p + i + 20);
-        a6 += nnc__v4_load(p + i + 24);
-        a7 += nnc__v4_load(p + i + 28);
-    }
-    double s = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-    for (; i < n; i++) s += p[i];
-    double mu = s / n;
-    float mf = (float)mu;
-    nnc__v4 m = nnc__v4_set1(mf), u;
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = nnc__v4_set1(0.0f);
-#define SQ(acc, o) (u = nnc__v4_load(p + i + (o)) - m, acc += u * u)
-    for (i = 0; i + 32 <= n; i += 32) {
-        SQ(a0, 0);
-        SQ(a1, 4);
-        SQ(a2, 8);
-        SQ(a3, 12);
-        SQ(a4, 16);
-        SQ(a5, 20);
-        SQ(a6, 24);
-        SQ(a7, 28);
-    }
-#undef SQ
-    double ss = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-    for (; i < n; i++) ss += (double)(p[i] - mf) * (p[i] - mf);
-    double dm = mu - (double)mf, m2 = ss - (double)n * dm * dm;
-    out[0] = s;
-    out[1] = m2 > 0 ? m2 : 0;
-}
-
-/* stats[2k], stats[2k+1] = mean and biased variance of channel k from the per-plane (sum, M2)
- * pairs ps[(n*K + k)*2 ..], combined in image order in double (the parallel-variance formula of
- * Chan et al. for groups of equal size PQ): mean = sum_n s_n / M,
- * M2 = sum_n (M2_n + PQ (s_n / PQ - mean)^2), M = N*PQ. */
-static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
-{
-    const double M = (double)N * PQ;
-    for (int k = 0; k < K; k++) {
-        double s = 0, m2 = 0;
-        for (int n = 0; n < N; n++) s += ps[((size_t)n * K + k) * 2];
-        double mean = s / M;
-        for (int n = 0; n < N; n++) {
-            const double *q = ps + ((size_t)n * K + k) * 2;
-            double d = q[0] / PQ - mean;
-            m2 += q[1] + PQ * d * d;
-        }
-        stats[2 * k] = mean;
-        stats[2 * k + 1] = m2 / M;
-    }
-}
-
-void nnc__conv_plane_stats(const float *p, int n, double *out) { plane_stats(p, n, out); }
-
-void nnc__conv_mask_sums(const float *x, float *dx, int C, size_t hw, const float *psc, const float *psh,
-                         const float *pmean, double *sums)
-{
-    for (int c = 0; c < C; c++) {
-        const float sc = psc[c], sh = psh[c], mu = pmean[c];
-        const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), vm = nnc__v4_set1(mu);
-        const float *xp = x + (size_t)c * hw;
-        float *dp = dx + (size_t)c * hw;
-        nnc__v4 a = nnc__v4_set1(0.0f), t = a;
-        double s1 = 0, t1 = 0;
-        size_t i = 0;
-        for (; i + 4 <= hw; i += 4) {
-            nnc__v4 xv = nnc__v4_load(xp + i);
-            nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dp + i), nnc__bnrelu_mask_v4(xv, vs, vh));
-            nnc__v4_store(dp + i, dz);
-            a += dz;
-            t += (xv - vm) * dz;
-        }
-        for (; i < hw; i++) {
-            float dz = nnc__bnrelu_mask(xp[i], sc, sh) ? dp[i] : 0.0f;
-            dp[i] = dz;
-            s1 += dz;
-            t1 += (double)(xp[i] - mu) * dz;
-        }
-        sums[2 * c] = nnc__v4_hsum(a) + s1;
-        sums[2 * c + 1] = nnc__v4_hsum(t) + t1;
-    }
-}
-
-void nnc__conv_combine_stats(const double *ps, int N, int K, int PQ, double *stats) { combine_stats(ps, N, K, PQ, stats); }
-
-typedef struct plane_ctx {
-    const float *src;
-    float *dst;
-    double *ps;
-    const float *sc, *sh;
-    int planes;       /* per image */
-    int hw;
-} plane_ctx;
-
-/* Image n: per-plane statistics of src into ps. */
-static void plane_stats_task(void *vctx, int n, int thread)
-{
-    (void)thread;
-    const plane_ctx *c = vctx;
-    for (int k = 0; k < c->planes; k++) {
-        size_t i = (size_t)n * c->planes + k;
-        plane_stats(c->src + i * c->hw, c->hw, c->ps + 2 * i);
-    }
-}
-
-/* Image n: dst = the prologue applied to src, plane by plane. */
-static void prologue_task(void *vctx, int n, int thread)
-{
-    (void)thread;
-    const plane_ctx *c = vctx;
-    for (int k = 0; k < c->planes; k++) {
-        size_t off = ((size_t)n * c->planes + k) * c->hw;
-        row_bnrelu(c->dst + off, c->src + off, c->sc[k], c->sh[k], c->hw);
-    }
-}
-
-/* z = prologue(x) in g's arena, for the GEMM path (which reads its input as it is). */
-static const float *materialise_z(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const nnc__conv_fuse *fu)
-{
-    NNC_ASSERT(g != NULL, "conv2d: a fused prologue on the GEMM path needs the graph");
-    size_t n = (size_t)cs->n * cs->c * cs->h * cs->w;
-    float *z = nnc_graph_scratch(g, n * sizeof(float));
-    plane_ctx c = {x, z, NULL, fu->pro_scale, fu->pro_shift, cs->c, cs->h * cs->w};
-    nnc__parallel_for(cs->n, prologue_task, &c);
-    return z;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * forward
@@ -381,10 +255,10 @@ static void fwd_task(void *vctx, int grp, int thread)
                     row_copy_bias(dst, dst, ep->shift[k], PQ);
                 else if (!plain)
                     nnc__epilogue_row(dst, dst, PQ, ep, k, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL);
-                if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
+                if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
             }
             if (f->pstat)
-                plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
+                nnc__conv_plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
         }
         return;
     }
@@ -411,10 +285,10 @@ static void fwd_task(void *vctx, int grp, int thread)
             }
             /* statistics for a following batch norm, one plane behind: that plane's stores
              * have left the store buffer by now, and it is still L1-hot */
-            if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
+            if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
         }
         if (f->pstat)
-            plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
+            nnc__conv_plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
     }
 }
 
@@ -429,33 +303,12 @@ static int fwd_rows_ok(const nnc__conv_shape *cs, const conv_kernels *kn)
     return nv % kn->jv == 0 || (nv == 2 && kn->jv > 2);
 }
 
-void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                            const nnc__conv_epilogue *ep, float *y)
-{
-    nnc__conv_fast_forward_ex(g, cs, x, w, ep, NULL, y);
-}
-
-void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y)
+void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                              const nnc__conv_fuse *fu, float *y)
 {
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
     double *stats = fu ? fu->stats : NULL;
     const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
-    if (nnc__conv_use_gemm(cs, 0)) {
-        if (nnc__conv_use_small(cs, 0)) { /* stages through the prologue itself, takes the stats itself */
-            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y, stats);
-            return;
-        }
-        nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
-        if (stats) {
-            double *ps = nnc__thread_scratch(psz);
-            NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);
-            plane_ctx c = {y, NULL, ps, NULL, NULL, cs->k, cs->p * cs->q};
-            nnc__parallel_for(cs->n, plane_stats_task, &c);
-            combine_stats(ps, cs->n, cs->k, cs->p * cs->q, stats);
-        }
-        return;
-    }
     const conv_kernels *kn = nnc__conv_kernels();
     int stacked = (size_t)cs->k * cs->c * cs->r * cs->s > BIG_WEIGHTS_FLOATS, grp = 1;
     if (stacked) {
@@ -485,7 +338,7 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
                 }
     fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, !stacked && fwd_rows_ok(cs, kn), psc, psh, pstat};
     nnc__parallel_for(ngroups, fwd_task, &f);
-    if (stats) combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
+    if (stats) nnc__conv_combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -702,25 +555,11 @@ static void reduce_task(void *vctx, int task, int thread)
     }
 }
 
-void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, int dx_fresh, float *dw, float *db)
-{
-    nnc__conv_fast_backward_ex(g, cs, x, w, NULL, dy, dx, dx_fresh, dw, db);
-}
-
-int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
-                               float *db)
+int nnc__conv_direct_backward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_fuse *fu,
+                              const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
-    if (nnc__conv_use_small(cs, 1))
-        return nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db, fu ? fu->pro_mean : NULL,
-                                        fu ? fu->dsums : NULL);
-    if (nnc__conv_use_gemm(cs, 1)) {
-        nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
-        return 0;
-    }
     double *dsums = psc && dx && dx_fresh && fu->dsums && fu->pro_mean ? fu->dsums : NULL;
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
