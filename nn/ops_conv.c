@@ -26,7 +26,7 @@ static int out_size(int in, int k, int stride, int pad) { return (in + 2 * pad -
 static nnc__conv_shape conv_shape_of(const nnc_tensor *x, const nnc_tensor *w, int stride, int pad)
 {
     nnc__conv_shape cs = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
-                     w->shape[3], stride, pad, 0, 0};
+                     w->shape[3], stride, pad, 0, 0, (int)nnc_get_precision()};
     cs.p = out_size(cs.h, cs.r, stride, pad);
     cs.q = out_size(cs.w, cs.s, stride, pad);
     return cs;

@@ -88,7 +88,7 @@ int bench_layers(const nnc_model *m, int batch, int threads, int runs, double pe
         layer_bufs b;
         memset(&b, 0, sizeof b);
         nnc__conv_shape cs = {batch, l->in_shape[0], l->in_shape[1], l->in_shape[2], l->out_shape[0], l->k, l->k,
-                              l->stride, l->pad, l->out_shape[1], l->out_shape[2]};
+                              l->stride, l->pad, l->out_shape[1], l->out_shape[2], (int)nnc_get_precision()};
         b.cs = cs;
         size_t nx = (size_t)batch * cs.c * cs.h * cs.w, nw = (size_t)cs.k * cs.c * cs.r * cs.s;
         size_t ny = (size_t)batch * cs.k * cs.p * cs.q;

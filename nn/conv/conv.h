@@ -9,6 +9,10 @@
  *   kvec    nn/conv/kvec.c    output channels in the lanes, only the in-image taps per pixel
  *                             (layers with more than 16 output channels and 8+ input channels).
  *   gemm    nn/conv/gemm.c    batched im2col + OpenBLAS (tiny images with deep reductions).
+ *   bf16    nn/conv/bf16.c    precision bf16 (nn/precision.h), every shape: the direct set's
+ *                             layout with operands rounded to BF16 in channel pairs and
+ *                             AVX512_BF16 dot products (FP32 accumulation) for the forward and
+ *                             the input gradient; the weight gradient stays FP32.
  * The micro-kernels of direct and kvec are instantiated per ISA level in nn/conv/kern.c from
  * nn/conv/kern.inc. Every set honours the fusion hooks of nn/conv/fuse.h. The naive reference
  * (nnc_ref_conv2d_*, nn/ops.h) is nn/conv/ref.c.
@@ -23,6 +27,7 @@
 #define NNC_CONV_CONV_H
 
 #include "nn/conv/fuse.h"
+#include "nn/precision.h"
 #include "nn/tensor.h"
 
 typedef struct nnc__conv_shape {
@@ -30,12 +35,19 @@ typedef struct nnc__conv_shape {
     int k, r, s;      /* filters */
     int stride, pad;
     int p, q;         /* output spatial size */
+    int prec;         /* operand precision, nnc_precision (0: FP32) */
 } nnc__conv_shape;
 
 /* The kernel sets (values as nnc__conv_set_path takes them). */
-typedef enum nnc__conv_path { NNC__CONV_DIRECT = 1, NNC__CONV_GEMM = 2, NNC__CONV_KVEC = 3 } nnc__conv_path;
+typedef enum nnc__conv_path {
+    NNC__CONV_DIRECT = 1,
+    NNC__CONV_GEMM = 2,
+    NNC__CONV_KVEC = 3,
+    NNC__CONV_BF16 = 4 /* precision bf16: direct's geometry, BF16 micro-kernels (nn/conv/bf16.c) */
+} nnc__conv_path;
 
-/* The set that runs shape cs's forward (backward 0) or backward (backward 1). */
+/* The set that runs shape cs's forward (backward 0) or backward (backward 1): from cs->prec, the
+ * shape and (inside the sets) the ISA level. */
 nnc__conv_path nnc__conv_pick(const nnc__conv_shape *cs, int backward);
 /* Tests and bench --layers: force a set for every shape (0 automatic, 1 direct, 2 GEMM, 3 kvec
  * where it can run the shape, else direct). */

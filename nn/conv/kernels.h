@@ -10,6 +10,7 @@
 #define NNC_CONV_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nn/conv/conv.h"
 #include "nn/vec.h"
@@ -35,6 +36,23 @@ void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const flo
                             float *y);
 void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const float *w, const float *dy, float *dx,
                              int dx_fresh, float *dw, float *db);
+/* BF16 (nn/conv/bf16.c; layout "pairs" there): nnc__bf16_rne rounds to nearest even like
+ * VCVTNEPS2BF16 (NaN quietened, denormal inputs to signed zero); the _avx512 functions need
+ * nnc__isa_bf16(). pack2: dst[i] = bf16(a[i]) | bf16(b[i]) << 16 (b NULL: zeros). The shifted GEMM
+ * is conv_kernels.shifted_gemm of the AVX-512 level on pairs (cin2 channel pairs, weights packed
+ * in pairs of input channels). */
+uint16_t nnc__bf16_rne(float f);
+float nnc__bf16_to_f32(uint16_t h);
+void nnc__bf16_pack2_ref(const float *a, const float *b, uint32_t *dst, int n);
+void nnc__bf16_round_avx512(const float *src, uint16_t *dst, int n);
+void nnc__bf16_pack2_avx512(const float *a, const float *b, uint32_t *dst, int n);
+void nnc__conv_bf16_shifted_gemm(const uint32_t *in, size_t in_cs, int cin2, const int *toff, int ntaps,
+                                 const uint32_t *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate);
+static inline uint32_t nnc__bf16_pair(float lo, float hi)
+{
+    return (uint32_t)nnc__bf16_rne(lo) | (uint32_t)nnc__bf16_rne(hi) << 16;
+}
+
 /* Adaptors (nn/conv/fuse.c): z = prologue(x) of fu in g's arena (g must not be NULL), and the
  * stats hook of y (N,K,P,Q) in a pass of its own. */
 const float *nnc__conv_materialise_z(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const nnc__conv_fuse *fu);
