@@ -59,7 +59,7 @@ flag_spec *flags_find(flag_table *t, const char *name);
 /* "nnc: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* --precision VALUE (fp32 or bf16, nn/precision.h): sets it process-wide; returns 0, or prints
- * and returns EXIT_USAGE (unknown name) or EXIT_UNSUPPORTED's code (bf16 without AVX512_BF16)
+ * and returns EXIT_USAGE (an unknown name, or bf16 on a CPU without AVX512_BF16)
  * (tools/cmd_bench.c). */
 int cli_set_precision(const char *value);
 
