@@ -12,7 +12,8 @@
  *   bf16    nn/conv/bf16.c    precision bf16 (nn/precision.h), every shape: the direct set's
  *                             layout with operands rounded to BF16 in channel pairs and
  *                             AVX512_BF16 dot products (FP32 accumulation) for the forward and
- *                             the input gradient; the weight gradient stays FP32.
+ *                             the input gradient; the weight gradient stays FP32 (on the set
+ *                             FP32 would pick for it).
  * The micro-kernels of direct and kvec are instantiated per ISA level in nn/conv/kern.c from
  * nn/conv/kern.inc. Every set honours the fusion hooks of nn/conv/fuse.h. The naive reference
  * (nnc_ref_conv2d_*, nn/ops.h) is nn/conv/ref.c.

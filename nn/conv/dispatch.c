@@ -87,9 +87,18 @@ int nnc__conv_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
     if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
     switch (nnc__conv_pick(cs, 1)) {
-    case NNC__CONV_BF16:
+    case NNC__CONV_BF16: {
         NNC_ASSERT(nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
+        /* the weight gradient stays FP32: where the FP32 choice is kvec, kvec takes it (and the
+         * bias gradient), the BF16 input gradient runs alone */
+        nnc__conv_shape c32 = *cs;
+        c32.prec = NNC_PRECISION_FP32;
+        if (dw && nnc__conv_pick(&c32, 1) == NNC__CONV_KVEC) {
+            nnc__conv_kvec_backward(&c32, x, psc, psh, w, dy, NULL, 0, dw, db, NULL, NULL);
+            return nnc__conv_direct_backward(cs, x, w, fu, dy, dx, dx_fresh, NULL, NULL);
+        }
         break;
+    }
     case NNC__CONV_KVEC:
         return nnc__conv_kvec_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db, fu ? fu->pro_mean : NULL,
                                        fu ? fu->dsums : NULL);
