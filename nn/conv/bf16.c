@@ -1,6 +1,8 @@
 /* nn/conv/bf16.c - the BF16 pieces of the convolution (nn/precision.h): FP32 -> BF16 rounding
  * (portable reference and AVX512_BF16), channel-pair packing, and the BF16 shifted-GEMM
- * micro-kernel of the direct set (nn/conv/direct.c runs it in place of the FP32 one).
+ * and weight-gradient micro-kernels of the direct set (nn/conv/direct.c runs them in place of the
+ * FP32 ones). The weight gradient reduces over positions, so there the pairs are two adjacent
+ * positions of one channel's BF16 row (plain BF16 rows, no interleaving).
  *
  * Operand layout ("pairs"): the dot products of vdpbf16ps reduce over two adjacent BF16 values
  * per 32-bit lane, so the reduction (input channels) is split into pairs: a 32-bit word holds
@@ -137,6 +139,59 @@ BF16_TGT void nnc__conv_bf16_shifted_gemm(const uint32_t *in, size_t in_cs, int 
         if (nvec - v >= 1) ftile_bf16(in, in_cs, cin2, toff, ntaps, w, o, out_ks, (size_t)v * L, accumulate, 1);
     }
 }
+#define WK 4
+#define WT 6
+
+/* Shapes: res[i*6 + jj] = sum_{g < nimg, j < n} dy[g*dy_is + i*dy_ks + j] * x[g*x_is + col[jj] + j]
+ * for i < 4, jj < 6, over BF16 rows (pairs of adjacent positions per lane; values at j >= n are
+ * masked off, so whatever follows a row is never read into the sum) */
+static inline __attribute__((always_inline)) BF16_TGT void wtile_bf16(const uint16_t *dy, size_t dy_ks, size_t dy_is,
+                                                                     const uint16_t *x, size_t x_is, const size_t *col,
+                                                                     int nimg, int n, float *res)
+{
+    __m512 acc[WK][WT];
+#pragma GCC unroll 4
+    for (int i = 0; i < WK; i++)
+#pragma GCC unroll 6
+        for (int jj = 0; jj < WT; jj++) acc[i][jj] = _mm512_setzero_ps();
+    const int nfull = n / 32, rest = n % 32;
+    const __mmask32 m = rest ? (__mmask32)((1u << rest) - 1) : 0;
+    for (int g = 0; g < nimg; g++) {
+        const uint16_t *d = dy + (size_t)g * dy_is, *xg = x + (size_t)g * x_is;
+        for (int j = 0; j <= nfull; j++) {
+            if (j == nfull && !rest) break;
+            const __mmask32 mj = j < nfull ? (__mmask32)0xffffffffu : m;
+            __m512bh a[WK];
+#pragma GCC unroll 4
+            for (int i = 0; i < WK; i++) a[i] = (__m512bh)_mm512_maskz_loadu_epi16(mj, d + i * dy_ks + (size_t)j * 32);
+#pragma GCC unroll 6
+            for (int jj = 0; jj < WT; jj++) {
+                __m512bh b = (__m512bh)_mm512_maskz_loadu_epi16(mj, xg + col[jj] + (size_t)j * 32);
+#pragma GCC unroll 4
+                for (int i = 0; i < WK; i++) acc[i][jj] = _mm512_dpbf16_ps(acc[i][jj], a[i], b);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < WK; i++)
+#pragma GCC unroll 6
+        for (int jj = 0; jj < WT; jj++) res[i * WT + jj] = _mm512_reduce_add_ps(acc[i][jj]);
+}
+
+/* The weight gradient of conv_kernels (wgrad) on BF16 rows of n positions (not vectors): dw[k*ld + c]
+ * += sum over images and positions j < n of dy row k times x column c, for k < nrow, c < ncol; dy
+ * has rows up to a multiple of 4 (extra rows zero), col[] entries up to a multiple of 6. */
+BF16_TGT void nnc__conv_bf16_wgrad(const uint16_t *dy, size_t dy_ks, size_t dy_is, const uint16_t *x, size_t x_is,
+                                   const size_t *col, int ncol, int nrow, int nimg, int n, float *dw, size_t ld)
+{
+    for (int k0 = 0; k0 < nrow; k0 += WK)
+        for (int c0 = 0; c0 < ncol; c0 += WT) {
+            float r[WK * WT];
+            wtile_bf16(dy + (size_t)k0 * dy_ks, dy_ks, dy_is, x, x_is, col + c0, nimg, n, r);
+            for (int i = 0; i < WK && k0 + i < nrow; i++)
+                for (int jj = 0; jj < WT && c0 + jj < ncol; jj++) dw[(size_t)(k0 + i) * ld + c0 + jj] += r[i * WT + jj];
+        }
+}
 #else
 void nnc__bf16_round_avx512(const float *src, uint16_t *dst, int n)
 {
@@ -145,6 +200,11 @@ void nnc__bf16_round_avx512(const float *src, uint16_t *dst, int n)
 void nnc__bf16_pack2_avx512(const float *a, const float *b, uint32_t *dst, int n) { nnc__bf16_pack2_ref(a, b, dst, n); }
 void nnc__conv_bf16_shifted_gemm(const uint32_t *in, size_t in_cs, int cin2, const int *toff, int ntaps,
                                  const uint32_t *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate)
+{
+    NNC_ASSERT(0, "conv2d: BF16 kernels need x86-64 with AVX512_BF16");
+}
+void nnc__conv_bf16_wgrad(const uint16_t *dy, size_t dy_ks, size_t dy_is, const uint16_t *x, size_t x_is,
+                          const size_t *col, int ncol, int nrow, int nimg, int n, float *dw, size_t ld)
 {
     NNC_ASSERT(0, "conv2d: BF16 kernels need x86-64 with AVX512_BF16");
 }

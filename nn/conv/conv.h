@@ -11,9 +11,8 @@
  *   gemm    nn/conv/gemm.c    batched im2col + OpenBLAS (tiny images with deep reductions).
  *   bf16    nn/conv/bf16.c    precision bf16 (nn/precision.h), every shape: the direct set's
  *                             layout with operands rounded to BF16 in channel pairs and
- *                             AVX512_BF16 dot products (FP32 accumulation) for the forward and
- *                             the input gradient; the weight gradient stays FP32 (on the set
- *                             FP32 would pick for it).
+ *                             AVX512_BF16 dot products (FP32 accumulation) for the forward,
+ *                             the input and the weight gradient (the bias gradient is FP32).
  * The micro-kernels of direct and kvec are instantiated per ISA level in nn/conv/kern.c from
  * nn/conv/kern.inc. Every set honours the fusion hooks of nn/conv/fuse.h. The naive reference
  * (nnc_ref_conv2d_*, nn/ops.h) is nn/conv/ref.c.

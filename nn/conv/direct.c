@@ -430,6 +430,8 @@ typedef struct bwd_ctx {
     int rows;                /* row mode: the kernel writes or accumulates dx rows directly */
     int bf;                  /* BF16 input gradient: wt holds pairs over k, Dyw is packed to pairs */
     size_t dyw2_off;         /* with bf: floats before the pairs copy of Dyw in the scratch */
+    int bfw;                 /* BF16 weight gradient: Xt and Dyw rounded to BF16 rows */
+    size_t w16_off;          /* with bfw: floats before those BF16 copies in the scratch */
 } bwd_ctx;
 
 /* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
@@ -531,8 +533,16 @@ static void bwd_task(void *vctx, int chunk, int thread)
         fill_dyw_tail(G, dyw, gn);
         if (part) {
             fill_xt_tail(G, xt, gn, C);
-            kn->wgrad(dyw + G->lead, G->dks, G->pl, xt, G->pl, b->col, C * T, K, gn, (G->nw + kn->L - 1) / kn->L,
-                      part, (size_t)C * T);
+            if (b->bfw) {
+                uint16_t *x16 = (uint16_t *)(void *)(xt + b->w16_off), *d16 = x16 + G->xsz;
+                nnc__bf16_round_avx512(xt, x16, (int)G->xsz);
+                nnc__bf16_round_avx512(dyw, d16, (int)G->dsz);
+                nnc__conv_bf16_wgrad(d16 + G->lead, G->dks, G->pl, x16, G->pl, b->col, C * T, K, gn, G->nw, part,
+                                     (size_t)C * T);
+            } else {
+                kn->wgrad(dyw + G->lead, G->dks, G->pl, xt, G->pl, b->col, C * T, K, gn, (G->nw + kn->L - 1) / kn->L,
+                          part, (size_t)C * T);
+            }
         }
         if (!b->dx) continue;
         int cblocks = (C + kn->kb - 1) / kn->kb;
@@ -656,7 +666,9 @@ int nnc__conv_direct_backward(const nnc__conv_shape *cs, const float *x, const f
     const int bf = dx && cs->prec == NNC_PRECISION_BF16;
     NNC_ASSERT(!bf || (KB == 8 && kn->L == 16), "conv2d: the BF16 kernels run with the AVX-512 tiles");
     const size_t dyw2_off = (dw ? G.xsz : 0) + G.dsz + (dx && !rows ? (size_t)G.cp * G.xcs + 64 : 0);
-    size_t per_thread = dyw2_off + (bf ? (size_t)(K + 1) / 2 * G.dks : 0);
+    const int bfw = dw && cs->prec == NNC_PRECISION_BF16;
+    const size_t w16_off = dyw2_off + (bf ? (size_t)(K + 1) / 2 * G.dks : 0);
+    size_t per_thread = w16_off + (bfw ? (G.xsz + G.dsz + 1) / 2 + 32 : 0);
     size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,
                     sizeof(int) * (size_t)(2 * G.nph + G.nph * T), sizeof(float) * (dw ? (size_t)nchunk * nwt : 0),
                     sizeof(float) * wtn, sizeof(float) * (size_t)width * per_thread, 0};
@@ -720,7 +732,7 @@ int nnc__conv_direct_backward(const nnc__conv_shape *cs, const float *x, const f
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
                  col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums, rows,
-                 bf, dyw2_off};
+                 bf, dyw2_off, bfw, w16_off};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};

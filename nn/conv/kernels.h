@@ -40,7 +40,8 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
  * VCVTNEPS2BF16 (NaN quietened, denormal inputs to signed zero); the _avx512 functions need
  * nnc__isa_bf16(). pack2: dst[i] = bf16(a[i]) | bf16(b[i]) << 16 (b NULL: zeros). The shifted GEMM
  * is conv_kernels.shifted_gemm of the AVX-512 level on pairs (cin2 channel pairs, weights packed
- * in pairs of input channels). */
+ * in pairs of input channels); the weight gradient is conv_kernels.wgrad on plain BF16 rows of n
+ * positions. */
 uint16_t nnc__bf16_rne(float f);
 float nnc__bf16_to_f32(uint16_t h);
 void nnc__bf16_pack2_ref(const float *a, const float *b, uint32_t *dst, int n);
@@ -48,6 +49,8 @@ void nnc__bf16_round_avx512(const float *src, uint16_t *dst, int n);
 void nnc__bf16_pack2_avx512(const float *a, const float *b, uint32_t *dst, int n);
 void nnc__conv_bf16_shifted_gemm(const uint32_t *in, size_t in_cs, int cin2, const int *toff, int ntaps,
                                  const uint32_t *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate);
+void nnc__conv_bf16_wgrad(const uint16_t *dy, size_t dy_ks, size_t dy_is, const uint16_t *x, size_t x_is,
+                          const size_t *col, int ncol, int nrow, int nimg, int n, float *dw, size_t ld);
 static inline uint32_t nnc__bf16_pair(float lo, float hi)
 {
     return (uint32_t)nnc__bf16_rne(lo) | (uint32_t)nnc__bf16_rne(hi) << 16;

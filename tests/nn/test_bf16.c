@@ -128,9 +128,11 @@ Test(nn_bf16, rne_matches_the_instruction)
  * the double sum rounded to FP32: one more v |y|. With S = sum |a_i||b_i| + |bias|:
  *     |y_bf16 - y_ref| <= S (2u + u^2) + g (1 + 2u + u^2) S + v |y_ref| + m 2^-125.
  * S is the reference run on |a|, |b| (a double sum rounded to FP32, so S (1 + v) bounds it; the
- * test scales S by 1 + 2^-20). The weight gradient and the bias gradient stay FP32 (sums over
- * N*P*Q terms in FP32 chunks): g with m = N*P*Q + 16 chunks + 1, against the same S of |dy|, |x|.
+ * test scales S by 1 + 2^-20). The weight gradient is the same kind of dot product over m =
+ * N*P*Q positions (a = output gradient, b = input), its partial sums added in FP32 over at most
+ * 16 chunks: m = N*P*Q + 17. The bias gradient stays FP32: g alone, same m.
  */
+/* bf16: 0 the FP32 bound, else the BF16 one (1: and it must be approached, BF16 rounding seen). */
 static double bf16_bound(double S, double y, int m, int bf16)
 {
     const double u = 0x1p-8, v = 0x1p-24, g = (m + 3) * v / (1 - (m + 3) * v);
@@ -212,7 +214,7 @@ static void expect_within(const char *what, int ci, const float *got, const floa
     cr_expect_eq(bad, 0, "case %d %s: %zu of %zu values outside the bound, first at %zu: %g vs ref %g (bound %g)", ci,
                  what, bad, n, first, (double)got[first], (double)ref[first], bf16_bound(S[first], ref[first], m, bf16));
     /* the bound is not vacuous: BF16 rounding shows (forward and input gradient) */
-    if (bf16) cr_expect_gt(worst, 1e-4, "case %d %s: errors %g of the bound: BF16 rounding not seen?", ci, what, worst);
+    if (bf16 == 1) cr_expect_gt(worst, 1e-4, "case %d %s: errors %g of the bound: BF16 rounding not seen?", ci, what, worst);
 }
 
 Test(nn_bf16, conv_matches_reference_within_the_derived_bound, .timeout = 120)
@@ -240,7 +242,7 @@ Test(nn_bf16, conv_matches_reference_within_the_derived_bound, .timeout = 120)
         nnc_ref_conv2d_backward(ax, aw, ady, sdx, sdw, sdb, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
         expect_within("forward", (int)ci, o.y, ry, sy, ny, c->c * c->r * c->s, 1);
         expect_within("input gradient", (int)ci, o.dx, rdx, sdx, nx, c->k * c->r * c->s, 1);
-        expect_within("weight gradient (FP32)", (int)ci, o.dw, rdw, sdw, nw, c->n * P * Q + 17, 0);
+        expect_within("weight gradient", (int)ci, o.dw, rdw, sdw, nw, c->n * P * Q + 17, 1);
         expect_within("bias gradient (FP32)", (int)ci, o.db, rdb, sdb, (size_t)c->k, c->n * P * Q + 17, 0);
         free_out(&o);
         float *all[] = {x, w, b, dy, ry, rdx, rdw, rdb, ax, aw, ab, ady, sy, sdx, sdw, sdb};
