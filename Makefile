@@ -112,9 +112,14 @@ $(B)/test/nnc: $(TCLI_OBJ) $(B)/libnnc_testing.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(TCLI_OBJ) $(B)/libnnc_testing.a $(LDLIBS)
 
-$(B)/test/nnc_tests: $(TEST_OBJ) $(B)/libnnc_testing.a
+# The CLI's code (all but main) as an archive, so tests can call its formatting and plotting.
+$(B)/libnnc_cli_testing.a: $(filter-out %/main.o,$(TCLI_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/test/nnc_tests: $(TEST_OBJ) $(B)/libnnc_cli_testing.a $(B)/libnnc_testing.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(B)/libnnc_testing.a $(TEST_LDLIBS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(B)/libnnc_cli_testing.a $(B)/libnnc_testing.a $(TEST_LDLIBS) $(LDLIBS)
 
 # Examples include only the umbrella header and link the release library.
 $(B)/examples/%: examples/%.c $(B)/libnnc.a

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/data_internal.h"
 #include "nn/alloc.h"
@@ -113,14 +114,19 @@ int nnc__cifar_parse_mem(const char *file, const uint8_t *buf, size_t len, int c
 static int load_file(const char *path, int cifar100, long records, long first, nnc_dataset *d)
 {
     struct stat st;
-    if (stat(path, &st) != 0) return nnc__fail_errno("cannot open", path, errno);
-    if (S_ISDIR(st.st_mode)) return nnc__fail_errno("cannot open", path, EISDIR);
-    if (!S_ISREG(st.st_mode))
-        return nnc__fail(NNC_EIO, "cannot open %s: not a regular file", path);
+    int fd = nnc__data_open(path, "CIFAR file", &st);
+    if (fd < 0) return fd;
     int s = nnc__cifar_check_size(path, (uint64_t)st.st_size, cifar100, records);
-    if (s) return s;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnc__fail_errno("cannot open", path, errno);
+    if (s) {
+        close(fd);
+        return s;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return nnc__fail_errno("cannot open", path, e);
+    }
     const size_t rec = cifar100 ? 3074 : 3073, chunk = 1024;
     uint8_t *buf = nnc__alloc(rec * chunk);
     if (!buf) {
@@ -155,18 +161,21 @@ static void resolve(char *dst, size_t n, const char *dir, const char *sub)
     snprintf(dst, n, "%s", dir);
 }
 
-static void load_names(nnc_dataset *d, const char *folder, int cifar100)
+/* Class names from the dataset's text file (one per line; a file that is missing, not a
+ * regular file, over 64 KiB or with the wrong number of names gives the built-in names). */
+static int load_names(nnc_dataset *d, const char *folder, int cifar100)
 {
-    char p[4096], *text = NULL;
+    char p[4200], *text = NULL;
+    size_t len = 0;
     snprintf(p, sizeof p, "%s/%s", folder, cifar100 ? "fine_label_names.txt" : "batches.meta.txt");
     const char *names[100];
     int count = 0;
-    if (nnc__read_text(p, 1 << 16, &text) == NNC_OK) {
+    if (nnc__data_read_small(p, "class-name list", 1 << 16, (uint8_t **)&text, &len) == NNC_OK) {
         char *save = NULL;
         for (char *t = strtok_r(text, "\r\n", &save); t; t = strtok_r(NULL, "\r\n", &save)) {
-            size_t len = strlen(t);
-            while (len && (t[len - 1] == ' ' || t[len - 1] == '\t')) t[--len] = 0;
-            if (len == 0) continue;
+            size_t n = strlen(t);
+            while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) t[--n] = 0;
+            if (n == 0) continue;
             if (count == d->num_classes) {
                 count++;
                 break;
@@ -175,12 +184,14 @@ static void load_names(nnc_dataset *d, const char *folder, int cifar100)
         }
     }
     nnc__clear_error();
+    int s;
     if (count != d->num_classes)
-        nnc__dataset_set_class_names(d, cifar100 ? cifar100_names : cifar10_names,
-                                     d->num_classes);
+        s = nnc__dataset_set_class_names(d, cifar100 ? cifar100_names : cifar10_names,
+                                         d->num_classes);
     else
-        nnc__dataset_set_class_names(d, names, count);
+        s = nnc__dataset_set_class_names(d, names, count);
     nnc__free(text);
+    return s;
 }
 
 int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out)
@@ -188,6 +199,9 @@ int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out)
     *out = NULL;
     char folder[4096], path[4200];
     const char *sub = cifar100 ? "cifar-100-binary" : "cifar-10-batches-bin";
+    if (strlen(dir) + strlen(sub) + 2 > sizeof folder)
+        return nnc__fail(NNC_EINVAL, "CIFAR folder path of %zu bytes is too long (at most %zu)",
+                         strlen(dir), sizeof folder - strlen(sub) - 2);
     resolve(folder, sizeof folder, dir, sub);
     long per = nnc__cifar_records(cifar100, train);
     int files = !cifar100 && train ? 5 : 1;
@@ -217,7 +231,11 @@ int nnc_cifar_load(const char *dir, int cifar100, int train, nnc_dataset **out)
         nnc_dataset_free(d);
         return s;
     }
-    load_names(d, folder, cifar100);
+    s = load_names(d, folder, cifar100);
+    if (s) {
+        nnc_dataset_free(d);
+        return s;
+    }
     *out = d;
     return NNC_OK;
 }

@@ -24,6 +24,18 @@ int nnc__fail_errno(const char *what, const char *path, int err);
 /* Read a small text file (<= max bytes) into a NUL-terminated nnc__alloc'd buffer. */
 int nnc__read_text(const char *path, size_t max, char **out);
 
+/* ---- opening data files (data/input.c) ---- */
+struct stat;
+/* Open a data file read-only: "cannot open PATH: <strerror>" (NNC_EIO) when it is missing or a
+ * folder; anything else that is not a regular file (FIFO, device, socket) is refused without
+ * blocking (nnc__open_regular, `what` names its role). Returns a blocking descriptor >= 0 (its
+ * fstat in *st when st is not NULL) or a negative nnc_status. */
+int nnc__data_open(const char *path, const char *what, struct stat *st);
+/* Read a whole data file of at most max bytes (larger: NNC_EFORMAT naming the cap) into an
+ * nnc__alloc'd buffer with a NUL after the *len bytes. */
+int nnc__data_read_small(const char *path, const char *what, size_t max, uint8_t **out,
+                         size_t *len);
+
 /* ---- CIFAR ---- */
 #define NNC_CIFAR_PIXELS 3072
 /* Records per file: cifar10 10000 per batch file; cifar100 train 50000, test 10000. */

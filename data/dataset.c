@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "data/data_internal.h"
@@ -92,9 +93,16 @@ int nnc__fail_errno(const char *what, const char *path, int err)
 
 int nnc__read_text(const char *path, size_t max, char **out)
 {
+    /* a FIFO or device is refused at once (nnc__data_open), never waited on */
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnc__fail_errno("cannot open", path, errno);
+    int fd = nnc__data_open(path, "text file", NULL);
+    if (fd < 0) return fd;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return nnc__fail_errno("cannot open", path, e);
+    }
     char *buf = nnc__alloc(max + 1);
     if (!buf) {
         fclose(f);

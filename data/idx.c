@@ -1,12 +1,18 @@
 /* data/idx.c - MNIST-style IDX files (images 0x00000803, labels 0x00000801), gzipped or raw.
  *
  * zlib's gzread reads both (raw files pass through transparently). Every header field is
- * validated before use; buffers grow as data arrives (never trusting the declared count for
- * the allocation size), so a corrupt header cannot trigger a huge allocation.
+ * validated before use: rows and cols 1..4096, count <= 10^8, and the image data the header
+ * declares (count * rows * cols, computed overflow-checked in size_t) at most IDX_MAX_BYTES
+ * (1 GiB). The decompressor is asked for exactly the declared bytes plus one: a stream that
+ * holds more (a gzip bomb, trailing data) is refused after that one byte, so memory never
+ * exceeds the checked declaration. Buffers grow as data arrives (never trusting the declared
+ * size for the allocation), so a lying header costs at most about twice the data present.
+ * Files are opened through nnc__data_open (a FIFO or device is refused, never read).
  */
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "data/data_internal.h"
@@ -15,6 +21,7 @@
 
 #define IDX_MAX_DIM 4096         /* rows/cols cap */
 #define IDX_MAX_ITEMS 100000000L /* count cap */
+#define IDX_MAX_BYTES (1ULL << 30) /* image data cap: count * rows * cols */
 
 long nnc__mem_read(void *ctx, void *dst, size_t n)
 {
@@ -85,11 +92,16 @@ static int read_all(const char *name, nnc__reader *r, size_t total, size_t hdr, 
         got += (size_t)n;
     }
     uint8_t extra;
-    if (r->read(r->ctx, &extra, 1) == 1) {
+    long n = r->read(r->ctx, &extra, 1); /* one byte past the declaration, never more */
+    if (n != 0) {
         nnc__free(buf);
+        if (n < 0)
+            return nnc__fail(NNC_EFORMAT, "%s: corrupt data after byte offset %zu: %s", name,
+                             hdr + total, r->error ? r->error(r->ctx) : "read error");
         return nnc__fail(NNC_EFORMAT,
-                         "%s: unexpected data after byte offset %zu (expected %zu bytes)", name,
-                         hdr + total, hdr + total);
+                         "%s: unexpected data after byte offset %zu (the header declares %zu "
+                         "bytes of data, the file holds more)",
+                         name, hdr + total, total);
     }
     *out = buf;
     return NNC_OK;
@@ -136,7 +148,13 @@ int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name,
     if (dl[0] != di[0])
         return nnc__fail(NNC_EFORMAT, "%s: %u labels but %s has %u images", lbl_name, dl[0],
                          img_name, di[0]);
-    size_t pix = (size_t)di[1] * di[2], total = pix * di[0];
+    size_t pix = (size_t)di[1] * di[2], total;
+    if (nnc__mul_size(pix, di[0], &total) || (unsigned long long)total > IDX_MAX_BYTES)
+        return nnc__fail(NNC_EFORMAT,
+                         "%s: header declares %u images of %ux%u (%llu bytes of pixels), above "
+                         "the %llu-byte IDX cap",
+                         img_name, di[0], di[1], di[2],
+                         (unsigned long long)pix * (unsigned long long)di[0], IDX_MAX_BYTES);
     uint8_t *pixels = NULL, *labels = NULL;
     s = read_all(img_name, img, total, 16, &pixels);
     if (s) return s;
@@ -169,11 +187,13 @@ int nnc__idx_parse(const char *img_name, nnc__reader *img, const char *lbl_name,
 
 static int open_gz(const char *path, gzFile *out)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) return nnc__fail_errno("cannot open", path, errno);
-    if (S_ISDIR(st.st_mode)) return nnc__fail_errno("cannot open", path, EISDIR);
-    gzFile g = gzopen(path, "rb");
-    if (!g) return nnc__fail_errno("cannot open", path, errno ? errno : ENOMEM);
+    int fd = nnc__data_open(path, "IDX file", NULL);
+    if (fd < 0) return fd;
+    gzFile g = gzdopen(fd, "rb");
+    if (!g) {
+        close(fd);
+        return nnc__fail(NNC_ENOMEM, "%s: out of memory opening the gzip stream", path);
+    }
     gzbuffer(g, 1u << 17);
     *out = g;
     return NNC_OK;

@@ -15,8 +15,10 @@
  * Image-folder policy (DIR/<class>/<image>, classes = sub-folders sorted by name; hidden
  * entries ignored):
  *   - no class folder, or a class folder without any decodable image: error (NNC_EFORMAT);
- *   - zero-byte files, non-image files and undecodable images: skipped, counted, and reported
+ *   - zero-byte files, non-image files, entries that are not regular files (FIFO, device,
+ *     socket: never opened for reading) and undecodable images: skipped, counted, and reported
  *     in one warning through the log hook ("skipped N of M files: ..., first: PATH");
+ *   - a path longer than the 4096-byte path buffers: error (never silently truncated);
  *   - an image above max_dim: error naming the file and its size (never decoded).
  */
 #include <dirent.h>
@@ -37,32 +39,15 @@
 /* Kinds of skipped files; NOT_IMAGE also covers files stb cannot parse the header of. */
 enum { SKIP_EMPTY, SKIP_NOT_IMAGE, SKIP_CORRUPT, SKIP_KINDS };
 
-static int read_file(const char *path, uint8_t **buf, size_t *len)
+/* Read an image file whole (at most MAX_FILE_BYTES). A FIFO, device or socket is refused
+ * without being opened for a blocking read (*not_regular = 1 then, so the image-folder loader
+ * can skip it like any other non-image entry). */
+static int read_file(const char *path, uint8_t **buf, size_t *len, int *not_regular)
 {
     struct stat st;
-    *buf = NULL, *len = 0;
-    if (stat(path, &st) != 0) return nnc__fail_errno("cannot open", path, errno);
-    if (S_ISDIR(st.st_mode)) return nnc__fail_errno("cannot open", path, EISDIR);
-    if (st.st_size > MAX_FILE_BYTES)
-        return nnc__fail(NNC_EFORMAT, "%s: %lld bytes, above the %ld-byte image file cap", path,
-                         (long long)st.st_size, MAX_FILE_BYTES);
-    FILE *f = fopen(path, "rb");
-    if (!f) return nnc__fail_errno("cannot open", path, errno);
-    uint8_t *b = nnc__alloc((size_t)st.st_size);
-    if (!b) {
-        fclose(f);
-        return nnc__fail(NNC_ENOMEM, "%s: out of memory", path);
-    }
-    size_t n = fread(b, 1, (size_t)st.st_size, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err || n != (size_t)st.st_size) {
-        nnc__free(b);
-        return err ? nnc__fail_errno("cannot read", path, err)
-                   : nnc__fail(NNC_EIO, "cannot read %s: short read", path);
-    }
-    *buf = b, *len = n;
-    return NNC_OK;
+    *not_regular = 0;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) *not_regular = 1;
+    return nnc__data_read_small(path, "image", MAX_FILE_BYTES, buf, len);
 }
 
 /* HWC (w, h, c) -> CHW (c, size, size), bilinear, align_corners=False. */
@@ -212,7 +197,7 @@ int nnc_image_load(const char *path, int channels, int size, int max_dim, uint8_
         return nnc__fail(NNC_EINVAL, "image size %d / max_dim %d, expected >= 1", size, max_dim);
     uint8_t *buf;
     size_t len;
-    int s = read_file(path, &buf, &len);
+    int not_regular, s = read_file(path, &buf, &len, &not_regular);
     if (s) return s;
     int kind;
     s = nnc__image_decode_mem(path, buf, len, channels, size, max_dim, out, &kind);
@@ -257,6 +242,16 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* dst = "a/b" or "a/b/c" (c may be NULL); NNC_EINVAL instead of a truncated path. */
+static int join(char *dst, size_t n, const char *a, const char *b, const char *c)
+{
+    int k = c ? snprintf(dst, n, "%s/%s/%s", a, b, c) : snprintf(dst, n, "%s/%s", a, b);
+    if (k < 0 || (size_t)k >= n)
+        return nnc__fail(NNC_EINVAL, "image folder: path %s/%s%s%s is longer than %zu bytes", a,
+                         b, c ? "/" : "", c ? c : "", n - 1);
+    return NNC_OK;
+}
+
 /* Sorted names of non-hidden entries of dir that are folders (want_dirs) or not. */
 static int list_dir(const char *dir, int want_dirs, strlist *out)
 {
@@ -268,7 +263,8 @@ static int list_dir(const char *dir, int want_dirs, strlist *out)
     while (!s && (e = readdir(dp))) {
         if (e->d_name[0] == '.') continue;
         struct stat st;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        s = join(p, sizeof p, dir, e->d_name, NULL);
+        if (s) break;
         if (stat(p, &st) != 0) continue;
         if ((S_ISDIR(st.st_mode) != 0) == (want_dirs != 0)) s = strlist_push(out, e->d_name);
     }
@@ -311,17 +307,17 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         class_end = nnc__calloc((size_t)classes.n, sizeof(int));
         if (!class_end) s = nnc__fail(NNC_ENOMEM, "image folder: out of memory");
     }
-    char p[8192];
+    char p[4096];
     for (int k = 0; !s && k < classes.n; k++) {
         strlist here = {0};
-        snprintf(p, sizeof p, "%s/%s", dir, classes.v[k]);
-        s = list_dir(p, 0, &here);
+        s = join(p, sizeof p, dir, classes.v[k], NULL);
+        if (!s) s = list_dir(p, 0, &here);
         if (!s && here.n == 0)
             s = nnc__fail(NNC_EFORMAT, "image folder %s: class folder '%s' is empty", dir,
                           classes.v[k]);
         for (int i = 0; !s && i < here.n; i++) {
-            snprintf(p, sizeof p, "%s/%s/%s", dir, classes.v[k], here.v[i]);
-            s = strlist_push(&files, p);
+            s = join(p, sizeof p, dir, classes.v[k], here.v[i]);
+            if (!s) s = strlist_push(&files, p);
         }
         class_end[k] = files.n;
         strlist_free(&here);
@@ -339,9 +335,16 @@ int nnc_imagefolder_load(const char *dir, const nnc_imagefolder_config *cfg, nnc
         while (i >= class_end[k]) k++;
         uint8_t *buf;
         size_t len;
-        s = read_file(files.v[i], &buf, &len);
+        int kind = SKIP_NOT_IMAGE, not_regular;
+        s = read_file(files.v[i], &buf, &len, &not_regular);
+        if (s && not_regular) { /* a FIFO, device or socket among the images */
+            skipped[kind]++;
+            if (first_skip < 0) first_skip = i;
+            s = NNC_OK;
+            nnc__clear_error();
+            continue;
+        }
         if (s) break;
-        int kind;
         s = nnc__image_decode_mem(files.v[i], buf, len, c.channels, c.size, c.max_dim,
                                   d->images + (size_t)n * img, &kind);
         nnc__free(buf);
@@ -386,9 +389,9 @@ int nnc__imagefolder_load_split(const char *dir, int train, nnc_dataset **out)
 {
     *out = NULL;
     char p[4096], q[4096];
-    snprintf(p, sizeof p, "%s/%s", dir, train ? "train" : "test");
-    snprintf(q, sizeof q, "%s/%s", dir, train ? "test" : "train");
-    int s = nnc_imagefolder_load(p, NULL, out);
+    int s = join(p, sizeof p, dir, train ? "train" : "test", NULL);
+    if (!s) s = join(q, sizeof q, dir, train ? "test" : "train", NULL);
+    if (!s) s = nnc_imagefolder_load(p, NULL, out);
     if (s) return s;
     struct stat st;
     if (stat(q, &st) != 0 || !S_ISDIR(st.st_mode)) return NNC_OK;

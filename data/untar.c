@@ -4,7 +4,10 @@
  * names ('L') and pax path= records ('x') are honoured, global pax headers ('g') skipped; links,
  * devices and FIFOs are rejected. Names that are absolute or contain a ".." component are rejected
  * (path-traversal protection), every header checksum is verified, sizes are octal and capped (total
- * 4 GiB), and a short archive names the entry and the byte offset where the data ends. Files are
+ * 4 GiB of headers and data, 100000 headers), and a short archive names the entry and the byte
+ * offset where the data ends. The archive itself is opened through nnc__data_open (a FIFO or
+ * device is refused) and files are created with O_EXCL | O_NOFOLLOW (an entry repeated or
+ * colliding with an existing path is an error, never a write through a planted link). Files are
  * fsync'ed so a completeness check after a crash never sees right-sized files with lost contents.
  */
 #define _XOPEN_SOURCE 700
@@ -21,8 +24,9 @@
 #include "nn/alloc.h"
 #include "nn/status.h"
 
-#define TAR_MAX_TOTAL (4ULL << 30)
+#define TAR_MAX_TOTAL (4ULL << 30) /* bytes of headers and data together */
 #define TAR_MAX_NAME 1024
+#define TAR_MAX_ENTRIES 100000 /* headers of any kind */
 
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
@@ -67,6 +71,8 @@ static int mkdirs(const char *dest, const char *rel, int last_too)
 {
     char p[TAR_MAX_NAME + 4096];
     int base = snprintf(p, sizeof p, "%s/", dest);
+    if (base < 0 || (size_t)base + strlen(rel) >= sizeof p)
+        return nnc__fail(NNC_EINVAL, "%s/%s: path too long", dest, rel);
     snprintf(p + base, sizeof p - (size_t)base, "%s", rel);
     for (char *c = p + base;; c++) {
         if (*c == '/' || (*c == 0 && last_too)) {
@@ -138,8 +144,13 @@ static int read_fail(nnc__reader *r, const char *path, unsigned long long off)
 
 int nnc__untar_gz(const char *tgz, const char *dest)
 {
-    gzFile g = gzopen(tgz, "rb");
-    if (!g) return nnc__fail_errno("cannot open", tgz, errno ? errno : ENOMEM);
+    int fd = nnc__data_open(tgz, "archive", NULL);
+    if (fd < 0) return fd;
+    gzFile g = gzdopen(fd, "rb");
+    if (!g) {
+        close(fd);
+        return nnc__fail(NNC_ENOMEM, "%s: out of memory opening the gzip stream", tgz);
+    }
     gzbuffer(g, 1u << 17);
     nnc__reader r = {gz_read, gz_error, g};
     int s = nnc__untar(tgz, &r, dest);
@@ -154,7 +165,7 @@ int nnc__untar(const char *tgz, nnc__reader *rd, const char *dest)
     uint8_t *buf = nnc__alloc(CH);
     char name[TAR_MAX_NAME + 1], longname[TAR_MAX_NAME + 1] = "", pax[4 * TAR_MAX_NAME + 1];
     unsigned long long off = 0, total = 0;
-    int s = buf ? NNC_OK : nnc__fail(NNC_ENOMEM, "untar: out of memory"), entries = 0;
+    int s = buf ? NNC_OK : nnc__fail(NNC_ENOMEM, "untar: out of memory"), entries = 0, headers = 0;
     while (!s) {
         long r = rd->read(rd->ctx, h, 512);
         if (r < 0) {
@@ -197,7 +208,12 @@ int nnc__untar(const char *tgz, nnc__reader *rd, const char *dest)
             snprintf(name, sizeof name, "%.100s", (const char *)h);
         }
         off += 512;
-        total += size;
+        total += 512 + size; /* size < 8^12: no overflow */
+        if (++headers > TAR_MAX_ENTRIES) {
+            s = nnc__fail(NNC_EFORMAT, "%s: more than %d entries (at byte offset %llu)", tgz,
+                          TAR_MAX_ENTRIES, off - 512);
+            break;
+        }
         if (total > TAR_MAX_TOTAL) {
             s = nnc__fail(NNC_EFORMAT, "%s: archive expands beyond %llu bytes (entry %s)", tgz,
                           TAR_MAX_TOTAL, name);
@@ -225,8 +241,12 @@ int nnc__untar(const char *tgz, nnc__reader *rd, const char *dest)
                     s = nnc__fail(NNC_EFORMAT, "%s: folder entry %s has data", tgz, name);
                 if (s || type == '5') continue;
             }
-            if (dest) snprintf(path, sizeof path, "%s/%s", dest, name);
-            if (dest) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
+            if (dest && (size_t)snprintf(path, sizeof path, "%s/%s", dest, name) >= sizeof path) {
+                s = nnc__fail(NNC_EINVAL, "%s/%s: path too long", dest, name);
+                break;
+            }
+            if (dest)
+                fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
             if (dest && fd < 0) {
                 s = nnc__fail_errno("cannot create", path, errno);
                 break;

@@ -6,14 +6,14 @@
  * algorithm other than sgd) while the calling thread acts as the synchronizer/coordinator,
  * runs until the epochs or the time budget are used up (stopping at a round boundary),
  * evaluates, and joins every thread. `workers 1, algo sgd` is the plain single-replica loop on
- * the calling thread. Algorithms follow ../shared/GRAWA.md; the math is dist/grawa.h, the
+ * the calling thread. Algorithms follow docs/algorithms.md; the math is dist/grawa.h, the
  * communication seam dist/transport.h, the thread protocol dist/sync.c.
  *
- * Choices (GRAWA.md *choice* items): the GRAWA probe leaves BN running statistics untouched
- * (saved and restored around its train-mode forward); the center combines trained parameters
- * only, and its BN buffers (used for resets, checkpoints and evaluation without
- * re-estimation) are the uniform average of the finite workers'; a worker with a non-finite
- * norm, loss or parameters gets weight 0, is reset to the center (EASGD: the old center,
+ * Implementation choices the algorithms leave open: the GRAWA probe leaves BN running
+ * statistics untouched (saved and restored around its train-mode forward); the center combines
+ * trained parameters only, and its BN buffers (used for resets, checkpoints and evaluation
+ * without re-estimation) are the uniform average of the finite workers'; a worker with a
+ * non-finite norm, loss or parameters gets weight 0, is reset to the center (EASGD: the old center,
  * LSGD: the leader) with its momentum zeroed, and its EMA keeps its last finite value.
  * Evaluation (M > 1): "center" is the GRAWA/EASGD center, the last local-sgd average, the last
  * LSGD leader, or replica 0 for DP (all replicas are identical); "average" is the uniform
@@ -94,22 +94,28 @@ typedef enum nnc_nan_policy { NNC_NAN_STOP, NNC_NAN_SKIP } nnc_nan_policy;
 typedef enum nnc_sync_mode { NNC_SYNC_ASYNC, NNC_SYNC_LOCKSTEP } nnc_sync_mode;
 typedef enum nnc_norm_kind { NNC_NORM_SUM_LAYERS, NNC_NORM_GLOBAL_L2 } nnc_norm_kind;
 
+/* A default named in a field comment is the library's (nnc_train_config_default()); "CLI:"
+ * marks where `nnc train` uses a different one. */
 typedef struct nnc_train_config {
     /* model and data */
     const char *model;            /* registry name, "resnet20" */
     nnc_model_config model_cfg;   /* in_channels/image_size/classes: filled from the dataset if 0 */
     int batch;                    /* per worker, 128 */
-    int augment;                  /* 1 */
+    int augment;                  /* 1 (CLI: off for mnist and fashion-mnist unless --augment) */
     long limit_train, limit_test; /* 0 = all (applied by the caller when loading) */
     /* optimisation */
     float lr;                     /* 0.1 */
     nnc_sgd_config sgd;
-    nnc_sched sched;              /* base_lr is taken from lr */
-    int epochs;                   /* per worker; 0 = until the time budget */
+    nnc_sched sched;              /* nnc_sched_default(): constant (CLI: cosine over --epochs when
+                                     epochs > 0, else constant); base_lr is taken from lr */
+    int epochs;                   /* 1, per worker (CLI too); epochs and time_budget both bound a
+                                     run, whichever ends first: set epochs = 0 for a time-only
+                                     run (0 = until the time budget) */
     double time_budget;           /* seconds of training time (test time excluded); 0 = none */
     uint64_t seed;
-    int threads;                  /* kernel threads (nn/threads.h) of one replica; 1 when workers > 1.
-                                     Process-wide, changed only if different; BLAS runs with 1 */
+    int threads;                  /* 1 (CLI: all online cores); kernel threads (nn/threads.h) of one
+                                     replica; 1 when workers > 1. Process-wide, changed only if
+                                     different; BLAS runs with 1 */
     nnc_precision precision;      /* conv operands (nn/precision.h): FP32 (default) or BF16; set
                                      process-wide like threads (NNC_EUNSUPPORTED without AVX512_BF16) */
     /* distribution */
@@ -137,8 +143,9 @@ typedef struct nnc_train_config {
                                    * there for `nnc predict`) */
     int anomaly;                  /* anomaly mode on every graph */
     nnc_nan_policy nan_policy;    /* NNC_NAN_STOP; NNC_NAN_SKIP only with one replica (algo sgd) */
-    int log_every;                /* on_step every this many steps (0 = ~10 per epoch; M > 1: global
-                                     steps, approximate: the coordinator polls every 50 ms) */
+    int log_every;                /* 0 (CLI: 50); on_step every this many steps (0 = ~10 per epoch;
+                                     M > 1: global steps, approximate: the coordinator polls every
+                                     50 ms) */
     volatile sig_atomic_t *stop;  /* set (to the signal number) to stop after the current step */
     /* callbacks (may be NULL) */
     void (*on_step)(const nnc_step_info *s, void *ud);
@@ -207,11 +214,12 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
 int nnc_evaluate(nnc_model *m, const nnc_dataset *d, int batch, double *loss, double *acc,
                  long *confusion);
 
-/* Flatness (GRAWA.md section 5): top eigenvalues of the training-loss Hessian by Lanczos with
- * full re-orthogonalisation; Hessian-vector products by central differences of gradients,
- * Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), ||v|| = 1, so no double backward is needed.
- * The loss is the mean cross-entropy over a fixed subset of `samples` training images (the first
- * ones), without augmentation, model in train mode (BN batch statistics over each chunk). */
+/* Flatness (docs/algorithms.md, "Flatness"): top eigenvalues of the training-loss Hessian by
+ * Lanczos with full re-orthogonalisation; Hessian-vector products by central differences of
+ * gradients, Hv ~ (g(w + eps v) - g(w - eps v)) / (2 eps), ||v|| = 1, so no double backward is
+ * needed. The loss is the mean cross-entropy over a fixed subset of `samples` training images
+ * (the first ones), without augmentation, model in train mode (BN batch statistics over each
+ * chunk). */
 typedef struct nnc_hessian_config {
     int iterations;   /* Lanczos steps per start (100) */
     int starts;       /* random starts, Ritz values averaged (3) */

@@ -1,4 +1,5 @@
-/* dist/flatness.c - top Hessian eigenvalues by Lanczos (GRAWA.md section 5; see dist/dist.h).
+/* dist/flatness.c - top Hessian eigenvalues by Lanczos (docs/algorithms.md, "Flatness"; see
+ * dist/dist.h).
  *
  * Vectors live in the layout of the params data arena; only the trained segments are used (the
  * alignment gaps stay 0). Dot products accumulate in double; the Lanczos basis is kept for the

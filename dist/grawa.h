@@ -1,4 +1,4 @@
-/* dist/grawa.h - the pure math of GRAWA and its baselines (../shared/GRAWA.md), no threads.
+/* dist/grawa.h - the pure math of GRAWA and its baselines (docs/algorithms.md), no threads.
  *
  * Everything works on flat float vectors laid out like a params arena (nn/params.h) and on a
  * layer table (one segment per trained tensor). Reductions run in a fixed worker order and

@@ -240,8 +240,9 @@ static uint64_t config_hash(const nnc_run *R)
     return h;
 }
 
-/* F4: every rank must run the same model and config; a mismatch names the first differing rank
- * (on every rank, so all exit alike instead of hanging in a round). */
+/* Mismatched configuration across ranks: every rank must run the same model and config; a
+ * mismatch names the first differing rank (on every rank, so all exit alike instead of hanging
+ * in a round). */
 static int check_ranks(nnc_run *R)
 {
     nnc_transport *t = R->tp;

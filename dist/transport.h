@@ -1,11 +1,11 @@
 /* dist/transport.h - the communication seam between the algorithms and the machines.
  *
  * Algorithm code never combines worker vectors itself: it hands its local contributions to a
- * transport, which returns the global result. GRAWA.md section 6: the weighted center is one
- * fused reduction of [sum_i u_i x_i, sum_i u_i] (per layer for LGRAWA), associative over
- * groups, so threads reduce inside a process and ranks combine afterwards. Today there is the
- * in-process transport (one rank holding every worker); an MPI transport implements the same
- * operations (reduce in rank order, broadcast, barrier) without touching algorithm code.
+ * transport, which returns the global result. The weighted center is one fused reduction of
+ * [sum_i u_i x_i, sum_i u_i] (per layer for LGRAWA), associative over groups, so threads reduce
+ * inside a process and ranks combine afterwards. Today there is the in-process transport (one
+ * rank holding every worker); an MPI transport implements the same operations (reduce in rank
+ * order, broadcast, barrier) without touching algorithm code.
  *
  * The MPI transport (dist/transport_mpi.c, built only with `make MPI=1`) runs one rank per
  * process; rank r holds the contiguous global workers [lo(r), lo(r+1)), lo(r) = r*M/R. Its
@@ -71,7 +71,8 @@ int nnc__transport_center(nnc_transport *t, const nnc_grawa_layers *ly, const fl
                           float *center);
 
 /* Bytes one worker sends + receives per weighted reduction of n floats over the transport
- * (communication accounting, GRAWA.md section 6): the fused vector and its weight sums. */
+ * (communication accounting, docs/algorithms.md "Communication"): the fused vector and its
+ * weight sums. */
 double nnc__transport_round_bytes(size_t n, int L, int per_layer);
 
 #endif

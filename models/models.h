@@ -7,7 +7,7 @@
  * "tiny" (conv-BN-ReLU-maxpool-linear, for fast tests) and "tiny-nobn" (tiny without BN, for
  * exact data-parallel parity tests). Input channels, image size and class
  * count are configurable. Definitions, parameter names/order and initialisation match the
- * PyTorch anchor /work/shared/peers/torch_bench.py (see models/builders.c):
+ * PyTorch side of `make bench`, tools/torch_bench.py (see models/builders.c):
  *   ResNet: kaiming_normal_ defaults (fan_in, gain sqrt 2) for conv and linear weights, linear
  *   bias U(+-1/sqrt(fan_in)); VGG: PyTorch default init, U(+-1/sqrt(fan_in)) for weights and
  *   biases; BN gamma 1, beta 0, running mean 0, running var 1. BN gamma/beta are flagged

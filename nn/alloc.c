@@ -142,6 +142,12 @@ void nnc__oom_release(jmp_buf *prev) { oom_top = prev; }
 
 size_t nnc__oom_bytes(void) { return oom_bytes; }
 
+void nnc__oom_raise(size_t bytes)
+{
+    oom_bytes = bytes;
+    if (oom_top) longjmp(*oom_top, 1);
+}
+
 /* An arena request of `bytes` failed: to the active catch of this thread, if any. */
 static void *arena_oom(size_t bytes)
 {

@@ -75,5 +75,8 @@ int nnc_arena_blocks(const nnc_arena *a);
 jmp_buf *nnc__oom_catch(jmp_buf *jb);
 void nnc__oom_release(jmp_buf *prev);
 size_t nnc__oom_bytes(void);
+/* Other graph-lifetime growth (the tape) that cannot get `bytes`: longjmps to the active catch
+ * like the arena does; returns only when no catch is active (the caller then asserts). */
+void nnc__oom_raise(size_t bytes);
 
 #endif

@@ -170,8 +170,10 @@ nnc_node *nnc__record(nnc_graph *g, const char *op, nnc_backward_fn bw, nnc_tens
         if (in[i] && in[i]->requires_grad) any = 1;
     if (!any) return NULL;
     if (g->ntape == g->cap) {
-        nnc_node *t = nnc__alloc(sizeof *t * (size_t)g->cap * 2);
-        NNC_ASSERT(t != NULL, "tape: out of memory");
+        size_t bytes = sizeof(nnc_node) * (size_t)g->cap * 2;
+        nnc_node *t = nnc__alloc(bytes);
+        if (!t) nnc__oom_raise(bytes); /* the step's catch turns it into NNC_ENOMEM */
+        NNC_ASSERT(t != NULL, "tape: out of memory allocating %zu bytes", bytes);
         memcpy(t, g->tape, sizeof *t * (size_t)g->ntape);
         nnc__free(g->tape);
         g->tape = t;

@@ -25,7 +25,8 @@ const char *cli_resolve_ckpt(const char *path, char *buf, size_t n)
 {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return path;
-    snprintf(buf, n, "%s/best.ckpt", path);
+    /* a folder path too long for buf: NULL, never a truncated (other) file name */
+    if ((size_t)snprintf(buf, n, "%s/best.ckpt", path) >= n) return NULL;
     if (stat(buf, &st) != 0) snprintf(buf, n, "%s/last.ckpt", path);
     return buf;
 }
@@ -35,7 +36,12 @@ int cli_model_from_ckpt(const char *path, const char *want_model, nnc_ckpt **ck_
     *ck_out = NULL;
     *m_out = NULL;
     char file[1100];
+    const char *given = path;
     path = cli_resolve_ckpt(path, file, sizeof file);
+    if (!path) {
+        cli_error("--ckpt %.60s...: folder path too long (at most %zu characters)", given, sizeof file - 16);
+        return EXIT_USAGE;
+    }
     nnc_ckpt *ck = NULL;
     int s = nnc_ckpt_load(path, &ck);
     if (s) {

@@ -182,7 +182,9 @@ int jr_nums(const char *text, const char *key, double *out, int cap);
 int jr_str(const char *text, const char *key, char *buf, size_t n);
 /* String array "key": [...] -> malloc'd strings (free each with free()); returns count or -1. */
 int jr_strs(const char *text, const char *key, char **out, int cap);
-/* Whole file into a malloc'd NUL-terminated buffer (NULL with errno set on failure). */
+/* Whole regular file of at most CLI_READ_MAX bytes into a malloc'd NUL-terminated buffer (NULL
+ * with errno set on failure: EINVAL not a regular file, EFBIG too large). */
+#define CLI_READ_MAX ((size_t)256 << 20)
 char *cli_read_file(const char *path, size_t *len);
 
 /* ---- shared helpers ---- */

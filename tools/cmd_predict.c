@@ -1,16 +1,45 @@
 /* tools/cmd_predict.c - `nnc predict --ckpt FILE IMAGE...`: top-k classes with probabilities.
  * Normalisation (mean/std) and class names come from the checkpoint's "meta/json" section, or
- * from dataset.json in the checkpoint's folder (both written by `nnc train`). */
+ * from dataset.json in the checkpoint's folder (both written by `nnc train`). The class-name
+ * table is sized by the checkpoint's class count (any count the model accepts); names are used
+ * only when the metadata lists exactly that many, else classes are shown by number. */
 #include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/data.h"
+#include "nn/fileio.h"
 #include "nn/status.h"
 #include "tools/ckpt_model.h"
 
 #define MAX_IMAGES 256
+#define MAX_META_BYTES (64 << 20) /* dataset.json: a million class names fit */
+
+/* A metadata file read whole (malloc'd, NUL-terminated), or NULL when it is missing; one that
+ * exists but is not a regular file (a FIFO would block) or is over MAX_META_BYTES is reported
+ * and treated as missing. */
+static char *read_meta_file(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return NULL;
+    int status;
+    FILE *f = nnc__fopen_regular(path, "dataset metadata", &status);
+    if (!f) {
+        cli_error("%s", nnc_error_message());
+        return NULL;
+    }
+    char *t = NULL;
+    if (fstat(fileno(f), &st) != 0 || st.st_size > MAX_META_BYTES) {
+        cli_error("%s: not read (over %d bytes)", path, MAX_META_BYTES);
+    } else if ((t = malloc((size_t)st.st_size + 1))) {
+        size_t n = fread(t, 1, (size_t)st.st_size, f);
+        t[n] = 0;
+    }
+    fclose(f);
+    return t;
+}
 
 /* Metadata text (malloc'd) from the checkpoint or its folder's dataset.json; NULL if neither. */
 static char *load_meta(const nnc_ckpt *ck, const char *ckpt_path, char *source, size_t n)
@@ -26,10 +55,14 @@ static char *load_meta(const nnc_ckpt *ck, const char *ckpt_path, char *source, 
         return t;
     }
     char dir[1024], path[1100];
+    if (strlen(ckpt_path) >= sizeof dir) { /* never read a truncated path's dataset.json */
+        snprintf(source, n, "dataset.json next to the checkpoint (path too long)");
+        return NULL;
+    }
     snprintf(dir, sizeof dir, "%s", ckpt_path);
     snprintf(path, sizeof path, "%s/dataset.json", dirname(dir));
     snprintf(source, n, "%s", path);
-    return cli_read_file(path, NULL);
+    return read_meta_file(path);
 }
 
 static int parse_triple(const char *flag, const char *s, double *v, int c)
@@ -90,26 +123,45 @@ int cmd_predict(int argc, char **argv)
         return EXIT_USAGE;
     }
     char resolved[1100];
+    const char *given = ckpt;
     ckpt = cli_resolve_ckpt(ckpt, resolved, sizeof resolved);
+    if (!ckpt) {
+        cli_error("--ckpt %.60s...: folder path too long (at most %zu characters)", given, sizeof resolved - 16);
+        return EXIT_USAGE;
+    }
     nnc_ckpt *ck;
     nnc_model *m;
     r = cli_model_from_ckpt(ckpt, NULL, &ck, &m);
     if (r) return r;
     nnc_model_config mc = nnc_model_get_config(m);
     int c = mc.in_channels, sz = mc.image_size, k = mc.num_classes;
+    if (c != 1 && c != 3) { /* images are grey or RGB; mean/std below hold 3 values */
+        cli_error("%s: model takes %d input channels; predict reads 1-channel (grey) or 3-channel "
+                  "(RGB) images only",
+                  ckpt, c);
+        nnc_model_free(m);
+        nnc_ckpt_free(ck);
+        return EXIT_USAGE;
+    }
     double mean[3] = {0, 0, 0}, stdv[3] = {1, 1, 1};
     char source[1200];
     char *meta = load_meta(ck, ckpt, source, sizeof source);
-    char *names[NNC_DATA_MAX_CLASSES] = {0};
+    char **names = calloc((size_t)k, sizeof *names); /* k >= 1: the model checked it */
     int nnames = 0;
-    if (meta) {
+    if (!names) {
+        cli_error("out of memory");
+        r = EXIT_RUNTIME;
+    } else if (meta) {
         if (jr_nums(meta, "mean", mean, 3) != c || jr_nums(meta, "std", stdv, 3) != c) {
             cli_error("%s: expected mean and std with %d values each", source, c);
             r = EXIT_USAGE;
         }
-        nnames = jr_strs(meta, "classes", names, NNC_DATA_MAX_CLASSES);
-        if (nnames != k) {
-            for (int i = 0; i < nnames && i < NNC_DATA_MAX_CLASSES; i++) free(names[i]);
+        nnames = jr_strs(meta, "classes", names, k); /* stores at most k, returns the count */
+        int stored = nnames < 0 ? 0 : nnames < k ? nnames : k;
+        int ok = nnames == k;
+        for (int i = 0; i < stored; i++) ok = ok && names[i];
+        if (!ok) { /* wrong count (or no memory for a name): show class numbers only */
+            for (int i = 0; i < stored; i++) free(names[i]), names[i] = NULL;
             nnames = 0;
         }
     } else if (!mean_s || !std_s) {
@@ -168,6 +220,7 @@ int cmd_predict(int argc, char **argv)
                    100.0 * prob[order[a]], order[a]);
     }
     for (int i = 0; i < nnames; i++) free(names[i]);
+    free(names);
     nnc_graph_free(g);
     free(meta), free(img), free(x), free(prob), free(order);
     nnc_model_free(m);

@@ -104,9 +104,9 @@ int train_flags(train_opts *o, flag_spec *f)
 #define F(name, type, dest, help) f[n++] = (flag_spec){name, type, dest, help, 0}
     F("dataset", FLAG_STR, &o->dataset, "dataset (or the DATASET argument): cifar10 cifar100 fashion-mnist mnist imagefolder");
     F("data", FLAG_STR, &o->data, "data folder (default: the dataset's own, e.g. data-cache/cifar10)");
-    F("download", FLAG_BOOL, &o->download, "download cifar10/cifar100 when missing (--no-download to refuse)");
+    F("download", FLAG_BOOL, &o->download, "download cifar10/cifar100/mnist/fashion-mnist when missing (--no-download to refuse)");
     F("model", FLAG_STR, &o->model, "model name (nnc info --model NAME; resnet20 resnet56 vgg11 ...)");
-    F("epochs", FLAG_INT, &o->epochs, "epochs per worker (0 = until the time budget)");
+    F("epochs", FLAG_INT, &o->epochs, "epochs per worker (0 = until the time budget; 0 when only --time-budget is given)");
     F("time-budget", FLAG_DOUBLE, &o->time_budget, "seconds of training (0 = none)");
     F("batch", FLAG_INT, &o->batch, "batch size per worker");
     F("lr", FLAG_FLOAT, &o->lr, "learning rate");
@@ -322,11 +322,11 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
 
 /* ---- data ---- */
 
-/* Load one split, fetching cifar10/cifar100 once when their files are missing. */
+/* Load one split, fetching a downloadable dataset once when its files are missing. */
 static int load_split(const train_opts *o, int train, long limit, nnc_dataset **out)
 {
     int s = nnc_dataset_load(o->dataset, o->data, train, (int)limit, out);
-    int fetchable = !strcmp(o->dataset, "cifar10") || !strcmp(o->dataset, "cifar100");
+    int fetchable = nnc_dataset_downloadable(o->dataset);
     char first[1024];
     snprintf(first, sizeof first, "%s", nnc_error_message());
     if (s == NNC_EIO && fetchable && !nnc_dataset_present(o->dataset, o->data)) {
@@ -643,34 +643,25 @@ static int write_summary(const train_opts *o, const nnc_train_result *r, const c
 
 /* ---- validation and resume ---- */
 
-static int model_registered(const char *name)
-{
-    for (int i = 0; name && i < nnc_model_num_registered(); i++)
-        if (!strcmp(nnc_model_registered_name(i), name)) return 1;
-    return 0;
-}
-
 int train_validate(const train_opts *o)
 {
     if (!o->dataset || !*o->dataset) {
-        cli_error("train: missing DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder)");
+        cli_error("train: missing DATASET (%s)", nnc_dataset_list());
         return EXIT_USAGE;
     }
-    if (!model_registered(o->model)) {
-        char list[512];
-        size_t n = 0;
-        list[0] = 0;
-        for (int i = 0; i < nnc_model_num_registered() && n < sizeof list; i++)
-            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", nnc_model_registered_name(i));
-        cli_error("--model: expected one of %s, found '%s'", list, o->model ? o->model : "");
+    if (!nnc_dataset_exists(o->dataset)) {
+        const char *best = nnc_dataset_suggest(o->dataset);
+        cli_error("train: unknown dataset '%s'%s%s%s; datasets: %s", o->dataset, best ? " (did you mean '" : "",
+                  best ? best : "", best ? "'?)" : "", nnc_dataset_list());
         return EXIT_USAGE;
     }
     if (o->resume && o->overwrite) {
         cli_error("--resume and --overwrite: expected one of them (continue the run, or replace it), found both");
         return EXIT_USAGE;
     }
-    /* every value build_config checks, before the data is loaded: a training set of any size
-     * (its size is checked again against the real one) */
+    /* every value build_config checks (the model name with a "did you mean" among them), before
+     * the data is loaded: a training set of any size (its size is checked again against the real
+     * one) */
     nnc_dataset any;
     memset(&any, 0, sizeof any);
     any.n = INT_MAX;
@@ -987,9 +978,10 @@ int train_execute(const train_opts *o, train_outcome *out)
     cfg.on_eval = on_eval;
     cfg.on_log = on_log;
     cfg.ud = &ctx;
-    printf("training %s on %s (%d train / %d test images, %dx%dx%d, %d classes), %d worker%s, algo %s -> %s\n",
-           o->model, o->dataset, train->n, test->n, train->c, train->h, train->w, train->num_classes, o->workers,
-           o->workers > 1 ? "s" : "", o->algo, run_dir);
+    /* two short lines rather than one that wraps on an 80-column terminal */
+    printf("training %s on %s -> %s\n", o->model, o->dataset, run_dir);
+    printf("  %d train / %d test, %dx%dx%d, %d classes | %d worker%s, %s\n", train->n, test->n, train->c, train->h,
+           train->w, train->num_classes, o->workers, o->workers > 1 ? "s" : "", o->algo);
     fflush(stdout);
     g_stop = 0;
     install_signals();
@@ -1017,18 +1009,17 @@ int train_execute(const train_opts *o, train_outcome *out)
                    res.epochs, o->dataset, run_dir);
             if (!rc) rc = stop_exit_code(g_stop);
         } else {
-            printf("test acc %.2f%% loss %.4f | train loss %.4f | %.2f epochs %.1fs %.0f img/s", 100 * res.test_acc,
+            printf("test acc %.2f%% loss %.4f | train loss %.4f | %.2f epochs %.1fs %.0f img/s\n", 100 * res.test_acc,
                    res.test_loss, res.train_loss, res.epochs, res.seconds, res.images_per_sec);
             if (o->workers > 1)
-                printf(" | center %.2f%% average %.2f%% rounds %ld", 100 * res.center_test_acc,
+                printf("  center %.2f%% average %.2f%% | rounds %ld\n", 100 * res.center_test_acc,
                        100 * res.average_test_acc, res.rounds);
-            if (res.skipped_steps) printf(" | %ld non-finite step(s) skipped", res.skipped_steps);
-            printf("\n");
+            if (res.skipped_steps) printf("  %ld non-finite step(s) skipped\n", res.skipped_steps);
         }
     } else {
         cli_error("training failed: %s", nnc_error_message());
         rc = cli_exit_code(s);
-        /* Across ranks a stalled peer is caught by the round deadline: exit 3 (TESTS.md F3). */
+        /* Across ranks a stalled peer is caught by the round deadline: exit 3. */
         if (s == NNC_ETIMEOUT && nnc_mpi_size() > 1) rc = EXIT_DIVERGED;
     }
     fflush(stdout);
@@ -1071,7 +1062,7 @@ int cmd_train(int argc, char **argv)
                     .usage = "nnc train DATASET [flags]",
                     .summary = "Train a model on DATASET (cifar10, cifar100, fashion-mnist, mnist, imagefolder) with one\n"
                                "replica or --workers M replicas (--algo). Writes a run folder: config.json, metrics.csv,\n"
-                               "plot.svg, last.ckpt, best.ckpt (epoch-EEEE.ckpt with --keep N), summary.json.\n"
+                               "plot.svg, train.log, last.ckpt, best.ckpt (epoch-EEEE.ckpt with --keep N), summary.json.\n"
                                "Ctrl-C stops after the current step with a checkpoint (exit 130; SIGTERM 143, SIGHUP\n"
                                "129); --run-dir DIR --resume continues it with the run's own config.json. A folder\n"
                                "that holds a run is refused unless --resume or --overwrite (docs/run-folders.md).",
@@ -1091,5 +1082,9 @@ int cmd_train(int argc, char **argv)
         if (r) return r;
     }
     if (t.npositional) o.dataset = pos[0];
+    /* A time budget given without --epochs is the run's only bound (the default of one epoch
+     * would otherwise end it first). */
+    flag_spec *fe = flags_find(&t, "epochs"), *ft = flags_find(&t, "time-budget");
+    if (fe && ft && ft->set && !fe->set && o.time_budget > 0) o.epochs = 0;
     return train_execute(&o, NULL);
 }

@@ -35,21 +35,35 @@ static void pct(FILE *f, const double *v, int n)
         fprintf(f, " %.2f ± %.2f |", 100 * m, 100 * s);
 }
 
-static FILE *open_out(const char *dir, const char *name, char *path, size_t n)
+/* A report file is built in memory and written with cli_write_atomic (a fresh temp file,
+ * synced and renamed): a crash never leaves half a report, and a symlink planted in OUT is
+ * never written through. */
+typedef struct out_file {
+    FILE *f;
+    char *buf;
+    size_t len;
+} out_file;
+
+static FILE *open_out(out_file *o, const char *dir, const char *name, char *path, size_t n)
 {
     snprintf(path, n, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) cli_error("cannot write %s: %s", path, strerror(errno));
-    return f;
+    o->buf = NULL;
+    o->len = 0;
+    o->f = open_memstream(&o->buf, &o->len);
+    if (!o->f) cli_error("cannot write %s: %s", path, strerror(errno));
+    return o->f;
 }
 
-static int close_out(FILE *f, const char *path)
+static int close_out(out_file *o, const char *path)
 {
-    if (fclose(f)) {
+    int rc = 0;
+    if (fclose(o->f) || cli_write_atomic(path, o->buf, o->len)) {
         cli_error("cannot write %s: %s", path, strerror(errno));
-        return -1;
+        rc = -1;
     }
-    return 0;
+    free(o->buf);
+    o->buf = NULL;
+    return rc;
 }
 
 static void csv_num(FILE *f, double v, const char *fmt)
@@ -237,7 +251,8 @@ out:
 int compare_write(const char *out_dir, const compare_run *runs, int n)
 {
     char path[1100];
-    FILE *f = open_out(out_dir, "compare.csv", path, sizeof path);
+    out_file of;
+    FILE *f = open_out(&of, out_dir, "compare.csv", path, sizeof path);
     if (!f) return -1;
     fprintf(f, "algo,seed,exit_code,test_acc,center_test_acc,average_test_acc,rounds,local_steps,img_per_s,seconds\n");
     for (int i = 0; i < n; i++) {
@@ -251,7 +266,7 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         csv_num(f, r->seconds, "%.3f");
         fputc('\n', f);
     }
-    if (close_out(f, path)) return -1;
+    if (close_out(&of, path)) return -1;
 
     /* Algorithms in order of first appearance. */
     const char *algos[64];
@@ -268,7 +283,7 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
         errno = ENOMEM;
         return -1;
     }
-    f = open_out(out_dir, "compare.md", path, sizeof path);
+    f = open_out(&of, out_dir, "compare.md", path, sizeof path);
     if (!f) {
         free(center), free(avg), free(tmp);
         return -1;
@@ -301,7 +316,7 @@ int compare_write(const char *out_dir, const compare_run *runs, int n)
             fprintf(f, " - | - | - |\n");
     }
     fprintf(f, "\nmean ± sample standard deviation over seeds; accuracies on the test split at the end of each run.\n");
-    if (close_out(f, path)) {
+    if (close_out(&of, path)) {
         free(center), free(avg), free(tmp);
         return -1;
     }

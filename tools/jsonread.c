@@ -5,18 +5,34 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "nn/fileio.h"
 #include "nn/status.h"
 #include "tools/cli.h"
 
 char *cli_read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    /* Only regular files (a FIFO or /dev/zero is refused at once, errno EINVAL), at most
+     * CLI_READ_MAX bytes (larger: EFBIG): these are the small files a run folder holds. */
+    int status = 0;
+    FILE *f = nnc__fopen_regular(path, "file", &status);
+    if (!f) {
+        if (!errno || status != NNC_EIO) errno = EIO;
+        struct stat st;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) errno = EINVAL;
+        return NULL;
+    }
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     while (buf) {
         if (n + 1 >= cap) {
+            if (cap >= CLI_READ_MAX) {
+                free(buf);
+                fclose(f);
+                errno = EFBIG;
+                return NULL;
+            }
             char *nb = realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
@@ -129,7 +145,11 @@ int jr_strs(const char *text, const char *key, char **out, int cap)
             for (int i = 0; i < n && i < cap; i++) free(out[i]);
             return -1;
         }
-        if (n < cap) out[n] = strdup(tmp);
+        if (n < cap && !(out[n] = strdup(tmp))) {
+            for (int i = 0; i < n && i < cap; i++) free(out[i]);
+            errno = ENOMEM;
+            return -1;
+        }
         n++;
         v = e;
     }

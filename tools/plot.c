@@ -86,7 +86,7 @@ int nnc_nice_ticks(double lo, double hi, int target, double *ticks, int cap)
 }
 
 /* A tick label for value v on an axis with ticks `step` apart: 0.2, 150, 20k, 1.5M. */
-static void tick_label(char *buf, size_t n, double v, double step)
+void plot_tick_label(char *buf, size_t n, double v, double step)
 {
     if (v == 0) {
         snprintf(buf, n, "0");
@@ -213,7 +213,7 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
             fputs("</text>\n", f);
             continue;
         }
-        tick_label(lab, sizeof lab, ax.t[i], ax.step);
+        plot_tick_label(lab, sizeof lab, ax.t[i], ax.step);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11.5\" text-anchor=\"middle\" fill=\"#333\">%s</text>\n", x,
                 T + ph + 19, lab);
     }
@@ -221,7 +221,7 @@ static void panel(FILE *f, const plot_panel *p, double ox, double oy, int cellw,
         double y = SY(ay.t[i]);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#E8E8E8\"/>", L, y, L + pw, y);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\"/>", L - 5, y, L, y);
-        tick_label(lab, sizeof lab, ay.t[i], ay.step);
+        plot_tick_label(lab, sizeof lab, ay.t[i], ay.step);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11.5\" text-anchor=\"end\" fill=\"#333\">%s</text>\n", L - 8,
                 y + 4, lab);
     }
@@ -522,7 +522,8 @@ static void json_field(const char *text, const char *key, char *out, size_t n)
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
+    int status;
+    FILE *f = nnc__fopen_regular(path, "metrics", &status); /* never a FIFO planted in the folder */
     if (!f) return NULL;
     char *buf = NULL;
     size_t len = 0, cap = 0;
@@ -584,7 +585,8 @@ int plot_metrics_svg(const char *run_dir)
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
-    FILE *in = fopen(path, "r");
+    int status;
+    FILE *in = nnc__fopen_regular(path, "metrics", &status);
     if (!in) return -1;
     /* train, val (center or the one model), val_average: loss and accuracy by step and seconds */
     col tl = {0}, ta = {0}, vl = {0}, va = {0}, al = {0}, aa = {0}, vt = {0}, at = {0};

@@ -42,6 +42,9 @@ void plot_figure_svg(FILE *f, const char *title, const char *subtitle, const plo
 void plot_svg(FILE *f, const plot_panel *panels, int npanels);
 /* The colour of palette index i (i >= 0). */
 const char *plot_color(int i);
+/* A tick value as text for ticks `step` apart: as few decimals as the step needs, k/M for
+ * thousands and millions ("0.6", "20k", "150"). */
+void plot_tick_label(char *buf, size_t n, double v, double step);
 /* Write path through a fresh temp file (nnc__create_temp) renamed over it: draw(f, ud) writes
  * the content. Returns 0 or -1 (errno set). */
 int plot_write_file(const char *path, void (*draw)(FILE *f, void *ud), void *ud);

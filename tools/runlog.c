@@ -97,24 +97,34 @@ void cli_fetch_progress(double done, double total, void *ud)
 {
     progress *p = ud;
     double now = cli_now(), el = now - p->start, rate = el > 0 ? done / el : 0;
-    double eta = total > 0 && rate > 0 ? (total - done) / rate : -1;
+    double eta_s = total > 0 && rate > 0 ? (total - done) / rate : -1;
     int finished = total > 0 && done >= total;
     if (done <= 0 && !finished) return;
     /* tty: redraw at most 10 times a second; plain: one line every 5 s and at the end */
     if (!finished && now - p->last_print < (p->tty ? 0.1 : 5)) return;
     p->last_print = now;
-    char etas[32], tot[32] = "";
-    fmt_time(etas, sizeof etas, eta);
+    char etas[32], tot[32] = "", mb[64], mbs[32], eta[48], bar[32] = "";
+    fmt_time(etas, sizeof etas, eta_s);
     if (total > 0) snprintf(tot, sizeof tot, "/%.1f", total / 1e6);
+    snprintf(mb, sizeof mb, "%.1f%s MB", done / 1e6, tot);
+    snprintf(mbs, sizeof mbs, "%.1f MB/s", rate / 1e6);
+    snprintf(eta, sizeof eta, "ETA %s", etas);
+    if (p->tty && total > 0) {
+        int cells = 24, fill = (int)(cells * done / total);
+        bar[0] = '[';
+        for (int i = 0; i < cells; i++) bar[1 + i] = i < fill ? '#' : '.';
+        bar[cells + 1] = ']';
+        bar[cells + 2] = 0;
+    }
+    /* the line fits the terminal: the bar goes first, then the rate, then the ETA */
+    nnc_field f[] = {{"download", NULL, 9}, {bar[0] ? bar : NULL, NULL, 1}, {mb, NULL, 8}, {mbs, NULL, 3}, {eta, NULL, 5}};
+    char line[256];
+    nnc_fit_fields(line, sizeof line, p->tty ? nnc_term_width(STDOUT_FILENO) : 80, f, 5);
     if (p->tty) {
-        int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        printf("\r\033[Kdownload [%s] %.1f%s MB %.1f MB/s ETA %s", bar, done / 1e6, tot, rate / 1e6, etas);
+        printf("\r\033[K%s", line);
         p->drawn = 1;
     } else {
-        printf("download %.1f%s MB %.1f MB/s ETA %s\n", done / 1e6, tot, rate / 1e6, etas);
+        printf("%s\n", line);
     }
     fflush(stdout);
 }

@@ -1,6 +1,6 @@
 /* tests/data/test_cifar.c - CIFAR-10/100 binary loaders: layout and labels of generated files,
- * official sizes, and the error rows of TESTS.md: C1 truncation, C2 wrong-format hint, C3 label
- * out of range, C4 missing/unreadable/directory paths. Full-size files are sparse
+ * official sizes, and the error cases: truncation, the wrong-format hint, a label
+ * out of range, missing/unreadable/directory paths. Full-size files are sparse
  * (ftruncate), so they cost no disk writes. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -93,8 +93,7 @@ Test(data_cifar, official_size_test_batch_loads)
     nnc_dataset_free(d);
 }
 
-/* C1 */
-Test(data_cifar, c1_truncated_batch_names_record_and_offset)
+Test(data_cifar, truncated_batch_names_record_and_offset)
 {
     char p[128];
     snprintf(p, sizeof p, "%s/data_batch_1.bin", tmp);
@@ -110,8 +109,7 @@ Test(data_cifar, c1_truncated_batch_names_record_and_offset)
     cr_assert_null(d);
 }
 
-/* C2 */
-Test(data_cifar, c2_other_format_hint_both_ways)
+Test(data_cifar, other_format_hint_both_ways)
 {
     char p[128];
     nnc_dataset *d;
@@ -131,8 +129,7 @@ Test(data_cifar, c2_other_format_hint_both_ways)
     cr_assert(strstr(nnc_error_message(), "looks like CIFAR-100"), "%s", nnc_error_message());
 }
 
-/* C3 */
-Test(data_cifar, c3_label_out_of_range_names_record_and_value)
+Test(data_cifar, label_out_of_range_names_record_and_value)
 {
     char p[128];
     snprintf(p, sizeof p, "%s/test_batch.bin", tmp);
@@ -153,8 +150,7 @@ Test(data_cifar, c3_label_out_of_range_names_record_and_value)
               "%s", nnc_error_message());
 }
 
-/* C4 */
-Test(data_cifar, c4_missing_directory_and_unreadable_paths)
+Test(data_cifar, missing_directory_and_unreadable_paths)
 {
     char p[160];
     nnc_dataset *d;

@@ -1,4 +1,4 @@
-/* tests/data/test_image.c - image files and image-folder datasets (TESTS.md C5): formats,
+/* tests/data/test_image.c - image files and image-folder datasets: formats,
  * resizing, 1x1 and 4096x4096 images, the dimension cap checked before decoding, and
  * the documented policy (empty class folder: error; zero-byte / non-image files: skipped and
  * counted in one warning). */

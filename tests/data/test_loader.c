@@ -1,5 +1,5 @@
-/* tests/data/test_loader.c - augmentation (C7), layout/normalisation (C8), data order and
- * sharding (C9), prefetch equivalence, seek/resume, gather, throughput sanity. */
+/* tests/data/test_loader.c - augmentation, layout/normalisation, data order and sharding,
+ * prefetch equivalence, seek/resume, gather, throughput sanity. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -27,7 +27,7 @@ static float norm(const nnc_dataset *d, int c, int v)
     return ((float)v / 255.0f - d->mean[c]) / d->std[c];
 }
 
-/* C9: every index exactly once per epoch across shards; epochs differ; same seed same order. */
+/* Data order: every index exactly once per epoch across shards; epochs differ; same seed same order. */
 Test(data_loader, shards_cover_every_index_once_per_epoch)
 {
     const int N = 1003, S = 3;
@@ -142,7 +142,7 @@ Test(data_loader, seek_resumes_identically, .timeout = 30)
     nnc_dataset_free(d);
 }
 
-/* C7: crop offsets cover 0..2*pad, flip twice is identity, padding, eval has no augmentation. */
+/* Augmentation: crop offsets cover 0..2*pad, flip twice is identity, padding, eval has no augmentation. */
 Test(data_loader, augmentation_crop_flip_exact)
 {
     nnc_dataset *d = synth("cifar10", 1, 3, 32, 32);
@@ -177,7 +177,7 @@ Test(data_loader, augmentation_crop_flip_exact)
     nnc_dataset_free(d);
 }
 
-/* C7: over many loader draws every crop offset 0..8 and both flips occur; augment=0 gives the
+/* Augmentation: over many loader draws every crop offset 0..8 and both flips occur; augment=0 gives the
  * plain normalised images (eval pipeline). */
 Test(data_loader, loader_augmentation_covers_offsets, .timeout = 30)
 {
@@ -235,7 +235,7 @@ Test(data_loader, loader_augmentation_covers_offsets, .timeout = 30)
     nnc_dataset_free(d);
 }
 
-/* C8: a known pixel of a known record lands at its CHW index with the normalised value. */
+/* Layout: a known pixel of a known record lands at its CHW index with the normalised value. */
 Test(data_loader, layout_and_normalisation)
 {
     nnc_dataset *d = synth("cifar10", 20, 3, 32, 32);

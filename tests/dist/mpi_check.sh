@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# tests/dist/mpi_check.sh - multi-rank training through mpirun (TESTS.md F1-F7, D7).
+# tests/dist/mpi_check.sh - multi-rank training through mpirun: ranks vs threads parity, resume
+# across ranks, a killed / stalled / frozen rank, mismatched config across ranks, uneven shards,
+# rank 0 alone writes and prints, no sanitizer report, and rank 0 killed mid-save.
 #   usage: mpi_check.sh TEST_NNC MPI_NNC REF_NNC
 #     TEST_NNC  the MPI build with fault hooks (build/mpi/test/nnc)
 #     MPI_NNC   the MPI release build (build/mpi/nnc)
-#     REF_NNC   the threads-only build (build/nnc): the reference for F1
+#     REF_NNC   the threads-only build (build/nnc): the reference for the ranks vs threads parity
 # Data: the Debian fashion-mnist package, 300-2000 images, the "tiny" model: each run takes
 # about a second. Every launch is bounded by `timeout`. Prints one line per check; exits 1 if
 # any check failed. Work folder: $MPI_CHECK_DIR (default: a fresh mktemp -d, removed on success).
@@ -51,7 +53,7 @@ wait_for() { # FILE SECONDS: until FILE exists
     return 1
 }
 
-# ---- F1: same total workers and seed, threads-only vs 1, 2, 4 ranks: identical checkpoints ----
+# ---- ranks vs threads parity: same total workers and seed, threads-only vs 1, 2, 4 ranks: identical checkpoints ----
 # (every worker's parameters and momentum, the center, the EMA and counters: all but run/meta)
 for spec in "mgrawa 4 1" "mgrawa 4 2" "mgrawa 4 4" "lgrawa 3 2" "local-sgd 3 2" "easgd 3 2" "lsgd 3 2" \
             "dp 3 2" "dp-sam 2 2"; do
@@ -60,18 +62,19 @@ for spec in "mgrawa 4 1" "mgrawa 4 2" "mgrawa 4 4" "lgrawa 3 2" "local-sgd 3 2" 
     args=("${DATA[@]}" --limit-train 300 --algo "$algo" --sync lockstep --tau 3 --workers "$M" --epochs 2)
     ref=ref-$algo-$M
     if [ ! -e "$ref/last.ckpt" ]; then
-        timeout 60 "$REF_NNC" train "${args[@]}" --run-dir "$ref" >"$ref.txt" 2>&1 || { fail "F1 reference $algo: $(tail -1 "$ref.txt")"; continue; }
+        timeout 60 "$REF_NNC" train "${args[@]}" --run-dir "$ref" >"$ref.txt" 2>&1 ||
+            { fail "ranks vs threads parity, reference $algo: $(tail -1 "$ref.txt")"; continue; }
     fi
     OUT=f1-$algo-$np.txt
     if ! run_mpi "$np" "$MPI_NNC" "${args[@]}" --run-dir "f1-$algo-$np"; then
-        fail "F1 $algo M=$M np=$np: rc $? ($(tail -1 "$OUT"))"
+        fail "ranks vs threads parity $algo M=$M np=$np: rc $? ($(tail -1 "$OUT"))"
         continue
     fi
     a=$(dig "$ref/last.ckpt") b=$(dig "f1-$algo-$np/last.ckpt")
     if [ -n "$a" ] && [ "$a" = "$b" ]; then
-        pass "F1 $algo M=$M np=$np: bitwise equal run state, center $(center "$ref/last.ckpt" | cut -c1-16)"
+        pass "ranks vs threads parity $algo M=$M np=$np: bitwise equal run state, center $(center "$ref/last.ckpt" | cut -c1-16)"
     else
-        fail "F1 $algo M=$M np=$np: threads $a vs ranks $b"
+        fail "ranks vs threads parity $algo M=$M np=$np: threads $a vs ranks $b"
     fi
 done
 
@@ -94,21 +97,23 @@ b=$(dig rx/last.ckpt)
 [ -n "$a" ] && [ "$a" = "$b" ] && pass "threads-only checkpoint resumed at np 2: equal to the threads-only resumed run" ||
     fail "cross resume: $a vs $b ($(tail -1 rx.txt))"
 
-# ---- F4: mismatched configuration (lr, model) -> exit 2 naming rank 1, no hang ----
+# ---- mismatched config across ranks (lr, model) -> exit 2 naming rank 1, no hang ----
 args=("${DATA[@]}" --limit-train 300 --algo mgrawa --workers 2 --epochs 1 --sync-timeout 10)
+k=0
 for diff in "--lr 0.05" "--model resnet20"; do
-    t=$(now)
-    timeout 60 "${MPIRUN[@]}" -np 1 "$MPI_NNC" train "${args[@]}" --run-dir f4 : -np 1 "$MPI_NNC" train "${args[@]}" \
-        --run-dir f4 $diff >f4.txt 2>&1
+    t=$(now) k=$((k + 1))
+    # a folder per case: the refused run leaves its config.json, and a used folder is refused
+    timeout 60 "${MPIRUN[@]}" -np 1 "$MPI_NNC" train "${args[@]}" --run-dir f4-$k : -np 1 "$MPI_NNC" train "${args[@]}" \
+        --run-dir f4-$k $diff >f4.txt 2>&1
     rc=$? dt=$(elapsed "$t")
-    if [ $rc = 2 ] && grep -q "rank 1 runs a different configuration" f4.txt && [ ! -e f4/last.ckpt ]; then
-        pass "F4 ($diff on rank 1): exit 2 in ${dt%???????} s naming rank 1"
+    if [ $rc = 2 ] && grep -q "rank 1 runs a different configuration" f4.txt && [ ! -e f4-$k/last.ckpt ]; then
+        pass "mismatched config across ranks ($diff on rank 1): exit 2 in ${dt%???????} s naming rank 1"
     else
-        fail "F4 ($diff): rc $rc, $(grep -m1 'nnc:' f4.txt)"
+        fail "mismatched config across ranks ($diff): rc $rc, $(grep -m1 'nnc:' f4.txt)"
     fi
 done
 
-# ---- F3: a stalled worker on rank 1 (fault hook), --sync-timeout 1 -> exit 3 naming the round ----
+# ---- stalled rank: a stalled worker on rank 1 (fault hook), --sync-timeout 1 -> exit 3 naming the round ----
 args=("${DATA[@]}" --limit-train 300 --algo mgrawa --sync lockstep --workers 4 --epochs 50 --sync-timeout 1)
 OUT=f3.txt
 rm -f f3.txt
@@ -119,12 +124,12 @@ t=$(now)
 wait $mp
 rc=$? dt=$(elapsed "$t")
 if [ $rc = 3 ] && grep -q "sync round 1: .*rank 1" f3.txt && [ "$(echo "$dt < 3.0" | bc)" = 1 ]; then
-    pass "F3 stalled rank: exit 3 in ${dt%???????} s (timeout 1 s): $(grep -m1 -o 'sync round 1: rank 0 waited[^(]*' f3.txt)"
+    pass "stalled rank (worker stall hook): exit 3 in ${dt%???????} s (timeout 1 s): $(grep -m1 -o 'sync round 1: rank 0 waited[^(]*' f3.txt)"
 else
-    fail "F3: rc $rc after $dt s: $(grep -m1 'sync round' f3.txt)"
+    fail "stalled rank: rc $rc after $dt s: $(grep -m1 'sync round' f3.txt)"
 fi
 
-# ---- F3 (whole rank): rank 1 frozen by SIGSTOP mid-training -> rank 0's deadline, exit 3 ----
+# ---- frozen rank: rank 1 frozen by SIGSTOP mid-training -> rank 0's deadline, exit 3 ----
 timeout 60 "${MPIRUN[@]}" -np 2 "$MPI_NNC" train "${args[@]}" --limit-train 2000 --epochs 500 --run-dir f3b >f3b.txt 2>&1 &
 mp=$!
 wait_for f3b/last.ckpt 60
@@ -136,12 +141,12 @@ rc=$? dt=$(elapsed "$t")
 [ -n "$victim" ] && kill -KILL "$victim" 2>/dev/null # mpirun does not reap a stopped rank
 if [ -n "$victim" ] && [ $rc = 3 ] && grep -q "sync round [0-9]*: rank 0 waited 1.0 s for rank 1" f3b.txt &&
    [ "$(echo "$dt < 3.0" | bc)" = 1 ]; then
-    pass "F3 frozen rank (SIGSTOP): exit 3 in ${dt%???????} s: $(grep -m1 -o 'sync round [0-9]*: rank 0 waited[^(]*' f3b.txt)"
+    pass "frozen rank (SIGSTOP): exit 3 in ${dt%???????} s: $(grep -m1 -o 'sync round [0-9]*: rank 0 waited[^(]*' f3b.txt)"
 else
-    fail "F3 frozen rank: victim '$victim' rc $rc after $dt s: $(grep -m1 'sync round' f3b.txt)"
+    fail "frozen rank: victim '$victim' rc $rc after $dt s: $(grep -m1 'sync round' f3b.txt)"
 fi
 
-# ---- F2: SIGKILL of rank 1 mid-training -> mpirun non-zero within seconds; --resume continues ----
+# ---- killed rank: SIGKILL of rank 1 mid-training -> mpirun non-zero within seconds; --resume continues ----
 args=("${DATA[@]}" --limit-train 2000 --algo mgrawa --sync lockstep --workers 4)
 timeout 120 "${MPIRUN[@]}" -np 2 "$MPI_NNC" train "${args[@]}" --epochs 500 --run-dir f2 >f2.txt 2>&1 &
 mp=$!
@@ -153,20 +158,20 @@ t=$(now)
 wait $mp
 rc=$? dt=$(elapsed "$t")
 if [ -n "$victim" ] && [ $rc != 0 ] && [ "$(echo "$dt < 5.0" | bc)" = 1 ] && [ -n "$(dig f2/last.ckpt)" ]; then
-    pass "F2 SIGKILL rank 1: mpirun rc $rc in ${dt%???????} s, last.ckpt complete"
+    pass "killed rank (SIGKILL rank 1): mpirun rc $rc in ${dt%???????} s, last.ckpt complete"
 else
-    fail "F2: victim '$victim' rc $rc after $dt s"
+    fail "killed rank: victim '$victim' rc $rc after $dt s"
 fi
 OUT=f2b.txt
 run_mpi 2 "$MPI_NNC" "${args[@]}" --epochs 12 --run-dir f2 --resume
 rc=$?
 if [ $rc = 0 ] && grep -q '"status": "ok"' f2/summary.json && grep -q "^test acc.* 12.00 epochs" f2b.txt; then
-    pass "F2 relaunch --resume: continued to epoch 12"
+    pass "killed rank, relaunch --resume: continued to epoch 12"
 else
-    fail "F2 resume: rc $rc ($(tail -1 f2b.txt))"
+    fail "killed rank, resume: rc $rc ($(tail -1 f2b.txt))"
 fi
 
-# ---- D7: rank 0 killed while writing last.ckpt (slow writes): the previous file stays valid ----
+# ---- rank 0 killed mid-save: killed while writing last.ckpt (slow writes): the previous file stays valid ----
 timeout 120 "${MPIRUN[@]}" -np 2 -x NNC_FAULT=ckpt_slow_write:150 "$TEST_NNC" train "${args[@]}" --epochs 500 \
     --run-dir d7 >d7.txt 2>&1 &
 mp=$!
@@ -182,9 +187,9 @@ OUT=d7b.txt
 run_mpi 2 "$MPI_NNC" "${args[@]}" --epochs 12 --run-dir d7 --resume
 rc=$?
 if [ $mid = 1 ] && [ -n "$after" ] && [ "$before" = "$after" ] && [ $rc = 0 ]; then
-    pass "D7 rank 0 killed mid-save: last.ckpt unchanged and complete (one file, renamed into place), resume ok"
+    pass "rank 0 killed mid-save: last.ckpt unchanged and complete (one file, renamed into place), resume ok"
 else
-    fail "D7: mid-save $mid, digest before '$before' after '$after', resume rc $rc"
+    fail "rank 0 killed mid-save: mid-save $mid, digest before '$before' after '$after', resume rc $rc"
 fi
 
 # ---- SIGUSR1 to mpirun (forwarded to every rank): stop at an agreed round, checkpoint, exit 130 ----
@@ -218,24 +223,24 @@ rc=$?
 [ $rc != 0 ] && [ -n "$(dig sj/last.ckpt)" ] && pass "SIGINT to mpirun: rc $rc, last.ckpt complete" ||
     fail "SIGINT: rc $rc, last.ckpt digest '$(dig sj/last.ckpt)'"
 
-# ---- F5: uneven split (3 workers on 2 ranks), async, a time budget: both ranks end together ----
+# ---- uneven shards: uneven split (3 workers on 2 ranks), async, a time budget: both ranks end together ----
 OUT=f5.txt
 t=$(now)
 run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 2000 --algo mgrawa --sync async --workers 3 --epochs 0 \
     --time-budget 2 --run-dir f5
 rc=$? dt=$(elapsed "$t")
 if [ $rc = 0 ] && grep -q '"status": "ok"' f5/summary.json && [ "$(echo "$dt < 15" | bc)" = 1 ]; then
-    pass "F5 async, 3 workers on 2 ranks, 2 s budget: finished in ${dt%???????} s ($(grep -o 'rounds [0-9]*' f5.txt))"
+    pass "uneven shards, async, 3 workers on 2 ranks, 2 s budget: finished in ${dt%???????} s ($(grep -o 'rounds [0-9]*' f5.txt))"
 else
-    fail "F5: rc $rc after $dt s ($(tail -1 f5.txt))"
+    fail "uneven shards, time budget: rc $rc after $dt s ($(tail -1 f5.txt))"
 fi
 OUT=f5b.txt
 run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 330 --batch 8 --algo lgrawa --sync async --workers 3 --epochs 2 --run-dir f5b
 rc=$?
-[ $rc = 0 ] && pass "F5 async epochs, uneven shards (330 images / 3 workers, batch 8): finished" ||
-    fail "F5 epochs: rc $rc ($(tail -1 f5b.txt))"
+[ $rc = 0 ] && pass "uneven shards, async epochs (330 images / 3 workers, batch 8): finished" ||
+    fail "uneven shards, epochs: rc $rc ($(tail -1 f5b.txt))"
 
-# ---- F7: only rank 0 writes the run folder and prints ----
+# ---- rank 0 alone writes and prints: only rank 0 writes the run folder and prints ----
 mkdir -p f7 && cd f7 || exit 2
 OUT=../f7.txt
 run_mpi 2 "$MPI_NNC" "${DATA[@]}" --limit-train 300 --algo easgd --sync lockstep --workers 2 --epochs 4 --keep 2 2>../f7.err
@@ -251,12 +256,12 @@ else
 fi
 ctl=$(grep -c $'\r\|\e' f7.txt)
 if [ $rc = 0 ] && [ "$n" = 1 ] && [ "$lines" = 1 ] && [ "$fin" = 1 ] && [ "$ctl" = 0 ]; then
-    pass "F7 one run folder, one header and one result line from 2 ranks, no terminal codes"
+    pass "rank 0 alone writes and prints: one run folder, one header and one result line from 2 ranks, no terminal codes"
 else
-    fail "F7: rc $rc, $n run folders, $lines headers, $fin result lines, $ctl lines with CR/ESC"
+    fail "rank 0 alone writes and prints: rc $rc, $n run folders, $lines headers, $fin result lines, $ctl lines with CR/ESC"
 fi
 
-# ---- F6 (sanitizer builds): no report in any rank's output ----
+# ---- no sanitizer report (sanitizer builds): no report in any rank's output ----
 if grep -l "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" ./*.txt ./*.err ./*/*.txt >/dev/null 2>&1; then
     fail "sanitizer reports in: $(grep -l 'ERROR: AddressSanitizer\|runtime error:' ./*.txt ./*.err 2>/dev/null | tr '\n' ' ')"
 else

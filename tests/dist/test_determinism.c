@@ -1,8 +1,10 @@
-/* tests/dist/test_determinism.c - bitwise reproducibility: lockstep under injected jitter (A4),
- * the fixed-order center over 20 repeats (E9), 1 worker GRAWA == plain SGD, two concurrent
- * training contexts (E10), DP parity with one worker x M*b (E4, BN-free model) and the DP step
- * against its definition (BN model), and exact resume (D2) for the single replica,
- * for lockstep M = 2, and after a stop request (E8). */
+/* tests/dist/test_determinism.c - bitwise reproducibility: two seeded lockstep runs with random
+ * sleeps injected into the workers give the same bits, the fixed-order center is bit-identical
+ * over 20 jittered repeats, 1 worker GRAWA == plain SGD, two concurrent training contexts in one
+ * process equal each run alone (no hidden global state), data-parallel parity (M workers x
+ * batch b equal one worker x batch M*b, BN-free model) and the DP step against its definition
+ * (BN model), and exact resume (interrupted and resumed equals uninterrupted, bitwise) for the
+ * single replica, for lockstep M = 2, and after a stop request. */
 #include <pthread.h>
 #include <sys/stat.h>
 
@@ -57,7 +59,7 @@ Test(dist_determinism, lockstep_bitwise_under_jitter, .timeout = 120)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, e9_center_bits_20_repeats, .timeout = 120)
+Test(dist_determinism, center_bits_20_repeats, .timeout = 120)
 {
     arm("worker_sleep_jitter:1");
     nnc_dataset *tr = fx_dataset(128, 1);
@@ -123,7 +125,7 @@ static void *ctx_run(void *arg)
     return NULL;
 }
 
-Test(dist_determinism, e10_two_contexts_in_one_process, .timeout = 120)
+Test(dist_determinism, two_contexts_in_one_process, .timeout = 120)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     ctx_job alone[2] = {{.tr = tr, .seed = 5}, {.tr = tr, .seed = 6}};
@@ -142,11 +144,11 @@ Test(dist_determinism, e10_two_contexts_in_one_process, .timeout = 120)
     fx_dataset_free(tr);
 }
 
-/* E4 literally: M workers x batch b with DP equal one worker x batch M*b after one step. The
- * BN-free tiny-nobn makes every sample's gradient independent of the rest of its batch, and a
- * training set of exactly M*b images makes each shard one batch: the workers' first batches are
- * a partition of the set, and the single worker's first batch is the whole set (in another
- * order, which changes only the summation order). */
+/* Data-parallel parity, literally: M workers x batch b with DP equal one worker x batch M*b
+ * after one step. The BN-free tiny-nobn makes every sample's gradient independent of the rest of
+ * its batch, and a training set of exactly M*b images makes each shard one batch: the workers'
+ * first batches are a partition of the set, and the single worker's first batch is the whole set
+ * (in another order, which changes only the summation order). */
 static void dp_parity(int M)
 {
     enum { B = 8 };
@@ -200,10 +202,10 @@ static void dp_parity(int M)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, e4_dp_equals_one_worker_big_batch_m2, .timeout = 60) { dp_parity(2); }
-Test(dist_determinism, e4_dp_equals_one_worker_big_batch_m4, .timeout = 60) { dp_parity(4); }
+Test(dist_determinism, dp_equals_one_worker_big_batch_m2, .timeout = 60) { dp_parity(2); }
+Test(dist_determinism, dp_equals_one_worker_big_batch_m4, .timeout = 60) { dp_parity(4); }
 
-Test(dist_determinism, e4_dp_step_parity, .timeout = 60)
+Test(dist_determinism, dp_step_parity, .timeout = 60)
 {
     /* tiny has BatchNorm, whose batch statistics make "M workers x batch b" differ from "one
      * worker x batch M*b" by design (as DDP without SyncBN). The DP step is checked against
@@ -275,7 +277,7 @@ Test(dist_determinism, e4_dp_step_parity, .timeout = 60)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, d2_single_replica_resume_bitwise, .timeout = 60)
+Test(dist_determinism, single_replica_resume_bitwise, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     char da[64], db[64];
@@ -349,12 +351,12 @@ static void lockstep_resume(int by_stop, nnc_algo algo)
     fx_dataset_free(tr);
 }
 
-Test(dist_determinism, d2_lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_MGRAWA); }
-Test(dist_determinism, e8_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_MGRAWA); }
-Test(dist_determinism, e8_dp_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_DP); }
-Test(dist_determinism, d2_lsgd_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LSGD); }
+Test(dist_determinism, lockstep_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_MGRAWA); }
+Test(dist_determinism, dp_stop_then_resume_bitwise, .timeout = 120) { lockstep_resume(1, NNC_ALGO_DP); }
+Test(dist_determinism, lsgd_resume_bitwise, .timeout = 120) { lockstep_resume(0, NNC_ALGO_LSGD); }
 
-Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
+Test(dist_determinism, best_ckpt_and_resume_already_done, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
     char dir[64], path[128];
@@ -380,7 +382,7 @@ Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
     cr_assert_eq(nnc_ckpt_get_bytes(ck, "meta/json", &m, &n), NNC_OK);
     cr_assert(n == 23 && memcmp(m, "{\"dataset\":\"synthetic\"}", n) == 0);
     nnc_ckpt_free(ck);
-    /* D10: resuming with a target already reached trains nothing and leaves last.ckpt alone. */
+    /* Resuming with a target already reached trains nothing and leaves last.ckpt alone. */
     snprintf(path, sizeof path, "%s/last.ckpt", dir);
     struct stat st0, st1;
     cr_assert_eq(stat(path, &st0), 0);
@@ -392,7 +394,7 @@ Test(dist_determinism, d8_best_and_d10_already_done, .timeout = 60)
     cr_assert(t.logs == 1 && strstr(t.log[0], "already at epoch 2.00 >= target 1"), "%s", t.log[0]);
     cr_assert_eq(stat(path, &st1), 0);
     cr_assert(st0.st_mtim.tv_sec == st1.st_mtim.tv_sec && st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec);
-    /* D9: a different worker count is refused with an explanation. */
+    /* Resuming with a different worker count is refused with an explanation. */
     c.workers = 3;
     c.epochs = 3;
     cr_assert_eq(nnc_train(&c, tr, te, &r), NNC_EINVAL);

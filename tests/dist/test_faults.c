@@ -1,7 +1,8 @@
-/* tests/dist/test_faults.c - injected faults (nn/fault.h hooks): NaN worker reset (B3), all
- * workers non-finite (B4), single-replica Inf loss or NaN gradient with nan_policy stop (B2)
- * and skip (B6), stalled worker deadline (E6), worker error propagation (E7), stop flag with
- * checkpoint (E8). */
+/* tests/dist/test_faults.c - injected faults (nn/fault.h hooks): a worker with a NaN gradient
+ * gets weight 0 and is reset to the center, all workers non-finite stops the run, single-replica
+ * Inf loss or NaN gradient with nan_policy stop and with skip, a stalled worker hits the sync
+ * deadline, a worker's error propagates with every thread joined, and the stop flag writes a
+ * checkpoint. */
 #include <sys/stat.h>
 #include <time.h>
 
@@ -24,33 +25,33 @@ static void arm(const char *spec)
 }
 
 /* Round 2 as the callbacks and the worker observer (dist/run.h) saw it. */
-typedef struct b3_seen {
-    fx_trace t;   /* first member: fx_on_step/fx_on_eval get &b3_seen as their fx_trace */
+typedef struct nan_worker_seen {
+    fx_trace t;   /* first member: fx_on_step/fx_on_eval get &nan_worker_seen as their fx_trace */
     nnc_round_info r2;
     int got_r2;
     int center_checked, center_finite;   /* written by worker 0 only */
-} b3_seen;
+} nan_worker_seen;
 
-static void b3_on_round(const nnc_round_info *r, void *ud)
+static void nan_worker_on_round(const nnc_round_info *r, void *ud)
 {
-    b3_seen *b = ud;
+    nan_worker_seen *b = ud;
     fx_on_round(r, &b->t);
     if (r->round == 2) b->r2 = *r, b->got_r2 = 1;
 }
 
-static void b3_on_log(const char *line, void *ud) { fx_on_log(line, &((b3_seen *)ud)->t); }
+static void nan_worker_on_log(const char *line, void *ud) { fx_on_log(line, &((nan_worker_seen *)ud)->t); }
 
-static void b3_observer(const nnc_run *R, nnc__obs_event ev, int w, double loss, void *ud)
+static void nan_worker_observer(const nnc_run *R, nnc__obs_event ev, int w, double loss, void *ud)
 {
     (void)loss;
-    b3_seen *b = ud;
+    nan_worker_seen *b = ud;
     if (ev == NNC__OBS_APPLIED && R->round == 2 && w == 0) {
         b->center_checked = 1;
         b->center_finite = nnc__grawa_finite(R->center, R->ly.n) && nnc__grawa_finite(R->pub, R->ly.n);
     }
 }
 
-Test(dist_faults, b3_nan_worker_is_reset, .timeout = 60)
+Test(dist_faults, nan_worker_is_reset, .timeout = 60)
 {
     arm("worker_nan:2:2");
     nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(128, 2);
@@ -59,13 +60,13 @@ Test(dist_faults, b3_nan_worker_is_reset, .timeout = 60)
     c.epochs = 6;
     char dir[64];
     c.ckpt_dir = fx_tmpdir(dir, sizeof dir);
-    static b3_seen b;
+    static nan_worker_seen b;
     fx_trace *tp = &b.t;
     fx_hook(&c, tp);
-    c.on_round = b3_on_round;
-    c.on_log = b3_on_log;
+    c.on_round = nan_worker_on_round;
+    c.on_log = nan_worker_on_log;
     c.ud = &b;
-    nnc__dist_observe(b3_observer, &b);
+    nnc__dist_observe(nan_worker_observer, &b);
     nnc_train_result r;
     int s = nnc_train(&c, tr, te, &r);
     nnc__dist_observe(NULL, NULL);
@@ -100,7 +101,7 @@ Test(dist_faults, b3_nan_worker_is_reset, .timeout = 60)
     fx_dataset_free(te);
 }
 
-Test(dist_faults, b3_weight_zero_in_round_info, .timeout = 60)
+Test(dist_faults, weight_zero_in_round_info, .timeout = 60)
 {
     arm("worker_nan:1:3");
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -116,7 +117,7 @@ Test(dist_faults, b3_weight_zero_in_round_info, .timeout = 60)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, b4_all_workers_nonfinite, .timeout = 60)
+Test(dist_faults, all_workers_nonfinite, .timeout = 60)
 {
     arm("worker_nan:-1:2");
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -135,7 +136,7 @@ Test(dist_faults, b4_all_workers_nonfinite, .timeout = 60)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, b2_single_replica_inf_loss, .timeout = 60)
+Test(dist_faults, single_replica_inf_loss, .timeout = 60)
 {
     arm("loss_inf:21");   /* epoch 2 (16 steps per epoch) */
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -154,20 +155,20 @@ Test(dist_faults, b2_single_replica_inf_loss, .timeout = 60)
     fx_dataset_free(tr);
 }
 
-/* Callbacks of the B2/B6 runs: stat last.ckpt after step `mark`, stop after step `stop_step`
- * (on_step, log_every 1) or at the first skip (on_log). */
-typedef struct b6_run {
-    fx_trace t;   /* first member: fx_on_* get &b6_run as their fx_trace */
+/* Callbacks of the single-replica nan_policy stop/skip runs: stat last.ckpt after step `mark`,
+ * stop after step `stop_step` (on_step, log_every 1) or at the first skip (on_log). */
+typedef struct policy_run {
+    fx_trace t;   /* first member: fx_on_* get &policy_run as their fx_trace */
     const char *dir;
     long mark, stop_step;
     int stop_at_skip;
     struct stat at_mark;
     volatile sig_atomic_t stop;
-} b6_run;
+} policy_run;
 
-static void b6_on_step(const nnc_step_info *s, void *ud)
+static void policy_on_step(const nnc_step_info *s, void *ud)
 {
-    b6_run *b = ud;
+    policy_run *b = ud;
     fx_on_step(s, &b->t);
     char path[300];
     snprintf(path, sizeof path, "%s/last.ckpt", b->dir);
@@ -175,14 +176,14 @@ static void b6_on_step(const nnc_step_info *s, void *ud)
     if (s->step == b->stop_step) b->stop = 2;
 }
 
-static void b6_on_log(const char *line, void *ud)
+static void policy_on_log(const char *line, void *ud)
 {
-    b6_run *b = ud;
+    policy_run *b = ud;
     fx_on_log(line, &b->t);
     if (b->stop_at_skip && strstr(line, "skipped")) b->stop = 2;
 }
 
-static nnc_train_config b6_config(b6_run *b, char *dir, size_t n)
+static nnc_train_config policy_config(policy_run *b, char *dir, size_t n)
 {
     nnc_train_config c = fx_config(NNC_ALGO_SGD, 1);
     c.ckpt_dir = fx_tmpdir(dir, n);
@@ -190,23 +191,23 @@ static nnc_train_config b6_config(b6_run *b, char *dir, size_t n)
     fx_hook(&c, &b->t);
     memset(b, 0, sizeof *b);
     b->dir = dir;
-    c.on_step = b6_on_step;
-    c.on_log = b6_on_log;
+    c.on_step = policy_on_step;
+    c.on_log = policy_on_log;
     c.stop = &b->stop;
     c.ud = b;
     return c;
 }
 
-Test(dist_faults, b2_stop_keeps_last_good_checkpoint, .timeout = 60)
+Test(dist_faults, stop_keeps_last_good_checkpoint, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     const char *faults[2] = {"loss_inf:21", "grad_nan:21"};
     const char *what[2] = {"non-finite loss at step 21", "non-finite gradient at step 21"};
     for (int f = 0; f < 2; f++) {
         arm(faults[f]);
-        b6_run b;
+        policy_run b;
         char dir[64], path[128];
-        nnc_train_config c = b6_config(&b, dir, sizeof dir);
+        nnc_train_config c = policy_config(&b, dir, sizeof dir);
         b.mark = 20;
         nnc_train_result r;
         cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EDIVERGED);
@@ -228,7 +229,7 @@ Test(dist_faults, b2_stop_keeps_last_good_checkpoint, .timeout = 60)
 }
 
 /* Params, BN buffers (prefix "") and momentum ("opt/") of dir/last.ckpt. */
-static float *b6_state(const char *dir, nnc_model **m)
+static float *policy_state(const char *dir, nnc_model **m)
 {
     *m = fx_load_model(dir, "last.ckpt", "");
     nnc_params *p = nnc_model_params(*m);
@@ -242,21 +243,21 @@ static float *b6_state(const char *dir, nnc_model **m)
     return mom;
 }
 
-Test(dist_faults, b6_skip_leaves_state_bitwise_unchanged, .timeout = 60)
+Test(dist_faults, skip_leaves_state_bitwise_unchanged, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     nnc_train_result r;
-    b6_run b;
+    policy_run b;
     char before[64], skipped[64], control[64];
     /* The state after step 20. */
     arm("");
-    nnc_train_config c = b6_config(&b, before, sizeof before);
+    nnc_train_config c = policy_config(&b, before, sizeof before);
     b.stop_step = 20;
     cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
     cr_assert_eq(r.steps, 20);
     /* The state after step 21 whose gradient is NaN, skipped (stop right after the skip). */
     arm("grad_nan:21");
-    c = b6_config(&b, skipped, sizeof skipped);
+    c = policy_config(&b, skipped, sizeof skipped);
     c.nan_policy = NNC_NAN_SKIP;
     b.stop_at_skip = 1;
     cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
@@ -267,11 +268,12 @@ Test(dist_faults, b6_skip_leaves_state_bitwise_unchanged, .timeout = 60)
               b.t.log[0]);
     /* The state after a normal step 21 (shows that step 21 does change the state). */
     arm("");
-    c = b6_config(&b, control, sizeof control);
+    c = policy_config(&b, control, sizeof control);
     b.stop_step = 21;
     cr_assert_eq(nnc_train(&c, tr, NULL, &r), NNC_EINTERRUPTED, "%s", nnc_error_message());
     nnc_model *m0, *m1, *m2;
-    float *v0 = b6_state(before, &m0), *v1 = b6_state(skipped, &m1), *v2 = b6_state(control, &m2);
+    float *v0 = policy_state(before, &m0), *v1 = policy_state(skipped, &m1),
+          *v2 = policy_state(control, &m2);
     size_t n = nnc_model_params(m0)->n_data;
     cr_assert(fx_same_params(m0, m1), "parameters and BN buffers bitwise equal to before the skipped step");
     cr_assert_eq(memcmp(v0, v1, n * sizeof(float)), 0, "momentum bitwise equal");
@@ -282,7 +284,7 @@ Test(dist_faults, b6_skip_leaves_state_bitwise_unchanged, .timeout = 60)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, b6_skip_trains_on_and_counts, .timeout = 60)
+Test(dist_faults, skip_trains_on_and_counts, .timeout = 60)
 {
     arm("loss_inf:21,grad_nan:30");
     nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
@@ -316,7 +318,7 @@ Test(dist_faults, b6_skip_trains_on_and_counts, .timeout = 60)
     fx_dataset_free(te);
 }
 
-Test(dist_faults, e6_stalled_worker_times_out, .timeout = 30)
+Test(dist_faults, stalled_worker_times_out, .timeout = 30)
 {
     arm("worker_stall:1");
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -337,7 +339,7 @@ Test(dist_faults, e6_stalled_worker_times_out, .timeout = 30)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, e6_all_workers_stalled_times_out, .timeout = 30)
+Test(dist_faults, all_workers_stalled_times_out, .timeout = 30)
 {
     arm("worker_stall:-1");
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -354,7 +356,7 @@ Test(dist_faults, e6_all_workers_stalled_times_out, .timeout = 30)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, e7_worker_error_propagates, .timeout = 30)
+Test(dist_faults, worker_error_propagates, .timeout = 30)
 {
     arm("worker_error:2");
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -369,7 +371,7 @@ Test(dist_faults, e7_worker_error_propagates, .timeout = 30)
     fx_dataset_free(tr);
 }
 
-Test(dist_faults, e8_stop_flag_writes_checkpoint, .timeout = 60)
+Test(dist_faults, stop_flag_writes_checkpoint, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);

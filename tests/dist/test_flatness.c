@@ -1,6 +1,6 @@
-/* tests/dist/test_flatness.c - Hessian eigenvalues (GRAWA.md section 5): the tridiagonal
- * eigensolver on a matrix with known spectrum, and Lanczos lambda_max against an independent
- * power iteration on the same loss, with the model left unchanged. */
+/* tests/dist/test_flatness.c - Hessian eigenvalues (docs/algorithms.md, "Flatness"): the
+ * tridiagonal eigensolver on a matrix with known spectrum, and Lanczos lambda_max against an
+ * independent power iteration on the same loss, with the model left unchanged. */
 #include "dist/grawa.h"
 #include "tests/dist/dist_fixture.h"
 

@@ -1,5 +1,7 @@
 /* tests/dist/test_grawa.c - GRAWA math: weights, EMA, centers (model and per layer), pulls,
- * invariants (TESTS.md E1-E3, B5), EASGD/LSGD/SAM helpers, the in-process transport. */
+ * invariants (weights inversely proportional to gradient norms, identical workers and pull 0 or 1
+ * as fixed points, equal norms give the plain mean, a zero gradient norm gives a finite weight),
+ * EASGD/LSGD/SAM helpers, the in-process transport. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -27,7 +29,7 @@ static void fill(nnc_params *p, const float *a, const float *b)
     memcpy(nnc_params_ptr(p, 2), b, 2 * sizeof(float));
 }
 
-Test(dist_grawa, e1_weights_from_norms)
+Test(dist_grawa, weights_from_norms)
 {
     double n[3] = {1, 2, 4}, w[3];
     cr_assert_eq(nnc__grawa_weights(n, NULL, 3, w), 3);
@@ -36,7 +38,7 @@ Test(dist_grawa, e1_weights_from_norms)
     cr_assert_float_eq(w[2], 1.0 / 7, 1e-12);
 }
 
-Test(dist_grawa, e1_center_model_level)
+Test(dist_grawa, center_model_level)
 {
     nnc_params *p[3];
     float a[3][3] = {{1, 2, 3}, {-1, 0.5f, 8}, {10, -4, 0.25f}};
@@ -69,7 +71,7 @@ Test(dist_grawa, e1_center_model_level)
     for (int i = 0; i < 3; i++) nnc_params_free(p[i]);
 }
 
-Test(dist_grawa, e1_center_per_layer)
+Test(dist_grawa, center_per_layer)
 {
     nnc_params *p[3];
     float a[3][3] = {{1, 2, 3}, {-1, 0.5f, 8}, {10, -4, 0.25f}};
@@ -142,7 +144,7 @@ Test(dist_grawa, ema_bias_correction)
     }
 }
 
-Test(dist_grawa, b5_zero_norm_and_nonfinite)
+Test(dist_grawa, zero_norm_and_nonfinite)
 {
     double n[4] = {0.0, 1.0, NAN, INFINITY}, w[4];
     cr_assert_eq(nnc__grawa_weights(n, NULL, 4, w), 2);
@@ -161,7 +163,7 @@ Test(dist_grawa, b5_zero_norm_and_nonfinite)
     cr_assert_eq(w3[0], 0.0);
 }
 
-Test(dist_grawa, e2_invariants)
+Test(dist_grawa, invariants)
 {
     nnc_params *p[3];
     float a[3] = {0.1f, -3.7f, 1e-3f}, b[2] = {123.456f, -0.0078125f};
@@ -200,7 +202,7 @@ Test(dist_grawa, e2_invariants)
     for (int i = 0; i < 3; i++) nnc_params_free(p[i]);
 }
 
-Test(dist_grawa, e3_equal_norms_give_plain_mean)
+Test(dist_grawa, equal_norms_give_plain_mean)
 {
     enum { M = 5 };
     nnc_params *p[M];

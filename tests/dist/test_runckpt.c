@@ -1,4 +1,4 @@
-/* tests/dist/test_runckpt.c - run-folder checkpoints (D8): epoch rotation with keep_epochs,
+/* tests/dist/test_runckpt.c - run-folder checkpoints: epoch rotation with keep_epochs,
  * stale temp files and a kill -9 in the middle of a save never cost the newest complete
  * checkpoint, and best.ckpt is replaced only when the evaluated accuracy improves (forced
  * accuracies through the eval_acc fault hook). */
@@ -70,7 +70,7 @@ static pid_t dead_pid(void)
     return p;
 }
 
-Test(dist_runckpt, d8_keep_rotation_and_resume, .timeout = 60)
+Test(dist_runckpt, keep_rotation_and_resume, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);
     nnc_train_config c = fx_config(NNC_ALGO_SGD, 1);
@@ -144,7 +144,7 @@ Test(dist_runckpt, d8_keep_rotation_and_resume, .timeout = 60)
     fx_dataset_free(te);
 }
 
-Test(dist_runckpt, d8_multi_worker_rotation, .timeout = 60)
+Test(dist_runckpt, multi_worker_rotation, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
     nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
@@ -169,7 +169,7 @@ Test(dist_runckpt, d8_multi_worker_rotation, .timeout = 60)
 /* A child trains with slow checkpoint writes and is killed at seeded random times; whatever
  * the kill interrupted, every complete file still loads, the newest epoch file seen before the
  * kill is still there, and the next (resumed) run cleans up and rotates on. */
-Test(dist_runckpt, d8_kill9_never_loses_newest, .timeout = 120)
+Test(dist_runckpt, kill9_never_loses_newest, .timeout = 120)
 {
     nnc_dataset *tr = fx_dataset(128, 1);
     char dir[64];
@@ -263,7 +263,7 @@ static ino_t ino_of(const char *dir, const char *name)
     return stat(path, &st) == 0 ? st.st_ino : 0;
 }
 
-Test(dist_runckpt, d8_best_only_when_metric_improves, .timeout = 60)
+Test(dist_runckpt, best_only_when_metric_improves, .timeout = 60)
 {
     arm("eval_acc:0.5/0.3/0.7/0.6/0.7");
     nnc_dataset *tr = fx_dataset(256, 1), *te = fx_dataset(64, 2);

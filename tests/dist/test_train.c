@@ -1,6 +1,6 @@
 /* tests/dist/test_train.c - nnc_train end to end on a tiny model and in-memory data: the single
- * replica, every algorithm with 4 workers, 1-worker GRAWA == plain SGD, DP step parity (E4),
- * config errors. */
+ * replica, every algorithm with 4 workers, 1-worker GRAWA == plain SGD, DP step parity
+ * (M workers x batch b equal one worker x batch M*b), config errors. */
 #include "tests/dist/dist_fixture.h"
 
 Test(dist_train, single_replica_learns, .timeout = 60)

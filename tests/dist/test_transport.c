@@ -1,8 +1,9 @@
 /* tests/dist/test_transport.c - the transport seam's contracts that the MPI transport relies on
- * (TESTS.md F1 without MPI): a reduction continued from the partial sums of the workers before
- * (the rank-order chain of dist/transport_mpi.c) equals the one-process reduction bit for bit,
- * per model and per layer, with zero weights skipped; the rank split of the workers is
- * contiguous, in order and never empty; the local transport's collectives are no-ops. */
+ * (ranks vs threads parity, checked without MPI): a reduction continued from the partial sums
+ * of the workers before (the rank-order chain of dist/transport_mpi.c) equals the one-process
+ * reduction bit for bit, per model and per layer, with zero weights skipped; the rank split of
+ * the workers is contiguous, in order and never empty; the local transport's collectives are
+ * no-ops. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>

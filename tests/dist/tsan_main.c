@@ -1,7 +1,7 @@
 /* tests/dist/tsan_main.c - the dist thread scenarios as a plain program, for ThreadSanitizer
- * (TESTS.md E5). Criterion cannot start under TSan (its inheritable arena mmap fails once TSan
- * has reserved the address space: Snaipe/Criterion#274), so `make SAN=thread check-threads`
- * aborts before any test runs. Build and run this instead:
+ * (pass: no report, exit 0). Criterion cannot start under TSan (its inheritable arena mmap fails
+ * once TSan has reserved the address space: Snaipe/Criterion#274), so `make SAN=thread
+ * check-threads` aborts before any test runs. Build and run this instead:
  *   make SAN=thread build/san-thread/libnnc_testing.a
  *   clang -std=c11 -g -O1 -fsanitize=thread -D_GNU_SOURCE -DNNC_TESTING -pthread -I. \
  *       tests/dist/tsan_main.c build/san-thread/libnnc_testing.a \

@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_cifar.c - libFuzzer harness for the CIFAR binary parser (TESTS.md C6).
+/* tests/fuzz/fuzz_cifar.c - libFuzzer harness for the CIFAR binary parser.
  * Input: byte 0 selects the format (bit 0: CIFAR-100) and the declared record count
  * (bits 1-2: 1..4); the rest is the file. Runs the same size check and record parser the
  * loader runs on files. Build/run: make fuzz-run. */

@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_idx.c - libFuzzer harness for the IDX (MNIST) parser (TESTS.md C6).
+/* tests/fuzz/fuzz_idx.c - libFuzzer harness for the IDX (MNIST) parser.
  * Input: a 2-byte big-endian length L, then L bytes of images file, then the labels file.
  * Runs nnc__idx_parse, the code behind nnc_idx_load, on memory readers. Build/run: make fuzz-run. */
 #include "data/data_internal.h"

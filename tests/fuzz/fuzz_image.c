@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz_image.c - libFuzzer harness for image decoding behind nnc_image_load and the
- * image-folder loader (TESTS.md C6): PNG/BMP/PPM/PGM via stb_image, JPEG (magic bytes FF D8 FF)
+ * image-folder loader: PNG/BMP/PPM/PGM via stb_image, JPEG (magic bytes FF D8 FF)
  * via libjpeg-turbo. The input is the file; dimension cap 1024 (checked before decoding),
  * output 3 x 16 x 16, and JPEG inputs are decoded a second time to 1 channel (libjpeg's RGB/YCbCr
  * -> grey path). Seeds include baseline, progressive, grey, arithmetic-coded and restart-marker

@@ -1,5 +1,5 @@
-/* tests/tools/test_cli_ckpt.c - `nnc train` checkpoint rotation (--keep, best.ckpt metric: D8)
- * and the non-finite policy (--nan-policy stop: B2, skip: B6) through the binary, with the
+/* tests/tools/test_cli_ckpt.c - `nnc train` checkpoint rotation (--keep, best.ckpt metric)
+ * and the non-finite policy (--nan-policy stop and skip) through the binary, with the
  * test build's fault hooks (NNC_FAULT) on generated CIFAR-format files. */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -52,7 +52,7 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
-Test(tools_cli_ckpt, d8_keep_and_best_metric)
+Test(tools_cli_ckpt, keep_and_best_metric)
 {
     tcli_result r = tcli_run(10, "train", "--help", NULL);
     cr_assert_eq(r.code, 0);
@@ -92,7 +92,7 @@ Test(tools_cli_ckpt, d8_keep_and_best_metric)
     free(run);
 }
 
-Test(tools_cli_ckpt, b2_b6_nan_policy_exit_codes)
+Test(tools_cli_ckpt, nan_policy_exit_codes)
 {
     /* stop (default): exit 3 at step 11 (epoch 2); last.ckpt of epoch 1 still loads. */
     char *run = tcli_path(work, "stop");

@@ -1,4 +1,4 @@
-/* tests/tools/test_cli_data.c - bad data files through the CLI (C1-C4): exit 2 with the file,
+/* tests/tools/test_cli_data.c - bad data files through the CLI (truncated, wrong format, bad label, missing paths): exit 2 with the file,
  * record, byte offset and expected vs found in the message; `nnc data info` on good files. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -39,7 +39,7 @@ Test(tools_cli_data, info_on_good_files)
     tcli_free(&r);
 }
 
-Test(tools_cli_data, c1_truncated_batch)
+Test(tools_cli_data, truncated_batch)
 {
     char *p = tcli_path(dir, "data_batch_1.bin");
     cr_assert_eq(truncate(p, 30730000 - 100), 0);
@@ -52,7 +52,7 @@ Test(tools_cli_data, c1_truncated_batch)
     free(p);
 }
 
-Test(tools_cli_data, c2_cifar100_file_as_cifar10)
+Test(tools_cli_data, cifar100_file_as_cifar10)
 {
     char *p = tcli_path(dir, "data_batch_2.bin");
     cr_assert_eq(truncate(p, 10000L * 3074), 0);
@@ -68,7 +68,7 @@ Test(tools_cli_data, c2_cifar100_file_as_cifar10)
     tcli_free(&r);
 }
 
-Test(tools_cli_data, c3_label_255_in_record_17)
+Test(tools_cli_data, label_255_in_record_17)
 {
     char *p = tcli_path(dir, "data_batch_1.bin");
     int fd = open(p, O_WRONLY);
@@ -82,7 +82,7 @@ Test(tools_cli_data, c3_label_255_in_record_17)
     free(p);
 }
 
-Test(tools_cli_data, c4_missing_and_directory_paths)
+Test(tools_cli_data, missing_and_directory_paths)
 {
     tcli_result r = tcli_run(30, "data", "info", "cifar10", "--data", "/nonexistent/cifar", NULL);
     cr_assert_eq(r.code, 2);

@@ -184,7 +184,7 @@ Test(tools_cli_rundir, resume_reads_run_config)
     cr_assert_float_eq(summary_num(run, "epochs"), 2.0, 1e-6);
     char *cfg = file_in(run, "config.json");
     cr_assert(strstr(cfg, "\"model\": \"tiny\"") && strstr(cfg, "\"epochs\": 2") && strstr(cfg, "\"seed\": 5") &&
-                  strstr(cfg, "\"momentum\": 0.699999988"),
+                  strstr(cfg, "\"momentum\": 0.7,"),
               "%s", cfg);
     free(cfg);
     /* without DATASET: the run's dataset */

@@ -1,5 +1,6 @@
 /* tests/tools/test_cli_train.c - `nnc train/eval/predict` end to end on generated CIFAR-format
- * files: run folder (G3, G4, G5), eval confusion matrix (G6), wrong checkpoints (D6), epochs
+ * files: run folder (plain progress, metrics.csv, config precedence), eval confusion matrix, wrong
+ * checkpoints, epochs
  * already reached (D10), SIGINT/SIGTERM + resume (E8), a 2-worker GRAWA run, exit codes (G1). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -60,7 +61,7 @@ static double summary_num(const char *run, const char *key)
     return v;
 }
 
-/* G4: header exactly once, every row has the header's 9 columns, train steps strictly increase. */
+/* metrics.csv: header exactly once, every row has the header's 9 columns, train steps strictly increase. */
 static int check_metrics(const char *run, int *nval, int *nround)
 {
     char *t = file_in(run, "metrics.csv");
@@ -96,7 +97,7 @@ Test(tools_cli_train, end_to_end_run_folder)
     char *run = tcli_path(work, "run");
     tcli_result r = TRAIN(run, "--epochs", "2", "--seed", "3");
     cr_assert_eq(r.code, 0, "exit %d\nstdout %s\nstderr %s", r.code, r.out, r.err);
-    /* G3: plain progress lines without \r or ANSI escapes */
+    /* plain progress lines without \r or ANSI escapes */
     cr_assert_null(strchr(r.out, '\r'));
     cr_assert_null(strchr(r.out, '\033'));
     cr_assert(strstr(r.out, "step") && strstr(r.out, "loss") && strstr(r.out, "img/s") && strstr(r.out, "ETA"),
@@ -125,7 +126,7 @@ Test(tools_cli_train, end_to_end_run_folder)
     free(meta);
     tcli_free(&r);
 
-    /* G6: eval prints top-1, per-class accuracy and a 10x10 confusion matrix summing to 100 */
+    /* eval prints top-1, per-class accuracy and a 10x10 confusion matrix summing to 100 */
     char *ck = tcli_path(run, "last.ckpt");
     r = tcli_run(60, "eval", "cifar10", "--ckpt", ck, "--data", data, "--limit", "100", NULL);
     cr_assert_eq(r.code, 0, "%s", r.err);
@@ -188,7 +189,7 @@ Test(tools_cli_train, end_to_end_run_folder)
     cr_assert(strstr(r.err, "/nonexistent.png"), "%s", r.err);
     tcli_free(&r);
 
-    /* D6: the checkpoint refused as another architecture; garbage file; arch vs dataset */
+    /* the checkpoint refused as another architecture; garbage file; arch vs dataset */
     r = tcli_run(60, "eval", "cifar10", "--ckpt", ck, "--data", data, "--model", "resnet20", NULL);
     cr_assert_eq(r.code, 2);
     cr_assert(strstr(r.err, "architecture mismatch") && strstr(r.err, "resnet20") && strstr(r.err, "tiny"), "%s",
@@ -203,9 +204,9 @@ Test(tools_cli_train, end_to_end_run_folder)
     free(run);
 }
 
-/* D6: a resnet20 checkpoint labelled resnet32 (the loader names the first mismatching tensor
+/* a resnet20 checkpoint labelled resnet32 (the loader names the first mismatching tensor
  * and shapes), and a 100-class checkpoint evaluated on CIFAR-10. */
-Test(tools_cli_train, d6_wrong_architecture_checkpoint)
+Test(tools_cli_train, wrong_architecture_checkpoint)
 {
     nnc_model *m;
     nnc_model_config mc = nnc_model_config_default();
@@ -239,7 +240,7 @@ Test(tools_cli_train, d6_wrong_architecture_checkpoint)
     free(p);
 }
 
-/* G4 + D10: resume appends to metrics.csv without a second header; a lower --epochs exits 0
+/* resume appends to metrics.csv without a second header; a lower --epochs exits 0
  * with "already at epoch" and leaves the folder untouched. */
 Test(tools_cli_train, resume_appends_and_d10)
 {
@@ -263,7 +264,7 @@ Test(tools_cli_train, resume_appends_and_d10)
     cr_assert_str_eq(before, after);
     cr_assert(ck_before && ck_after);
     free(before), free(after), free(ck_before), free(ck_after);
-    /* D9: a different worker count is refused with an explanation, not resumed wrongly */
+    /* a different worker count is refused with an explanation, not resumed wrongly */
     r = TRAIN(run, "--epochs", "3", "--resume", "--workers", "2", "--algo", "mgrawa");
     cr_assert_eq(r.code, 2, "%s", r.err);
     cr_assert(strstr(r.err, "resum"), "%s", r.err);
@@ -277,8 +278,8 @@ Test(tools_cli_train, resume_appends_and_d10)
     free(run);
 }
 
-/* G5: flag > config file > default, and the dumped config.json reproduces the run. */
-Test(tools_cli_train, g5_config_precedence_and_reproduction)
+/* flag > config file > default, and the dumped config.json reproduces the run. */
+Test(tools_cli_train, config_precedence_and_reproduction)
 {
     char *cfg = tcli_path(work, "cfg.txt");
     FILE *f = fopen(cfg, "w");
@@ -326,7 +327,7 @@ static int wait_for(const char *path, const char *needle, double timeout)
     return 0;
 }
 
-/* E8: SIGINT mid-run finishes the step, writes last.ckpt, exits 130; the run resumes. SIGTERM 143. */
+/* SIGINT mid-run finishes the step, writes last.ckpt, exits 130; the run resumes. SIGTERM 143. */
 static void interrupt_and_resume(int sig, int want)
 {
     char *run = tcli_path(work, "run");
@@ -357,8 +358,8 @@ static void interrupt_and_resume(int sig, int want)
     free(ck), free(out), free(run);
 }
 
-Test(tools_cli_train, e8_sigint_checkpoint_resume) { interrupt_and_resume(SIGINT, 130); }
-Test(tools_cli_train, e8_sigterm_exits_143) { interrupt_and_resume(SIGTERM, 143); }
+Test(tools_cli_train, sigint_checkpoint_resume) { interrupt_and_resume(SIGINT, 130); }
+Test(tools_cli_train, sigterm_exits_143) { interrupt_and_resume(SIGTERM, 143); }
 
 Test(tools_cli_train, workers2_mgrawa_rounds)
 {
@@ -382,7 +383,7 @@ Test(tools_cli_train, workers2_mgrawa_rounds)
 }
 
 /* G1: usage errors exit 2 before touching anything; divergence exits 3. */
-Test(tools_cli_train, g1_exit_codes)
+Test(tools_cli_train, exit_codes)
 {
     char *run = tcli_path(work, "run");
     tcli_result r = TRAIN(run, "--epochs", "1", "--sched", "linear");
@@ -439,7 +440,7 @@ Test(tools_cli_train, compare_table_and_plot)
 
 /* G1: a checkpoint that cannot be written (file size limit) is a runtime failure: exit 1,
  * with the path in the message. */
-Test(tools_cli_train, g1_checkpoint_write_failure_exits_1)
+Test(tools_cli_train, checkpoint_write_failure_exits_1)
 {
     char *run = tcli_path(work, "run");
     struct rlimit old, lim;
@@ -458,8 +459,8 @@ Test(tools_cli_train, g1_checkpoint_write_failure_exits_1)
     free(run);
 }
 
-/* E8: with worker 1 stalled (fault hook) the first SIGINT cannot finish a step; the second one
- * exits at once with 130. E6: the same stall with --sync-timeout 1 exits 1 naming worker 1. */
+/* with worker 1 stalled (fault hook) the first SIGINT cannot finish a step; the second one
+ * exits at once with 130. The same stall with --sync-timeout 1 exits 1 naming worker 1. */
 Test(tools_cli_train, second_sigint_and_stalled_worker)
 {
     char *run = tcli_path(work, "run");

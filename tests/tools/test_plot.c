@@ -10,17 +10,9 @@
 #include <string.h>
 
 #include "tests/common/cli_run.h"
-#include "tools/compare_report.c"
-#include "tools/plot.c"
-
-void cli_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
+#include "tools/cli.h"
+#include "tools/compare.h"
+#include "tools/plot.h"
 
 /* Well-formed enough for a viewer: every element closed in order, quoted attributes, entities. */
 static void assert_xml(const char *s)
@@ -97,11 +89,11 @@ Test(tools_plot, nice_ticks_examples)
     n = nnc_nice_ticks(-3.2, 0, 5, t, 24);
     cr_assert(t[0] == -4 && t[n - 1] == 0 && !signbit(t[n - 1]), "%g..%g", t[0], t[n - 1]);
     char lab[32];
-    tick_label(lab, sizeof lab, 0.6000000000000001, 0.2);
+    plot_tick_label(lab, sizeof lab, 0.6000000000000001, 0.2);
     cr_assert_str_eq(lab, "0.6");
-    tick_label(lab, sizeof lab, 20000, 5000);
+    plot_tick_label(lab, sizeof lab, 20000, 5000);
     cr_assert_str_eq(lab, "20k");
-    tick_label(lab, sizeof lab, 150, 50);
+    plot_tick_label(lab, sizeof lab, 150, 50);
     cr_assert_str_eq(lab, "150");
 }
 

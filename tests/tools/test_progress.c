@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "tests/common/cli_run.h"
-#include "tools/progress.c"
+#include "dist/dist.h"
+#include "tools/cli.h"
 
 static const int WIDTHS[] = {40, 60, 80, 120, 200};
 
