@@ -7,7 +7,8 @@
  *   naive reference with an error bound derived from BF16 rounding (see bf16_bound below), on
  *   the ResNet shapes and odd ones (odd channel counts, strides 2, 1x1, 5x5, big weights).
  * - bitwise identical results for 1, 2 and 4 kernel threads.
- * - nnc_set_precision refuses bf16 where the kernels cannot run (NNC_ISA below avx512 here).
+ * - nnc_set_precision refuses bf16 where the kernels cannot run (NNC_ISA below avx512 here); the
+ *   commands' --precision flag (bad names exit 2, bf16 runs or is refused naming AVX512_BF16).
  * Tests that need AVX512_BF16 skip on a CPU without it.
  */
 #include <criterion/criterion.h>
@@ -22,6 +23,7 @@
 #include "nn/nnc.h"
 #include "nn/precision.h"
 #include "nn/threads.h"
+#include "tests/common/cli_run.h"
 
 static float f_of(uint32_t u)
 {
@@ -305,4 +307,35 @@ Test(nn_bf16, set_precision_refuses_bf16_without_the_kernels)
         cr_expect_eq(nnc_get_precision(), NNC_PRECISION_BF16);
         cr_expect_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
     }
+}
+
+/* The --precision flag of the commands: names checked, bf16 run or refused with the reason. */
+Test(nn_bf16, cli_precision_flag, .timeout = 120)
+{
+    tcli_result r = tcli_run(60, "bench", "--model", "tiny", "--batch", "2", "--runs", "1", "--warmup", "0",
+                             "--precision", "fp16", NULL);
+    cr_expect_eq(r.code, 2, "%s", r.err);
+    cr_expect(strstr(r.err, "--precision") && strstr(r.err, "'fp16'"), "%s", r.err);
+    tcli_free(&r);
+    r = tcli_run(60, "bench", "--model", "tiny", "--batch", "4", "--runs", "1", "--warmup", "0", "--precision", "bf16",
+                 "--json", NULL);
+    if (nnc_precision_bf16_available()) {
+        cr_expect_eq(r.code, 0, "%s", r.err);
+        cr_expect(strstr(r.out, "\"precision\": \"bf16\""), "%s", r.out);
+    } else {
+        cr_expect_eq(r.code, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "AVX512_BF16"), "%s", r.err);
+    }
+    tcli_free(&r);
+    const char *cmds[] = {"train", "eval", "predict", "compare"};
+    for (int i = 0; i < 4; i++) {
+        r = tcli_run(60, cmds[i], "--help", NULL);
+        cr_expect_eq(r.code, 0, "%s --help", cmds[i]);
+        cr_expect(strstr(r.out, "--precision"), "%s --help lists --precision: %s", cmds[i], r.out);
+        tcli_free(&r);
+    }
+    r = tcli_run(60, "train", "fashion-mnist", "--precision", "half", NULL);
+    cr_expect_eq(r.code, 2, "%s", r.err);
+    cr_expect(strstr(r.err, "--precision") && strstr(r.err, "'half'"), "%s", r.err);
+    tcli_free(&r);
 }
