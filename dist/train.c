@@ -28,6 +28,7 @@ nnc_train_config nnc_train_config_default(void)
     c.epochs = 1;
     c.seed = 1;
     c.threads = 1;
+    c.precision = NNC_PRECISION_FP32;
     c.workers = 1;
     c.algo = NNC_ALGO_SGD;
     c.sync = NNC_SYNC_ASYNC;
@@ -368,6 +369,8 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         if (nnc_threads() != want && (s = nnc_set_threads(want)))
             s = nnc__fail_prefix(s, "training: %d kernel threads", want);
         if (!s && nnc_blas_threads() != 1) nnc_blas_set_threads(1);
+        if (!s && nnc_get_precision() != R->c.precision && (s = nnc_set_precision(R->c.precision)))
+            s = nnc__fail_prefix(s, "training");
         if (!s) s = run_setup(R);
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
