@@ -56,7 +56,7 @@ ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN) -fPIC -D_GNU_SOURCE -pthread -I. $(SANF
 LDLIBS := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 TEST_LDLIBS := $(shell pkg-config --libs criterion)
 
-MODULES := nn optim data models dist
+MODULES := nn nn/conv optim data models dist
 LIB_SRC := $(filter-out $(if $(MPI),,dist/transport_mpi.c),$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 CLI_SRC := $(wildcard tools/*.c)
 TEST_SRC := $(wildcard tests/*/test_*.c) $(wildcard tests/common/*.c)

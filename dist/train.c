@@ -30,6 +30,7 @@ nnc_train_config nnc_train_config_default(void)
     c.epochs = 1;
     c.seed = 1;
     c.threads = 1;
+    c.precision = NNC_PRECISION_FP32;
     c.workers = 1;
     c.algo = NNC_ALGO_SGD;
     c.sync = NNC_SYNC_ASYNC;
@@ -445,7 +446,9 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
          * single-threaded: its GEMMs are called from the teams' threads, which already split the
          * batch. Only changed when different, so concurrent runs never touch it. */
         if (nnc_blas_threads() != 1) nnc_blas_set_threads(1);
-        s = run_setup(R);
+        if (nnc_get_precision() != R->c.precision && (s = nnc_set_precision(R->c.precision)))
+            s = nnc__fail_prefix(s, "training");
+        if (!s) s = run_setup(R);
     }
     /* One replica: the caller's thread is its team's thread 0 for the whole run (training,
      * evaluation, checkpoints); its own team and affinity come back at the end. */

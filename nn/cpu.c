@@ -41,3 +41,14 @@ const char *nnc__isa_name(nnc__isa_level level)
 {
     return level == NNC_ISA_AVX512 ? "avx512" : level == NNC_ISA_AVX2 ? "avx2" : "generic";
 }
+
+int nnc__isa_bf16(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return nnc__isa() == NNC_ISA_AVX512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}

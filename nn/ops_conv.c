@@ -1,12 +1,11 @@
-/* nn/ops_conv.c - conv2d and linear: naive references and the graph plumbing (shape checks,
- * tape nodes, backward). The conv2d kernels live in nn/conv_fast.c (direct "shifted GEMM"
- * convolution, see nn/conv_fast.h).
+/* nn/ops_conv.c - conv2d and linear: the graph plumbing (shape checks, tape nodes, backward). The
+ * convolution itself (its kernel sets, their dispatcher, the fusion hooks and the naive reference)
+ * lives in nn/conv/ (nn/conv/conv.h).
  *
  * Layout of this file:
- *   2. naive reference kernels (nnc_ref_conv2d_*), plain loops accumulating in double.
- *   3. the conv2d ops: asserts, output allocation, tape node, backward; conv2d_bn_relu (BN + ReLU
+ *   1. the conv2d ops: asserts, output allocation, tape node, backward; conv2d_bn_relu (BN + ReLU
  *      after the conv) and bn_relu_conv2d (BN + ReLU folded into the conv's input staging).
- *   4. the linear op.
+ *   2. the linear op.
  * A recorded conv op also computes its output's per-channel batch statistics in the output
  * pass and keeps them in its node's cptr for a following batch norm (nn/ops_fuse.h).
  */
@@ -14,95 +13,20 @@
 #include <string.h>
 
 #include "nn/blas.h"
-#include "nn/conv_fast.h"
+#include "nn/conv/conv.h"
 #include "nn/ops.h"
 #include "nn/ops_fuse.h"
 
-/* ---------------------------------------------------------------------------------------------
- * 2. naive references (tests only): the definition of cross-correlation, written as loops.
- * ------------------------------------------------------------------------------------------ */
-
 static int out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
-/* x (N,C,H,W), w (K,C,R,S), b (K) or NULL -> y (N,K,P,Q), overwritten. */
-void nnc_ref_conv2d_forward(const float *x, const float *w, const float *b, float *y, int n, int c,
-                            int h, int wd, int k, int r, int s, int stride, int pad)
-{
-    int P = out_size(h, r, stride, pad), Q = out_size(wd, s, stride, pad);
-    for (int in = 0; in < n; in++)
-        for (int ik = 0; ik < k; ik++)
-            for (int p = 0; p < P; p++)
-                for (int q = 0; q < Q; q++) {
-                    double acc = b ? b[ik] : 0.0;
-                    for (int ic = 0; ic < c; ic++)
-                        for (int ir = 0; ir < r; ir++)
-                            for (int is = 0; is < s; is++) {
-                                int ih = p * stride - pad + ir, iw = q * stride - pad + is;
-                                if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
-                                acc += (double)x[((in * c + ic) * h + ih) * wd + iw] *
-                                       (double)w[((ik * c + ic) * r + ir) * s + is];
-                            }
-                    y[((in * k + ik) * P + p) * Q + q] = (float)acc;
-                }
-}
-
-/* Gradients of the above for upstream dy (N,K,P,Q); dx, dw, db (any may be NULL) += . */
-void nnc_ref_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                             float *db, int n, int c, int h, int wd, int k, int r, int s, int stride,
-                             int pad)
-{
-    int P = out_size(h, r, stride, pad), Q = out_size(wd, s, stride, pad);
-    if (db)
-        for (int ik = 0; ik < k; ik++) {
-            double acc = 0;
-            for (int in = 0; in < n; in++)
-                for (int i = 0; i < P * Q; i++) acc += dy[(in * k + ik) * P * Q + i];
-            db[ik] += (float)acc;
-        }
-    if (dw)
-        for (int ik = 0; ik < k; ik++)
-            for (int ic = 0; ic < c; ic++)
-                for (int ir = 0; ir < r; ir++)
-                    for (int is = 0; is < s; is++) {
-                        double acc = 0;
-                        for (int in = 0; in < n; in++)
-                            for (int p = 0; p < P; p++)
-                                for (int q = 0; q < Q; q++) {
-                                    int ih = p * stride - pad + ir, iw = q * stride - pad + is;
-                                    if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
-                                    acc += (double)dy[((in * k + ik) * P + p) * Q + q] *
-                                           (double)x[((in * c + ic) * h + ih) * wd + iw];
-                                }
-                        dw[((ik * c + ic) * r + ir) * s + is] += (float)acc;
-                    }
-    if (dx)
-        for (int in = 0; in < n; in++)
-            for (int ic = 0; ic < c; ic++)
-                for (int ih = 0; ih < h; ih++)
-                    for (int iw = 0; iw < wd; iw++) {
-                        double acc = 0;
-                        for (int ik = 0; ik < k; ik++)
-                            for (int ir = 0; ir < r; ir++)
-                                for (int is = 0; is < s; is++) {
-                                    int ph = ih + pad - ir, qw = iw + pad - is;
-                                    if (ph % stride || qw % stride) continue;
-                                    int p = ph / stride, q = qw / stride;
-                                    if (ph < 0 || qw < 0 || p >= P || q >= Q) continue;
-                                    acc += (double)dy[((in * k + ik) * P + p) * Q + q] *
-                                           (double)w[((ik * c + ic) * r + ir) * s + is];
-                                }
-                        dx[((in * c + ic) * h + ih) * wd + iw] += (float)acc;
-                    }
-}
-
 /* ---------------------------------------------------------------------------------------------
- * 3. conv2d op
+ * 1. conv2d op
  * ------------------------------------------------------------------------------------------ */
 
 static nnc__conv_shape conv_shape_of(const nnc_tensor *x, const nnc_tensor *w, int stride, int pad)
 {
     nnc__conv_shape cs = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
-                     w->shape[3], stride, pad, 0, 0};
+                     w->shape[3], stride, pad, 0, 0, (int)nnc_get_precision()};
     cs.p = out_size(cs.h, cs.r, stride, pad);
     cs.q = out_size(cs.w, cs.s, stride, pad);
     return cs;
@@ -114,9 +38,8 @@ static void conv2d_backward(nnc_graph *g, nnc_node *nd)
     nnc__conv_shape cs = conv_shape_of(x, w, nd->iargs[0], nd->iargs[1]);
     int dx_fresh = 0;
     float *dx = x->requires_grad ? nnc__grad_fresh(g, x, &dx_fresh) : NULL;
-    nnc__conv_fast_backward(g, &cs, x->data, w->data, nd->out->grad, dx, dx_fresh,
-                            w->requires_grad ? nnc__grad(g, w) : NULL,
-                            b && b->requires_grad ? nnc__grad(g, b) : NULL);
+    nnc__conv_backward(g, &cs, x->data, w->data, NULL, nd->out->grad, dx, dx_fresh,
+                       w->requires_grad ? nnc__grad(g, w) : NULL, b && b->requires_grad ? nnc__grad(g, b) : NULL);
 }
 
 /* The argument checks of the conv ops (op: the name in messages). */
@@ -161,7 +84,7 @@ nnc_tensor *nnc_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_tensor *b
     }
     nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
     nnc__conv_fuse fu = {NULL, NULL, record_stats(g, nd, cs.k), NULL, NULL};
-    nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
+    nnc__conv_forward(g, &cs, x->data, w->data, &ep, &fu, y->data);
     return y;
 }
 
@@ -187,7 +110,7 @@ static void bn_relu_conv2d_backward(nnc_graph *g, nnc_node *nd)
     }
     /* the conv's copy-out masks dz and takes the BN backward's per-plane sums */
     if (dz) fu.dsums = nnc_graph_scratch(g, 2 * (size_t)x->shape[0] * C * sizeof(double));
-    int summed = nnc__conv_fast_backward_ex(g, &cs, x->data, w->data, &fu, nd->out->grad, dz, 1,
+    int summed = nnc__conv_backward(g, &cs, x->data, w->data, &fu, nd->out->grad, dz, 1,
                                             w->requires_grad ? nnc__grad(g, w) : NULL,
                                             b && b->requires_grad ? nnc__grad(g, b) : NULL);
     if (dz)
@@ -215,7 +138,7 @@ nnc_tensor *nnc_bn_relu_conv2d(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma, n
     }
     nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, NULL, 0};
     nnc__conv_fuse fu = {saved + 2 * C, saved + 3 * C, record_stats(g, nd, cs.k), NULL, NULL};
-    nnc__conv_fast_forward_ex(g, &cs, x->data, w->data, &ep, &fu, y->data);
+    nnc__conv_forward(g, &cs, x->data, w->data, &ep, &fu, y->data);
     return y;
 }
 
@@ -268,12 +191,12 @@ nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_t
     }
     nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
     nnc__conv_epilogue ep = {sc, sh, residual ? residual->data : NULL, 1};
-    nnc__conv_fast_forward(g, &cs, x->data, w->data, &ep, y->data);
+    nnc__conv_forward(g, &cs, x->data, w->data, &ep, NULL, y->data);
     return y;
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 4. linear: x (N,D) (any trailing dims flattened), w (O,D), b (O) -> y (N,O) = x w^T + b.
+ * 2. linear: x (N,D) (any trailing dims flattened), w (O,D), b (O) -> y (N,O) = x w^T + b.
  * ------------------------------------------------------------------------------------------ */
 
 static void linear_backward(nnc_graph *g, nnc_node *nd)

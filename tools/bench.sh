@@ -4,7 +4,10 @@
 # Environment: ROUNDS (5), MODELS ("resnet20 vgg16"), THREADS ("1 2"), BATCH (128),
 #   WORKERS (4; 0 skips the multi-worker run), WORKER_SECONDS (60),
 #   TORCH_FORMAT (channels_last | nchw; default channels_last, PyTorch's best on this machine),
-#   TORCH_BF16 (0; 1 runs PyTorch under bfloat16 autocast - then the ratio is not FP32 vs FP32),
+#   PRECISIONS ("fp32 bf16"; bf16 rows need AVX512_BF16 and are left out without it): nnc bench
+#     --precision P against PyTorch in FP32 (fp32 rows) or under bfloat16 autocast (bf16 rows),
+#   TORCH_BF16 (0; 1 runs PyTorch under bfloat16 autocast in the fp32 rows too - then those
+#     ratios are not FP32 vs FP32),
 #   PYTHON (python3), TORCH_BENCH (tools/torch_bench.py, next to this script).
 # Each round runs, for every model, `nnc bench` at every thread count and then one
 # torch_bench.py measurement of the same model at the same thread counts, so both share the
@@ -42,8 +45,16 @@ channels_last) topts="--channels-last" ;;
 nchw) ;;
 *) echo "bench: TORCH_FORMAT must be channels_last or nchw, found '$TORCH_FORMAT'" >&2; exit 2 ;;
 esac
-[ "$TORCH_BF16" = 1 ] && topts="$topts --bf16"
 tthreads=$(echo $THREADS | tr ' ' ,)
+PRECISIONS=${PRECISIONS:-"fp32 bf16"}
+precs=""
+for p in $PRECISIONS; do
+    if [ "$p" = bf16 ] && ! "$NNC" bench --model tiny --batch 2 --runs 1 --warmup 0 --precision bf16 >/dev/null 2>&1; then
+        echo "bench: nnc cannot run --precision bf16 here (no AVX512_BF16): leaving out the bf16 rows" >&2
+        continue
+    fi
+    precs="$precs $p"
+done
 
 echo "nnc vs PyTorch ($TORCH_FORMAT), batch $BATCH, $ROUNDS interleaved rounds; $(date -u '+%F %T') UTC; load $(cut -d' ' -f1-3 /proc/loadavg)"
 r=1
@@ -51,17 +62,22 @@ while [ "$r" -le "$ROUNDS" ]; do
     for m in $MODELS; do
         iters=2
         [ "$m" = vgg16 ] && iters=1
-        for t in $THREADS; do
-            # nnc bench runs BLAS single-threaded; the env var also keeps OpenBLAS from starting
-            # idle server threads that spin in sched_yield next to the kernel threads.
-            line=$(OPENBLAS_NUM_THREADS=1 "$NNC" bench --model "$m" --batch "$BATCH" --threads "$t" --runs 1 --warmup 2 --iters "$iters" --json | tail -1)
-            echo "nnc $r $line" >>"$OUT"
+        for p in $precs; do
+            for t in $THREADS; do
+                # nnc bench runs BLAS single-threaded; the env var also keeps OpenBLAS from starting
+                # idle server threads that spin in sched_yield next to the kernel threads.
+                line=$(OPENBLAS_NUM_THREADS=1 "$NNC" bench --model "$m" --batch "$BATCH" --threads "$t" --runs 1 \
+                    --warmup 2 --iters "$iters" --precision "$p" --json | tail -1)
+                echo "nnc $r $line" >>"$OUT"
+            done
+            if [ "$have_torch" = 1 ]; then
+                # One JSON line per (model, mode, threads) on stdout; its own progress goes to stderr.
+                pt=$topts
+                { [ "$p" = bf16 ] || [ "$TORCH_BF16" = 1 ]; } && pt="$pt --bf16"
+                "$PYTHON" "$TORCH_BENCH" bench --models "$m" --threads "$tthreads" --batch "$BATCH" --runs 1 \
+                    --warmup 2 --iters "$iters" $pt 2>/dev/null | sed "s/^/torch $r $p /" >>"$OUT"
+            fi
         done
-        if [ "$have_torch" = 1 ]; then
-            # One JSON line per (model, mode, threads) on stdout; its own progress goes to stderr.
-            "$PYTHON" "$TORCH_BENCH" bench --models "$m" --threads "$tthreads" --batch "$BATCH" --runs 1 \
-                --warmup 2 --iters "$iters" $topts 2>/dev/null | sed "s/^/torch $r /" >>"$OUT"
-        fi
     done
     echo "round $r done" >&2
     r=$((r + 1))
@@ -97,24 +113,28 @@ for line in open(sys.argv[1]):
         continue
     if f[0] == "nnc":
         j = json.loads(f[2])
+        p = j.get("precision", "fp32")
         for mode, key in (("train", "train_images_per_sec"), ("infer", "infer_images_per_sec")):
-            nnc.setdefault((j["model"], mode, j["threads"]), {})[int(f[1])] = j[key]
-        nnc.setdefault((j["model"], "rss", j["threads"]), {})[int(f[1])] = j["peak_rss_mib"]
+            nnc.setdefault((j["model"], p, mode, j["threads"]), {})[int(f[1])] = j[key]
+        nnc.setdefault((j["model"], p, "rss", j["threads"]), {})[int(f[1])] = j["peak_rss_mib"]
     else:
-        j = json.loads(f[2])
-        torch.setdefault((j["model"], j["mode"], j["threads"]), {})[int(f[1])] = j["images_per_sec"]
-print(f"PyTorch: {sys.argv[2]}{', bf16 autocast' if sys.argv[3] == '1' else ', fp32'}")
-print(f"{'model':9s} {'mode':5s} {'thr':>3s} {'nnc img/s':>10s} {'torch img/s':>12s} {'ratio':>6s}  (ratio = median of per-round nnc/torch)")
-for key in sorted(k for k in nnc if k[1] != "rss"):
+        p, rest = f[2].split(None, 1)
+        j = json.loads(rest)
+        torch.setdefault((j["model"], p, j["mode"], j["threads"]), {})[int(f[1])] = j["images_per_sec"]
+print(f"PyTorch: {sys.argv[2]}; fp32 rows against PyTorch {'bf16 autocast' if sys.argv[3] == '1' else 'fp32'}, "
+      "bf16 rows against PyTorch bf16 autocast")
+print(f"{'model':9s} {'prec':4s} {'mode':5s} {'thr':>3s} {'nnc img/s':>10s} {'torch img/s':>12s} {'ratio':>6s}  "
+      "(ratio = median of per-round nnc/torch)")
+for key in sorted(k for k in nnc if k[2] != "rss"):
     a = nnc[key]
     b = torch.get(key, {})
     na = statistics.median(a.values())
     if b:
         nb = statistics.median(b.values())
         ratio = statistics.median(a[r] / b[r] for r in a if r in b and b[r] > 0)
-        print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {nb:12.1f} {ratio:6.2f}")
+        print(f"{key[0]:9s} {key[1]:4s} {key[2]:5s} {key[3]:3d} {na:10.1f} {nb:12.1f} {ratio:6.2f}")
     else:
-        print(f"{key[0]:9s} {key[1]:5s} {key[2]:3d} {na:10.1f} {'-':>12s} {'-':>6s}")
+        print(f"{key[0]:9s} {key[1]:4s} {key[2]:5s} {key[3]:3d} {na:10.1f} {'-':>12s} {'-':>6s}")
 print(f"\n{'model':9s} {'peak RSS of a 1-thread training process':40s} {'nnc MiB':>8s} {'torch MiB':>10s} {'ratio':>6s}")
 for line in open(sys.argv[1]):
     f = line.split()

@@ -1,7 +1,7 @@
 /* tools/bench_layers.c - `nnc bench --layers`: time every conv layer of a model on its own.
  *
  * For each conv descriptor of the model (models/layers.h: input shape, filters, kernel,
- * stride, pad) the conv kernels (nn/conv_fast.h) run on random data of that layer's shape at
+ * stride, pad) the conv kernels (nn/conv/conv.h) run on random data of that layer's shape at
  * the bench batch size: forward (plain epilogue), input gradient alone, weight gradient alone.
  * Each figure is the median of `runs` timed calls after one warm-up call; GFLOP/s counts the
  * nominal 2*N*K*P*Q*C*R*S per pass (taps on the zero padding included: the small-image path
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "models/layers.h"
-#include "nn/conv_fast.h"
+#include "nn/conv/conv.h"
 #include "nn/nnc.h"
 #include "tools/bench_layers.h"
 #include "tools/cli.h"
@@ -35,9 +35,9 @@ typedef struct layer_bufs {
 static void run_pass(layer_bufs *b, int pass)
 {
     nnc__conv_epilogue ep = {NULL, NULL, NULL, 0};
-    if (pass == PASS_FWD) nnc__conv_fast_forward(NULL, &b->cs, b->x, b->w, &ep, b->y);
-    else if (pass == PASS_DX) nnc__conv_fast_backward(NULL, &b->cs, b->x, b->w, b->dy, b->dx, 1, NULL, NULL);
-    else nnc__conv_fast_backward(NULL, &b->cs, b->x, b->w, b->dy, NULL, 0, b->dw, NULL);
+    if (pass == PASS_FWD) nnc__conv_forward(NULL, &b->cs, b->x, b->w, &ep, NULL, b->y);
+    else if (pass == PASS_DX) nnc__conv_backward(NULL, &b->cs, b->x, b->w, NULL, b->dy, b->dx, 1, NULL, NULL);
+    else nnc__conv_backward(NULL, &b->cs, b->x, b->w, NULL, b->dy, NULL, 0, b->dw, NULL);
 }
 
 /* Median seconds of one pass over runs (one untimed warm-up). */
@@ -63,7 +63,8 @@ static float *rand_buf(nnc_rng *rng, size_t n)
 
 static const char *path_name(const nnc__conv_shape *cs, int backward)
 {
-    return nnc__conv_use_small(cs, backward) ? "small" : nnc__conv_use_gemm(cs, backward) ? "gemm" : "direct";
+    nnc__conv_path p = nnc__conv_pick(cs, backward);
+    return p == NNC__CONV_KVEC ? "small" : p == NNC__CONV_GEMM ? "gemm" : "direct";
 }
 
 int bench_layers(const nnc_model *m, int batch, int threads, int runs, double peak_gflops, int path)
@@ -87,7 +88,7 @@ int bench_layers(const nnc_model *m, int batch, int threads, int runs, double pe
         layer_bufs b;
         memset(&b, 0, sizeof b);
         nnc__conv_shape cs = {batch, l->in_shape[0], l->in_shape[1], l->in_shape[2], l->out_shape[0], l->k, l->k,
-                              l->stride, l->pad, l->out_shape[1], l->out_shape[2]};
+                              l->stride, l->pad, l->out_shape[1], l->out_shape[2], (int)nnc_get_precision()};
         b.cs = cs;
         size_t nx = (size_t)batch * cs.c * cs.h * cs.w, nw = (size_t)cs.k * cs.c * cs.r * cs.s;
         size_t ny = (size_t)batch * cs.k * cs.p * cs.q;

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include "nn/nnc.h"
+#include "nn/precision.h"
 #include "nn/threads.h"
 #include "tools/bench_layers.h"
 #include "tools/cli.h"
@@ -97,12 +98,27 @@ static int measure(bench_state *s, int train, int warmup, int runs, int iters, d
     return NNC_OK;
 }
 
+int cli_set_precision(const char *value)
+{
+    nnc_precision p;
+    if (nnc_precision_parse(value, &p)) {
+        cli_error("--precision: expected fp32 or bf16, found '%s'", value ? value : "");
+        return EXIT_USAGE;
+    }
+    int st = nnc_set_precision(p);
+    if (st) {
+        cli_error("--precision: %s", nnc_error_message());
+        return cli_exit_code(st);
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *model = "resnet20";
     int batch = 128, threads = -1, runs = 5, warmup = 2, iters = 1, json = 0, image = 0, train_only = 0, infer_only = 0;
     int layers = 0;
-    const char *conv_path = "auto";
+    const char *conv_path = "auto", *precision = "fp32";
     double peak = 246.6;
     int workers = 0;
     double seconds = 60;
@@ -122,6 +138,8 @@ int cmd_bench(int argc, char **argv)
         {"train-only", FLAG_BOOL, &train_only, "skip the inference measurement", 0},
         {"infer-only", FLAG_BOOL, &infer_only, "skip the training measurement", 0},
         {"seed", FLAG_LONG, &seed, "seed of the model and the random batch", 0},
+        {"precision", FLAG_STR, &precision, "conv operands: fp32, or bf16 (AVX512_BF16 dot products, FP32 "
+                                            "accumulation and master weights; docs/precision.md)", 0},
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
         {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
         {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
@@ -174,6 +192,7 @@ int cmd_bench(int argc, char **argv)
                   threads > 4096 ? threads : tpw);
         return EXIT_USAGE;
     }
+    if ((rc = cli_set_precision(precision))) return rc;
     if (workers > 0) {
         if (!(seconds > 0)) {
             char b[32];
@@ -256,12 +275,13 @@ int cmd_bench(int argc, char **argv)
         cli_error("bench: %s", nnc_error_message());
         return cli_exit_code(st);
     }
-    printf("%s batch %d threads %d: train %.1f img/s, inference %.1f img/s (median of %d runs x %d "
+    printf("%s batch %d threads %d precision %s: train %.1f img/s, inference %.1f img/s (median of %d runs x %d "
            "steps, %d warm-up), peak RSS %.1f MiB\n",
-           model, batch, threads, train_ips, infer_ips, runs, iters, warmup, rss_mib);
+           model, batch, threads, precision, train_ips, infer_ips, runs, iters, warmup, rss_mib);
     if (json)
-        printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"train_images_per_sec\": %.2f, "
-               "\"infer_images_per_sec\": %.2f, \"peak_rss_mib\": %.1f, \"runs\": %d, \"iters\": %d}\n",
-               model, batch, threads, train_ips, infer_ips, rss_mib, runs, iters);
+        printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"precision\": \"%s\", "
+               "\"train_images_per_sec\": %.2f, \"infer_images_per_sec\": %.2f, \"peak_rss_mib\": %.1f, \"runs\": %d, "
+               "\"iters\": %d}\n",
+               model, batch, threads, precision, train_ips, infer_ips, rss_mib, runs, iters);
     return EXIT_OK;
 }

@@ -13,6 +13,7 @@ int cmd_eval(int argc, char **argv)
     const char *dataset = NULL, *data = NULL, *ckpt = NULL, *model = NULL;
     int batch = 100, confusion = 0, train_split = 0;
     long limit = 0;
+    const char *precision = "fp32";
     flag_spec specs[] = {
         {"ckpt", FLAG_STR, &ckpt, "checkpoint file (last.ckpt / best.ckpt of a run folder)", 0},
         {"data", FLAG_STR, &data, "data folder (default: the dataset's own)", 0},
@@ -21,6 +22,7 @@ int cmd_eval(int argc, char **argv)
         {"limit", FLAG_LONG, &limit, "use only the first N test images (0 = all)", 0},
         {"train-split", FLAG_BOOL, &train_split, "evaluate on the training split instead of the test split", 0},
         {"confusion", FLAG_BOOL, &confusion, "print the confusion matrix even for more than 20 classes", 0},
+        {"precision", FLAG_STR, &precision, "conv operands: fp32 or bf16 (AVX512_BF16; docs/precision.md)", 0},
     };
     const char *pos[1];
     flag_table t = {.command = "eval",
@@ -36,6 +38,7 @@ int cmd_eval(int argc, char **argv)
     int r = flags_parse(&t, argc - 1, argv + 1);
     if (r == 1) return EXIT_OK;
     if (r) return r;
+    if ((r = cli_set_precision(precision))) return r;
     if (t.npositional) dataset = pos[0];
     if (!dataset) {
         cli_error("eval: missing DATASET (see nnc eval --help)");

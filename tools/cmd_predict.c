@@ -87,12 +87,14 @@ int cmd_predict(int argc, char **argv)
 {
     const char *ckpt = NULL, *mean_s = NULL, *std_s = NULL;
     int topk = 5, max_dim = 4096;
+    const char *precision = "fp32";
     flag_spec specs[] = {
         {"ckpt", FLAG_STR, &ckpt, "checkpoint file", 0},
         {"top", FLAG_INT, &topk, "classes shown per image", 0},
         {"mean", FLAG_STR, &mean_s, "per-channel mean, e.g. 0.49,0.48,0.45 (default: from the checkpoint)", 0},
         {"std", FLAG_STR, &std_s, "per-channel std (default: from the checkpoint)", 0},
         {"max-dim", FLAG_INT, &max_dim, "reject images larger than this in either dimension", 0},
+        {"precision", FLAG_STR, &precision, "conv operands: fp32 or bf16 (AVX512_BF16; docs/precision.md)", 0},
     };
     const char *pos[MAX_IMAGES];
     flag_table t = {.command = "predict",
@@ -107,6 +109,7 @@ int cmd_predict(int argc, char **argv)
     int r = flags_parse(&t, argc - 1, argv + 1);
     if (r == 1) return EXIT_OK;
     if (r) return r;
+    if ((r = cli_set_precision(precision))) return r;
     if (!ckpt) {
         cli_error("predict: --ckpt FILE is required");
         return EXIT_USAGE;

@@ -80,6 +80,7 @@ void train_opts_init(train_opts *o)
     o->drop_time = d.sched.drop_seconds;
     o->seed = (long)d.seed;
     o->threads = 0; /* all online cores for one replica */
+    o->precision = nnc_precision_name(d.precision);
     o->augment = -1; /* auto: per dataset, see augment_for() */
     o->download = 1;
     o->workers = d.workers > 0 ? d.workers : 1;
@@ -125,6 +126,7 @@ int train_flags(train_opts *o, flag_spec *f)
     F("warmup-epochs", FLAG_FLOAT, &o->warmup_epochs, "linear warm-up length in epochs");
     F("seed", FLAG_LONG, &o->seed, "random seed");
     F("threads", FLAG_INT, &o->threads, "kernel threads of one replica (0 = all cores; workers > 1: --threads-per-worker)");
+    F("precision", FLAG_STR, &o->precision, "conv operands: fp32, or bf16 (AVX512_BF16 dot products, FP32 accumulation, master weights and statistics; docs/precision.md)");
     F("run-dir", FLAG_STR, &o->run_dir, "run folder (default runs/<dataset>-<model>-<time>)");
     F("resume", FLAG_BOOL, &o->resume, "continue the run in RUN-DIR (its config.json + last.ckpt; flags given override)");
     F("overwrite", FLAG_BOOL, &o->overwrite, "start over in a RUN-DIR that holds a run (removes nnc's files there first)");
@@ -289,6 +291,11 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->seed = (uint64_t)o->seed;
     c->threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (c->threads < 1) c->threads = 1;
+    if (nnc_precision_parse(o->precision, &c->precision)) return bad_value("precision", "fp32 or bf16", o->precision);
+    if (c->precision == NNC_PRECISION_BF16 && !nnc_precision_bf16_available()) {
+        cli_error("--precision: bf16 needs a CPU with AVX512_BF16 (and NNC_ISA at avx512); use --precision fp32");
+        return cli_exit_code(NNC_EUNSUPPORTED);
+    }
     c->workers = o->workers;
     if (nnc_algo_parse(o->algo, &c->algo)) { /* the registry's message: did you mean, every name */
         cli_error("--algo: %s", nnc_error_message());

@@ -13,6 +13,7 @@
 
 typedef struct train_opts {
     const char *dataset, *data, *model, *sched, *milestones, *algo, *sync, *norm, *run_dir, *nan_policy;
+    const char *precision; /* --precision fp32|bf16 */
     int keep, epochs, batch, nesterov, decay_bn_bias, threads, resume, augment, download, workers, tau, bn_batches;
     int anomaly, log_every, eval_every, overwrite;
     double time_budget, drop_time, sync_timeout;

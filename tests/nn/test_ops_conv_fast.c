@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/cpu.h"
 #include "nn/nnc.h"
 #include "nn/threads.h"
@@ -347,10 +347,10 @@ Test(nn_ops_conv_fast, direct_forward_epilogue_and_stats_in_row_mode)
             nnc_ref_conv2d_forward(in.x, in.w, NULL, ref, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
             for (int k = 0; k < c->k; k++) sc[k] = 0.5f + 0.1f * (float)k;
             for (int relu = 0; relu <= 1; relu++) {
-                nnc__conv_shape cs = {c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad, P, Q};
+                nnc__conv_shape cs = {c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad, P, Q, 0};
                 nnc__conv_epilogue ep = {sc, in.b, in.dy, relu};
                 nnc__conv_fuse fu = {NULL, NULL, stats, NULL, NULL};
-                nnc__conv_fast_forward_ex(NULL, &cs, in.x, in.w, &ep, &fu, y);
+                nnc__conv_forward(NULL, &cs, in.x, in.w, &ep, &fu, y);
                 double worst = 0, scale = 1e-3;
                 for (size_t j = 0; j < ny; j++) scale = fmax(scale, fabs(ref[j]));
                 for (size_t j = 0; j < ny; j++) {
@@ -478,9 +478,9 @@ static void check_small(nnc__isa_level lvl)
     for (int i = 0; i < (int)(sizeof small_cases / sizeof small_cases[0]); i++) {
         ccase c = small_cases[i];
         nnc__conv_shape cs = {c.n, c.c, c.h, c.w, c.k, c.r, c.s, c.stride, c.pad,
-                              out_dim(c.h, c.r, c.stride, c.pad), out_dim(c.w, c.s, c.stride, c.pad)};
-        cr_assert(nnc__conv_use_small(&cs, 0), "case %d: the forced small path must take the forward", i);
-        cr_assert(nnc__conv_use_small(&cs, 1), "case %d: the forced small path must take the backward", i);
+                              out_dim(c.h, c.r, c.stride, c.pad), out_dim(c.w, c.s, c.stride, c.pad), 0};
+        cr_assert(nnc__conv_pick(&cs, 0) == NNC__CONV_KVEC, "case %d: the forced small path must take the forward", i);
+        cr_assert(nnc__conv_pick(&cs, 1) == NNC__CONV_KVEC, "case %d: the forced small path must take the backward", i);
         for (via_op = 0; via_op <= 1; via_op++) {
             conv_in in = make_in(&c, (uint64_t)i + 500);
             conv_out got = run_op(&c, &in), want = run_ref(&c, &in);
@@ -538,12 +538,13 @@ Test(nn_ops_conv_fast, small_path_matches_reference_avx512) { check_small(NNC_IS
 
 Test(nn_ops_conv_fast, small_path_taken_automatically_where_it_is_faster)
 {
-    nnc__conv_shape k16 = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8};
-    nnc__conv_shape c3 = {8, 3, 32, 32, 64, 3, 3, 1, 1, 32, 32}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8};
-    cr_expect(!nnc__conv_use_small(&k16, 0) && !nnc__conv_use_small(&k16, 1), "16 output channels fill one vector only");
-    cr_expect(nnc__conv_use_small(&s8, 0) && nnc__conv_use_small(&s8, 1));
-    cr_expect(!nnc__conv_use_small(&c3, 0), "3 input channels: too short a reduction");
-    cr_expect(nnc__conv_use_small(&st2, 0) && nnc__conv_use_small(&st2, 1));
+    nnc__conv_shape k16 = {8, 16, 32, 32, 16, 3, 3, 1, 1, 32, 32, 0}, s8 = {8, 64, 8, 8, 64, 3, 3, 1, 1, 8, 8, 0};
+    nnc__conv_shape c3 = {8, 3, 32, 32, 64, 3, 3, 1, 1, 32, 32, 0}, st2 = {8, 32, 16, 16, 64, 3, 3, 2, 1, 8, 8, 0};
+    cr_expect(nnc__conv_pick(&k16, 0) != NNC__CONV_KVEC && nnc__conv_pick(&k16, 1) != NNC__CONV_KVEC,
+              "16 output channels fill one vector only");
+    cr_expect(nnc__conv_pick(&s8, 0) == NNC__CONV_KVEC && nnc__conv_pick(&s8, 1) == NNC__CONV_KVEC);
+    cr_expect(nnc__conv_pick(&c3, 0) != NNC__CONV_KVEC, "3 input channels: too short a reduction");
+    cr_expect(nnc__conv_pick(&st2, 0) == NNC__CONV_KVEC && nnc__conv_pick(&st2, 1) == NNC__CONV_KVEC);
 }
 
 Test(nn_ops_conv_fast, small_path_bitwise_equal_for_1_2_4_threads, .timeout = 60)

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/conv.h"
 #include "nn/nnc.h"
 #include "nn/ops_fuse.h"
 #include "nn/threads.h"

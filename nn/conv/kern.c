@@ -1,8 +1,8 @@
-/* nn/conv_kern.c - instantiates nn/conv_kern.inc for AVX-512, AVX2+FMA and portable C, and
+/* nn/conv/kern.c - instantiates nn/conv/kern.inc for AVX-512, AVX2+FMA and portable C, and
  * picks one at run time (nn/cpu.h). Only this file is compiled with per-function targets. */
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/cpu.h"
 
 /* ---- portable C: GCC/clang vector extensions, 4 lanes (SSE2 on x86-64) ---- */
@@ -44,7 +44,7 @@ static void transpose_generic(const float *src, size_t ld, int rows, int cols, f
 #define VSET1(x) ((v4f){(x), (x), (x), (x)})
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VHSUM(v) g_hsum(v)
-#include "nn/conv_kern.inc" /* undefines its parameters */
+#include "nn/conv/kern.inc" /* undefines its parameters */
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -120,7 +120,7 @@ __attribute__((target("avx2,fma"))) static void transpose_avx(const float *src, 
 #define VSET1(x) _mm256_set1_ps(x)
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VHSUM(v) a2_hsum(v)
-#include "nn/conv_kern.inc" /* undefines its parameters */
+#include "nn/conv/kern.inc" /* undefines its parameters */
 
 /* One 16x16 block with AVX-512: d[j*dld + i] = s[i*ld + j] (32-bit and 64-bit unpacks, then two
  * rounds of 128-bit lane shuffles). */
@@ -181,7 +181,7 @@ __attribute__((target("avx512f"))) static void transpose_avx512(const float *src
 #define VSET1(x) _mm512_set1_ps(x)
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define VHSUM(v) _mm512_reduce_add_ps(v)
-#include "nn/conv_kern.inc" /* undefines its parameters */
+#include "nn/conv/kern.inc" /* undefines its parameters */
 #endif
 
 const conv_kernels *nnc__conv_kernels(void)

@@ -1,5 +1,5 @@
-/* nn/conv_small.c - conv2d with output channels in the vector lanes (the channel-vectorised
- * kernels of nn/conv_kern.inc), for layers with more than 16 output channels: no lane is spent
+/* nn/conv/kvec.c - the kvec kernel set of the convolution (nn/conv/conv.h): output channels in the
+ * vector lanes (the channel-vectorised kernels of nn/conv/kern.inc), for layers with more than 16 output channels: no lane is spent
  * on padding columns (the shifted-GEMM kernel's wide rows), and each output pixel runs only the
  * taps that land inside the image (a 2x2 image with pad 1 sees 4 of 9 taps per pixel).
  *
@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/ops_fuse.h"
 #include "nn/threads.h"
 
@@ -48,7 +48,7 @@
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
-int nnc__conv_small_ok(const nnc__conv_shape *cs, int backward)
+int nnc__conv_kvec_ok(const nnc__conv_shape *cs, int backward)
 {
     (void)backward;
     /* tap sets are 64-bit masks; per-image pixel-major buffers stay small */
@@ -402,7 +402,7 @@ static void fwd_group(void *vctx, int grp, int thread)
     }
 }
 
-void nnc__conv_small_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+void nnc__conv_kvec_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                              const float *psc, const float *psh, float *y, double *stats)
 {
     const conv_kernels *kn = nnc__conv_kernels();
@@ -625,7 +625,7 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *p
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
-int nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
+int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const float *psc, const float *psh,
                              const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db,
                              const float *pmean, double *dsums)
 {
@@ -635,7 +635,7 @@ int nnc__conv_small_backward(const nnc__conv_shape *cs, const float *x, const fl
     if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
         (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
                 (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
-        int r = nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db, pmean, dsums);
+        int r = nnc__conv_kvec_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db, pmean, dsums);
         wide_wgrad(cs, x, psc, psh, dy, dw);
         return r;
     }

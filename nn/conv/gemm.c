@@ -1,6 +1,6 @@
-/* nn/conv_gemm.c - conv2d as batched im2col + GEMM (OpenBLAS, single-threaded calls), for
+/* nn/conv/gemm.c - the GEMM kernel set of the convolution (nn/conv/conv.h): batched im2col + GEMM (OpenBLAS, single-threaded calls), for
  * layers with small images and many channels (VGG's 8x8..2x2 stages), where the direct
- * shifted-GEMM kernel (nn/conv_fast.c) wastes most lanes on padding columns and streams the
+ * shifted-GEMM kernel (nn/conv/direct.c) wastes most lanes on padding columns and streams the
  * whole weight tensor per image.
  *
  * A group of G images is unfolded into col (C*R*S, G*P*Q) (row (c,r,s), column (g,p,q)), so
@@ -12,36 +12,12 @@
 #include <string.h>
 
 #include "nn/blas.h"
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/threads.h"
 
 #define COL_FLOATS (2u << 20)        /* target size of one group's column matrix */
 #define PART_FLOATS (8u << 20)       /* cap on chunks * |W| for the dW partial sums */
 #define MAX_CHUNKS 16
-
-static int path_override; /* 0 auto, 1 direct, 2 gemm, 3 small-image (tests, bench --layers) */
-
-void nnc__conv_set_path(int path) { path_override = path; }
-
-int nnc__conv_use_small(const nnc__conv_shape *cs, int backward)
-{
-    if (path_override) return path_override == 3 && nnc__conv_small_ok(cs, backward);
-    /* output channels fill at least two vectors and the reduction is more than a few channels
-     * (measured with nnc bench --layers: from 2x2 to 32x32 images these layers run at 75-100%
-     * of peak this way, against 35-80% on the direct path) */
-    return cs->k > 16 && cs->c >= 8 && nnc__conv_small_ok(cs, backward);
-}
-
-int nnc__conv_use_gemm(const nnc__conv_shape *cs, int backward)
-{
-    if (nnc__conv_use_small(cs, backward)) return 1; /* the entry points below hand it on */
-    if (path_override) return path_override == 2;
-    /* small images with deep reductions: the padded wide rows of the direct kernel are mostly
-     * padding (measured: 512 channels at 2x2 ~2x faster as GEMM both ways; at 4x4 the GEMM
-     * wins only in the backward, 99 vs 69 GFLOP/s) */
-    int crs = cs->c * cs->r * cs->s, pq = cs->p * cs->q;
-    return backward ? pq <= 16 && crs >= 2304 : pq <= 4 && crs >= 256;
-}
 
 /* Output positions o in [0, n_out) whose input index o*stride + off lies in [0, n_in). */
 static void valid_range(int n_in, int n_out, int stride, int off, int *lo, int *hi)
@@ -138,10 +114,6 @@ static void fwd_group(void *vctx, int grp, int thread)
 void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                             float *y)
 {
-    if (nnc__conv_use_small(cs, 0)) {
-        nnc__conv_small_forward(cs, x, w, ep, NULL, NULL, y, NULL);
-        return;
-    }
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q;
     int G = (int)(COL_FLOATS / (CRS * PQ));
     if (G < 1) G = 1;
@@ -218,10 +190,6 @@ void nnc__conv_gemm_backward(const nnc__conv_shape *cs, const float *x, const fl
                              int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return;
-    if (nnc__conv_use_small(cs, 1)) {
-        nnc__conv_small_backward(cs, x, NULL, NULL, w, dy, dx, dx_fresh, dw, db, NULL, NULL);
-        return;
-    }
     const size_t CRS = (size_t)cs->c * cs->r * cs->s, PQ = (size_t)cs->p * cs->q, nwt = (size_t)cs->k * CRS;
     int G = (int)(COL_FLOATS / (CRS * PQ));
     if (G < 1) G = 1;

@@ -1,5 +1,28 @@
-/* nn/conv_fast.c - drivers of the fast conv2d (method in nn/conv_fast.h): geometry, copies
- * into and out of the padded phase-split layout, weight packing, and the split over images.
+/* nn/conv/direct.c - the direct ("shifted GEMM") kernel set of the convolution (nn/conv/conv.h):
+ * geometry, copies into and out of the padded phase-split layout, weight packing, and the split
+ * over images.
+ *
+ * Method ("shifted GEMM" direct convolution, NCHW at both ends):
+ *   Each image is copied into a zero-padded, stride-phase-split buffer Xt: for every channel
+ *   c and phase (a,b) in [0,stride)^2 a plane Xt[c][a*st+b][i][j] = xpad[c][i*st+a][j*st+b]
+ *   of Rh x Wh values, Rh = ceil(Hp/st), Wh = ceil(Wp/st) (Hp, Wp the padded input size).
+ *   An output row p, column q then reads, for tap (r,s), the plane of phase (r%st, s%st) at
+ *   flat index (p*Wh + q) + (r/st)*Wh + s/st: a pure shift of the flat output index
+ *   j = p*Wh + q. So every conv (any stride, pad, kernel) is
+ *       Y[k][j] = sum_{c, taps t} W[k][c][t] * Xt[c][plane_t][j + off_t]
+ *   computed on "wide" rows of Wh columns (the Wh - Q extra columns are discarded; with stride 1
+ *   and Q a multiple of the lanes the forward instead runs each output row's Q columns alone and
+ *   writes them straight into y, "row mode"), with the
+ *   pixel index j vectorised (16 lanes with AVX-512) and register tiles over output channels.
+ *   The input gradient is the same kernel run on the zero-padded output gradient, once per
+ *   phase with that phase's taps (a transposed conv), over the plane rows that hold input rows
+ *   only; the weight gradient is a dot product
+ *   along j per (k, c, t), with per-chunk partial sums reduced in chunk order.
+ * Images are laid side by side in groups (large weights: one kernel call per group, so the
+ * weights are streamed once per group). Work is split over image groups by nn/threads.h; partial
+ * sums are per chunk of groups, the chunking depends only on the shape, and chunks are reduced in
+ * order: results are bitwise identical for any thread count. Which layers come here is the
+ * dispatcher's choice (nn/conv/dispatch.c).
  *
  * Buffers hold a group of grp images side by side (floats; pl = per-image slot, at least
  * Rh*Wh and at least round16(P*Wh) + maxoff so that one image's zero tail separates it from
@@ -15,7 +38,7 @@
  * Scratch comes from nnc__thread_scratch of the calling thread, sliced per pool thread. */
 #include <string.h>
 
-#include "nn/conv_fast.h"
+#include "nn/conv/kernels.h"
 #include "nn/threads.h"
 #include "nn/vec.h"
 
@@ -113,50 +136,75 @@ static int tap_offset(const geo *G, int t)
     return (int)(((r % st) * st + s % st) * G->phs) + (r / st) * G->wh + s / st;
 }
 
-/* x (C,H,W) of image g of the group -> its slots of Xt (layout above); with psc (the fused
+/* Channel c of x (C,H,W) -> its nph phase slots dst + ph*ps (layout above); with psc (the fused
  * prologue) the values stored are z = nnc__bnrelu(x, psc[c], psh[c]), the padding stays 0. */
-static void fill_xt(const geo *G, const float *x, float *xt, int g, const float *psc, const float *psh)
+static inline void fill_chan(const geo *G, const float *x, int c, float *dst, size_t ps, const float *psc,
+                             const float *psh)
 {
     const nnc__conv_shape *cs = &G->cs;
     const int st = G->st, pad = cs->pad, wh = G->wh;
-    for (int c = 0; c < cs->c; c++)
-        for (int a = 0; a < st; a++)
-            for (int b = 0; b < st; b++) {
-                float *pln = xt + (size_t)c * G->xcs + (size_t)(a * st + b) * G->phs + (size_t)g * G->pl;
-                /* zero the (L1-sized) slot in one call, then copy the valid parts of the rows in
-                 * (zeroing the 1-3 padding floats of each row separately costs a libc call each) */
-                memset(pln, 0, sizeof(float) * G->pl);
-                /* columns j < wh whose source column wc = j*st + b - pad lies in [0, W) */
-                int j0 = pad > b ? (pad - b + st - 1) / st : 0, last = cs->w - 1 + pad - b;
-                int j1 = last < 0 ? 0 : last / st + 1;
-                if (j1 > wh) j1 = wh;
-                for (int i = 0; i < G->rh; i++) {
-                    int hr = i * st + a - pad;
-                    if (hr < 0 || hr >= cs->h) continue;
-                    const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
-                    float *row = pln + (size_t)i * wh;
-                    if (st == 1 && psc) {
-                        row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
-                    } else if (st == 1) {
-                        row_copy(row + pad, src, cs->w);
-                    } else if (psc) {
-                        const float sc = psc[c], sh = psh[c];
-                        for (int j = j0; j < j1; j++) row[j] = nnc__bnrelu(src[j * st + b - pad], sc, sh);
-                    } else {
-                        for (int j = j0; j < j1; j++) row[j] = src[j * st + b - pad];
-                    }
+    for (int a = 0; a < st; a++)
+        for (int b = 0; b < st; b++) {
+            float *pln = dst + (size_t)(a * st + b) * ps;
+            /* zero the (L1-sized) slot in one call, then copy the valid parts of the rows in
+             * (zeroing the 1-3 padding floats of each row separately costs a libc call each) */
+            memset(pln, 0, sizeof(float) * G->pl);
+            /* columns j < wh whose source column wc = j*st + b - pad lies in [0, W) */
+            int j0 = pad > b ? (pad - b + st - 1) / st : 0, last = cs->w - 1 + pad - b;
+            int j1 = last < 0 ? 0 : last / st + 1;
+            if (j1 > wh) j1 = wh;
+            for (int i = 0; i < G->rh; i++) {
+                int hr = i * st + a - pad;
+                if (hr < 0 || hr >= cs->h) continue;
+                const float *src = x + ((size_t)c * cs->h + hr) * cs->w;
+                float *row = pln + (size_t)i * wh;
+                if (st == 1 && psc) {
+                    row_bnrelu(row + pad, src, psc[c], psh[c], cs->w);
+                } else if (st == 1) {
+                    row_copy(row + pad, src, cs->w);
+                } else if (psc) {
+                    const float sc = psc[c], sh = psh[c];
+                    for (int j = j0; j < j1; j++) row[j] = nnc__bnrelu(src[j * st + b - pad], sc, sh);
+                } else {
+                    for (int j = j0; j < j1; j++) row[j] = src[j * st + b - pad];
                 }
             }
+        }
 }
 
-/* Zero what the gn filled images leave of every phase region, and the slack. */
-static void fill_xt_tail(const geo *G, float *xt, int gn)
+/* x (C,H,W) of image g of the group -> its slots of Xt. */
+static void fill_xt(const geo *G, const float *x, float *xt, int g, const float *psc, const float *psh)
 {
+    for (int c = 0; c < G->cs.c; c++) fill_chan(G, x, c, xt + (size_t)c * G->xcs + (size_t)g * G->pl, G->phs, psc, psh);
+}
+
+/* BF16: the same values rounded into the pairs layout (nn/conv/bf16.c) of Xt: (C+1)/2 channel
+ * pairs with the FP32 channel stride xcs; tmp holds 2*nph*pl floats (two channels' slots). */
+static void fill_xt_bf16(const geo *G, const float *x, uint32_t *xt, int g, const float *psc, const float *psh,
+                         float *tmp)
+{
+    const int C = G->cs.c, nph = G->nph;
+    float *hi = tmp + (size_t)nph * G->pl;
+    for (int c2 = 0; 2 * c2 < C; c2++) {
+        const int has_hi = 2 * c2 + 1 < C;
+        fill_chan(G, x, 2 * c2, tmp, G->pl, psc, psh);
+        if (has_hi) fill_chan(G, x, 2 * c2 + 1, hi, G->pl, psc, psh);
+        for (int ph = 0; ph < nph; ph++)
+            nnc__bf16_pack2_avx512(tmp + (size_t)ph * G->pl, has_hi ? hi + (size_t)ph * G->pl : NULL,
+                                   xt + (size_t)c2 * G->xcs + (size_t)ph * G->phs + (size_t)g * G->pl, (int)G->pl);
+    }
+}
+
+/* Zero what the gn filled images leave of every phase region of nch channels (or pairs), and
+ * the slack (4-byte elements either way). */
+static void fill_xt_tail(const geo *G, void *xtv, int gn, int nch)
+{
+    float *xt = xtv;
     size_t used = (size_t)gn * G->pl;
-    for (int c = 0; c < G->cs.c; c++)
+    for (int c = 0; c < nch; c++)
         for (int ph = 0; ph < G->nph; ph++)
             memset(xt + (size_t)c * G->xcs + (size_t)ph * G->phs + used, 0, sizeof(float) * (G->phs - used));
-    size_t all = (size_t)G->cs.c * G->xcs;
+    size_t all = (size_t)nch * G->xcs;
     memset(xt + all, 0, sizeof(float) * (G->xsz - all));
 }
 
@@ -186,154 +234,17 @@ static void fill_dyw_tail(const geo *G, float *d, int gn)
     }
 }
 
-/* ---------------------------------------------------------------------------------------------
- * fused statistics and prologue helpers
- * ------------------------------------------------------------------------------------------ */
 
-/* Sum of the 8 accumulators of plane_stats in a fixed order, in double. */
-static inline double hsum8(nnc__v4 a0, nnc__v4 a1, nnc__v4 a2, nnc__v4 a3, nnc__v4 a4, nnc__v4 a5, nnc__v4 a6,
-                           nnc__v4 a7)
+/* The level's shifted GEMM, or with bf the BF16 one (nn/conv/bf16.c): in and wp then hold pairs
+ * and the cin channels are (cin + 1) / 2 pairs. */
+static inline void sgemm(const conv_kernels *kn, int bf, const float *in, size_t in_cs, int cin, const int *toff,
+                         int ntaps, const float *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate)
 {
-    return ((nnc__v4_hsum(a0) + nnc__v4_hsum(a1)) + (nnc__v4_hsum(a2) + nnc__v4_hsum(a3))) +
-           ((nnc__v4_hsum(a4) + nnc__v4_hsum(a5)) + (nnc__v4_hsum(a6) + nnc__v4_hsum(a7)));
-}
-
-/* out[0] = sum of p[0..n), out[1] = its centred sum of squares M2 (around the plane's own mean
- * rounded to float, corrected for that rounding). Eight independent 4-lane float chains per pass
- * (the add latency would bound a single chain over a cached plane), finished in double. */
-static void plane_stats(const float *p, int n, double *out)
-{
-    nnc__v4 a0 = nnc__v4_set1(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a0 += nnc__v4_load(p + i);
-        a1 += nnc__v4_load(p + i + 4);
-        a2 += nnc__v4_load(p + i + 8);
-        a3 += nnc__v4_load(p + i + 12);
-        a4 += nnc__v4_load(p + i + 16);
-        a5 += nnc__v4_load(p + i + 20);
-        a6 += nnc__v4_load(p + i + 24);
-        a7 += nnc__v4_load(p + i + 28);
-    }
-    double s = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-    for (; i < n; i++) s += p[i];
-    double mu = s / n;
-    float mf = (float)mu;
-    nnc__v4 m = nnc__v4_set1(mf), u;
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = nnc__v4_set1(0.0f);
-#define SQ(acc, o) (u = nnc__v4_load(p + i + (o)) - m, acc += u * u)
-    for (i = 0; i + 32 <= n; i += 32) {
-        SQ(a0, 0);
-        SQ(a1, 4);
-        SQ(a2, 8);
-        SQ(a3, 12);
-        SQ(a4, 16);
-        SQ(a5, 20);
-        SQ(a6, 24);
-        SQ(a7, 28);
-    }
-#undef SQ
-    double ss = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-    for (; i < n; i++) ss += (double)(p[i] - mf) * (p[i] - mf);
-    double dm = mu - (double)mf, m2 = ss - (double)n * dm * dm;
-    out[0] = s;
-    out[1] = m2 > 0 ? m2 : 0;
-}
-
-/* stats[2k], stats[2k+1] = mean and biased variance of channel k from the per-plane (sum, M2)
- * pairs ps[(n*K + k)*2 ..], combined in image order in double (the parallel-variance formula of
- * Chan et al. for groups of equal size PQ): mean = sum_n s_n / M,
- * M2 = sum_n (M2_n + PQ (s_n / PQ - mean)^2), M = N*PQ. */
-static void combine_stats(const double *ps, int N, int K, int PQ, double *stats)
-{
-    const double M = (double)N * PQ;
-    for (int k = 0; k < K; k++) {
-        double s = 0, m2 = 0;
-        for (int n = 0; n < N; n++) s += ps[((size_t)n * K + k) * 2];
-        double mean = s / M;
-        for (int n = 0; n < N; n++) {
-            const double *q = ps + ((size_t)n * K + k) * 2;
-            double d = q[0] / PQ - mean;
-            m2 += q[1] + PQ * d * d;
-        }
-        stats[2 * k] = mean;
-        stats[2 * k + 1] = m2 / M;
-    }
-}
-
-void nnc__conv_plane_stats(const float *p, int n, double *out) { plane_stats(p, n, out); }
-
-void nnc__conv_mask_sums(const float *x, float *dx, int C, size_t hw, const float *psc, const float *psh,
-                         const float *pmean, double *sums)
-{
-    for (int c = 0; c < C; c++) {
-        const float sc = psc[c], sh = psh[c], mu = pmean[c];
-        const nnc__v4 vs = nnc__v4_set1(sc), vh = nnc__v4_set1(sh), vm = nnc__v4_set1(mu);
-        const float *xp = x + (size_t)c * hw;
-        float *dp = dx + (size_t)c * hw;
-        nnc__v4 a = nnc__v4_set1(0.0f), t = a;
-        double s1 = 0, t1 = 0;
-        size_t i = 0;
-        for (; i + 4 <= hw; i += 4) {
-            nnc__v4 xv = nnc__v4_load(xp + i);
-            nnc__v4 dz = nnc__v4_keep(nnc__v4_load(dp + i), nnc__bnrelu_mask_v4(xv, vs, vh));
-            nnc__v4_store(dp + i, dz);
-            a += dz;
-            t += (xv - vm) * dz;
-        }
-        for (; i < hw; i++) {
-            float dz = nnc__bnrelu_mask(xp[i], sc, sh) ? dp[i] : 0.0f;
-            dp[i] = dz;
-            s1 += dz;
-            t1 += (double)(xp[i] - mu) * dz;
-        }
-        sums[2 * c] = nnc__v4_hsum(a) + s1;
-        sums[2 * c + 1] = nnc__v4_hsum(t) + t1;
-    }
-}
-
-void nnc__conv_combine_stats(const double *ps, int N, int K, int PQ, double *stats) { combine_stats(ps, N, K, PQ, stats); }
-
-typedef struct plane_ctx {
-    const float *src;
-    float *dst;
-    double *ps;
-    const float *sc, *sh;
-    int planes;       /* per image */
-    int hw;
-} plane_ctx;
-
-/* Image n: per-plane statistics of src into ps. */
-static void plane_stats_task(void *vctx, int n, int thread)
-{
-    (void)thread;
-    const plane_ctx *c = vctx;
-    for (int k = 0; k < c->planes; k++) {
-        size_t i = (size_t)n * c->planes + k;
-        plane_stats(c->src + i * c->hw, c->hw, c->ps + 2 * i);
-    }
-}
-
-/* Image n: dst = the prologue applied to src, plane by plane. */
-static void prologue_task(void *vctx, int n, int thread)
-{
-    (void)thread;
-    const plane_ctx *c = vctx;
-    for (int k = 0; k < c->planes; k++) {
-        size_t off = ((size_t)n * c->planes + k) * c->hw;
-        row_bnrelu(c->dst + off, c->src + off, c->sc[k], c->sh[k], c->hw);
-    }
-}
-
-/* z = prologue(x) in g's arena, for the GEMM path (which reads its input as it is). */
-static const float *materialise_z(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const nnc__conv_fuse *fu)
-{
-    NNC_ASSERT(g != NULL, "conv2d: a fused prologue on the GEMM path needs the graph");
-    size_t n = (size_t)cs->n * cs->c * cs->h * cs->w;
-    float *z = nnc_graph_scratch(g, n * sizeof(float));
-    plane_ctx c = {x, z, NULL, fu->pro_scale, fu->pro_shift, cs->c, cs->h * cs->w};
-    nnc__parallel_for(cs->n, prologue_task, &c);
-    return z;
+    if (bf)
+        nnc__conv_bf16_shifted_gemm((const uint32_t *)(const void *)in, in_cs, (cin + 1) / 2, toff, ntaps,
+                                    (const uint32_t *)(const void *)wp, out, out_ks, kblocks, nvec, accumulate);
+    else
+        kn->shifted_gemm(in, in_cs, cin, toff, ntaps, wp, out, out_ks, kblocks, nvec, accumulate);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -352,6 +263,7 @@ typedef struct fwd_ctx {
     int rows;          /* row mode: the kernel writes each output row straight into y (fwd_rows_ok) */
     const float *psc, *psh;  /* fused prologue or NULL */
     double *pstat;     /* per-plane (sum, M2) of y, (N,K,2), or NULL */
+    int bf;            /* BF16: Xt and wp hold pairs; tmp rows after Yw */
 } fwd_ctx;
 
 static void fwd_task(void *vctx, int grp, int thread)
@@ -362,8 +274,12 @@ static void fwd_task(void *vctx, int grp, int thread)
     const conv_kernels *kn = f->kn;
     float *xt = f->scratch + (size_t)thread * f->per_thread, *yw = xt + G->xsz;
     int n0 = grp * G->grp, gn = n0 + G->grp <= cs->n ? G->grp : cs->n - n0;
-    for (int g = 0; g < gn; g++) fill_xt(G, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xt, g, f->psc, f->psh);
-    fill_xt_tail(G, xt, gn);
+    for (int g = 0; g < gn; g++) {
+        const float *xn = f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w;
+        if (f->bf) fill_xt_bf16(G, xn, (uint32_t *)(void *)xt, g, f->psc, f->psh, yw + G->ysz);
+        else fill_xt(G, xn, xt, g, f->psc, f->psh);
+    }
+    fill_xt_tail(G, xt, gn, f->bf ? (cs->c + 1) / 2 : cs->c);
     int kblocks = (cs->k + kn->kb - 1) / kn->kb;
     const nnc__conv_epilogue *ep = f->ep;
     const int plain = !ep->scale && !ep->res && !ep->relu, PQ = cs->p * cs->q;
@@ -373,7 +289,7 @@ static void fwd_task(void *vctx, int grp, int thread)
         for (int g = 0; g < gn; g++) {
             const size_t yoff = (size_t)(n0 + g) * cs->k * PQ;
             for (int p = 0; p < cs->p; p++)
-                kn->shifted_gemm(xt + (size_t)g * G->pl + (size_t)p * G->wh, G->xcs, cs->c, f->toff, G->ntaps, f->wp,
+                sgemm(kn, f->bf, xt + (size_t)g * G->pl + (size_t)p * G->wh, G->xcs, cs->c, f->toff, G->ntaps, f->wp,
                                  f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L, 0);
             for (int k = 0; k < cs->k; k++) {
                 float *dst = f->y + yoff + (size_t)k * PQ;
@@ -381,19 +297,19 @@ static void fwd_task(void *vctx, int grp, int thread)
                     row_copy_bias(dst, dst, ep->shift[k], PQ);
                 else if (!plain)
                     nnc__epilogue_row(dst, dst, PQ, ep, k, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL);
-                if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
+                if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
             }
             if (f->pstat)
-                plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
+                nnc__conv_plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
         }
         return;
     }
     if (f->stacked) {
         int nvec = (int)(((size_t)(gn - 1) * G->pl + (size_t)G->nw + kn->L - 1) / kn->L);
-        kn->shifted_gemm(xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec, 0);
+        sgemm(kn, f->bf, xt, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw, G->ywr, kblocks, nvec, 0);
     } else {
         for (int g = 0; g < gn; g++)
-            kn->shifted_gemm(xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
+            sgemm(kn, f->bf, xt + (size_t)g * G->pl, G->xcs, cs->c, f->toff, G->ntaps, f->wp, yw + (size_t)g * G->pl,
                              G->ywr, kblocks, (G->nw + kn->L - 1) / kn->L, 0);
     }
     for (int g = 0; g < gn; g++) {
@@ -411,10 +327,10 @@ static void fwd_task(void *vctx, int grp, int thread)
             }
             /* statistics for a following batch norm, one plane behind: that plane's stores
              * have left the store buffer by now, and it is still L1-hot */
-            if (f->pstat && k > 0) plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
+            if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
         }
         if (f->pstat)
-            plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
+            nnc__conv_plane_stats(f->y + yoff + (size_t)(cs->k - 1) * PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + cs->k - 1) * 2);
     }
 }
 
@@ -429,33 +345,12 @@ static int fwd_rows_ok(const nnc__conv_shape *cs, const conv_kernels *kn)
     return nv % kn->jv == 0 || (nv == 2 && kn->jv > 2);
 }
 
-void nnc__conv_fast_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                            const nnc__conv_epilogue *ep, float *y)
-{
-    nnc__conv_fast_forward_ex(g, cs, x, w, ep, NULL, y);
-}
-
-void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                               const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y)
+void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                              const nnc__conv_fuse *fu, float *y)
 {
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
     double *stats = fu ? fu->stats : NULL;
     const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
-    if (nnc__conv_use_gemm(cs, 0)) {
-        if (nnc__conv_use_small(cs, 0)) { /* stages through the prologue itself, takes the stats itself */
-            nnc__conv_small_forward(cs, x, w, ep, psc, psh, y, stats);
-            return;
-        }
-        nnc__conv_gemm_forward(cs, psc ? materialise_z(g, cs, x, fu) : x, w, ep, y);
-        if (stats) {
-            double *ps = nnc__thread_scratch(psz);
-            NNC_ASSERT(ps != NULL, "conv2d: out of memory for %zu bytes of statistics", psz);
-            plane_ctx c = {y, NULL, ps, NULL, NULL, cs->k, cs->p * cs->q};
-            nnc__parallel_for(cs->n, plane_stats_task, &c);
-            combine_stats(ps, cs->n, cs->k, cs->p * cs->q, stats);
-        }
-        return;
-    }
     const conv_kernels *kn = nnc__conv_kernels();
     int stacked = (size_t)cs->k * cs->c * cs->r * cs->s > BIG_WEIGHTS_FLOATS, grp = 1;
     if (stacked) {
@@ -466,7 +361,9 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     geo G = make_geo(cs, grp);
     const int KB = kn->kb, C = cs->c, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
     int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
-    size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz;
+    const int bf = cs->prec == NNC_PRECISION_BF16;
+    NNC_ASSERT(!bf || (KB == 8 && kn->L == 16), "conv2d: the BF16 kernels run with the AVX-512 tiles");
+    size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz + (bf ? 2 * (size_t)G.nph * G.pl : 0);
     size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = (sizeof(float) * (size_t)width * per_thread + 63) / 64 * 64;
     size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
     char *base = nnc__thread_scratch(bytes);
@@ -475,17 +372,33 @@ void nnc__conv_fast_forward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
     double *pstat = stats ? (double *)(base + wpb + scb) : NULL;
     int *toff = (int *)(base + wpb + scb + psz);
     for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
-    /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K) */
-    for (int kb = 0; kb < kblocks; kb++)
-        for (int c = 0; c < C; c++)
-            for (int t = 0; t < T; t++)
-                for (int kk = 0; kk < KB; kk++) {
-                    int k = kb * KB + kk;
-                    wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
-                }
-    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, !stacked && fwd_rows_ok(cs, kn), psc, psh, pstat};
+    /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K); BF16: the pairs
+     * (w[k][2c2][t], w[k][2c2+1][t]) at ((kb*C2 + c2)*T + t)*KB + kk */
+    if (bf) {
+        const int C2 = (C + 1) / 2;
+        uint32_t *wp2 = (uint32_t *)(void *)wp;
+        for (int kb = 0; kb < kblocks; kb++)
+            for (int c2 = 0; c2 < C2; c2++)
+                for (int t = 0; t < T; t++)
+                    for (int kk = 0; kk < KB; kk++) {
+                        int k = kb * KB + kk, c = 2 * c2;
+                        float lo = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
+                        float hi = k < cs->k && c + 1 < C ? w[((size_t)k * C + c + 1) * T + t] : 0.0f;
+                        wp2[(((size_t)kb * C2 + c2) * T + t) * KB + kk] = nnc__bf16_pair(lo, hi);
+                    }
+    } else {
+        for (int kb = 0; kb < kblocks; kb++)
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < T; t++)
+                    for (int kk = 0; kk < KB; kk++) {
+                        int k = kb * KB + kk;
+                        wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
+                    }
+    }
+    fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, !stacked && fwd_rows_ok(cs, kn), psc, psh, pstat,
+                 bf};
     nnc__parallel_for(ngroups, fwd_task, &f);
-    if (stats) combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
+    if (stats) nnc__conv_combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -515,6 +428,10 @@ typedef struct bwd_ctx {
     const float *pmean;      /* with dsums: the centre of x per channel */
     double *dsums;           /* masked dx and its per-plane sums (nnc__conv_fuse), or NULL */
     int rows;                /* row mode: the kernel writes or accumulates dx rows directly */
+    int bf;                  /* BF16 input gradient: wt holds pairs over k, Dyw is packed to pairs */
+    size_t dyw2_off;         /* with bf: floats before the pairs copy of Dyw in the scratch */
+    int bfw;                 /* BF16 weight gradient: Xt and Dyw rounded to BF16 rows */
+    size_t w16_off;          /* with bfw: floats before those BF16 copies in the scratch */
 } bwd_ctx;
 
 /* Copy-out of image g of the group (image n of the batch) from dXt with the prologue's ReLU
@@ -615,19 +532,36 @@ static void bwd_task(void *vctx, int chunk, int thread)
         }
         fill_dyw_tail(G, dyw, gn);
         if (part) {
-            fill_xt_tail(G, xt, gn);
-            kn->wgrad(dyw + G->lead, G->dks, G->pl, xt, G->pl, b->col, C * T, K, gn, (G->nw + kn->L - 1) / kn->L,
-                      part, (size_t)C * T);
+            fill_xt_tail(G, xt, gn, C);
+            if (b->bfw) {
+                uint16_t *x16 = (uint16_t *)(void *)(xt + b->w16_off), *d16 = x16 + G->xsz;
+                nnc__bf16_round_avx512(xt, x16, (int)G->xsz);
+                nnc__bf16_round_avx512(dyw, d16, (int)G->dsz);
+                nnc__conv_bf16_wgrad(d16 + G->lead, G->dks, G->pl, x16, G->pl, b->col, C * T, K, gn, G->nw, part,
+                                     (size_t)C * T);
+            } else {
+                kn->wgrad(dyw + G->lead, G->dks, G->pl, xt, G->pl, b->col, C * T, K, gn, (G->nw + kn->L - 1) / kn->L,
+                          part, (size_t)C * T);
+            }
         }
         if (!b->dx) continue;
         int cblocks = (C + kn->kb - 1) / kn->kb;
+        const float *dyin = dyw; /* the input-gradient kernel's input: Dyw, or its pairs */
+        if (b->bf) {
+            uint32_t *d2 = (uint32_t *)(void *)(xt + b->dyw2_off);
+            for (int k2 = 0; 2 * k2 < K; k2++)
+                nnc__bf16_pack2_avx512(dyw + (size_t)2 * k2 * G->dks,
+                                       2 * k2 + 1 < K ? dyw + (size_t)(2 * k2 + 1) * G->dks : NULL,
+                                       d2 + (size_t)k2 * G->dks, (int)G->dks);
+            dyin = xt + b->dyw2_off;
+        }
         if (b->rows) {
             /* input row h of image i: its W columns start at plane row h + pad, column pad */
             const int H = cs->h, W = cs->w, pad = cs->pad;
             for (int i = 0; i < gn; i++) {
                 float *dxn = b->dx + (size_t)(n0 + i) * xs;
                 for (int h = 0; h < H; h++)
-                    kn->shifted_gemm(dyw + (size_t)i * G->pl + (size_t)(h + pad) * G->wh + pad, G->dks, K, b->ph_shift,
+                    sgemm(kn, b->bf, dyin + (size_t)i * G->pl + (size_t)(h + pad) * G->wh + pad, G->dks, K, b->ph_shift,
                                      b->ph_nt[0], b->wt, dxn + (size_t)h * W, (size_t)H * W, cblocks, W / kn->L,
                                      !b->dx_fresh);
                 if (b->dsums) copy_out_masked(b, NULL, i, n0 + i);
@@ -646,10 +580,10 @@ static void bwd_task(void *vctx, int chunk, int thread)
             float *out = dxt + (size_t)ph * G->phs + j0;
             if (b->stacked) {
                 int nvec = (int)(((size_t)(gn - 1) * G->pl + span + kn->L - 1) / kn->L);
-                kn->shifted_gemm(dyw + j0, G->dks, K, sh, nt, wt, out, G->xcs, cblocks, nvec, 0);
+                sgemm(kn, b->bf, dyin + j0, G->dks, K, sh, nt, wt, out, G->xcs, cblocks, nvec, 0);
             } else {
                 for (int i = 0; i < gn; i++)
-                    kn->shifted_gemm(dyw + j0 + (size_t)i * G->pl, G->dks, K, sh, nt, wt, out + (size_t)i * G->pl, G->xcs,
+                    sgemm(kn, b->bf, dyin + j0 + (size_t)i * G->pl, G->dks, K, sh, nt, wt, out + (size_t)i * G->pl, G->xcs,
                                      cblocks, (int)((span + kn->L - 1) / kn->L), 0);
             }
         }
@@ -702,25 +636,11 @@ static void reduce_task(void *vctx, int task, int thread)
     }
 }
 
-void nnc__conv_fast_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                             const float *dy, float *dx, int dx_fresh, float *dw, float *db)
-{
-    nnc__conv_fast_backward_ex(g, cs, x, w, NULL, dy, dx, dx_fresh, dw, db);
-}
-
-int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
-                               const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw,
-                               float *db)
+int nnc__conv_direct_backward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_fuse *fu,
+                              const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {
     if (!dx && !dw && !db) return 0;
     const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
-    if (nnc__conv_use_small(cs, 1))
-        return nnc__conv_small_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db, fu ? fu->pro_mean : NULL,
-                                        fu ? fu->dsums : NULL);
-    if (nnc__conv_use_gemm(cs, 1)) {
-        nnc__conv_gemm_backward(cs, psc && dw ? materialise_z(g, cs, x, fu) : x, w, dy, dx, dx_fresh, dw, db);
-        return 0;
-    }
     double *dsums = psc && dx && dx_fresh && fu->dsums && fu->pro_mean ? fu->dsums : NULL;
     const conv_kernels *kn = nnc__conv_kernels();
     const int N = cs->n;
@@ -743,7 +663,12 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
      * kernel): stride 1, W a whole number of tiles, whole blocks of KB input channels */
     const int rows = dx && !stacked && cs->stride == 1 && cs->c % KB == 0 && cs->w % kn->L == 0 &&
                      ((cs->w / kn->L) % kn->jv == 0 || (cs->w / kn->L == 2 && kn->jv > 2));
-    size_t per_thread = (dw ? G.xsz : 0) + G.dsz + (dx && !rows ? (size_t)G.cp * G.xcs + 64 : 0);
+    const int bf = dx && cs->prec == NNC_PRECISION_BF16;
+    NNC_ASSERT(!bf || (KB == 8 && kn->L == 16), "conv2d: the BF16 kernels run with the AVX-512 tiles");
+    const size_t dyw2_off = (dw ? G.xsz : 0) + G.dsz + (dx && !rows ? (size_t)G.cp * G.xcs + 64 : 0);
+    const int bfw = dw && cs->prec == NNC_PRECISION_BF16;
+    const size_t w16_off = dyw2_off + (bf ? (size_t)(K + 1) / 2 * G.dks : 0);
+    size_t per_thread = w16_off + (bfw ? (G.xsz + G.dsz + 1) / 2 + 32 : 0);
     size_t sz[7] = {sizeof(double) * (db ? (size_t)nchunk * K : 0), sizeof(size_t) * ncolp,
                     sizeof(int) * (size_t)(2 * G.nph + G.nph * T), sizeof(float) * (dw ? (size_t)nchunk * nwt : 0),
                     sizeof(float) * wtn, sizeof(float) * (size_t)width * per_thread, 0};
@@ -779,6 +704,21 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
             }
             ph_nt[ph] = nt;
             ph_wofs[ph] = wofs;
+            if (bf) { /* pairs over k: wt[wofs + ((cb*K2 + k2)*nt + i)*KB + cc] = (w[2k2][c][t_i], w[2k2+1][c][t_i]) */
+                const int K2 = (K + 1) / 2;
+                uint32_t *wt2 = (uint32_t *)(void *)wt;
+                for (int cb = 0; cb < cblocks; cb++)
+                    for (int k2 = 0; k2 < K2; k2++)
+                        for (int i = 0; i < nt; i++)
+                            for (int cc = 0; cc < KB; cc++) {
+                                int c = cb * KB + cc, k = 2 * k2;
+                                float lo = c < C ? w[((size_t)k * C + c) * T + tl[i]] : 0.0f;
+                                float hi = c < C && k + 1 < K ? w[((size_t)(k + 1) * C + c) * T + tl[i]] : 0.0f;
+                                wt2[wofs + (((size_t)cb * K2 + k2) * nt + i) * KB + cc] = nnc__bf16_pair(lo, hi);
+                            }
+                wofs += cblocks * K2 * nt * KB;
+                continue;
+            }
             for (int cb = 0; cb < cblocks; cb++)
                 for (int k = 0; k < K; k++)
                     for (int i = 0; i < nt; i++)
@@ -791,7 +731,8 @@ int nnc__conv_fast_backward_ex(nnc_graph *g, const nnc__conv_shape *cs, const fl
         }
     }
     bwd_ctx b = {&G, kn, x, dy, dx, dx_fresh, dw != NULL, db != NULL, dw ? G.xsz : 0, g0, nsub, nchunk, stacked, ph_nt, ph_shift, ph_wofs, wt,
-                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums, rows};
+                 col, dw ? part : NULL, bpart, scratch, per_thread, psc, psh, fu ? fu->pro_mean : NULL, dsums, rows,
+                 bf, dyw2_off, bfw, w16_off};
     nnc__parallel_for(nchunk, bwd_task, &b);
     if (dw) {
         red_ctx r = {dw, part, nwt, nchunk};
