@@ -143,6 +143,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 # nnc.pc: libcurl goes into Libs.private by name, not into Requires.private: `pkg-config --static`
 # would otherwise add curl's own private list (nghttp2, rtmp, ldap, ...), whose static libraries
 # distributions do not ship, and a static link against libnnc.a would fail for no reason.
+# hwloc likewise: its private list names -ludev, whose development files are another package.
 # The public headers: nn/nnc.h and everything it includes from the repository.
 PUBLIC_H = $(sort $(filter-out /%,$(subst \,,$(filter %.h,$(shell $(CC) -MM -I. nn/nnc.h)))))
 
@@ -151,8 +152,8 @@ $(B)/nnc.pc: nn/version.h Makefile
 	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$(patsubst $(PREFIX)%,$${exec_prefix}%,$(LIBDIR))' \
 	  'includedir=$(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))' '' 'Name: nnc' \
 	  'Description: CNN training on the CPU with GRAWA and other distributed algorithms' \
-	  'Version: $(VERSION)' 'Requires.private: $(filter-out libcurl,$(PKGS))' 'Cflags: -I$${includedir}/nnc' \
-	  'Libs: -L$${libdir} -lnnc' 'Libs.private: -lcurl -lpthread -lm' >$@.tmp
+	  'Version: $(VERSION)' 'Requires.private: $(filter-out libcurl hwloc,$(PKGS))' 'Cflags: -I$${includedir}/nnc' \
+	  'Libs: -L$${libdir} -lnnc' 'Libs.private: -lcurl -lhwloc -lpthread -lm' >$@.tmp
 	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; echo "wrote $@ (prefix $(PREFIX))"; fi
 
 # nnc.pc is rewritten when PREFIX changes (so `make install PREFIX=...` never installs a stale one).
