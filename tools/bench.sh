@@ -147,7 +147,7 @@ for line in open(sys.argv[1]):
 for line in open(sys.argv[1]):
     if line.startswith("workers "):
         j = json.loads(line.split(None, 1)[1])
-        print(f"\n{j['model']}: {j['workers']} {j['algo']} workers (1 thread each) {j['workers_images_per_sec']:.1f} img/s "
+        print(f"\n{j['model']}: {j['workers']} {j['algo']} workers ({j.get('threads_per_worker', 1)} thread(s) each) {j['workers_images_per_sec']:.1f} img/s "
               f"aggregate vs one replica on {j['threads']} threads {j['single_images_per_sec']:.1f} img/s = "
               f"{j['ratio']:.3f}x; synchronizer {100 * j['sync_share']:.3f}% of {j['seconds']:.0f} s ({j['rounds']} rounds)")
 PY
