@@ -102,6 +102,12 @@ typedef struct nnc_run {
     long mark_n;    /* async: local steps reserved (about to be taken) */
     int wstatus[NNC_MAX_WORKERS];
     char wmsg[NNC_MAX_WORKERS][512];
+    /* the time budget and the training-time evaluation grid */
+    int deadline;                   /* the training clock reached the time budget: workers stop
+                                       taking local steps and arrive (under mu, synchronizer) */
+    int ended;                      /* training over: evaluations report end_seconds */
+    double end_seconds;
+    long next_eval_slot;            /* eval_seconds grid: the next k with k * S still to evaluate */
 } nnc_run;
 
 /* Monotonic seconds. */

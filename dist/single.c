@@ -74,6 +74,15 @@ int nnc__run_single(nnc_run *R)
             emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
             wloss = 0.0, wn = wc = ws = 0;
         }
+        if (R->c.eval_seconds > 0 && !(R->plan && r->steps >= R->plan)) {
+            /* the training-time grid: the first step boundary past k * eval_seconds */
+            double t = nnc__run_seconds(R);
+            if (t >= R->next_eval_slot * R->c.eval_seconds &&
+                !(R->c.time_budget > 0 && t >= R->c.time_budget)) {
+                R->next_eval_slot = (long)floor(t / R->c.eval_seconds) + 1;
+                if ((s = nnc__run_evaluate(R))) return s;
+            }
+        }
         if (r->steps % R->spe == 0) {
             res->train_loss = en ? eloss / en : NAN;
             res->train_acc = es ? (double)ec / es : 0.0;

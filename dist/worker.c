@@ -106,6 +106,9 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         int cancel = R->cancel;
         *stopping = R->stop_req;
         int arrive = R->stop_req || R->W[i].bad;
+        /* The time budget's deadline (sync.c): no further local step, the round after it closes
+         * the run. A data-parallel worker arrives after every step anyway. */
+        if (!has(R, NNC_ALGO_F_GRADIENTS)) arrive |= R->deadline;
         if (has(R, NNC_ALGO_F_GRADIENTS)) {
             arrive |= R->W[i].wround >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
