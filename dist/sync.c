@@ -251,7 +251,7 @@ static int coordinate(nnc_run *R, progress start)
     progress last = start, loss_mark = start;
     loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
     loss_mark.loss_n = R->mark_n;
-    double t_last = nnc__run_seconds(R);
+    double t_last = nnc__run_seconds(R), prev_secs = t_last;
     pthread_mutex_lock(&R->mu);
     for (;;) {
         double first = 0.0, quiet_since = nnc__now();
@@ -361,7 +361,14 @@ static int coordinate(nnc_run *R, progress start)
             R->res->comm_model_seconds += comm;
         }
         double secs = nnc__run_seconds(R);
-        int ex = plan_done(R) || (R->c.time_budget > 0 && (secs >= R->c.time_budget || R->deadline));
+        /* Data-parallel rounds are one step apart: end at the round nearer to the budget (this
+         * one, or the next, about round_dt later). Other algorithms' workers stop at the
+         * deadline themselves (worker.c), so the round after it closes the run. */
+        double round_dt = R->round > 1 && secs > prev_secs ? secs - prev_secs : 0.0;
+        prev_secs = secs;
+        if (!has(R, NNC_ALGO_F_GRADIENTS)) round_dt = 0.0;
+        int ex = plan_done(R) ||
+                 (R->c.time_budget > 0 && (secs + 0.5 * round_dt >= R->c.time_budget || R->deadline));
         if (tp->size > 1) {
             /* Rank 0's clock and verdict for everyone (time budget, time-based schedules). */
             double d[2] = {secs, ex};
