@@ -219,7 +219,8 @@ typedef struct nnc_train_result {
     int resets;                         /* non-finite worker resets */
     long skipped_steps;                 /* steps skipped by NNC_NAN_SKIP */
     int stopped_by_signal;              /* signal number, or 0 */
-    double comm_model_seconds;          /* modelled communication time charged (0 without a link) */
+    double comm_model_seconds;          /* modelled communication time charged in this call (a
+                                           resumed run: since the resume; 0 without a link) */
 } nnc_train_result;
 
 /* What a training checkpoint (ckpt_dir/last.ckpt, ...) says about the run's progress. */
