@@ -83,10 +83,14 @@ int nnc__run_single(nnc_run *R)
         if (R->c.eval_seconds > 0 && !(R->plan && r->steps >= R->plan)) {
             /* the training-time grid: the first step boundary past k * eval_seconds */
             double t = nnc__run_seconds(R);
-            if (t >= R->next_eval_slot * R->c.eval_seconds &&
-                !(R->c.time_budget > 0 && t >= R->c.time_budget)) {
+            /* not when the run ends here (the final evaluation) or the epoch end evaluates */
+            int epoch_eval = r->steps % R->spe == 0 && R->c.eval_every_epochs &&
+                             (r->steps / R->spe) % R->c.eval_every_epochs == 0;
+            if (t >= R->next_eval_slot * R->c.eval_seconds) {
                 R->next_eval_slot = (long)floor(t / R->c.eval_seconds) + 1;
-                if ((s = nnc__run_evaluate(R))) return s;
+                if (!epoch_eval && !(R->c.time_budget > 0 && t + 0.5 * est >= R->c.time_budget) &&
+                    (s = nnc__run_evaluate(R)))
+                    return s;
             }
         }
         if (r->steps % R->spe == 0) {
