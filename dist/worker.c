@@ -120,7 +120,12 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping, double
         int arrive = R->stop_req || R->W[i].bad;
         /* The time budget's deadline (sync.c): no further local step, the round after it closes
          * the run. A data-parallel worker arrives after every step anyway. */
-        if (!has(R, NNC_ALGO_F_GRADIENTS)) arrive |= R->deadline || deadline_near(R, *est);
+        if (!has(R, NNC_ALGO_F_GRADIENTS)) {
+            /* the first worker to see the end near raises the flag for all: the round after it
+             * closes the run (no rounds without local steps while the clock catches up) */
+            if (!R->deadline && deadline_near(R, *est)) R->deadline = 1;
+            arrive |= R->deadline;
+        }
         if (has(R, NNC_ALGO_F_GRADIENTS)) {
             arrive |= R->W[i].wround >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
