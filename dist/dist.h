@@ -4,7 +4,9 @@
  * (each with params, grads, optimizer state, BN statistics, step graph, data shard and RNG
  * stream, all from one initialisation), starts M persistent worker threads (M > 1, or any
  * algorithm other than sgd) while the calling thread acts as the synchronizer/coordinator,
- * runs until the epochs or the time budget are used up (stopping at a round boundary),
+ * runs until the epochs or the time budget are used up (a time budget ends at the deadline:
+ * workers stop taking local steps when the training clock reaches it and one last round closes
+ * the run, docs/algorithms.md "How a run ends"),
  * evaluates, and joins every thread. `workers 1, algo sgd` is the plain single-replica loop on
  * the calling thread. Algorithms follow docs/algorithms.md; each is one nnc_algo_def
  * (dist/algo.h; one file per family, a registry line in dist/algo.c), the math is dist/grawa.h,
@@ -57,7 +59,8 @@
  * ROUND = 0: every round),
  * worker_stall:W (-1: all), worker_error:W, worker_sleep_jitter:MAXMS, loss_inf:STEP,
  * grad_nan:STEP (a NaN in the gradient of local step STEP), eval_acc:A1/A2/... (one replica: the
- * k-th evaluation reports accuracy Ak instead of the measured one).
+ * k-th evaluation reports accuracy Ak instead of the measured one), eval_sleep:MS (every evaluation
+ * sleeps MS milliseconds: time that must not count as training time).
  * Thread-safety: independent runs may execute concurrently in one process (no global state;
  * the kernel and BLAS thread counts are process-wide and set to 1 when M > 1).
  */
@@ -68,6 +71,7 @@
 #include <stdint.h>
 
 #include "data/data.h"
+#include "dist/link.h"
 #include "models/models.h"
 #include "nn/precision.h"
 #include "optim/optim.h"
@@ -162,6 +166,12 @@ typedef struct nnc_train_config {
     void (*on_eval)(const nnc_eval_info *e, void *ud);
     void (*on_log)(const char *line, void *ud);   /* warnings such as "worker 2 non-finite, reset" */
     void *ud;
+    /* added late (kept at the end so that other additions merge) */
+    double eval_seconds;          /* 0; S > 0: also evaluate every S seconds of training time (a
+                                     grid: at the first round or step boundary past k*S) */
+    nnc_link link;                /* modelled interconnect (docs/algorithms.md): bytes_per_s 0 =
+                                     none; else every collective waits the modelled time less the
+                                     real one, counted as training time */
     /* kernel thread teams (nn/threads.h; each run owns its teams) */
     int threads_per_worker;       /* 0 = the machine's cores divided among the workers (at least
                                      1); one replica (workers 1): 0 = `threads`. Over the core
@@ -195,6 +205,9 @@ struct nnc_round_info {
     long local_steps[NNC_MAX_WORKERS]; /* local steps of each worker since the last round */
     double loss;                       /* mean training loss over workers since the last round */
     double sync_seconds;               /* time the synchronizer spent in this round */
+    long step;                         /* global optimizer steps at this round (a DP round's
+                                          step counted) */
+    double comm_seconds;               /* modelled communication time of this round (0 = no link) */
 };
 
 struct nnc_eval_info {
@@ -219,6 +232,8 @@ typedef struct nnc_train_result {
     int resets;                         /* non-finite worker resets */
     long skipped_steps;                 /* steps skipped by NNC_NAN_SKIP */
     int stopped_by_signal;              /* signal number, or 0 */
+    double comm_model_seconds;          /* modelled communication time charged in this call (a
+                                           resumed run: since the resume; 0 without a link) */
     int threads_per_worker;             /* the team size each replica ran with */
     char placement[8192];               /* the plan as JSON (nnc info --topology --json's form) */
 } nnc_train_result;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dist/run.h"
 #include "nn/fault.h"
@@ -30,11 +31,11 @@ static int eval_scratch(nnc_run *R, double *loss, double *acc)
     return nnc__evaluate_stop(R->scratch, R->test, R->c.batch, loss, acc, NULL, eval_stop(R));
 }
 
-static void emit_eval(nnc_run *R, const char *which, double loss, double acc, int best)
+static void emit_eval(nnc_run *R, double seconds, const char *which, double loss, double acc, int best)
 {
     if (!R->c.on_eval) return;
     nnc_eval_info e = {.epoch = R->spe ? (double)R->rep[0]->steps / R->spe : 0.0,
-                       .seconds = nnc__run_seconds(R),
+                       .seconds = seconds,
                        .step = R->M == 1 ? R->rep[0]->steps : R->total_steps,
                        .which = which,
                        .loss = loss,
@@ -94,6 +95,17 @@ int nnc__run_evaluate(nnc_run *R)
 {
     if (!R->test) return NNC_OK;
     double t0 = nnc__now();
+    /* The training time of the evaluated state: the evaluation itself (BN re-estimation
+     * included) is excluded from the clock, and after training the clock is stopped. */
+    double at = R->ended ? R->end_seconds : nnc__run_seconds(R);
+#ifdef NNC_TESTING
+    char slow[32];
+    if (nnc__fault_arg("eval_sleep", slow, sizeof slow) && atoi(slow) > 0) {
+        /* a slow evaluation: its time must not count as training time */
+        struct timespec ts = {.tv_sec = atoi(slow) / 1000, .tv_nsec = (long)(atoi(slow) % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+#endif
     double loss = NAN, acc = NAN;
     int s = NNC_OK, best = 0;
     nnc_train_result *res = R->res;
@@ -104,7 +116,7 @@ int nnc__run_evaluate(nnc_run *R)
         best = acc > R->best_acc;
         res->test_acc = acc;
         res->test_loss = loss;
-        emit_eval(R, "model", loss, acc, best);
+        emit_eval(R, at, "model", loss, acc, best);
     } else {
         nnc_params *p = nnc_model_params(R->scratch);
         if (R->A->flags & NNC_ALGO_F_GRADIENTS) {
@@ -147,8 +159,8 @@ int nnc__run_evaluate(nnc_run *R)
         res->average_test_acc = aacc;
         res->test_acc = acc;
         res->test_loss = loss;
-        emit_eval(R, "center", closs, cacc, best && !use_avg);
-        emit_eval(R, "average", aloss, aacc, best && use_avg);
+        emit_eval(R, at, "center", closs, cacc, best && !use_avg);
+        emit_eval(R, at, "average", aloss, aacc, best && use_avg);
     }
     if (best) R->best_acc = acc;
     R->t_excluded += nnc__now() - t0;

@@ -104,6 +104,14 @@ typedef struct nnc_run {
     long mark_n;    /* async: local steps reserved (about to be taken) */
     int wstatus[NNC_MAX_WORKERS];
     char wmsg[NNC_MAX_WORKERS][512];
+    /* the time budget and the training-time evaluation grid */
+    int deadline;                   /* the time budget is (about) used up: workers stop taking
+                                       local steps and arrive; set under mu by the synchronizer
+                                       (clock >= budget) or the first worker whose next step would
+                                       end farther from the budget than stopping now */
+    int ended;                      /* training over: evaluations report end_seconds */
+    double end_seconds;
+    long next_eval_slot;            /* eval_seconds grid: the next k with k * S still to evaluate */
     /* kernel thread teams: team[i] runs worker i's ops (this rank's workers; one replica: the
      * caller's thread enters team[0]); the plan says which cores (dist/place.h) */
     nnc_team *team[NNC_MAX_WORKERS];

@@ -31,6 +31,7 @@ int nnc__run_single(nnc_run *R)
     double wloss = 0.0, eloss = 0.0, t_img = nnc__run_seconds(R);
     long wn = 0, wc = 0, ws = 0, en = 0, ec = 0, es = 0, img0 = 0;
     float lr = R->c.lr;
+    double est = 0.0;
     int skip = R->c.nan_policy == NNC_NAN_SKIP;
     for (;;) {
         if (R->user->stop && *R->user->stop) {
@@ -42,7 +43,10 @@ int nnc__run_single(nnc_run *R)
                              r->steps, R->c.ckpt_dir ? " (checkpoint written)" : "");
         }
         if (R->plan && r->steps >= R->plan) break;
-        if (R->c.time_budget > 0 && nnc__run_seconds(R) >= R->c.time_budget) break;
+        /* the time budget: stop when ending now is nearer to it than ending after one more step
+         * (est: smoothed seconds per step) */
+        if (R->c.time_budget > 0 && nnc__run_seconds(R) + 0.5 * est >= R->c.time_budget) break;
+        double t_step = nnc__now();
         lr = nnc__run_lr(R, r->steps, nnc__run_seconds(R));
         double loss = NAN;
         long c0 = r->correct, s0 = r->seen;
@@ -70,9 +74,24 @@ int nnc__run_single(nnc_run *R)
             eloss += loss, en++, ec += dc, es += dsn;
             img0 += dsn;
         }
+        double dt = nnc__now() - t_step;
+        est = est > 0 ? 0.7 * est + 0.3 * dt : dt;
         if (r->steps % log_every == 0) {
             emit_step(R, wloss, wn, wc, ws, &t_img, &img0, lr);
             wloss = 0.0, wn = wc = ws = 0;
+        }
+        if (R->c.eval_seconds > 0 && !(R->plan && r->steps >= R->plan)) {
+            /* the training-time grid: the first step boundary past k * eval_seconds */
+            double t = nnc__run_seconds(R);
+            /* not when the run ends here (the final evaluation) or the epoch end evaluates */
+            int epoch_eval = r->steps % R->spe == 0 && R->c.eval_every_epochs &&
+                             (r->steps / R->spe) % R->c.eval_every_epochs == 0;
+            if (t >= R->next_eval_slot * R->c.eval_seconds) {
+                R->next_eval_slot = (long)floor(t / R->c.eval_seconds) + 1;
+                if (!epoch_eval && !(R->c.time_budget > 0 && t + 0.5 * est >= R->c.time_budget) &&
+                    (s = nnc__run_evaluate(R)))
+                    return s;
+            }
         }
         if (r->steps % R->spe == 0) {
             res->train_loss = en ? eloss / en : NAN;

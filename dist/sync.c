@@ -34,6 +34,34 @@ static int has(const nnc_run *R, unsigned flag) { return (R->A->flags & flag) !=
 
 /* ---- synchronizer ---- */
 
+static void sleep_s(double sec)
+{
+    if (!(sec > 0.0)) return;
+    struct timespec ts = {.tv_sec = (time_t)sec, .tv_nsec = (long)((sec - (double)(time_t)sec) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* Modelled seconds of one round's collectives on the run's link (0 without one): a ring
+ * all-reduce of the exchanged vector (parameters, or the gradient for DP), plus an all-gather
+ * of one scalar per worker where the algorithm exchanges norms (GRAWA) or losses (LSGD), which
+ * costs 2 (M - 1) latencies (its bytes are negligible). */
+static double round_comm_seconds(const nnc_run *R)
+{
+    const nnc_link *l = &R->c.link;
+    if (!(l->bytes_per_s > 0.0) || R->M <= 1) return 0.0;
+    double t = nnc_link_allreduce_seconds(l, (double)R->ly.n * sizeof(float), R->M);
+    if (R->A->flags & (NNC_ALGO_F_PROBE | NNC_ALGO_F_LOSS_HISTORY)) t += 2.0 * (R->M - 1) * l->latency_s;
+    return t;
+}
+
+/* The time budget: once the training clock reaches it the deadline flag tells the workers to
+ * stop taking local steps and arrive (mu held). */
+static void check_deadline(nnc_run *R)
+{
+    if (R->c.time_budget > 0 && !R->deadline && nnc__run_seconds(R) >= R->c.time_budget) R->deadline = 1;
+}
+
 int nnc__run_owner(const nnc_run *R, int i)
 {
     int r = 0;
@@ -223,7 +251,7 @@ static int coordinate(nnc_run *R, progress start)
     progress last = start, loss_mark = start;
     loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
     loss_mark.loss_n = R->mark_n;
-    double t_last = nnc__run_seconds(R);
+    double t_last = nnc__run_seconds(R), prev_secs = t_last;
     pthread_mutex_lock(&R->mu);
     for (;;) {
         double first = 0.0, quiet_since = nnc__now();
@@ -231,12 +259,19 @@ static int coordinate(nnc_run *R, progress start)
         while (R->arrived < nl && !R->failed) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += POLL_MS * 1000000L;
+            long slice = POLL_MS * 1000000L;
+            if (R->c.time_budget > 0 && !R->deadline) {
+                /* wake at the deadline, not up to a poll slice after it */
+                double left = R->c.time_budget - nnc__run_seconds(R);
+                if (left * 1e9 < (double)slice) slice = left > 1e-3 ? (long)(left * 1e9) : 1000000L;
+            }
+            ts.tv_nsec += slice;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
             pthread_cond_timedwait(&R->cv_sync, &R->mu, &ts);
+            check_deadline(R);
             if (R->arrived > 0 && first == 0.0) first = nnc__now();
             if (R->arrived < nl && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
                 int w = lo;
@@ -313,8 +348,27 @@ static int coordinate(nnc_run *R, progress start)
         s = do_round(R, &ri);
         if (s) return s;
         R->round++;
+        /* The modelled interconnect: the workers (parked) wait what the round's collectives
+         * would cost beyond the real time they took; the wait is training time. */
+        double comm = round_comm_seconds(R), slept = 0.0;
+        if (comm > 0.0) {
+            double real = nnc__now() - t0;
+            if (comm > real) {
+                double t1 = nnc__now();
+                sleep_s(comm - real);
+                slept = nnc__now() - t1;
+            }
+            R->res->comm_model_seconds += comm;
+        }
         double secs = nnc__run_seconds(R);
-        int ex = plan_done(R) || (R->c.time_budget > 0 && secs >= R->c.time_budget);
+        /* Data-parallel rounds are one step apart: end at the round nearer to the budget (this
+         * one, or the next, about round_dt later). Other algorithms' workers stop at the
+         * deadline themselves (worker.c), so the round after it closes the run. */
+        double round_dt = R->round > 1 && secs > prev_secs ? secs - prev_secs : 0.0;
+        prev_secs = secs;
+        if (!has(R, NNC_ALGO_F_GRADIENTS)) round_dt = 0.0;
+        int ex = plan_done(R) ||
+                 (R->c.time_budget > 0 && (secs + 0.5 * round_dt >= R->c.time_budget || R->deadline));
         if (tp->size > 1) {
             /* Rank 0's clock and verdict for everyone (time budget, time-based schedules). */
             double d[2] = {secs, ex};
@@ -326,18 +380,25 @@ static int coordinate(nnc_run *R, progress start)
         long epoch = R->spe ? total_after / (R->spe * M) : 0;
         int boundary = !ex && epoch > R->last_epoch;
         int eval_due = boundary && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0;
-        int ack = boundary && (eval_due || R->c.ckpt_dir);
+        /* the training-time grid: the first round past k * eval_seconds */
+        int grid_due = !ex && R->c.eval_seconds > 0 && secs >= R->next_eval_slot * R->c.eval_seconds;
+        if (grid_due) R->next_eval_slot = (long)floor(secs / R->c.eval_seconds) + 1;
+        eval_due |= grid_due;
+        int save_due = boundary && R->c.ckpt_dir;
+        int ack = eval_due || save_due;
         if (boundary) R->last_epoch = epoch;
         ri.round = R->round;
         ri.seconds = secs;
         ri.workers = M;
+        ri.step = total_after;
+        ri.comm_seconds = comm;
         for (int i = 0; i < M; i++) ri.local_steps[i] = R->W[i].wround;
         ri.loss = now.loss_n > loss_mark.loss_n ? (now.loss - loss_mark.loss) / (double)(now.loss_n - loss_mark.loss_n) : NAN;
         loss_mark = now;
         R->mark_loss = now.loss;
         R->mark_n = now.loss_n;
         R->pub_seconds = secs;
-        double dt = nnc__now() - t0;
+        double dt = nnc__now() - t0 - slept;
         ri.sync_seconds = dt;
         R->res->sync_seconds += dt;
         pthread_mutex_lock(&R->mu);
@@ -357,7 +418,7 @@ static int coordinate(nnc_run *R, progress start)
             R->arrived2 = 0;
             pthread_mutex_unlock(&R->mu);
             if (eval_due && (s = nnc__run_evaluate(R))) return s;
-            if (R->c.ckpt_dir) {
+            if (save_due) {
                 double t1 = nnc__now();
                 s = nnc__run_save_epoch(R, epoch);
                 R->t_excluded += nnc__now() - t1;

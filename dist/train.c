@@ -166,6 +166,13 @@ static int resolve(nnc_train_config *c, const nnc_dataset *train)
     if (c->eval_every_epochs < 0)
         return nnc__fail(NNC_EINVAL, "eval every must be >= 0 epochs (0 = only at the end), found %d",
                          c->eval_every_epochs);
+    if (!(c->eval_seconds >= 0.0) || !isfinite(c->eval_seconds))
+        return nnc__fail(NNC_EINVAL, "eval seconds must be finite and >= 0 (0 = no time grid), found %g", c->eval_seconds);
+    if (c->link.bytes_per_s != 0.0 &&
+        (!(c->link.bytes_per_s > 0.0) || !isfinite(c->link.bytes_per_s) || !(c->link.latency_s >= 0.0) ||
+         !isfinite(c->link.latency_s)))
+        return nnc__fail(NNC_EINVAL, "link must have a finite latency >= 0 s and bandwidth > 0 B/s (0 = none), "
+                         "found %g s, %g B/s", c->link.latency_s, c->link.bytes_per_s);
     if (c->log_every < 0) return nnc__fail(NNC_EINVAL, "log every must be >= 0 steps (0 = auto), found %d", c->log_every);
     if (c->resume && !c->ckpt_dir) return nnc__fail(NNC_EINVAL, "resume needs a checkpoint folder");
     if (c->keep_epochs < 0) return nnc__fail(NNC_EINVAL, "keep must be >= 0 (0 = no epoch checkpoints), found %d", c->keep_epochs);
@@ -472,6 +479,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     }
     if (!s && !done) {
         R->t_start = nnc__now();
+        if (R->c.eval_seconds > 0) R->next_eval_slot = (long)floor(R->t_resumed / R->c.eval_seconds) + 1;
         if (R->A->flags & NNC_ALGO_F_SINGLE) {
             s = nnc__run_single(R);
             out->steps = out->local_steps[0] = R->rep[0]->steps;  /* also when stopped or failed */
@@ -479,6 +487,8 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
             s = nnc__run_workers(R);
         }
         out->seconds = nnc__run_seconds(R);
+        R->ended = 1;
+        R->end_seconds = out->seconds;
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;
         out->images_per_sec = out->seconds > 0 ? (double)out->steps * R->c.batch / out->seconds : 0.0;
     }

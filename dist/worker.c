@@ -96,9 +96,21 @@ static void count_step(nnc_run *R, int i, double loss, long dc, long dseen)
     pthread_mutex_unlock(&R->mu);
 }
 
+/* The time budget, seen by a worker before a local step: the run's end if the worker stops now
+ * is about the clock plus what the round still costs it (GRAWA: the probe, a forward and
+ * backward of probe_batch images), one step later if it takes the step; it stops when that is
+ * the nearer one to the budget. est: this worker's smoothed seconds per step (0 = none yet).
+ * mu held (the clock's excluded time is written by the synchronizer with every worker parked). */
+static int deadline_near(const nnc_run *R, double est)
+{
+    if (!(R->c.time_budget > 0) || !(est > 0)) return 0;
+    double tail = has(R, NNC_ALGO_F_PROBE) ? est * (double)R->c.probe_batch / (double)R->c.batch : 0.0;
+    return nnc__run_seconds(R) + 0.5 * est + tail >= R->c.time_budget;
+}
+
 /* Local steps until this worker must join a round. Returns GO_ROUND, GO_CANCEL or an error;
- * *stopping is set when the round is the stop request's. */
-static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
+ * *stopping is set when the round is the stop request's; *est is the worker's smoothed step time. */
+static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping, double *est)
 {
     nnc_replica *r = R->rep[i];
     for (;;) {
@@ -106,6 +118,14 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         int cancel = R->cancel;
         *stopping = R->stop_req;
         int arrive = R->stop_req || R->W[i].bad;
+        /* The time budget's deadline (sync.c): no further local step, the round after it closes
+         * the run. A data-parallel worker arrives after every step anyway. */
+        if (!has(R, NNC_ALGO_F_GRADIENTS)) {
+            /* the first worker to see the end near raises the flag for all: the round after it
+             * closes the run (no rounds without local steps while the clock catches up) */
+            if (!R->deadline && deadline_near(R, *est)) R->deadline = 1;
+            arrive |= R->deadline;
+        }
         if (has(R, NNC_ALGO_F_GRADIENTS)) {
             arrive |= R->W[i].wround >= 1;
         } else if (R->c.sync == NNC_SYNC_ASYNC) {
@@ -119,6 +139,7 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         pthread_mutex_unlock(&R->mu);
         if (cancel) return GO_CANCEL;
         if (arrive) return GO_ROUND;
+        double t_step = nnc__now();
         int h = step_hooks(R, i, jitter);
         if (h) return h;
         double loss = 0.0;
@@ -169,6 +190,8 @@ static int local_phase(nnc_run *R, int i, nnc_rng *jitter, int *stopping)
         OBSERVE(R, NNC__OBS_STEP_DONE, i, loss);
         if (has(R, NNC_ALGO_F_LOSS_HISTORY)) nnc__lsgd_push(&R->W[i].hist, loss);
         count_step(R, i, loss, r->correct - c0, r->seen - s0);
+        double dt = nnc__now() - t_step;
+        *est = *est > 0 ? 0.7 * *est + 0.3 * dt : dt;
     }
 }
 
@@ -237,9 +260,10 @@ void *nnc__worker_main(void *arg)
     int i = ((nnc__worker_arg *)arg)->id;
     nnc_rng jitter;
     nnc_rng_seed(&jitter, (uint64_t)(nnc__now() * 1e9), (uint64_t)i);
+    double est = 0.0;   /* smoothed seconds per local step (the time budget's end) */
     for (;;) {
         int stopping = 0;
-        int s = local_phase(R, i, &jitter, &stopping);
+        int s = local_phase(R, i, &jitter, &stopping, &est);
         if (s == GO_CANCEL) break;
         if (s == GO_ROUND) s = round_prepare(R, i, stopping);
         if (s) {

@@ -78,7 +78,9 @@ int cmd_compare(int argc, char **argv)
                                "compare.svg (test accuracy vs training time). --drop-time defaults to 3/4 of the budget\n"
                                "with --sched time-drop. An OUT that holds a comparison is refused unless --resume\n"
                                "(continue each run) or --overwrite (start over). compare.md also has the bytes moved,\n"
-                               "with --target-acc A the time to reach accuracy A, with --flatness the Hessian's lambda_max\n"
+                               "with --link the modelled communication seconds,\n"
+                               "with --target-acc A the time to reach accuracy A (evaluated every --eval-seconds, default\n"
+                               "budget/20), with --flatness the Hessian's lambda_max\n"
                                "and top-k sum (nnc flatness, 1 start, on best.ckpt), and a paired t comparison of every\n"
                                "algorithm with the best baseline over the same seeds (docs/compare.md).",
                     .flags = specs,
@@ -109,6 +111,10 @@ int cmd_compare(int argc, char **argv)
     }
     if (flatness && flatness_opts_check(&fo)) return EXIT_USAGE;
     if (!strcmp(o.sched, "time-drop") && !(o.drop_time > 0) && o.time_budget > 0) o.drop_time = 0.75 * o.time_budget;
+    /* time to accuracy is read from evaluations: on a training-time grid (20 points over the
+     * budget unless --eval-seconds says otherwise), so every algorithm is sampled alike */
+    flag_spec *fes = flags_find(&t, "eval-seconds");
+    if (target_acc > 0 && o.time_budget > 0 && fes && !fes->set && !o.resume) o.eval_seconds = o.time_budget / 20.0;
     if (o.run_dir) {
         cli_error("compare: --run-dir does not apply (each run gets OUT/<algo>-s<seed>)");
         return EXIT_USAGE;
@@ -227,6 +233,7 @@ int cmd_compare(int argc, char **argv)
             if (!cr->local_steps) cr->local_steps = res->steps;
             cr->img_per_s = res->images_per_sec;
             cr->seconds = res->seconds;
+            cr->comm_s = res->comm_model_seconds;
             cr->bytes_per_round = ro.workers > 1 ? summary_bytes_per_round(dir) : 0;
             cr->flat_lambda = cr->flat_topk = NAN;
             es[k] = calloc((size_t)outs[k].nevals + 1, sizeof(double));

@@ -149,6 +149,8 @@ int train_flags(train_opts *o, flag_spec *f)
     F("threads-per-worker", FLAG_INT, &o->threads_per_worker, "kernel threads of each worker's team (0 = all cores divided among the workers, at least 1; more threads than cores: a warning)");
     F("placement", FLAG_STR, &o->placement, "auto (each worker's team pinned to its own cores, inside one NUMA node where it fits) or none (no pinning)");
     F("eval-every", FLAG_INT, &o->eval_every, "evaluate every N epochs (0 = only at the end)");
+    F("eval-seconds", FLAG_DOUBLE, &o->eval_seconds, "also evaluate every S seconds of training time (0 = none)");
+    F("link", FLAG_STR, &o->link, "modelled interconnect LATENCY,BANDWIDTH such as 100us,1Gbit: collectives wait its cost (empty = none)");
     F("anomaly", FLAG_BOOL, &o->anomaly, "anomaly mode: name the first op producing NaN/Inf");
     F("log-every", FLAG_INT, &o->log_every, "steps between progress lines and metrics rows");
 #undef F
@@ -224,6 +226,8 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     if (!(o->momentum >= 0)) return bad_value("momentum", "a number >= 0", cli_format_float(o->momentum, fb, sizeof fb));
     if (!(o->wd >= 0)) return bad_value("wd", "a number >= 0", cli_format_float(o->wd, fb, sizeof fb));
     if (!(o->gamma > 0)) return bad_value("gamma", "a number > 0", cli_format_float(o->gamma, fb, sizeof fb));
+    if (!(o->eval_seconds >= 0) || !isfinite(o->eval_seconds))
+        return bad_value("eval-seconds", "seconds >= 0 (0 = none)", cli_format_double(o->eval_seconds, fb, sizeof fb));
     if (o->sync_timeout < 0)
         return bad_value("sync-timeout", "seconds >= 0 (0 = 600)", cli_format_double(o->sync_timeout, fb, sizeof fb));
     c->batch = o->batch;
@@ -328,6 +332,13 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
         return bad_value("placement", "auto or none", o->placement);
     }
     c->eval_every_epochs = o->eval_every;
+    c->eval_seconds = o->eval_seconds;
+    if (o->link && *o->link) {
+        if (nnc_link_parse(o->link, &c->link)) {
+            cli_error("%s", nnc_error_message());
+            return EXIT_USAGE;
+        }
+    }
     c->anomaly = o->anomaly;
     c->keep_epochs = o->keep;
     if (!strcmp(o->nan_policy, "stop")) c->nan_policy = NNC_NAN_STOP;
@@ -511,9 +522,10 @@ static void on_round(const nnc_round_info *r, void *ud)
     join_list(weights, sizeof weights, r->weight, m, "%.4f");
     join_list(dists, sizeof dists, r->distance, m, "%.4g");
     join_list(locals, sizeof locals, steps, m, "%.0f");
-    snprintf(extra, sizeof extra, "round=%ld norm=%s weight=%s dist=%s local=%s sync_s=%.4f", r->round, norms,
-             weights, dists, locals, r->sync_seconds);
-    metrics_row(&c->ml, "round", c->step, NAN, r->seconds, r->loss, NAN, NAN, NAN, extra);
+    snprintf(extra, sizeof extra, "round=%ld norm=%s weight=%s dist=%s local=%s sync_s=%.4f comm_s=%.4f", r->round,
+             norms, weights, dists, locals, r->sync_seconds, r->comm_seconds);
+    if (r->step > c->step) c->step = r->step;
+    metrics_row(&c->ml, "round", r->step, NAN, r->seconds, r->loss, NAN, NAN, NAN, extra);
     const char *algo = c->o->algo;
     const char *norm_label = !strcmp(algo, "lsgd") ? "loss" : strstr(algo, "grawa") ? "norm" : NULL;
     /* train.log gets every round with each worker's values; the terminal a line that fits, no
@@ -656,6 +668,8 @@ static int write_summary(const train_opts *o, const nnc_train_result *r, const c
         snprintf(arr + off, sizeof arr - (size_t)off, "]");
         json_raw(&j, "local_steps", arr);
         json_num(&j, "sync_seconds", r->sync_seconds);
+        json_num(&j, "comm_model_seconds", r->comm_model_seconds);
+        json_str(&j, "link", o->link && *o->link ? o->link : "");
     }
     json_end(&j);
     fclose(f);
@@ -698,7 +712,7 @@ static int resume_may_change(const char *flag)
 {
     static const char *const ok[] = {"data",     "download", "epochs",  "time-budget",  "threads",
                                      "run-dir",  "resume",   "overwrite", "keep",       "nan-policy",
-                                     "anomaly",  "log-every", "eval-every", "sync-timeout",
+                                     "anomaly",  "log-every", "eval-every", "sync-timeout", "eval-seconds",
                                      "threads-per-worker", "placement"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         if (!strcmp(ok[i], flag)) return 1;

@@ -14,6 +14,8 @@ typedef struct compare_run {
     int nevals;
     double bytes_per_round;        /* summary.json (all workers together); NAN unknown */
     double flat_lambda, flat_topk; /* --flatness: lambda_max and the top-k sum; NAN when not measured */
+    double comm_s;                 /* modelled communication seconds (--link; summary.json
+                                      comm_model_seconds; 0 without a link) */
 } compare_run;
 
 /* What compare.md shows besides accuracy, rounds, steps and throughput. */

@@ -87,6 +87,7 @@ int compare_run_load(const char *run_dir, const char *algo, long seed, compare_r
         r->bytes_per_round = v;
     if (!jr_num(t, "images_per_sec", &v)) r->img_per_s = v;
     if (!jr_num(t, "seconds", &v)) r->seconds = v;
+    if (!jr_num(t, "comm_model_seconds", &v)) r->comm_s = v;   /* absent: a run without a link */
     int nl = jr_nums(t, "local_steps", ls, 256);
     for (int i = 0; i < nl; i++) r->local_steps += (long)ls[i];
     if (!r->local_steps && !jr_num(t, "steps", &v)) r->local_steps = (long)v;
@@ -477,11 +478,12 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
 {
     char path[1100];
     out_file of;
-    int target = o && o->target_acc > 0, flat = o && o->flatness;
+    int target = o && o->target_acc > 0, flat = o && o->flatness, comm = 0;
+    for (int i = 0; i < n; i++) comm |= runs[i].comm_s > 0;
     FILE *f = open_out(&of, out_dir, "compare.csv", path, sizeof path);
     if (!f) return -1;
     fprintf(f, "algo,seed,exit_code,test_acc,center_test_acc,average_test_acc,rounds,local_steps,img_per_s,seconds,"
-               "bytes_per_round,mb_moved,time_to_target,lambda_max,topk_sum\n");
+               "bytes_per_round,mb_moved,time_to_target,lambda_max,topk_sum,comm_model_seconds\n");
     for (int i = 0; i < n; i++) {
         const compare_run *r = &runs[i];
         fprintf(f, "%s,%ld,%d", r->algo, r->seed, r->exit_code);
@@ -496,6 +498,7 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
         csv_num(f, target ? compare_time_to(r, o->target_acc) : NAN, "%.3f");
         csv_num(f, flat ? r->flat_lambda : NAN, "%.6g");
         csv_num(f, flat ? r->flat_topk : NAN, "%.6g");
+        csv_num(f, r->comm_s, "%.3f");
         fputc('\n', f);
     }
     if (close_out(&of, path)) return -1;
@@ -509,24 +512,26 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
         if (!seen && na < 64) algos[na++] = runs[i].algo;
     }
     size_t cnt = (size_t)(n ? n : 1);
-    double *v[8];
+    double *v[9];
     int bad = 0;
-    for (int i = 0; i < 8; i++) bad |= !(v[i] = malloc(sizeof(double) * cnt));
+    for (int i = 0; i < 9; i++) bad |= !(v[i] = malloc(sizeof(double) * cnt));
     if (bad) {
-        for (int i = 0; i < 8; i++) free(v[i]);
+        for (int i = 0; i < 9; i++) free(v[i]);
         errno = ENOMEM;
         return -1;
     }
-    double *center = v[0], *avg = v[1], *mb = v[2], *ttt = v[3], *lam = v[4], *top = v[5];
+    double *center = v[0], *avg = v[1], *mb = v[2], *ttt = v[3], *lam = v[4], *top = v[5], *cs = v[8];
     f = open_out(&of, out_dir, "compare.md", path, sizeof path);
     if (!f) {
-        for (int i = 0; i < 8; i++) free(v[i]);
+        for (int i = 0; i < 9; i++) free(v[i]);
         return -1;
     }
     fprintf(f, "| algorithm | runs | center test acc %% | average test acc %% | rounds | local steps | img/s | MB moved |");
+    if (comm) fprintf(f, " comm s (modelled) |");
     if (target) fprintf(f, " time to %.4g%% (s) |", 100 * o->target_acc);
     if (flat) fprintf(f, " lambda_max | top-%d sum |", o->flat_k);
-    fprintf(f, "\n|---|---|---|---|---|---|---|---|%s%s\n", target ? "---|" : "", flat ? "---|---|" : "");
+    fprintf(f, "\n|---|---|---|---|---|---|---|---|%s%s%s\n", comm ? "---|" : "", target ? "---|" : "",
+            flat ? "---|---|" : "");
     for (int a = 0; a < na; a++) {
         int k = 0, failed = 0, reached = 0;
         double rounds = 0, steps = 0, ips = 0;
@@ -540,6 +545,7 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
             center[k] = reported_acc(&runs[i]);
             avg[k] = runs[i].average_acc;
             mb[k] = moved_mb(&runs[i]);
+            cs[k] = runs[i].comm_s;
             ttt[k] = target ? compare_time_to(&runs[i], o->target_acc) : NAN;
             reached += isfinite(ttt[k]);
             lam[k] = runs[i].flat_lambda;
@@ -557,6 +563,7 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
         else
             fprintf(f, " - | - | - |");
         cell(f, mb, k, 1, "%.1f");
+        if (comm) cell(f, cs, k, 1, "%.1f");
         if (target) {
             if (!k)
                 fprintf(f, " - |");
@@ -579,6 +586,9 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
     }
     fprintf(f, "\nmean ± sample standard deviation over seeds; accuracies on the test split at the end of each run. "
                "MB moved: rounds x bytes per round (summary.json), all workers together.");
+    if (comm)
+        fprintf(f, " comm s (modelled): seconds the runs waited for the modelled interconnect (--link, "
+                   "summary.json comm_model_seconds), part of the training time; a model, not a measurement.");
     if (target)
         fprintf(f, " Time to %.4g%%: training seconds (evaluation excluded) of the first evaluation of the reported "
                    "model at or above %.4g%% (metrics.csv `val` rows), mean ± sd over the seeds that reached it "
@@ -589,7 +599,7 @@ int compare_write_opts(const char *out_dir, const compare_run *runs, int n, cons
     fputc('\n', f);
     if (na > 1) paired_section(f, runs, n, algos, na, o, v[6], v[7]);
     int rc = close_out(&of, path);
-    for (int i = 0; i < 8; i++) free(v[i]);
+    for (int i = 0; i < 9; i++) free(v[i]);
     if (rc) return -1;
 
     snprintf(path, sizeof path, "%s/compare.svg", out_dir);

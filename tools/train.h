@@ -19,6 +19,8 @@ typedef struct train_opts {
     double time_budget, drop_time, sync_timeout;
     float lr, momentum, wd, warmup_epochs, gamma, pull, prox, slow_momentum, slow_lr;
     long seed, limit_train, limit_test, step_epochs;
+    double eval_seconds;   /* --eval-seconds: training-time evaluation grid (0 = none) */
+    const char *link;      /* --link LATENCY,BANDWIDTH: modelled interconnect (NULL or "" = none) */
     int threads_per_worker;
     const char *placement;
 } train_opts;

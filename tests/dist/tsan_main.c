@@ -9,10 +9,10 @@
  *   build/san-thread/dist_tsan     (exit 0 and no "WARNING: ThreadSanitizer" = pass)
  * Scenarios: every algorithm with 4 workers in both sync modes, the single replica (loader
  * prefetch thread), a NaN worker under jitter, a stalled worker, a failing worker, a stop
- * request with checkpoint + resume, two training contexts on two threads at once, two concurrent
- * runs with different kernel thread team sizes (2 workers x 2 threads beside one replica of 3
- * threads, then pinned 2 x 1 beside unpinned 1 x 2), and the test-only worker observer
- * (dist/run.h) reading what it documents as stable.
+ * request with checkpoint + resume, time budgets with the evaluation grid and a modelled link, two
+ * training contexts on two threads at once, two concurrent runs with different kernel thread team
+ * sizes (2 workers x 2 threads beside one replica of 3 threads, then pinned 2 x 1 beside unpinned
+ * 1 x 2), and the test-only worker observer (dist/run.h) reading what it documents as stable.
  */
 #include <math.h>
 #include <pthread.h>
@@ -135,6 +135,20 @@ int main(void)
             bad += run(name, config((nnc_algo)a, 4, (nnc_sync_mode)s), NNC_OK);
         }
     bad += run("sgd single", config(NNC_ALGO_SGD, 1, NNC_SYNC_ASYNC), NNC_OK);
+    /* time budgets (the deadline flag, the workers' own end test, the synchronizer's wake at the
+     * deadline), the training-time evaluation grid and the modelled link's wait */
+    const nnc_algo timed[] = {NNC_ALGO_MGRAWA, NNC_ALGO_LSGD, NNC_ALGO_DP, NNC_ALGO_SGD};
+    for (int k = 0; k < 4; k++)
+        for (int s = 0; s < 2; s++) {
+            nnc_train_config t = config(timed[k], timed[k] == NNC_ALGO_SGD ? 1 : 4, (nnc_sync_mode)s);
+            t.epochs = 0;
+            t.time_budget = 0.6;
+            t.eval_seconds = 0.2;
+            t.link.latency_s = 1e-3;
+            t.link.bytes_per_s = 1e9;
+            snprintf(name, sizeof name, "budget %s/%s", nnc_algo_name(timed[k]), s ? "lockstep" : "async");
+            bad += run(name, t, NNC_OK);
+        }
     nnc__dist_observe(observer, NULL);
     bad += run("observed mgrawa", config(NNC_ALGO_MGRAWA, 4, NNC_SYNC_LOCKSTEP), NNC_OK);
     bad += run("observed easgd async", config(NNC_ALGO_EASGD, 4, NNC_SYNC_ASYNC), NNC_OK);

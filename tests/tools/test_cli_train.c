@@ -391,6 +391,58 @@ Test(tools_cli_train, workers2_mgrawa_rounds)
     free(run);
 }
 
+/* The modelled link and the round rows: --link is charged (summary comm_model_seconds = the
+ * sum of the rows' comm_s), recorded in config.json and kept by --resume (a different value is
+ * refused); each round row carries the global step at that round (lockstep: tau * M per round). */
+Test(tools_cli_train, link_and_round_rows)
+{
+    char *run = tcli_path(work, "run");
+    tcli_result r = TRAIN(run, "--epochs", "1", "--workers", "2", "--algo", "mgrawa", "--tau", "2", "--sync",
+                          "lockstep", "--bn-batches", "1", "--link", "10ms,1Gbit", "--eval-every", "0");
+    cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+    tcli_free(&r);
+    char *m = file_in(run, "metrics.csv");
+    cr_assert(m);
+    double comm = 0.0;
+    long k = 0;
+    for (char *save = NULL, *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "round,", 6)) continue;
+        k++;
+        cr_assert_eq(strtol(line + 6, NULL, 10), k * 2 * 2, "round %ld: %s", k, line);
+        char *c = strstr(line, "comm_s=");
+        cr_assert(c, "%s", line);
+        comm += strtod(c + 7, NULL);
+    }
+    free(m);
+    cr_assert_geq(k, 2);
+    cr_assert_eq((long)summary_num(run, "rounds"), k);
+    /* per round: 2 latencies of the ring (M = 2) + 2 of the norm all-gather = 40 ms and the bytes */
+    cr_assert(comm >= k * 0.040 - 1e-3, "comm %.4f over %ld rounds", comm, k);
+    cr_assert(fabs(summary_num(run, "comm_model_seconds") - comm) < 1e-3 * k);
+    cr_assert_geq(summary_num(run, "seconds"), k * 0.040);
+    char *cfg = file_in(run, "config.json");
+    cr_assert(cfg && strstr(cfg, "\"link\": \"10ms,1Gbit\""), "%s", cfg);
+    free(cfg);
+    r = TRAIN(run, "--resume", "--epochs", "2", "--link", "1ms,1Gbit");
+    cr_assert_eq(r.code, 2, "%s\n%s", r.out, r.err);
+    cr_assert(strstr(r.err, "--link"), "%s", r.err);
+    tcli_free(&r);
+    r = TRAIN(run, "--resume", "--epochs", "2");
+    cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+    tcli_free(&r);
+    char *sm = file_in(run, "summary.json");
+    cr_assert(strstr(sm, "\"link\": \"10ms,1Gbit\""), "resume keeps the link: %s", sm);
+    free(sm);
+    cr_assert_gt(summary_num(run, "comm_model_seconds"), 0.0);
+    r = TRAIN(run, "--overwrite", "--epochs", "1", "--link", "10ms");
+    cr_assert_eq(r.code, 2, "%s\n%s", r.out, r.err);
+    tcli_free(&r);
+    r = TRAIN(run, "--overwrite", "--epochs", "1", "--eval-seconds", "-1");
+    cr_assert_eq(r.code, 2, "%s\n%s", r.out, r.err);
+    tcli_free(&r);
+    free(run);
+}
+
 /* G1: usage errors exit 2 before touching anything; divergence exits 3. */
 Test(tools_cli_train, exit_codes)
 {

@@ -141,10 +141,10 @@ Test(tools_compare_stats, report_from_run_folders)
     cr_assert(strstr(md, "| easgd | 3 | -10.00 | [-16.57, -3.43] | 0 | n/a | n/a |"), "%s", md);
     /* lgrawa: one paired seed: n/a */
     cr_assert(strstr(md, "| lgrawa | 1 | n/a | n/a |"), "%s", md);
-    cr_assert(strstr(csv, "bytes_per_round,mb_moved,time_to_target,lambda_max,topk_sum\n"), "%s", csv);
-    cr_assert(strstr(csv, "\nmgrawa,1,0,0.800000,0.800000,0.790000,20,40,1000.0,30.000,1000000,20.000,20.000,11,50\n"),
+    cr_assert(strstr(csv, "bytes_per_round,mb_moved,time_to_target,lambda_max,topk_sum,comm_model_seconds\n"), "%s", csv);
+    cr_assert(strstr(csv, "\nmgrawa,1,0,0.800000,0.800000,0.790000,20,40,1000.0,30.000,1000000,20.000,20.000,11,50,0.000\n"),
               "%s", csv);
-    cr_assert(strstr(csv, "\ndp,3,0,0.830000,0.830000,0.820000,20,40,1000.0,30.000,2000000,40.000,,14,51\n"), "%s",
+    cr_assert(strstr(csv, "\ndp,3,0,0.830000,0.830000,0.820000,20,40,1000.0,30.000,2000000,40.000,,14,51,0.000\n"), "%s",
               csv);
     free(md), free(csv);
     /* without options: no time or flatness columns; no baseline: said so */
@@ -153,7 +153,17 @@ Test(tools_compare_stats, report_from_run_folders)
     cr_assert_null(strstr(md, "time to"), "%s", md);
     cr_assert_null(strstr(md, "lambda_max"), "%s", md);
     cr_assert_null(strstr(md, "Paired"), "one algorithm: nothing to pair: %s", md);
+    cr_assert_null(strstr(md, "comm s"), "no link: no modelled-communication column: %s", md);
     free(md);
+    /* a modelled link: the comm column (mean +- sd over seeds) and the csv value */
+    for (int i = 0; i < 3; i++) runs[i].comm_s = 2.0 + i;
+    cr_assert_eq(compare_write_opts(out, runs, 3, NULL), 0);
+    md = slurp_in(out, "compare.md");
+    csv = slurp_in(out, "compare.csv");
+    cr_assert(strstr(md, "| comm s (modelled) |") && strstr(md, "| 3.0 ± 1.0 |"), "%s", md);
+    cr_assert(strstr(csv, ",4.000\n"), "%s", csv);
+    free(md), free(csv);
+    for (int i = 0; i < 3; i++) runs[i].comm_s = 0.0;
     compare_run two[2] = {runs[0], runs[9]};
     cr_assert_eq(compare_write_opts(out, two, 2, NULL), 0);
     md = slurp_in(out, "compare.md");
