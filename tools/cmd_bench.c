@@ -1,5 +1,6 @@
 /* tools/cmd_bench.c - `nnc bench`: training and inference throughput of a model on a random
- * batch, the nnc side of PERF.md's side-by-side measurement (tools/bench.sh runs PyTorch).
+ * batch, the nnc side of the side-by-side measurement with PyTorch (tools/bench.sh runs tools/torch_bench.py;
+ * docs/benchmarking.md has the method).
  *
  * Training step = forward + softmax cross-entropy + backward + SGD(momentum 0.9, weight decay
  * 5e-4, lr 0.01) on a fixed random batch (N,C,S,S) with random labels; inference = eval-mode
@@ -143,7 +144,7 @@ int cmd_bench(int argc, char **argv)
         {"json", FLAG_BOOL, &json, "end with one JSON line holding the figures", 0},
         {"layers", FLAG_BOOL, &layers, "instead: time each conv layer (forward, input and weight gradient)", 0},
         {"conv-path", FLAG_STR, &conv_path, "with --layers: auto, direct, gemm or small (where it runs) for every layer", 0},
-        {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (PERF.md)", 0},
+        {"peak-gflops", FLAG_DOUBLE, &peak, "with --layers: FP32 peak per thread for the % column (docs/benchmarking.md)", 0},
         {"workers", FLAG_INT, &workers, "instead: train M workers (--threads-per-worker each) vs one replica "
                                         "(--threads) through nnc_train on synthetic CIFAR-shaped data", 0},
         {"threads-per-worker", FLAG_INT, &tpw, "--workers: kernel threads of each worker (0 = cores / M, at least 1)", 0},
