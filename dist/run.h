@@ -138,6 +138,13 @@ typedef struct nnc__worker_arg {
     int id;
 } nnc__worker_arg;
 void *nnc__worker_main(void *arg);
+/* The worker thread's start routine: enters the worker's team (pinned where the plan pins it),
+ * runs nnc__worker_main, leaves the team; a team that cannot be entered fails the worker. */
+void *nnc__worker_entry(void *arg);
+/* dist/teams.c: the placement plan of this rank's workers and their teams (not entered yet);
+ * replica i built on its worker's cores when the plan pins it. */
+int nnc__run_plan_teams(nnc_run *R);
+int nnc__run_replica_new_placed(nnc_run *R, int i);
 /* out (n_buf floats) = mean of the BN buffers of the workers with ok[i] (NULL: all), summed in
  * global worker order over every rank (collective). */
 int nnc__run_buf_average(nnc_run *R, const int *ok, float *out);

@@ -439,27 +439,6 @@ static int coordinate(nnc_run *R, progress start)
     }
 }
 
-/* A worker thread runs its ops on its own team (pinned where the plan pins it). */
-static void *worker_entry(void *arg)
-{
-    nnc__worker_arg *a = arg;
-    nnc_run *R = a->R;
-    nnc_team *t = R->team[a->id];
-    int s = t ? nnc_team_enter(t) : NNC_OK;
-    if (s) {
-        pthread_mutex_lock(&R->mu);
-        R->wstatus[a->id] = s;
-        snprintf(R->wmsg[a->id], sizeof R->wmsg[a->id], "worker %d: %s", a->id, nnc_error_message());
-        if (!R->failed) R->failed = a->id + 1;
-        pthread_cond_signal(&R->cv_sync);
-        pthread_mutex_unlock(&R->mu);
-        return NULL;
-    }
-    nnc__worker_main(arg);
-    if (t) nnc_team_leave(t);
-    return NULL;
-}
-
 int nnc__run_workers(nnc_run *R)
 {
     int M = R->M, nl = R->nloc;
@@ -480,7 +459,7 @@ int nnc__run_workers(nnc_run *R)
         s = nnc__fail(NNC_ENOMEM, "training: cannot allocate the round exchange (%d workers)", M);
     for (; !s && started < nl; started++) {
         args[started] = (nnc__worker_arg){.R = R, .id = R->lo + started};
-        if (pthread_create(&th[started], NULL, worker_entry, &args[started]) != 0) {
+        if (pthread_create(&th[started], NULL, nnc__worker_entry, &args[started]) != 0) {
             s = nnc__fail(NNC_ETHREAD, "cannot start worker thread %d of %d", R->lo + started, M);
             break;
         }

@@ -296,3 +296,24 @@ void *nnc__worker_main(void *arg)
     }
     return NULL;
 }
+
+/* A worker thread runs its ops on its own team (pinned where the plan pins it). */
+void *nnc__worker_entry(void *arg)
+{
+    nnc__worker_arg *a = arg;
+    nnc_run *R = a->R;
+    nnc_team *t = R->team[a->id];
+    int s = t ? nnc_team_enter(t) : NNC_OK;
+    if (s) {
+        pthread_mutex_lock(&R->mu);
+        R->wstatus[a->id] = s;
+        snprintf(R->wmsg[a->id], sizeof R->wmsg[a->id], "worker %d: %s", a->id, nnc_error_message());
+        if (!R->failed) R->failed = a->id + 1;
+        pthread_cond_signal(&R->cv_sync);
+        pthread_mutex_unlock(&R->mu);
+        return NULL;
+    }
+    nnc__worker_main(arg);
+    if (t) nnc_team_leave(t);
+    return NULL;
+}
