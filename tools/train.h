@@ -49,6 +49,24 @@ typedef struct train_outcome {
 
 void train_outcome_free(train_outcome *o);
 
+/* What train_execute hands nnc_train's callbacks (tools/train_report.c): the progress line,
+ * metrics.csv, train.log, and the evaluations collected for compare. */
+typedef struct run_ctx {
+    const train_opts *o;
+    progress prog;
+    metrics_log ml;
+    long last_row, last_line, step; /* latest step seen in a callback */
+    long round_steps, round_printed;  /* local steps summed over rounds; at the last round line */
+    double seconds, epoch;
+    train_outcome *out;
+    const char *run_dir;
+} run_ctx;
+/* nnc_train callbacks (ud = run_ctx*): progress and round lines, evaluations, warnings. */
+void train_on_step(const nnc_step_info *s, void *ud);
+void train_on_round(const nnc_round_info *r, void *ud);
+void train_on_eval(const nnc_eval_info *e, void *ud);
+void train_on_log(const char *line, void *ud);
+
 /* Check o before anything is read or written: DATASET given, --model registered, every flag
  * value (build_config against a dataset of any size). Returns 0 or EXIT_USAGE (printed). */
 int train_validate(const train_opts *o);
