@@ -232,8 +232,8 @@ typedef struct nnc_train_result {
     int resets;                         /* non-finite worker resets */
     long skipped_steps;                 /* steps skipped by NNC_NAN_SKIP */
     int stopped_by_signal;              /* signal number, or 0 */
-    double comm_model_seconds;          /* modelled communication time charged in this call (a
-                                           resumed run: since the resume; 0 without a link) */
+    double comm_model_seconds;          /* modelled communication time of the whole run, part of
+                                           `seconds` (a resumed run: since its start; 0 without a link) */
     int threads_per_worker;             /* the team size each replica ran with */
     char placement[8192];               /* the plan as JSON (nnc info --topology --json's form) */
 } nnc_train_result;

@@ -335,6 +335,7 @@ static const field MF[] = {
     M("last_epoch", T_I64, last_epoch), M("steps_per_epoch", T_I64, steps_per_epoch),
     M("mark_n", T_I64, mark_n), M("seconds", T_F64, seconds), M("best_acc", T_F64, best_acc),
     M("pub_seconds", T_F64, pub_seconds), M("mark_loss", T_F64, mark_loss),
+    M("comm_seconds", T_F64, comm_seconds), /* version 3; a version 2 meta ends before it */
 };
 #undef M
 #define NMF ((int)(sizeof MF / sizeof *MF))
@@ -348,15 +349,17 @@ int nnc__meta_decode(const unsigned char *b, size_t n, const char *path, nnc__me
     memset(m, 0, sizeof *m);
     /* The version first: it decides the layout of everything else. */
     int32_t version = n >= 4 ? (int32_t)(uint32_t)get_le(b, 4) : -1;
-    if (version != NNC__RUN_META_VERSION)
+    /* Version 2 is version 3 without its last field (comm_seconds, then 0). */
+    int nf = version == 2 ? NMF - 1 : NMF;
+    if (version != NNC__RUN_META_VERSION && version != 2)
         return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section 'run/meta' field 'version': expected %d, found %d (%s)",
                          path, NNC__RUN_META_VERSION, version,
                          version == 1 ? "written by an nnc before the little-endian run record; finish that run with "
                                         "the nnc that wrote it, or start over" : "not a run state this nnc reads");
-    if (n != nnc__meta_bytes())
-        return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section 'run/meta' has %zu bytes, expected %zu", path, n,
-                         nnc__meta_bytes());
-    decode(MF, NMF, b, m);
+    if (n != table_bytes(MF, nf))
+        return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section 'run/meta' (version %d) has %zu bytes, expected %zu",
+                         path, (int)version, n, table_bytes(MF, nf));
+    decode(MF, nf, b, m);
     return NNC_OK;
 }
 
@@ -367,7 +370,8 @@ void nnc__meta_get(const nnc_run *R, nnc__meta *m)
                      .sync = (int32_t)R->c.sync, .layers = R->ly.L, .slow = R->slow, .round = R->round,
                      .total_steps = R->total_steps, .round_steps = R->round_steps, .last_epoch = R->last_epoch,
                      .steps_per_epoch = R->spe, .mark_n = R->mark_n, .seconds = nnc__run_seconds(R),
-                     .best_acc = R->best_acc, .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss};
+                     .best_acc = R->best_acc, .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss,
+                     .comm_seconds = R->res ? R->res->comm_model_seconds : 0.0};
 }
 
 int nnc__meta_check(const nnc_run *R, const char *path, const nnc__meta *m)
@@ -383,7 +387,8 @@ int nnc__meta_check(const nnc_run *R, const char *path, const nnc__meta *m)
         (s = check_i64(path, S, -1, "mark_n", m->mark_n, 0, m->total_steps)) ||
         (s = check_f64(path, S, -1, "seconds", m->seconds, 0.0, SECONDS_MAX)) ||
         (s = check_f64(path, S, -1, "pub_seconds", m->pub_seconds, 0.0, SECONDS_MAX)) ||
-        (s = check_f64(path, S, -1, "mark_loss", m->mark_loss, -1e300, 1e300)))
+        (s = check_f64(path, S, -1, "mark_loss", m->mark_loss, -1e300, 1e300)) ||
+        (s = check_f64(path, S, -1, "comm_seconds", m->comm_seconds, 0.0, SECONDS_MAX)))
         return s;
     if (m->best_acc != -1.0 && (s = check_f64(path, S, -1, "best_acc", m->best_acc, 0.0, 1.0))) return s;
     return NNC_OK;
@@ -400,6 +405,7 @@ void nnc__meta_apply(nnc_run *R, const nnc__meta *m)
     R->pub_seconds = m->pub_seconds;
     R->mark_loss = m->mark_loss;
     R->mark_n = m->mark_n;
+    if (R->res) R->res->comm_model_seconds = m->comm_seconds;
 }
 
 /* ---- the public progress query ---- */

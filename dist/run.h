@@ -179,13 +179,14 @@ int nnc__run_evaluate(nnc_run *R);
 /* Checkpoints (runckpt.c): the whole run state to ckpt_dir/<name>, or back. The bytes sections
  * "run/meta" (the run counters) and "run/workers" (one record per worker) are encoded by
  * dist/record.c, little-endian field by field; resuming checks every value against its range. */
-#define NNC__RUN_META_VERSION 2
+#define NNC__RUN_META_VERSION 3
 
 /* The run meta (section run/meta), decoded. */
 typedef struct nnc__meta {
     int32_t version, workers, algo, sync, layers, slow;
     int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch, mark_n;
     double seconds, best_acc, pub_seconds, mark_loss;
+    double comm_seconds;   /* modelled communication seconds so far (version 3; 0 in a version 2 file) */
 } nnc__meta;
 
 size_t nnc__meta_bytes(void);

@@ -208,6 +208,23 @@ Test(dist_budget, link_cost_charged_and_bits_unchanged, .timeout = 120)
     for (int k = 0; k < r.rounds && k < 256; k++) cr_assert_float_eq(r.comm[k], per, 1e-12);
     cr_assert_geq(b.seconds, b.rounds * per, "the wait is training time: %.3f s < %.3f s", b.seconds, b.rounds * per);
     cr_assert_gt(b.seconds, a.seconds);
+    /* Resumed for one more epoch: the modelled seconds cover the whole run, not the resume. */
+    char d3[64];
+    fx_tmpdir(d3, sizeof d3);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "cp -r %s/. %s/", d2, d3);
+    cr_assert_eq(system(cmd), 0);
+    nnc_train_config c3 = c;
+    c3.ckpt_dir = d3;
+    c3.resume = 1;
+    c3.epochs = 3;
+    nnc_train_result e;
+    hook(&c3, &r);
+    cr_assert_eq(nnc_train(&c3, tr, NULL, &e), NNC_OK, "%s", nnc_error_message());
+    cr_assert_gt(e.rounds, b.rounds);
+    cr_assert_float_eq(e.comm_model_seconds, e.rounds * per, 1e-9, "resumed: charged %.6f s, expected %ld x %.6f s",
+                       e.comm_model_seconds, e.rounds, per);
+    fx_rmdir(d3);
     const char *pre[] = {"", "w0/", "w1/"};
     for (int k = 0; k < 3; k++) {
         nnc_model *ma = fx_load_model(d1, "last.ckpt", pre[k]), *mb = fx_load_model(d2, "last.ckpt", pre[k]);

@@ -675,6 +675,32 @@ Test(dist_trust, run_state_is_little_endian_and_progress_query_reads_it, .timeou
     fx_dataset_free(tr);
 }
 
+/* Version 2 of the run meta (before the modelled communication seconds) still decodes: its
+ * fields are version 3's without the last, which then reads 0. */
+Test(dist_trust, run_meta_version_2_still_reads)
+{
+    nnc__meta m = {.version = NNC__RUN_META_VERSION, .workers = 4, .round = 7, .total_steps = 90,
+                   .mark_loss = 1.5, .comm_seconds = 2.25};
+    unsigned char b[256], v2[256];
+    size_t n3 = nnc__meta_bytes(), n2 = (size_t)nnc__meta_field_offset("comm_seconds");
+    cr_assert_eq(n2 + 8, n3, "comm_seconds is the last field");
+    nnc__meta_encode(&m, b);
+    nnc__meta back;
+    cr_assert_eq(nnc__meta_decode(b, n3, "x", &back), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(back.comm_seconds, 2.25);
+    memcpy(v2, b, n2);
+    v2[0] = 2;
+    cr_assert_eq(nnc__meta_decode(v2, n2, "x", &back), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(back.version, 2);
+    cr_assert_eq(back.round, 7);
+    cr_assert_eq(back.mark_loss, 1.5);
+    cr_assert_eq(back.comm_seconds, 0.0);
+    /* A version 2 meta with version 3's size (or the reverse) is refused, naming both sizes. */
+    cr_assert_eq(nnc__meta_decode(v2, n3, "x", &back), NNC_EFORMAT);
+    cr_assert(strstr(nnc_error_message(), "version 2"), "%s", nnc_error_message());
+    cr_assert_eq(nnc__meta_decode(b, n2, "x", &back), NNC_EFORMAT);
+}
+
 Test(dist_trust, resume_refuses_an_older_run_state_version, .timeout = 60)
 {
     nnc_dataset *tr = fx_dataset(256, 1);
@@ -683,7 +709,7 @@ Test(dist_trust, resume_refuses_an_older_run_state_version, .timeout = 60)
     snprintf(path, sizeof path, "%s/last.ckpt", dir);
     int32_t v1 = 1;
     patch_section(path, "run/meta", (size_t)nnc__meta_field_offset("version"), &v1, sizeof v1);
-    const char *want[] = {"run/meta", "version", "expected 2, found 1", "the nnc that wrote it", NULL};
+    const char *want[] = {"run/meta", "version", "expected 3, found 1", "the nnc that wrote it", NULL};
     expect_resume_refused(&c, tr, want);
     nnc_ckpt_progress q;
     cr_assert_eq(nnc_train_ckpt_progress(path, &q), NNC_EFORMAT);
