@@ -248,12 +248,18 @@ typedef struct nnc_ckpt_progress {
     double epoch;          /* worker 0's steps / steps_per_epoch */
     int workers;
     nnc_algo algo;
+    nnc_sync_mode sync;
 } nnc_ckpt_progress;
 
 /* Read the progress of the run that wrote the checkpoint at path, without building anything.
  * Errors: those of nnc_ckpt_load (NNC_EIO, NNC_EFORMAT), NNC_EFORMAT for a file that is not a
  * training checkpoint or holds another run-state version (the message says which). */
 int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out);
+/* 1 when that run has trained `epochs` epochs by the rule nnc_train stops by (so resuming it
+ * with that many epochs trains nothing): asynchronous model averaging (mgrawa, lgrawa, easgd,
+ * lsgd, local-sgd, slowmo with --sync async) when the workers' steps together reach epochs x
+ * steps_per_epoch x workers, otherwise when every worker has trained epochs x steps_per_epoch. */
+int nnc_train_ckpt_reached(const nnc_ckpt_progress *p, long epochs);
 
 /* Run training on train (and evaluate on test, may be NULL). */
 int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,

@@ -410,6 +410,19 @@ void nnc__meta_apply(nnc_run *R, const nnc__meta *m)
 
 /* ---- the public progress query ---- */
 
+int nnc_train_ckpt_reached(const nnc_ckpt_progress *p, long epochs)
+{
+    const nnc_algo_def *A = nnc_algo_get(p->algo);
+    long target = epochs * p->steps_per_epoch;
+    if (!A || epochs <= 0) return 0;
+    /* The rule the synchronizer stops by (sync.c): asynchronous model averaging counts the
+     * steps of all workers together; otherwise every worker trains its own epochs. */
+    if (!(A->flags & NNC_ALGO_F_SINGLE) && p->workers > 1 && p->sync == NNC_SYNC_ASYNC &&
+        !(A->flags & NNC_ALGO_F_GRADIENTS))
+        return p->steps >= target * p->workers;
+    return p->min_steps >= target;
+}
+
 int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out)
 {
     NNC_ASSERT(path && out, "nnc_train_ckpt_progress: NULL path or result");
@@ -453,6 +466,7 @@ int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out)
             out->steps_per_epoch = (long)m.steps_per_epoch;
             out->seconds = m.seconds;
             out->rounds = (long)m.round;
+            out->sync = (nnc_sync_mode)m.sync;
         }
     }
     nnc_ckpt_free(c);

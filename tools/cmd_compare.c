@@ -2,6 +2,7 @@
  * full in-process training run on the same data and budget, then compare.md/.csv/.svg. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,6 +41,51 @@ static double summary_bytes_per_round(const char *run_dir)
     if (t && jr_num(t, "bytes_per_round", &v)) v = NAN;
     free(t);
     return v;
+}
+
+/* RUN/flatness.json (the --json object of `nnc flatness`) is written after each --flatness
+ * measurement; a later compare --resume reuses it when it was taken with the same settings and
+ * after the run's checkpoints were last written, instead of measuring again. */
+static int flatness_cached(const char *run_dir, const flatness_opts *fo, double *lambda, double *topk)
+{
+    char path[RUN_DIR_MAX + 32], ck[RUN_DIR_MAX + 32];
+    struct stat js, cs;
+    if (run_path(path, sizeof path, run_dir, "flatness.json") || stat(path, &js)) return 0;
+    const char *ckpts[] = {"best.ckpt", "last.ckpt"};
+    for (int i = 0; i < 2; i++) {
+        if (run_path(ck, sizeof ck, run_dir, ckpts[i])) return 0;
+        if (!stat(ck, &cs) && (cs.st_mtim.tv_sec > js.st_mtim.tv_sec ||
+                               (cs.st_mtim.tv_sec == js.st_mtim.tv_sec && cs.st_mtim.tv_nsec >= js.st_mtim.tv_nsec)))
+            return 0; /* a checkpoint newer than the measurement */
+    }
+    char *t = cli_read_file(path, NULL);
+    if (!t) return 0;
+    double images, iters, k, starts, seed, batch, eps, l, top;
+    int ok = !jr_num(t, "images", &images) && !jr_num(t, "iters", &iters) && !jr_num(t, "k", &k) &&
+             !jr_num(t, "starts", &starts) && !jr_num(t, "seed", &seed) && !jr_num(t, "batch", &batch) &&
+             !jr_num(t, "eps", &eps) && !jr_num(t, "lambda_max", &l) && !jr_num(t, "topk_sum", &top) &&
+             images == fo->images && iters == fo->iters && k == fo->k && starts == fo->starts &&
+             seed == (double)fo->seed && batch == fo->batch && eps == fo->eps && isfinite(l) && isfinite(top);
+    free(t);
+    if (ok) *lambda = l, *topk = top;
+    return ok;
+}
+
+static void flatness_save(const char *run_dir, const flatness_opts *fo, const flatness_result *fr)
+{
+    char path[RUN_DIR_MAX + 32], *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f || run_path(path, sizeof path, run_dir, "flatness.json")) {
+        if (f) fclose(f);
+        free(buf);
+        return;
+    }
+    flatness_print_json(f, fo, fr);
+    fclose(f);
+    if (cli_write_atomic(path, buf, len)) /* only a cache: the report goes on without it */
+        fprintf(stderr, "nnc: warning: cannot write %s: %s\n", path, strerror(errno));
+    free(buf);
 }
 
 int cmd_compare(int argc, char **argv)
@@ -261,6 +307,11 @@ int cmd_compare(int argc, char **argv)
         if (runs[i].exit_code) continue;
         char dir[RUN_DIR_MAX + 1];
         snprintf(dir, sizeof dir, "%s/%s-s%ld", out_dir, runs[i].algo, runs[i].seed);
+        if (flatness_cached(dir, &fo, &runs[i].flat_lambda, &runs[i].flat_topk)) {
+            printf("== flatness: %s seed %ld (%d/%d): lambda_max %.6g, top-%d sum %.6g (from %s/flatness.json)\n",
+                   runs[i].algo, runs[i].seed, i + 1, k, runs[i].flat_lambda, fo.k, runs[i].flat_topk, dir);
+            continue;
+        }
         printf("== flatness: %s seed %ld (%d/%d)\n", runs[i].algo, runs[i].seed, i + 1, k);
         fflush(stdout);
         flatness_result fr;
@@ -271,6 +322,7 @@ int cmd_compare(int argc, char **argv)
         }
         runs[i].flat_lambda = fr.lambda_mean;
         runs[i].flat_topk = fr.top_mean;
+        flatness_save(dir, &fo, &fr);
         printf("   lambda_max %.6g, top-%d sum %.6g (%.1f s)\n", fr.lambda_mean, fo.k, fr.top_mean, fr.seconds);
     }
     compare_opts copts = {.target_acc = target_acc, .flatness = flatness, .flat_k = fo.k};

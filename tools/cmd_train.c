@@ -644,7 +644,7 @@ static int check_run_dir(const train_opts *o, const char *run_dir, nnc_ckpt_prog
     if ((rc = resume_check(o, run_dir))) return rc;
     if ((rc = read_progress(ck, prog))) return rc;
     if (nnc_mpi_size() > 1) return 0; /* ranks: the library decides */
-    if (o->epochs > 0 && prog->min_steps >= (long)o->epochs * prog->steps_per_epoch) {
+    if (o->epochs > 0 && nnc_train_ckpt_reached(prog, o->epochs)) {
         printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", prog->epoch, o->epochs, run_dir);
         *nothing = 1;
     } else if (o->time_budget > 0 && prog->seconds >= o->time_budget) {
@@ -677,6 +677,7 @@ static void outcome_from_files(const char *run_dir, train_outcome *out)
         if (!jr_num(t, "steps", &v)) r->steps = (long)v;
         if (!jr_num(t, "rounds", &v)) r->rounds = (long)v;
         if (!jr_num(t, "workers", &v)) r->workers = (int)v;
+        if (!jr_num(t, "comm_model_seconds", &v)) r->comm_model_seconds = v;
         double ls[NNC_MAX_WORKERS];
         int n = jr_nums(t, "local_steps", ls, NNC_MAX_WORKERS);
         for (int i = 0; i < n; i++) r->local_steps[i] = (long)ls[i];

@@ -301,7 +301,7 @@ int run_path(char *buf, size_t n, const char *run_dir, const char *name)
 
 /* The files nnc writes into a run folder (besides epoch-EEEE.ckpt and .lock). */
 static const char *const RUN_FILES[] = {"config.json", "dataset.json", "metrics.csv", "plot.svg",
-                                        "summary.json", "last.ckpt",   "best.ckpt"};
+                                        "summary.json", "last.ckpt",   "best.ckpt",   "flatness.json"};
 
 /* epoch-<digits>.ckpt */
 static int is_epoch_ckpt(const char *name, size_t len)

@@ -236,6 +236,26 @@ Test(tools_compare_stats, cli_flags_and_columns, .timeout = 180)
         rows++;
     }
     cr_assert_eq(rows, 4);
+    /* --resume of the finished comparison trains nothing and measures no flatness again: every
+     * run's flatness.json is reused, and the report comes out the same. */
+    char *fj = tcli_path(out, "dp-s1/flatness.json");
+    cr_assert(tcli_exists(fj), "flatness.json written");
+    free(fj);
+    r = tcli_run(150, "compare", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "32",
+                 "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--epochs", "1", "--time-budget", "0",
+                 "--sched", "constant", "--workers", "2", "--tau", "2", "--algos", "mgrawa,dp", "--seeds", "2", "--seed",
+                 "0", "--target-acc", "0.05", "--flatness", "--flatness-images", "32", "--flatness-iters", "3",
+                 "--flatness-k", "2", "--out", out, "--resume", NULL);
+    cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+    int nothing = 0;
+    for (const char *q = r.out; (q = strstr(q, "nothing to do")); q++) nothing++;
+    cr_assert_eq(nothing, 4, "every run (async mgrawa too) had finished: %s", r.out);
+    cr_assert(strstr(r.out, "from ") && strstr(r.out, "dp-s1/flatness.json"), "%s", r.out);
+    cr_assert_not(strstr(r.out, "== flatness: dp seed 1 (4/4)\n"), "measured again: %s", r.out);
+    tcli_free(&r);
+    char *csv2 = slurp_in(out, "compare.csv");
+    cr_assert_str_eq(csv2, csv, "the report from the files equals the first one:\n%s\n%s", csv, csv2);
+    free(csv2);
     free(md), free(csv);
     tcli_rmrf(work);
     free(work), free(data), free(out);
