@@ -249,17 +249,21 @@ typedef struct nnc_ckpt_progress {
     int workers;
     nnc_algo algo;
     nnc_sync_mode sync;
+    double budget_done;    /* the --time-budget the run ended at (0: it did not end by a budget) */
 } nnc_ckpt_progress;
 
 /* Read the progress of the run that wrote the checkpoint at path, without building anything.
  * Errors: those of nnc_ckpt_load (NNC_EIO, NNC_EFORMAT), NNC_EFORMAT for a file that is not a
  * training checkpoint or holds another run-state version (the message says which). */
 int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out);
-/* 1 when that run has trained `epochs` epochs by the rule nnc_train stops by (so resuming it
- * with that many epochs trains nothing): asynchronous model averaging (mgrawa, lgrawa, easgd,
- * lsgd, local-sgd, slowmo with --sync async) when the workers' steps together reach epochs x
- * steps_per_epoch x workers, otherwise when every worker has trained epochs x steps_per_epoch. */
-int nnc_train_ckpt_reached(const nnc_ckpt_progress *p, long epochs);
+/* 1 when that run is finished for `epochs` (0 = none) and `time_budget` seconds (0 = none) by
+ * the rules nnc_train stops by, so resuming it with those targets trains nothing: the budget
+ * when its seconds reach it or the run ended at that budget or a larger one (a budget run ends
+ * within half a step of it, possibly before); the epochs, for asynchronous model averaging
+ * (mgrawa, lgrawa, easgd, lsgd, local-sgd, slowmo with --sync async), when the workers' steps
+ * together reach epochs x steps_per_epoch x workers, otherwise when every worker has trained
+ * epochs x steps_per_epoch. */
+int nnc_train_ckpt_finished(const nnc_ckpt_progress *p, long epochs, double time_budget);
 
 /* Run training on train (and evaluate on test, may be NULL). */
 int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,

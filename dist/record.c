@@ -335,7 +335,8 @@ static const field MF[] = {
     M("last_epoch", T_I64, last_epoch), M("steps_per_epoch", T_I64, steps_per_epoch),
     M("mark_n", T_I64, mark_n), M("seconds", T_F64, seconds), M("best_acc", T_F64, best_acc),
     M("pub_seconds", T_F64, pub_seconds), M("mark_loss", T_F64, mark_loss),
-    M("comm_seconds", T_F64, comm_seconds), /* version 3; a version 2 meta ends before it */
+    /* version 3; a version 2 meta ends before these */
+    M("comm_seconds", T_F64, comm_seconds), M("budget_done", T_F64, budget_done),
 };
 #undef M
 #define NMF ((int)(sizeof MF / sizeof *MF))
@@ -349,8 +350,8 @@ int nnc__meta_decode(const unsigned char *b, size_t n, const char *path, nnc__me
     memset(m, 0, sizeof *m);
     /* The version first: it decides the layout of everything else. */
     int32_t version = n >= 4 ? (int32_t)(uint32_t)get_le(b, 4) : -1;
-    /* Version 2 is version 3 without its last field (comm_seconds, then 0). */
-    int nf = version == 2 ? NMF - 1 : NMF;
+    /* Version 2 is version 3 without its last two fields (comm_seconds, budget_done: then 0). */
+    int nf = version == 2 ? NMF - 2 : NMF;
     if (version != NNC__RUN_META_VERSION && version != 2)
         return nnc__fail(NNC_EFORMAT, "checkpoint '%s': section 'run/meta' field 'version': expected %d, found %d (%s)",
                          path, NNC__RUN_META_VERSION, version,
@@ -371,7 +372,8 @@ void nnc__meta_get(const nnc_run *R, nnc__meta *m)
                      .total_steps = R->total_steps, .round_steps = R->round_steps, .last_epoch = R->last_epoch,
                      .steps_per_epoch = R->spe, .mark_n = R->mark_n, .seconds = nnc__run_seconds(R),
                      .best_acc = R->best_acc, .pub_seconds = R->pub_seconds, .mark_loss = R->mark_loss,
-                     .comm_seconds = R->res ? R->res->comm_model_seconds : 0.0};
+                     .comm_seconds = R->res ? R->res->comm_model_seconds : 0.0,
+                     .budget_done = R->budget_done};
 }
 
 int nnc__meta_check(const nnc_run *R, const char *path, const nnc__meta *m)
@@ -388,7 +390,8 @@ int nnc__meta_check(const nnc_run *R, const char *path, const nnc__meta *m)
         (s = check_f64(path, S, -1, "seconds", m->seconds, 0.0, SECONDS_MAX)) ||
         (s = check_f64(path, S, -1, "pub_seconds", m->pub_seconds, 0.0, SECONDS_MAX)) ||
         (s = check_f64(path, S, -1, "mark_loss", m->mark_loss, -1e300, 1e300)) ||
-        (s = check_f64(path, S, -1, "comm_seconds", m->comm_seconds, 0.0, SECONDS_MAX)))
+        (s = check_f64(path, S, -1, "comm_seconds", m->comm_seconds, 0.0, SECONDS_MAX)) ||
+        (s = check_f64(path, S, -1, "budget_done", m->budget_done, 0.0, SECONDS_MAX)))
         return s;
     if (m->best_acc != -1.0 && (s = check_f64(path, S, -1, "best_acc", m->best_acc, 0.0, 1.0))) return s;
     return NNC_OK;
@@ -406,15 +409,21 @@ void nnc__meta_apply(nnc_run *R, const nnc__meta *m)
     R->mark_loss = m->mark_loss;
     R->mark_n = m->mark_n;
     if (R->res) R->res->comm_model_seconds = m->comm_seconds;
+    R->budget_done = m->budget_done;
 }
 
 /* ---- the public progress query ---- */
 
-int nnc_train_ckpt_reached(const nnc_ckpt_progress *p, long epochs)
+int nnc_train_ckpt_finished(const nnc_ckpt_progress *p, long epochs, double time_budget)
 {
     const nnc_algo_def *A = nnc_algo_get(p->algo);
+    if (!A) return 0;
+    /* A budget run ends up to half a step (or round) before its budget, nearer to it than one
+     * more would be: it is finished for that budget and any smaller one. */
+    if (time_budget > 0 && (p->seconds >= time_budget || (p->budget_done > 0 && time_budget <= p->budget_done)))
+        return 1;
+    if (epochs <= 0) return 0;
     long target = epochs * p->steps_per_epoch;
-    if (!A || epochs <= 0) return 0;
     /* The rule the synchronizer stops by (sync.c): asynchronous model averaging counts the
      * steps of all workers together; otherwise every worker trains its own epochs. */
     if (!(A->flags & NNC_ALGO_F_SINGLE) && p->workers > 1 && p->sync == NNC_SYNC_ASYNC &&
@@ -467,6 +476,7 @@ int nnc_train_ckpt_progress(const char *path, nnc_ckpt_progress *out)
             out->seconds = m.seconds;
             out->rounds = (long)m.round;
             out->sync = (nnc_sync_mode)m.sync;
+            out->budget_done = m.budget_done;
         }
     }
     nnc_ckpt_free(c);

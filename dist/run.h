@@ -83,6 +83,7 @@ typedef struct nnc_run {
     double prox;                    /* per-step proximity strength p / tau */
     long spe;                       /* optimizer steps per epoch of one worker */
     long plan;                      /* planned steps per worker (0 = time budget only) */
+    double budget_done;             /* the --time-budget the run ended at, 0 if none (run meta) */
     long round;
     /* clock: training seconds = now - t_start - t_excluded + t_resumed */
     double t_start, t_excluded, t_resumed;
@@ -187,6 +188,7 @@ typedef struct nnc__meta {
     int64_t round, total_steps, round_steps, last_epoch, steps_per_epoch, mark_n;
     double seconds, best_acc, pub_seconds, mark_loss;
     double comm_seconds;   /* modelled communication seconds so far (version 3; 0 in a version 2 file) */
+    double budget_done;    /* the time budget the run ended at (0: not ended by a budget; version 3) */
 } nnc__meta;
 
 size_t nnc__meta_bytes(void);

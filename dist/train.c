@@ -354,6 +354,19 @@ static long end_epoch(const nnc_run *R)
     return R->c.epochs;
 }
 
+/* The run's progress as a checkpoint would report it, for the one stop rule
+ * (nnc_train_ckpt_finished). */
+static nnc_ckpt_progress progress_of(const nnc_run *R)
+{
+    nnc_ckpt_progress p = {.steps_per_epoch = R->spe, .rounds = R->round, .seconds = nnc__run_seconds(R),
+                           .workers = R->M, .algo = R->c.algo, .sync = R->c.sync, .budget_done = R->budget_done};
+    for (int i = 0; i < R->M; i++)
+        if (i == 0 || R->rep[i]->steps < p.min_steps) p.min_steps = R->rep[i]->steps;
+    p.steps = (R->A->flags & NNC_ALGO_F_SINGLE) ? R->rep[0]->steps : R->total_steps;
+    p.epoch = R->spe ? (double)R->rep[0]->steps / (double)R->spe : 0.0;
+    return p;
+}
+
 int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_dataset *test,
               nnc_train_result *out)
 {
@@ -394,12 +407,13 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     }
     if (!s && R->c.resume) s = nnc__run_load(R);
     int done = 0;
-    if (!s && R->c.resume && R->plan) {
-        done = 1;
-        for (int i = 0; i < R->M; i++) done &= R->rep[i]->steps >= R->plan;
+    if (!s && R->c.resume) {
+        nnc_ckpt_progress p = progress_of(R);
+        done = nnc_train_ckpt_finished(&p, R->c.epochs, R->c.time_budget);
         if (done) {
-            nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints "
-                         "left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
+            nnc__run_log(R, "already at epoch %.2f (target %d) after %.1f s (budget %g s): nothing to train, "
+                         "checkpoints left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs,
+                         R->t_resumed, R->c.time_budget);
             out->steps = R->A->flags & NNC_ALGO_F_SINGLE ? R->rep[0]->steps : R->total_steps;
             out->rounds = R->round;
             for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
@@ -415,6 +429,11 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
             s = nnc__run_workers(R);
         }
         out->seconds = nnc__run_seconds(R);
+        if (!s && R->c.time_budget > 0) {
+            /* ended by the budget unless the epochs were reached first */
+            nnc_ckpt_progress p = progress_of(R);
+            if (!nnc_train_ckpt_finished(&p, R->c.epochs, 0.0)) R->budget_done = R->c.time_budget;
+        }
         R->ended = 1;
         R->end_seconds = out->seconds;
         out->epochs = R->spe ? (double)out->steps / ((double)R->spe * R->M) : 0.0;

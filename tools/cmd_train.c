@@ -644,11 +644,11 @@ static int check_run_dir(const train_opts *o, const char *run_dir, nnc_ckpt_prog
     if ((rc = resume_check(o, run_dir))) return rc;
     if ((rc = read_progress(ck, prog))) return rc;
     if (nnc_mpi_size() > 1) return 0; /* ranks: the library decides */
-    if (o->epochs > 0 && nnc_train_ckpt_reached(prog, o->epochs)) {
+    if (o->epochs > 0 && nnc_train_ckpt_finished(prog, o->epochs, 0.0)) {
         printf("already at epoch %g >= target %d: nothing to do (%s unchanged)\n", prog->epoch, o->epochs, run_dir);
         *nothing = 1;
-    } else if (o->time_budget > 0 && prog->seconds >= o->time_budget) {
-        printf("already trained %.1f s >= --time-budget %g: nothing to do (%s unchanged)\n", prog->seconds,
+    } else if (o->time_budget > 0 && nnc_train_ckpt_finished(prog, 0, o->time_budget)) {
+        printf("already trained %.1f s of --time-budget %g: nothing to do (%s unchanged)\n", prog->seconds,
                o->time_budget, run_dir);
         *nothing = 1;
     }

@@ -5,6 +5,7 @@
  * step carried by each round, and the modelled interconnect (the charged cost, the data-parallel
  * throughput it predicts, and bitwise-unchanged lockstep results). */
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "nn/fault.h"
@@ -257,5 +258,59 @@ Test(dist_budget, dp_throughput_falls_as_predicted, .timeout = 120)
     double ratio = b.images_per_sec / a.images_per_sec;
     cr_assert(fabs(ratio - predicted) <= 0.35 * predicted, "img/s ratio %.3f, predicted %.3f (step %.4f s, cost %.4f s)",
               ratio, predicted, t, charged);
+    fx_dataset_free(tr);
+}
+
+/* When a resume has nothing left to train, by the rules the run stops by: a budget run that
+ * ended just short of its budget is finished for it; asynchronous averaging counts the steps of
+ * all workers, lockstep and data-parallel runs each worker's. */
+Test(dist_budget, finished_rule_of_a_checkpoint)
+{
+    nnc_ckpt_progress p = {.steps = 60, .min_steps = 12, .steps_per_epoch = 10, .seconds = 119.7, .workers = 4,
+                           .algo = NNC_ALGO_MGRAWA, .sync = NNC_SYNC_ASYNC, .budget_done = 120.0};
+    cr_assert(nnc_train_ckpt_finished(&p, 0, 120.0), "ended at its 120 s budget 0.3 s early");
+    cr_assert(nnc_train_ckpt_finished(&p, 0, 100.0));
+    cr_assert_not(nnc_train_ckpt_finished(&p, 0, 150.0), "a larger budget continues");
+    p.budget_done = 0;
+    cr_assert_not(nnc_train_ckpt_finished(&p, 0, 120.0), "stopped by a signal at 119.7 s: continues");
+    cr_assert(nnc_train_ckpt_finished(&p, 0, 119.0));
+    /* async: 60 steps of all 4 workers = 1.5 epochs of 10 steps each, whatever the slowest did */
+    cr_assert(nnc_train_ckpt_finished(&p, 1, 0.0));
+    cr_assert_not(nnc_train_ckpt_finished(&p, 2, 0.0));
+    p.sync = NNC_SYNC_LOCKSTEP;
+    cr_assert(nnc_train_ckpt_finished(&p, 1, 0.0));
+    p.min_steps = 9;
+    cr_assert_not(nnc_train_ckpt_finished(&p, 1, 0.0), "lockstep: every worker its own epoch");
+    p.algo = NNC_ALGO_DP;
+    p.sync = NNC_SYNC_ASYNC;
+    cr_assert_not(nnc_train_ckpt_finished(&p, 1, 0.0), "data-parallel: every worker");
+}
+
+/* A finished budget run resumed with the same budget trains nothing: its checkpoint and counts
+ * stay as they were, even when it ended a little before the budget. */
+Test(dist_budget, resumed_finished_budget_run_trains_nothing, .timeout = 60)
+{
+    nnc_dataset *tr = fx_dataset(512, 1);
+    char d[64];
+    nnc_train_config c = fx_config(NNC_ALGO_MGRAWA, 2);
+    c.epochs = 0;
+    c.time_budget = 1.0;
+    c.ckpt_dir = fx_tmpdir(d, sizeof d);
+    nnc_train_result a, b;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &a), NNC_OK, "%s", nnc_error_message());
+    char path[128];
+    snprintf(path, sizeof path, "%s/last.ckpt", d);
+    nnc_ckpt_progress p;
+    cr_assert_eq(nnc_train_ckpt_progress(path, &p), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(p.budget_done, 1.0, "the run records the budget it ended at");
+    struct stat st0, st1;
+    cr_assert_eq(stat(path, &st0), 0);
+    c.resume = 1;
+    cr_assert_eq(nnc_train(&c, tr, NULL, &b), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(stat(path, &st1), 0);
+    cr_assert_eq(b.rounds, a.rounds, "resumed: %ld rounds, first run %ld", b.rounds, a.rounds);
+    cr_assert(st1.st_mtim.tv_sec == st0.st_mtim.tv_sec && st1.st_mtim.tv_nsec == st0.st_mtim.tv_nsec,
+              "last.ckpt rewritten");
+    fx_rmdir(d);
     fx_dataset_free(tr);
 }
