@@ -210,7 +210,7 @@ static void csv_num(FILE *f, double v, const char *fmt)
 
 #define GRID 60
 
-/* One algorithm's curves: the mean over seeds on a common time grid with its min..max band,
+/* One algorithm's curves: the mean over seeds on a common time grid with its +-1 std band,
  * every evaluation of every seed, and the final accuracies. */
 typedef struct algo_curve {
     double gx[GRID], mean[GRID], lo[GRID], hi[GRID];
@@ -272,21 +272,21 @@ static int build_curve(algo_curve *c, const compare_run *runs, int n, const char
     if (!total || !(t1 >= t0)) return 0;
     c->ng = t1 > t0 ? GRID : 1;
     for (int g = 0; g < c->ng; g++) {
-        double t = c->ng > 1 ? t0 + (t1 - t0) * g / (c->ng - 1) : t0, s = 0;
+        double t = c->ng > 1 ? t0 + (t1 - t0) * g / (c->ng - 1) : t0, v[256];
         int k = 0;
-        c->lo[g] = INFINITY, c->hi[g] = -INFINITY;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && k < 256; i++) {
             const compare_run *r = &runs[i];
             if (strcmp(r->algo, algo) || r->exit_code || r->nevals <= 0) continue;
-            double v = 100 * acc_at(r, t);
-            if (!isfinite(v)) continue;
-            s += v, k++;
-            if (v < c->lo[g]) c->lo[g] = v;
-            if (v > c->hi[g]) c->hi[g] = v;
+            v[k] = 100 * acc_at(r, t);
+            if (isfinite(v[k])) k++;
         }
+        double m = NAN, sd = NAN;
+        mean_std(v, k, &m, &sd);
+        if (!isfinite(sd)) sd = 0; /* one seed: no spread */
         c->gx[g] = t;
-        c->mean[g] = k ? s / k : NAN;
-        if (!k) c->lo[g] = c->hi[g] = NAN;
+        c->mean[g] = m;
+        c->lo[g] = k ? m - sd : NAN;
+        c->hi[g] = k ? m + sd : NAN;
     }
     return 0;
 }
@@ -336,7 +336,7 @@ static int compare_svg(const char *path, const compare_run *runs, int n, const c
                                 .markers = cv[a].ng == 1};
     panels[np++] = (plot_panel){"Test accuracy over training time", "training time (s)", "test accuracy (%)", over, na,
                                 .span = 2,
-                                .note = band ? "line: mean over seeds; band: min..max over seeds (linear between evaluations)"
+                                .note = band ? "line: mean over seeds; band: mean +- 1 standard deviation over seeds (linear between evaluations)"
                                              : "one seed per algorithm"};
     /* final accuracy: mean with min..max bars, every seed as a grey dot */
     plot_series *fin = se + k;

@@ -1,5 +1,5 @@
 /* tests/tools/test_plot.c - the charts: 1-2-5 tick values, plot.svg of a multi-worker run (center
- * vs average, per-worker panels, markers at evaluations), compare.svg (mean with a min..max band
+ * vs average, per-worker panels, markers at evaluations), compare.svg (mean with a +-1 std band
  * when there are several seeds), and every SVG well-formed XML. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -212,6 +212,7 @@ Test(tools_plot, compare_bands_with_seeds)
     cr_assert(svg);
     assert_xml(svg);
     cr_assert_geq(count(svg, "class=\"band\""), 1, "a band for mgrawa's two different seeds");
+    cr_assert(strstr(svg, "mean +- 1 standard deviation over seeds"), "the band is named in the figure");
     cr_assert_geq(count(svg, "class=\"errbar\""), 2, "final accuracy: min..max bars");
     cr_assert(strstr(svg, ">mgrawa<") && strstr(svg, ">dp<") && strstr(svg, "Final test accuracy"));
     free(svg);
