@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dist/reduce.h"
 #include "dist/run.h"
 #include "nn/fault.h"
 
@@ -231,7 +232,7 @@ static void round_apply(nnc_run *R, int i)
         nnc_sgd_reset(r->opt);
         memset(&R->W[i].hist, 0, sizeof R->W[i].hist);
     } else {
-        nnc__grawa_pull(p->data, R->pub, R->pull_c[i], p->n_data);
+        nnc__reduce_pull(p->data, R->pub, R->pull_c[i], p->n_data);   /* on this worker's team */
     }
     R->W[i].bad = 0;
     r->probe_rng_round = r->probe_rng;
@@ -272,11 +273,24 @@ void *nnc__worker_main(void *arg)
         }
         OBSERVE(R, NNC__OBS_ARRIVE, i, NAN);
         pthread_mutex_lock(&R->mu);
-        long g = R->gen;
+        long g = R->gen, jg = R->job_gen;
         R->arrived++;
         R->here[i] = 1;
         pthread_cond_signal(&R->cv_sync);
-        while (R->gen == g && !R->cancel) pthread_cond_wait(&R->cv_work, &R->mu);
+        while (R->gen == g && !R->cancel) {
+            if (R->job_gen != jg) {
+                /* A job of the round (dist/parked.c) on this thread and its team. */
+                void (*fn)(void *, int) = R->job_fn;
+                void *ctx = R->job_ctx;
+                jg = R->job_gen;
+                pthread_mutex_unlock(&R->mu);
+                fn(ctx, i);
+                pthread_mutex_lock(&R->mu);
+                if (++R->job_done == R->nloc) pthread_cond_signal(&R->cv_sync);
+                continue;
+            }
+            pthread_cond_wait(&R->cv_work, &R->mu);
+        }
         int cancel = R->cancel, ex = R->exit_req, done = R->round_done, ack = R->need_ack;
         pthread_mutex_unlock(&R->mu);
         if (cancel) break;
