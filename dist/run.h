@@ -9,7 +9,10 @@
  * Ownership and threads: rep[i] and W[i] (its w* mirrors under mu) are written only by worker
  * i; center, pub, center_buf, ema, ok, reset, pull_c, leader, slow_u, slow_x0 are written only
  * by the synchronizer while every worker is parked at a round, and read by workers after the
- * round's generation bump (mu gives the ordering).
+ * round's generation bump (mu gives the ordering). Within a round the synchronizer may hand the
+ * parked workers a job (dist/parked.c: the center reduction into acc and center, the distances):
+ * they run it on their own threads and teams and the synchronizer waits for all of them under mu
+ * before it reads the result.
  */
 #ifndef NNC_DIST_RUN_H
 #define NNC_DIST_RUN_H

@@ -8,7 +8,11 @@
  * first arrival), then with every worker parked computes the round in fixed worker order,
  * writes center/pub/weights, bumps the generation and lets the workers apply their own pull.
  * When an evaluation or checkpoint is due the workers park once more after the pull (phase 2)
- * so the synchronizer sees a consistent between-steps state.
+ * so the synchronizer sees a consistent between-steps state. Inside the round the center
+ * reduction and the distances run on the parked workers' own threads and teams (dist/parked.c).
+ * coordinate() reads as its steps: wait_arrivals (parking, watchdogs, stop flag, reports),
+ * run_round (exchange, stop_round, do_round, model_link, decide, round_info, publish,
+ * after_pull), then the end.
  * The round itself (do_round) reads top to bottom: finiteness, the algorithm's weights and
  * center (dist/algo.h), the optional slow momentum, the pull coefficients, the BN buffers.
  * Faults: a worker error cancels everyone (NNC_ETHREAD with its message); a stalled worker

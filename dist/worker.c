@@ -1,8 +1,10 @@
 /* dist/worker.c - one worker thread of a multi-worker run: local steps on its own replica
  * (plus the proximity pull toward the published target, or the gradient of a data-parallel
  * step), then at a round: finiteness, the probe norms where the algorithm wants them, park
- * until the synchronizer (dist/sync.c) publishes the round, apply it to its own replica (pull,
- * reset or the averaged-gradient step) and go on. The worker names no algorithm: it reads the
+ * until the synchronizer (dist/sync.c) publishes the round - while parked, run the round's jobs
+ * the synchronizer hands out (dist/parked.c: the center reduction, the distances) on its own
+ * team -, apply it to its own replica (pull on its team, reset or the averaged-gradient step) and
+ * go on. The worker names no algorithm: it reads the
  * capability flags and hooks of dist/algo.h.
  * async: a shared counter of local steps; a round once it reaches tau*M (fast workers take more).
  * lockstep: exactly tau local steps per worker per round: bitwise reproducible for a seed.
