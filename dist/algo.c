@@ -89,8 +89,7 @@ int nnc__algo_uniform_weights(nnc_run *R, nnc_round_info *ri, const char **why)
 int nnc__algo_weighted_center(nnc_run *R, const float *const *x, nnc_round_info *ri)
 {
     int pl = (R->A->flags & NNC_ALGO_F_PER_LAYER) != 0, L = R->ly.L;
-    int uo = pl ? R->lo * L : R->lo;
-    int s = nnc__transport_center(R->tp, &R->ly, x + R->lo, R->u + uo, R->nloc, pl, R->acc, R->usum, R->center);
+    int s = nnc__run_center(R, x, R->u, pl, R->center);
     if (s) return s;
     memcpy(R->pub, R->center, R->ly.n * sizeof(float));
     if (pl)

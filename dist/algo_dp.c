@@ -31,7 +31,7 @@ static int dp_sam_gradient(nnc_run *R, nnc_replica *r, int n, double *loss, long
 static int dp_center(nnc_run *R, const float *const *x, nnc_round_info *ri)
 {
     (void)ri;
-    return nnc__transport_center(R->tp, &R->ly, x + R->lo, R->u + R->lo, R->nloc, 0, R->acc, R->usum, R->pub);
+    return nnc__run_center(R, x, R->u, 0, R->pub);
 }
 
 const nnc_algo_def nnc__algo_dp = {

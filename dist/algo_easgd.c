@@ -13,7 +13,7 @@ static int easgd_center(nnc_run *R, const float *const *x, nnc_round_info *ri)
     (void)ri;
     size_t n = R->ly.n;
     float *mean = nnc_model_params(R->scratch)->data;
-    int s = nnc__transport_center(R->tp, &R->ly, x + R->lo, R->u + R->lo, R->nloc, 0, R->acc, R->usum, mean);
+    int s = nnc__run_center(R, x, R->u, 0, mean);
     if (s) return s;
     memcpy(R->pub, R->center, n * sizeof(float));   /* pulls go toward the old center */
     nnc__easgd_center(R->center, mean, R->c.easgd_beta, n);

@@ -9,7 +9,10 @@
  * Ownership and threads: rep[i] and W[i] (its w* mirrors under mu) are written only by worker
  * i; center, pub, center_buf, ema, ok, reset, pull_c, leader, slow_u, slow_x0 are written only
  * by the synchronizer while every worker is parked at a round, and read by workers after the
- * round's generation bump (mu gives the ordering).
+ * round's generation bump (mu gives the ordering). Within a round the synchronizer may hand the
+ * parked workers a job (dist/parked.c: the center reduction into acc and center, the distances):
+ * they run it on their own threads and teams and the synchronizer waits for all of them under mu
+ * before it reads the result.
  */
 #ifndef NNC_DIST_RUN_H
 #define NNC_DIST_RUN_H
@@ -119,6 +122,16 @@ typedef struct nnc_run {
     nnc__topo topo;
     nnc__plan place;
     int tpw;                        /* threads per worker */
+    int rnode[NNC_MAX_WORKERS];     /* the NUMA node of worker i for the center reduction: the
+                                       plan's node, or an unpinned plan's node when nothing is
+                                       pinned (synthetic topologies, placement none), else 0 */
+    /* work for the parked workers (dist/parked.c): set by the synchronizer under mu while
+     * parked is 1 (every local worker parked at the round, inside do_round) */
+    int parked;
+    void (*job_fn)(void *ctx, int i);
+    void *job_ctx;
+    long job_gen;
+    int job_done;
 } nnc_run;
 
 /* Monotonic seconds. */
@@ -151,6 +164,17 @@ int nnc__run_replica_new_placed(nnc_run *R, int i);
 int nnc__run_buf_average(nnc_run *R, const int *ok, float *out);
 /* Rank of global worker i. */
 int nnc__run_owner(const nnc_run *R, int i);
+/* dist/parked.c (synchronizer, every local worker parked, R->parked): fn(ctx, i) on every local
+ * worker i's own thread (its team), returning when all are done. */
+int nnc__run_on_parked(nnc_run *R, void (*fn)(void *ctx, int i), void *ctx);
+/* center = sum_i u_i x_i / sum_i u_i over all M workers in worker order (per layer when
+ * per_layer; x: M vectors, u: M or M*L weights, global), R->acc and R->usum as scratch. One rank
+ * with the workers parked: node by node on their teams (dist/reduce.h), bitwise equal to the
+ * transport's flat reduction, which every other case uses. */
+int nnc__run_center(nnc_run *R, const float *const *x, const double *u, int per_layer, float *center);
+/* ri->distance[i] = ||x_i - pub|| for this rank's finite workers (on their own threads when
+ * parked). */
+int nnc__run_distances(nnc_run *R, nnc_round_info *ri);
 
 #ifdef NNC_TESTING
 /* Test-only observation points of the worker threads (compiled only into the test binary, like

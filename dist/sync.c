@@ -8,7 +8,11 @@
  * first arrival), then with every worker parked computes the round in fixed worker order,
  * writes center/pub/weights, bumps the generation and lets the workers apply their own pull.
  * When an evaluation or checkpoint is due the workers park once more after the pull (phase 2)
- * so the synchronizer sees a consistent between-steps state.
+ * so the synchronizer sees a consistent between-steps state. Inside the round the center
+ * reduction and the distances run on the parked workers' own threads and teams (dist/parked.c).
+ * coordinate() reads as its steps: wait_arrivals (parking, watchdogs, stop flag, reports),
+ * run_round (exchange, stop_round, do_round, model_link, decide, round_info, publish,
+ * after_pull), then the end.
  * The round itself (do_round) reads top to bottom: finiteness, the algorithm's weights and
  * center (dist/algo.h), the optional slow momentum, the pull coefficients, the BN buffers.
  * Faults: a worker error cancels everyone (NNC_ETHREAD with its message); a stalled worker
@@ -179,11 +183,8 @@ static int do_round(nnc_run *R, nnc_round_info *ri)
     for (int i = 0; i < M; i++) R->pull_c[i] = A->pull_coef ? A->pull_coef(R, i) : 0.0;
     if (grads) return NNC_OK;
     if ((s = nnc__run_buf_average(R, R->ok, R->center_buf))) return s;
-    size_t n = R->ly.n;
-    for (int i = 0; i < M; i++) {
-        R->reset[i] = !R->ok[i];
-        if (R->ok[i] && i >= R->lo && i < R->hi) ri->distance[i] = nnc__grawa_distance(R->rep[i]->p->data, R->pub, n);
-    }
+    for (int i = 0; i < M; i++) R->reset[i] = !R->ok[i];
+    if ((s = nnc__run_distances(R, ri))) return s;
     if (R->tp->size > 1) {
         size_t bytes[NNC_MAX_WORKERS];
         for (int r = 0; r < R->tp->size; r++)
@@ -241,199 +242,297 @@ static int plan_done(nnc_run *R)
     return 1;
 }
 
+/* The synchronizer's running state between rounds: the report and round-loss windows and the
+ * clock of the previous round. */
+typedef struct coord {
+    long report_every;
+    progress last, loss_mark;
+    double t_last, prev_secs;
+} coord;
+
+/* What a round decided after it ran: end the run, evaluate or save at this boundary. */
+typedef struct verdict {
+    int ex, eval_due, save_due, ack;
+    long epoch, total_after;
+    double secs, comm, slept;
+} verdict;
+
+/* The absolute time one poll slice (or less, up to the time budget's deadline) from now. */
+static struct timespec poll_until(nnc_run *R)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long slice = POLL_MS * 1000000L;
+    if (R->c.time_budget > 0 && !R->deadline) {
+        /* wake at the deadline, not up to a poll slice after it */
+        double left = R->c.time_budget - nnc__run_seconds(R);
+        if (left * 1e9 < (double)slice) slice = left > 1e-3 ? (long)(left * 1e9) : 1000000L;
+    }
+    ts.tv_nsec += slice;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* The first local worker not parked (for messages; mu held). */
+static int first_missing(const nnc_run *R)
+{
+    int w = R->lo;
+    while (w < R->hi && R->here[w]) w++;
+    return w;
+}
+
+/* Waiting (mu held, kept held): until every local worker is parked at the round or one failed,
+ * in poll slices that check the time budget, the two stall watchdogs, the stop flag and the
+ * progress reports. NNC_ETIMEOUT (mu released) for a stalled worker. */
+static int wait_arrivals(nnc_run *R, coord *st)
+{
+    int nl = R->nloc;
+    double timeout = R->c.sync_timeout, first = 0.0, quiet_since = nnc__now();
+    long activity = -1;
+    while (R->arrived < nl && !R->failed) {
+        struct timespec ts = poll_until(R);
+        pthread_cond_timedwait(&R->cv_sync, &R->mu, &ts);
+        check_deadline(R);
+        if (R->arrived > 0 && first == 0.0) first = nnc__now();
+        if (R->arrived < nl && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
+            int w = first_missing(R);
+            pthread_mutex_unlock(&R->mu);
+            return nnc__fail(NNC_ETIMEOUT,
+                             "sync round %ld: worker %d did not arrive within %.1f s of the first "
+                             "worker (stalled?); %d of %d workers waiting",
+                             R->round + 1, w, timeout, R->arrived, nl);
+        }
+        /* Watchdog for the case where no worker arrives at all: no local step, gradient
+         * or arrival anywhere for sync_timeout seconds. */
+        long act = R->arrived;
+        for (int i = R->lo; i < R->hi; i++) act += R->W[i].wsteps + R->W[i].wround;
+        if (act != activity) {
+            activity = act;
+            quiet_since = nnc__now();
+        } else if (nnc__now() - quiet_since > timeout && !R->failed) {
+            int w = first_missing(R);
+            pthread_mutex_unlock(&R->mu);
+            return nnc__fail(NNC_ETIMEOUT,
+                             "sync round %ld: no worker made progress for %.1f s (worker %d first "
+                             "of those not arrived; stalled?); %d of %d workers waiting",
+                             R->round + 1, timeout, w, R->arrived, nl);
+        }
+        if (R->user->stop && *R->user->stop && !R->stop_req) {
+            R->stop_req = 1;
+            R->round_req = 1;
+            R->res->stopped_by_signal = (int)*R->user->stop;
+        }
+        progress now = snapshot(R);
+        if (now.total - st->last.total >= st->report_every) {
+            pthread_mutex_unlock(&R->mu);
+            report(R, now, &st->last, &st->t_last);
+            pthread_mutex_lock(&R->mu);
+        }
+    }
+    return NNC_OK;
+}
+
+/* A worker failed (mu held, released): its status as the run's. */
+static int worker_failure(nnc_run *R)
+{
+    int w = R->failed - 1;
+    pthread_mutex_unlock(&R->mu);
+    /* Out of memory keeps its status (the CLI reports it as such); anything else is the
+     * worker's failure. */
+    return nnc__fail(R->wstatus[w] == NNC_ENOMEM ? NNC_ENOMEM : NNC_ETHREAD, "worker %d failed at round %ld: %s", w,
+                     R->round + 1, R->wmsg[w]);
+}
+
+/* The stop request (every worker parked): last.ckpt where the run has a directory, the workers
+ * told to exit, NNC_EINTERRUPTED (or the save's failure). */
+static int stop_round(nnc_run *R)
+{
+    int s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
+    pthread_mutex_lock(&R->mu);
+    R->round_done = 0;
+    R->need_ack = 0;
+    R->exit_req = 1;
+    R->gen++;
+    pthread_cond_broadcast(&R->cv_work);
+    pthread_mutex_unlock(&R->mu);
+    if (s) return s;
+    return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d at round %ld%s", R->res->stopped_by_signal, R->round,
+                     R->c.ckpt_dir ? " (checkpoint written)" : "");
+}
+
+/* The modelled interconnect: the workers (parked) wait what the round's collectives would cost
+ * beyond the real time they took (since t0); the wait is training time. */
+static void model_link(nnc_run *R, double t0, verdict *v)
+{
+    v->comm = round_comm_seconds(R);
+    v->slept = 0.0;
+    if (!(v->comm > 0.0)) return;
+    double real = nnc__now() - t0;
+    if (v->comm > real) {
+        double t1 = nnc__now();
+        sleep_s(v->comm - real);
+        v->slept = nnc__now() - t1;
+    }
+    R->res->comm_model_seconds += v->comm;
+}
+
+/* After the round: end the run (plan done, time budget; rank 0's clock and verdict for every
+ * rank), or evaluate / save at an epoch boundary or the evaluation grid. */
+static int decide(nnc_run *R, coord *st, verdict *v)
+{
+    int M = R->M, grads = has(R, NNC_ALGO_F_GRADIENTS);
+    double secs = nnc__run_seconds(R);
+    /* Data-parallel rounds are one step apart: end at the round nearer to the budget (this
+     * one, or the next, about round_dt later). Other algorithms' workers stop at the
+     * deadline themselves (worker.c), so the round after it closes the run. */
+    double round_dt = R->round > 1 && secs > st->prev_secs ? secs - st->prev_secs : 0.0;
+    st->prev_secs = secs;
+    if (!grads) round_dt = 0.0;
+    int ex = plan_done(R) || (R->c.time_budget > 0 && (secs + 0.5 * round_dt >= R->c.time_budget || R->deadline));
+    if (R->tp->size > 1) {
+        /* Rank 0's clock and verdict for everyone (time budget, time-based schedules). */
+        double d[2] = {secs, ex};
+        int s = R->tp->ops->broadcast(R->tp, d, sizeof d, 0);
+        if (s) return s;
+        secs = d[0];
+        ex = d[1] != 0.0;
+    }
+    v->secs = secs;
+    v->ex = ex;
+    v->total_after = R->total_steps + (grads ? M : 0);
+    v->epoch = R->spe ? v->total_after / (R->spe * M) : 0;
+    int boundary = !ex && v->epoch > R->last_epoch;
+    v->eval_due = boundary && R->c.eval_every_epochs && v->epoch % R->c.eval_every_epochs == 0;
+    /* the training-time grid: the first round past k * eval_seconds */
+    int grid_due = !ex && R->c.eval_seconds > 0 && secs >= R->next_eval_slot * R->c.eval_seconds;
+    if (grid_due) R->next_eval_slot = (long)floor(secs / R->c.eval_seconds) + 1;
+    v->eval_due |= grid_due;
+    v->save_due = boundary && R->c.ckpt_dir;
+    v->ack = v->eval_due || v->save_due;
+    if (boundary) R->last_epoch = v->epoch;
+    return NNC_OK;
+}
+
+/* The round's report (nnc_round_info) and the round-loss window; sync time since t0. */
+static void round_info(nnc_run *R, coord *st, const verdict *v, progress now, double t0, nnc_round_info *ri)
+{
+    ri->round = R->round;
+    ri->seconds = v->secs;
+    ri->workers = R->M;
+    ri->step = v->total_after;
+    ri->comm_seconds = v->comm;
+    for (int i = 0; i < R->M; i++) ri->local_steps[i] = R->W[i].wround;
+    ri->loss = now.loss_n > st->loss_mark.loss_n
+                   ? (now.loss - st->loss_mark.loss) / (double)(now.loss_n - st->loss_mark.loss_n)
+                   : NAN;
+    st->loss_mark = now;
+    R->mark_loss = now.loss;
+    R->mark_n = now.loss_n;
+    R->pub_seconds = v->secs;
+    double dt = nnc__now() - t0 - v->slept;
+    ri->sync_seconds = dt;
+    R->res->sync_seconds += dt;
+}
+
+/* Publish the round: the generation bump releases the workers to apply it. */
+static void publish(nnc_run *R, const verdict *v)
+{
+    pthread_mutex_lock(&R->mu);
+    R->round_steps = 0;
+    R->round_resv = 0;
+    R->round_req = 0;
+    R->round_done = 1;
+    R->exit_req = v->ex;
+    R->need_ack = v->ack;
+    R->gen++;
+    pthread_cond_broadcast(&R->cv_work);
+    pthread_mutex_unlock(&R->mu);
+}
+
+/* Phase 2: the workers park again after their pull; the evaluation and the epoch checkpoint
+ * run on that consistent between-steps state, then the workers go on. */
+static int after_pull(nnc_run *R, const verdict *v)
+{
+    int s = NNC_OK;
+    pthread_mutex_lock(&R->mu);
+    while (R->arrived2 < R->nloc && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
+    R->arrived2 = 0;
+    pthread_mutex_unlock(&R->mu);
+    if (v->eval_due && (s = nnc__run_evaluate(R))) return s;
+    if (v->save_due) {
+        double t1 = nnc__now();
+        s = nnc__run_save_epoch(R, v->epoch);
+        R->t_excluded += nnc__now() - t1;
+        if (s) return s;
+    }
+    pthread_mutex_lock(&R->mu);
+    R->gen2++;
+    pthread_cond_broadcast(&R->cv_work);
+    pthread_mutex_unlock(&R->mu);
+    return NNC_OK;
+}
+
+/* One round with every local worker parked (mu not held): the exchange, the stop request, the
+ * round, the modelled link, the verdict, the report, the publication and phase 2. *ex: the run
+ * ends here. */
+static int run_round(nnc_run *R, coord *st, int *ex)
+{
+    double t0 = nnc__now();   /* synchronizer time: the exchange, the round, the decision */
+    R->tp->round = R->round + 1;
+    int s = exchange(R);
+    if (s) return s;
+    pthread_mutex_lock(&R->mu);
+    progress now = snapshot(R);
+    pthread_mutex_unlock(&R->mu);
+    if (R->stop_req) return stop_round(R);
+    nnc_round_info ri;
+    memset(&ri, 0, sizeof ri);
+    R->parked = 1;   /* the workers' threads take jobs (dist/parked.c) until the publication */
+    s = do_round(R, &ri);
+    R->parked = 0;
+    if (s) return s;
+    R->round++;
+    verdict v;
+    memset(&v, 0, sizeof v);
+    model_link(R, t0, &v);
+    if ((s = decide(R, st, &v))) return s;
+    round_info(R, st, &v, now, t0, &ri);
+    publish(R, &v);
+    if (R->c.on_round) R->c.on_round(&ri, R->c.ud);
+    if (v.ack && (s = after_pull(R, &v))) return s;
+    *ex = v.ex;
+    return NNC_OK;
+}
+
 /* The synchronizer loop; returns with the workers told to exit (or to be cancelled). */
 static int coordinate(nnc_run *R, progress start)
 {
-    int M = R->M, nl = R->nloc, lo = R->lo, hi = R->hi;
-    nnc_transport *tp = R->tp;
-    double timeout = R->c.sync_timeout;
-    long report_every = R->c.log_every > 0 ? R->c.log_every : M * (R->spe / 10 > 0 ? R->spe / 10 : 1);
-    progress last = start, loss_mark = start;
-    loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
-    loss_mark.loss_n = R->mark_n;
-    double t_last = nnc__run_seconds(R), prev_secs = t_last;
-    pthread_mutex_lock(&R->mu);
+    int M = R->M;
+    coord st = {.report_every = R->c.log_every > 0 ? R->c.log_every : M * (R->spe / 10 > 0 ? R->spe / 10 : 1),
+                .last = start,
+                .loss_mark = start};
+    st.loss_mark.loss = R->mark_loss;   /* a resumed run continues its round-loss window */
+    st.loss_mark.loss_n = R->mark_n;
+    st.t_last = st.prev_secs = nnc__run_seconds(R);
     for (;;) {
-        double first = 0.0, quiet_since = nnc__now();
-        long activity = -1;
-        while (R->arrived < nl && !R->failed) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            long slice = POLL_MS * 1000000L;
-            if (R->c.time_budget > 0 && !R->deadline) {
-                /* wake at the deadline, not up to a poll slice after it */
-                double left = R->c.time_budget - nnc__run_seconds(R);
-                if (left * 1e9 < (double)slice) slice = left > 1e-3 ? (long)(left * 1e9) : 1000000L;
-            }
-            ts.tv_nsec += slice;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&R->cv_sync, &R->mu, &ts);
-            check_deadline(R);
-            if (R->arrived > 0 && first == 0.0) first = nnc__now();
-            if (R->arrived < nl && first > 0.0 && nnc__now() - first > timeout && !R->failed) {
-                int w = lo;
-                while (w < hi && R->here[w]) w++;
-                pthread_mutex_unlock(&R->mu);
-                return nnc__fail(NNC_ETIMEOUT,
-                                 "sync round %ld: worker %d did not arrive within %.1f s of the first "
-                                 "worker (stalled?); %d of %d workers waiting",
-                                 R->round + 1, w, timeout, R->arrived, nl);
-            }
-            /* Watchdog for the case where no worker arrives at all: no local step, gradient
-             * or arrival anywhere for sync_timeout seconds. */
-            long act = R->arrived;
-            for (int i = lo; i < hi; i++) act += R->W[i].wsteps + R->W[i].wround;
-            if (act != activity) {
-                activity = act;
-                quiet_since = nnc__now();
-            } else if (nnc__now() - quiet_since > timeout && !R->failed) {
-                int w = lo;
-                while (w < hi && R->here[w]) w++;
-                pthread_mutex_unlock(&R->mu);
-                return nnc__fail(NNC_ETIMEOUT,
-                                 "sync round %ld: no worker made progress for %.1f s (worker %d first "
-                                 "of those not arrived; stalled?); %d of %d workers waiting",
-                                 R->round + 1, timeout, w, R->arrived, nl);
-            }
-            if (R->user->stop && *R->user->stop && !R->stop_req) {
-                R->stop_req = 1;
-                R->round_req = 1;
-                R->res->stopped_by_signal = (int)*R->user->stop;
-            }
-            progress now = snapshot(R);
-            if (now.total - last.total >= report_every) {
-                pthread_mutex_unlock(&R->mu);
-                report(R, now, &last, &t_last);
-                pthread_mutex_lock(&R->mu);
-            }
-        }
-        if (R->failed) {
-            int w = R->failed - 1;
-            pthread_mutex_unlock(&R->mu);
-            /* Out of memory keeps its status (the CLI reports it as such); anything else is the
-             * worker's failure. */
-            return nnc__fail(R->wstatus[w] == NNC_ENOMEM ? NNC_ENOMEM : NNC_ETHREAD, "worker %d failed at round %ld: %s",
-                             w, R->round + 1, R->wmsg[w]);
-        }
+        pthread_mutex_lock(&R->mu);
+        int s = wait_arrivals(R, &st);
+        if (s) return s;
+        if (R->failed) return worker_failure(R);
         /* Every worker is parked: the round's state is ours until the generation bump. */
         R->arrived = 0;
         memset(R->here, 0, sizeof R->here);
         pthread_mutex_unlock(&R->mu);
-        double t0 = nnc__now();   /* synchronizer time: the exchange, the round, the decision */
-        tp->round = R->round + 1;
-        int s = exchange(R);
-        if (s) return s;
-        pthread_mutex_lock(&R->mu);
-        progress now = snapshot(R);
-        pthread_mutex_unlock(&R->mu);
-        if (R->stop_req) {
-            s = R->c.ckpt_dir ? nnc__run_save(R, "last.ckpt") : NNC_OK;
-            pthread_mutex_lock(&R->mu);
-            R->round_done = 0;
-            R->need_ack = 0;
-            R->exit_req = 1;
-            R->gen++;
-            pthread_cond_broadcast(&R->cv_work);
-            pthread_mutex_unlock(&R->mu);
-            if (s) return s;
-            return nnc__fail(NNC_EINTERRUPTED, "stopped by signal %d at round %ld%s",
-                             R->res->stopped_by_signal, R->round,
-                             R->c.ckpt_dir ? " (checkpoint written)" : "");
-        }
-        nnc_round_info ri;
-        memset(&ri, 0, sizeof ri);
-        s = do_round(R, &ri);
-        if (s) return s;
-        R->round++;
-        /* The modelled interconnect: the workers (parked) wait what the round's collectives
-         * would cost beyond the real time they took; the wait is training time. */
-        double comm = round_comm_seconds(R), slept = 0.0;
-        if (comm > 0.0) {
-            double real = nnc__now() - t0;
-            if (comm > real) {
-                double t1 = nnc__now();
-                sleep_s(comm - real);
-                slept = nnc__now() - t1;
-            }
-            R->res->comm_model_seconds += comm;
-        }
-        double secs = nnc__run_seconds(R);
-        /* Data-parallel rounds are one step apart: end at the round nearer to the budget (this
-         * one, or the next, about round_dt later). Other algorithms' workers stop at the
-         * deadline themselves (worker.c), so the round after it closes the run. */
-        double round_dt = R->round > 1 && secs > prev_secs ? secs - prev_secs : 0.0;
-        prev_secs = secs;
-        if (!has(R, NNC_ALGO_F_GRADIENTS)) round_dt = 0.0;
-        int ex = plan_done(R) ||
-                 (R->c.time_budget > 0 && (secs + 0.5 * round_dt >= R->c.time_budget || R->deadline));
-        if (tp->size > 1) {
-            /* Rank 0's clock and verdict for everyone (time budget, time-based schedules). */
-            double d[2] = {secs, ex};
-            if ((s = tp->ops->broadcast(tp, d, sizeof d, 0))) return s;
-            secs = d[0];
-            ex = d[1] != 0.0;
-        }
-        long total_after = R->total_steps + (has(R, NNC_ALGO_F_GRADIENTS) ? M : 0);
-        long epoch = R->spe ? total_after / (R->spe * M) : 0;
-        int boundary = !ex && epoch > R->last_epoch;
-        int eval_due = boundary && R->c.eval_every_epochs && epoch % R->c.eval_every_epochs == 0;
-        /* the training-time grid: the first round past k * eval_seconds */
-        int grid_due = !ex && R->c.eval_seconds > 0 && secs >= R->next_eval_slot * R->c.eval_seconds;
-        if (grid_due) R->next_eval_slot = (long)floor(secs / R->c.eval_seconds) + 1;
-        eval_due |= grid_due;
-        int save_due = boundary && R->c.ckpt_dir;
-        int ack = eval_due || save_due;
-        if (boundary) R->last_epoch = epoch;
-        ri.round = R->round;
-        ri.seconds = secs;
-        ri.workers = M;
-        ri.step = total_after;
-        ri.comm_seconds = comm;
-        for (int i = 0; i < M; i++) ri.local_steps[i] = R->W[i].wround;
-        ri.loss = now.loss_n > loss_mark.loss_n ? (now.loss - loss_mark.loss) / (double)(now.loss_n - loss_mark.loss_n) : NAN;
-        loss_mark = now;
-        R->mark_loss = now.loss;
-        R->mark_n = now.loss_n;
-        R->pub_seconds = secs;
-        double dt = nnc__now() - t0 - slept;
-        ri.sync_seconds = dt;
-        R->res->sync_seconds += dt;
-        pthread_mutex_lock(&R->mu);
-        R->round_steps = 0;
-        R->round_resv = 0;
-        R->round_req = 0;
-        R->round_done = 1;
-        R->exit_req = ex;
-        R->need_ack = ack;
-        R->gen++;
-        pthread_cond_broadcast(&R->cv_work);
-        pthread_mutex_unlock(&R->mu);
-        if (R->c.on_round) R->c.on_round(&ri, R->c.ud);
-        if (ack) {
-            pthread_mutex_lock(&R->mu);
-            while (R->arrived2 < nl && !R->failed) pthread_cond_wait(&R->cv_sync, &R->mu);
-            R->arrived2 = 0;
-            pthread_mutex_unlock(&R->mu);
-            if (eval_due && (s = nnc__run_evaluate(R))) return s;
-            if (save_due) {
-                double t1 = nnc__now();
-                s = nnc__run_save_epoch(R, epoch);
-                R->t_excluded += nnc__now() - t1;
-                if (s) return s;
-            }
-            pthread_mutex_lock(&R->mu);
-            R->gen2++;
-            pthread_cond_broadcast(&R->cv_work);
-            pthread_mutex_unlock(&R->mu);
-        }
-        pthread_mutex_lock(&R->mu);
+        int ex = 0;
+        if ((s = run_round(R, &st, &ex))) return s;
         if (ex) {
+            pthread_mutex_lock(&R->mu);
             progress fin = snapshot(R);
             pthread_mutex_unlock(&R->mu);
-            report(R, fin, &last, &t_last);
+            report(R, fin, &st.last, &st.t_last);
             return NNC_OK;
         }
     }

@@ -30,6 +30,14 @@ int nnc__run_plan_teams(nnc_run *R)
     nnc__run_log(R, "%s", line);
     nnc__plan_json(&R->topo, &R->place, R->lo, R->res->placement, sizeof R->res->placement);
     R->res->threads_per_worker = R->tpw;
+    /* The center reduction's nodes (dist/parked.c): the plan's, or where an automatic plan would
+     * put the workers when nothing is pinned (a synthetic topology, placement none), so the
+     * reduction is grouped as it would be on that machine. */
+    nnc__plan np = R->place;
+    int own = 0;
+    if (!np.pinned && nnc__plan_make(&R->topo, R->nloc, R->tpw, NNC_PLACEMENT_AUTO, &np) == NNC_OK) own = 1;
+    for (int w = 0; w < R->nloc; w++) R->rnode[R->lo + w] = np.pinned && np.node[w] >= 0 ? np.node[w] : 0;
+    if (own) nnc__plan_free(&np);
     long pus = R->topo.npus;
     int short_spin = (long)R->nloc * R->tpw > pus;
     for (int w = 0; w < R->nloc; w++)

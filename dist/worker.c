@@ -1,8 +1,10 @@
 /* dist/worker.c - one worker thread of a multi-worker run: local steps on its own replica
  * (plus the proximity pull toward the published target, or the gradient of a data-parallel
  * step), then at a round: finiteness, the probe norms where the algorithm wants them, park
- * until the synchronizer (dist/sync.c) publishes the round, apply it to its own replica (pull,
- * reset or the averaged-gradient step) and go on. The worker names no algorithm: it reads the
+ * until the synchronizer (dist/sync.c) publishes the round - while parked, run the round's jobs
+ * the synchronizer hands out (dist/parked.c: the center reduction, the distances) on its own
+ * team -, apply it to its own replica (pull on its team, reset or the averaged-gradient step) and
+ * go on. The worker names no algorithm: it reads the
  * capability flags and hooks of dist/algo.h.
  * async: a shared counter of local steps; a round once it reaches tau*M (fast workers take more).
  * lockstep: exactly tau local steps per worker per round: bitwise reproducible for a seed.
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dist/reduce.h"
 #include "dist/run.h"
 #include "nn/fault.h"
 
@@ -231,7 +234,7 @@ static void round_apply(nnc_run *R, int i)
         nnc_sgd_reset(r->opt);
         memset(&R->W[i].hist, 0, sizeof R->W[i].hist);
     } else {
-        nnc__grawa_pull(p->data, R->pub, R->pull_c[i], p->n_data);
+        nnc__reduce_pull(p->data, R->pub, R->pull_c[i], p->n_data);   /* on this worker's team */
     }
     R->W[i].bad = 0;
     r->probe_rng_round = r->probe_rng;
@@ -272,11 +275,24 @@ void *nnc__worker_main(void *arg)
         }
         OBSERVE(R, NNC__OBS_ARRIVE, i, NAN);
         pthread_mutex_lock(&R->mu);
-        long g = R->gen;
+        long g = R->gen, jg = R->job_gen;
         R->arrived++;
         R->here[i] = 1;
         pthread_cond_signal(&R->cv_sync);
-        while (R->gen == g && !R->cancel) pthread_cond_wait(&R->cv_work, &R->mu);
+        while (R->gen == g && !R->cancel) {
+            if (R->job_gen != jg) {
+                /* A job of the round (dist/parked.c) on this thread and its team. */
+                void (*fn)(void *, int) = R->job_fn;
+                void *ctx = R->job_ctx;
+                jg = R->job_gen;
+                pthread_mutex_unlock(&R->mu);
+                fn(ctx, i);
+                pthread_mutex_lock(&R->mu);
+                if (++R->job_done == R->nloc) pthread_cond_signal(&R->cv_sync);
+                continue;
+            }
+            pthread_cond_wait(&R->cv_work, &R->mu);
+        }
         int cancel = R->cancel, ex = R->exit_req, done = R->round_done, ack = R->need_ack;
         pthread_mutex_unlock(&R->mu);
         if (cancel) break;

@@ -12,7 +12,8 @@
  * request with checkpoint + resume, time budgets with the evaluation grid and a modelled link, two
  * training contexts on two threads at once, two concurrent runs with different kernel thread team
  * sizes (2 workers x 2 threads beside one replica of 3 threads, then pinned 2 x 1 beside unpinned
- * 1 x 2), and the test-only worker observer (dist/run.h) reading what it documents as stable.
+ * 1 x 2), the test-only worker observer (dist/run.h) reading what it documents as stable, and
+ * the center reduction on the parked workers' teams over a synthetic 2-node machine.
  */
 #include <math.h>
 #include <pthread.h>
@@ -196,6 +197,17 @@ int main(void)
         }
     }
     printf("two concurrent runs, different team sizes: %s\n", bad ? "see above" : "ok");
+    /* the center reduction node by node on the parked workers' teams: a synthetic 2-node
+     * machine, 3 workers x 2 threads, chunks of 37 floats (a pipeline of three stages) */
+    setenv("HWLOC_SYNTHETIC", "pack:2 numa:1 core:8 pu:2", 1);
+    arm("reduce_chunk:37");
+    for (int s = 0; s < 2; s++) {
+        nnc_train_config h = config(s ? NNC_ALGO_LGRAWA : NNC_ALGO_MGRAWA, 3, (nnc_sync_mode)s);
+        h.threads_per_worker = 2;
+        bad += run(s ? "2-node reduce lgrawa" : "2-node reduce mgrawa", h, NNC_OK);
+    }
+    arm("");
+    unsetenv("HWLOC_SYNTHETIC");
     printf("%s: %d failure(s)\n", bad ? "FAIL" : "OK", bad);
     nnc__free(g_train->images);
     nnc__free(g_train->labels);
