@@ -356,9 +356,9 @@ static long end_epoch(const nnc_run *R)
 
 /* The run's progress as a checkpoint would report it, for the one stop rule
  * (nnc_train_ckpt_finished). */
-static nnc_ckpt_progress progress_of(const nnc_run *R)
+static nnc_ckpt_progress progress_of(const nnc_run *R, double seconds)
 {
-    nnc_ckpt_progress p = {.steps_per_epoch = R->spe, .rounds = R->round, .seconds = nnc__run_seconds(R),
+    nnc_ckpt_progress p = {.steps_per_epoch = R->spe, .rounds = R->round, .seconds = seconds,
                            .workers = R->M, .algo = R->c.algo, .sync = R->c.sync, .budget_done = R->budget_done};
     for (int i = 0; i < R->M; i++)
         if (i == 0 || R->rep[i]->steps < p.min_steps) p.min_steps = R->rep[i]->steps;
@@ -408,12 +408,15 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     if (!s && R->c.resume) s = nnc__run_load(R);
     int done = 0;
     if (!s && R->c.resume) {
-        nnc_ckpt_progress p = progress_of(R);
+        nnc_ckpt_progress p = progress_of(R, R->t_resumed); /* the clock has not started */
         done = nnc_train_ckpt_finished(&p, R->c.epochs, R->c.time_budget);
+        if (done && nnc_train_ckpt_finished(&p, R->c.epochs, 0.0))
+            nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints left "
+                         "unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs);
+        else if (done)
+            nnc__run_log(R, "already trained %.1f s of the %g s budget: nothing to train, checkpoints left "
+                         "unchanged", R->t_resumed, R->c.time_budget);
         if (done) {
-            nnc__run_log(R, "already at epoch %.2f (target %d) after %.1f s (budget %g s): nothing to train, "
-                         "checkpoints left unchanged", (double)R->rep[0]->steps / R->spe, R->c.epochs,
-                         R->t_resumed, R->c.time_budget);
             out->steps = R->A->flags & NNC_ALGO_F_SINGLE ? R->rep[0]->steps : R->total_steps;
             out->rounds = R->round;
             for (int i = 0; i < R->M; i++) out->local_steps[i] = R->rep[i]->steps;
@@ -431,7 +434,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         out->seconds = nnc__run_seconds(R);
         if (!s && R->c.time_budget > 0) {
             /* ended by the budget unless the epochs were reached first */
-            nnc_ckpt_progress p = progress_of(R);
+            nnc_ckpt_progress p = progress_of(R, out->seconds);
             if (!nnc_train_ckpt_finished(&p, R->c.epochs, 0.0)) R->budget_done = R->c.time_budget;
         }
         R->ended = 1;

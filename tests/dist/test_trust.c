@@ -680,10 +680,10 @@ Test(dist_trust, run_state_is_little_endian_and_progress_query_reads_it, .timeou
 Test(dist_trust, run_meta_version_2_still_reads)
 {
     nnc__meta m = {.version = NNC__RUN_META_VERSION, .workers = 4, .round = 7, .total_steps = 90,
-                   .mark_loss = 1.5, .comm_seconds = 2.25};
+                   .mark_loss = 1.5, .comm_seconds = 2.25, .budget_done = 60};
     unsigned char b[256], v2[256];
     size_t n3 = nnc__meta_bytes(), n2 = (size_t)nnc__meta_field_offset("comm_seconds");
-    cr_assert_eq(n2 + 8, n3, "comm_seconds is the last field");
+    cr_assert_eq(n2 + 16, n3, "comm_seconds and budget_done are the last fields");
     nnc__meta_encode(&m, b);
     nnc__meta back;
     cr_assert_eq(nnc__meta_decode(b, n3, "x", &back), NNC_OK, "%s", nnc_error_message());
@@ -695,6 +695,7 @@ Test(dist_trust, run_meta_version_2_still_reads)
     cr_assert_eq(back.round, 7);
     cr_assert_eq(back.mark_loss, 1.5);
     cr_assert_eq(back.comm_seconds, 0.0);
+    cr_assert_eq(back.budget_done, 0.0);
     /* A version 2 meta with version 3's size (or the reverse) is refused, naming both sizes. */
     cr_assert_eq(nnc__meta_decode(v2, n3, "x", &back), NNC_EFORMAT);
     cr_assert(strstr(nnc_error_message(), "version 2"), "%s", nnc_error_message());
