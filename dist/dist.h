@@ -126,8 +126,9 @@ typedef struct nnc_train_config {
     int threads;                  /* 1 (CLI: all online cores); kernel threads (nn/threads.h) of one
                                      replica (workers 1; workers > 1: threads_per_worker). The
                                      run's own team; BLAS runs with 1 */
-    nnc_precision precision;      /* conv operands (nn/precision.h): FP32 (default) or BF16; set
-                                     process-wide (NNC_EUNSUPPORTED without AVX512_BF16) */
+    nnc_precision precision;      /* conv operands (nn/precision.h): FP32 (default) or BF16; the
+                                     run's teams' and the caller's during the run, not process-
+                                     wide (NNC_EUNSUPPORTED without AVX512_BF16) */
     /* distribution */
     int workers;                  /* 1; MPI build under mpirun: the total over all ranks */
     nnc_algo algo;

@@ -44,6 +44,8 @@ int nnc__run_plan_teams(nnc_run *R)
         if ((s = nnc_team_new(R->tpw, R->place.pinned ? R->place.cpus + (size_t)w * R->tpw : NULL, short_spin,
                               &R->team[R->lo + w])))
             return nnc__fail_prefix(s, "training: worker %d's team of %d threads", R->lo + w, R->tpw);
+    for (int w = 0; w < R->nloc; w++) /* each team runs its ops in the run's precision */
+        if ((s = nnc_team_set_precision(R->team[R->lo + w], c->precision))) return s;
     return NNC_OK;
 }
 

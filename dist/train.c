@@ -381,6 +381,8 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     R->train = train;
     R->test = test;
     R->res = out;
+    const nnc_precision caller_prec = nnc_get_precision();
+    int prec_set = 0;
     int s = resolve(&R->c, train);
     if (!s && test && (test->c != train->c || test->h != train->h || test->w != train->w))
         s = nnc__fail(NNC_EINVAL, "test set '%s' has images %dx%dx%d, training set '%s' %dx%dx%d", test->name,
@@ -394,8 +396,11 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
          * single-threaded: its GEMMs are called from the teams' threads, which already split the
          * batch. Only changed when different, so concurrent runs never touch it. */
         if (nnc_blas_threads() != 1) nnc_blas_set_threads(1);
-        if (nnc_get_precision() != R->c.precision && (s = nnc_set_precision(R->c.precision)))
-            s = nnc__fail_prefix(s, "training");
+        /* The run's precision is its teams' (dist/teams.c) and the calling thread's while it
+         * runs (it evaluates, and is team 0's thread 0 with one replica); the caller's own comes
+         * back at the end. Nothing process-wide: concurrent runs keep their own. */
+        if ((s = nnc_set_precision(R->c.precision))) s = nnc__fail_prefix(s, "training");
+        else prec_set = 1;
         if (!s) s = run_setup(R);
     }
     /* One replica: the caller's thread is its team's thread 0 for the whole run (training,
@@ -445,6 +450,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     if (!s && !done) s = nnc__run_evaluate(R);
     if (!s && R->c.ckpt_dir && !done) s = nnc__run_save_epoch(R, end_epoch(R));
     if (entered) nnc_team_leave(R->team[0]);
+    if (prec_set) (void)nnc_set_precision(caller_prec);
     if (s) {
         /* Keep the failing thread's message while the run is torn down. */
         char msg[1024];

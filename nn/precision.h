@@ -6,8 +6,17 @@
  * state, batch-norm statistics, the loss and every reduction. docs/precision.md has the details
  * and the measured speed and accuracy.
  *
- * The setting is process-wide, like nnc_set_threads, and is read when an op runs.
- * Thread-safety: nnc_set_precision must not run concurrently with ops.
+ * The setting belongs to a kernel thread team (nn/threads.h), not to the process: an op runs in
+ * the precision of the calling thread's current team, read when the op starts. nnc_set_precision
+ * sets the precision of the calling thread's current team - its default team (the one
+ * nnc_set_threads sizes) unless it entered another with nnc_team_enter - and nnc_get_precision
+ * reads it; nnc_team_set_precision sets any team's. A thread's default team starts in FP32; a
+ * team made by nnc_team_new starts in the precision its creating thread was running then.
+ * nnc_train runs in its config's precision on its own teams (and on the calling thread while it
+ * evaluates), and gives the calling thread its previous precision back: two runs in one process,
+ * on two threads, each keep their own precision.
+ * Thread-safety: a team's precision may be set while another team runs ops; setting it while
+ * that same team runs an op changes only the ops that start afterwards.
  */
 #ifndef NNC_PRECISION_H
 #define NNC_PRECISION_H
@@ -22,10 +31,18 @@ typedef enum nnc_precision { NNC_PRECISION_FP32 = 0, NNC_PRECISION_BF16 = 1 } nn
  * as BF16 ones. */
 nnc_status nnc_set_precision(nnc_precision p);
 nnc_precision nnc_get_precision(void);
+/* The same for team t (NULL: the calling thread's default team). */
+struct nnc_team;
+nnc_status nnc_team_set_precision(struct nnc_team *t, nnc_precision p);
+nnc_precision nnc_team_precision(const struct nnc_team *t);
 /* "fp32" / "bf16"; nnc_precision_parse returns 0 and sets *p for those names, -1 otherwise. */
 const char *nnc_precision_name(nnc_precision p);
 int nnc_precision_parse(const char *s, nnc_precision *p);
 /* Whether this CPU (and NNC_ISA) can run BF16. */
 int nnc_precision_bf16_available(void);
+
+/* --- internal --- */
+/* NNC_OK if p can run here, else the failure nnc_set_precision returns (message set). */
+int nnc__precision_check(nnc_precision p);
 
 #endif

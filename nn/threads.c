@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "nn/alloc.h"
+#include "nn/precision.h"
 #include "nn/status.h"
 #include "nn/threads.h"
 
@@ -47,6 +48,7 @@ struct nnc_team {
     nnc__task_fn fn;
     void *ctx;
     int ntasks, width;
+    atomic_int precision;      /* nnc_precision of the ops run on this team (nn/precision.h) */
     /* nnc_team_enter / nnc_team_leave (one entering thread at a time) */
     nnc_team *prev;
     int restore;
@@ -56,6 +58,7 @@ struct nnc_team {
 static _Thread_local nnc_team *cur;         /* the calling thread's current team */
 static _Thread_local nnc_team *own;         /* its default team (nnc_set_threads) */
 static _Thread_local int in_pool_job;
+static _Thread_local int own_prec;          /* precision of its default team (nnc_set_precision) */
 
 static int pin_self(int cpu)
 {
@@ -136,6 +139,7 @@ int nnc_team_new(int n, const int *cpus, int short_spin, nnc_team **out)
     pthread_cond_init(&t->wake, NULL);
     pthread_cond_init(&t->done, NULL);
     t->size = n;
+    atomic_init(&t->precision, (int)nnc_get_precision()); /* the creating thread's (nn/precision.h) */
     t->spin = short_spin ? SPIN_SHORT : SPIN_LONG;
     t->h = nnc__calloc((size_t)n, sizeof *t->h);
     if (cpus) {
@@ -222,6 +226,26 @@ int nnc_set_threads(int n)
 }
 
 int nnc_threads(void) { return cur ? cur->size : 1; }
+
+/* ---- precision (nn/precision.h): the current team's, or the thread's default team's ---- */
+int nnc_team_set_precision(nnc_team *t, nnc_precision p)
+{
+    int s = nnc__precision_check(p);
+    if (s) return s;
+    if (t == own || !t) own_prec = (int)p;
+    else atomic_store_explicit(&t->precision, (int)p, memory_order_relaxed);
+    return NNC_OK;
+}
+
+nnc_precision nnc_team_precision(const nnc_team *t)
+{
+    if (!t || t == own) return (nnc_precision)own_prec;
+    return (nnc_precision)atomic_load_explicit(&((nnc_team *)t)->precision, memory_order_relaxed);
+}
+
+nnc_status nnc_set_precision(nnc_precision p) { return nnc_team_set_precision(cur, p); }
+
+nnc_precision nnc_get_precision(void) { return nnc_team_precision(cur); }
 
 int nnc__parallel_width(int ntasks)
 {

@@ -6,7 +6,8 @@
  * thread has a current team (a thread-local pointer set by nnc_team_enter, e.g. by each worker of
  * a multi-worker run on its own thread); a thread that never entered one uses its own default
  * team, sized by nnc_set_threads (1 thread until then: every op runs inline). No state is shared
- * between threads or teams, so two runs in one process never share threads.
+ * between threads or teams, so two runs in one process never share threads. A team also carries
+ * the precision its ops run in (nn/precision.h: nnc_team_set_precision).
  *
  * Threads take task indices dynamically; a task's result never depends on which thread runs it
  * (thread indices only select scratch slices), and every reduction the ops do over tasks runs in

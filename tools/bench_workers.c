@@ -54,6 +54,7 @@ static int run(const nnc_dataset *d, const bench_workers_opts *o, int workers, n
     c.time_budget = o->seconds;
     c.epochs = 0; /* until the time budget */
     c.seed = (uint64_t)o->seed;
+    c.precision = nnc_get_precision(); /* --precision */
     c.eval_every_epochs = 0;
     c.bn_reestimate_batches = 0;
     c.log_every = 1 << 30;

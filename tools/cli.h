@@ -58,8 +58,8 @@ flag_spec *flags_find(flag_table *t, const char *name);
 /* ---- messages ---- */
 /* "nnc: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* --precision VALUE (fp32 or bf16, nn/precision.h): sets it process-wide; returns 0, or prints
- * and returns EXIT_USAGE (an unknown name, or bf16 on a CPU without AVX512_BF16)
+/* --precision VALUE (fp32 or bf16, nn/precision.h): sets the calling thread's (its current
+ * team's); returns 0, or prints and returns EXIT_USAGE (an unknown name, or bf16 on a CPU without AVX512_BF16)
  * (tools/cmd_bench.c). */
 int cli_set_precision(const char *value);
 

@@ -1,17 +1,15 @@
 /* nn/conv/dispatch.c - the one place that picks a convolution kernel set per layer (nn/conv/conv.h)
  * and hands each set the fusion hooks it can take (nn/conv/fuse.h), doing the others around it. */
-#include <stdatomic.h>
 #include <string.h>
 
 #include "nn/conv/kernels.h"
 #include "nn/cpu.h"
 
 static int path_override; /* 0 auto, else a nnc__conv_path (tests, bench --layers) */
-static atomic_int precision; /* nnc_precision, process-wide (nn/precision.h) */
 
 int nnc_precision_bf16_available(void) { return nnc__isa_bf16(); }
 
-nnc_status nnc_set_precision(nnc_precision p)
+int nnc__precision_check(nnc_precision p)
 {
     if (p != NNC_PRECISION_FP32 && p != NNC_PRECISION_BF16)
         return nnc__fail(NNC_EINVAL, "precision %d: expected fp32 or bf16", (int)p);
@@ -20,11 +18,8 @@ nnc_status nnc_set_precision(nnc_precision p)
                          "precision bf16 needs a CPU with AVX512_BF16 (and NNC_ISA at avx512); this one runs %s%s: "
                          "use fp32",
                          nnc__isa_name(nnc__isa()), nnc__isa() == NNC_ISA_AVX512 ? " without AVX512_BF16" : "");
-    atomic_store(&precision, (int)p);
     return NNC_OK;
 }
-
-nnc_precision nnc_get_precision(void) { return (nnc_precision)atomic_load_explicit(&precision, memory_order_relaxed); }
 
 const char *nnc_precision_name(nnc_precision p) { return p == NNC_PRECISION_BF16 ? "bf16" : "fp32"; }
 

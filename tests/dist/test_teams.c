@@ -336,3 +336,65 @@ Test(teams, two_concurrent_runs_with_different_team_sizes, .timeout = 180)
     cr_assert_eq(both[1].r.threads_per_worker, 2);
     fx_dataset_free(tr);
 }
+
+/* Precision travels with the run (nn/precision.h): a BF16 run and an FP32 run side by side in one
+ * process each give the bits they give alone, a BF16 run differs from the same run in FP32 (the
+ * setting reached the ops), and nnc_train gives the calling thread its precision back. Run 0 is
+ * a lockstep GRAWA run of 2 workers, run 1 one replica of 2 threads. */
+Test(teams, concurrent_runs_with_different_precisions, .timeout = 240)
+{
+    if (!nnc_precision_bf16_available()) cr_skip_test("this CPU (or NNC_ISA) has no AVX512_BF16");
+    nnc_dataset *tr = fx_dataset(256, 1);
+    run_job alone[2][2], both[2][2]; /* [precision pairing][run] */
+    for (int pairing = 0; pairing < 2; pairing++)
+        for (int k = 0; k < 2; k++) {
+            nnc_train_config c = k == 0 ? lockstep_config(1, NNC_PLACEMENT_NONE) : fx_config(NNC_ALGO_SGD, 1);
+            if (k == 1) c.threads = 2;
+            c.precision = (k ^ pairing) ? NNC_PRECISION_BF16 : NNC_PRECISION_FP32;
+            alone[pairing][k] = (run_job){.c = c, .tr = tr};
+            both[pairing][k] = (run_job){.c = c, .tr = tr};
+            run_job_main(&alone[pairing][k]);
+            cr_assert_eq(alone[pairing][k].status, NNC_OK, "%s", nnc_error_message());
+            cr_assert_eq(nnc_get_precision(), NNC_PRECISION_FP32, "nnc_train left the caller's precision changed");
+        }
+    for (int k = 0; k < 2; k++)
+        cr_assert(alone[0][k].t.hash != alone[1][k].t.hash ||
+                      memcmp(&alone[0][k].r.train_loss, &alone[1][k].r.train_loss, sizeof(double)),
+                  "run %d: the same trace and loss in FP32 and BF16", k);
+    for (int pairing = 0; pairing < 2; pairing++) {
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) cr_assert_eq(pthread_create(&th[k], NULL, run_job_main, &both[pairing][k]), 0);
+        for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+        for (int k = 0; k < 2; k++) {
+            const run_job *a = &alone[pairing][k], *b = &both[pairing][k];
+            cr_assert_eq(b->status, NNC_OK);
+            cr_assert_eq(a->t.hash, b->t.hash, "run %d (%s) differs when run beside one in the other precision", k,
+                         nnc_precision_name(a->c.precision));
+            cr_assert_eq(a->r.steps, b->r.steps);
+            cr_assert_eq(memcmp(&a->r.train_loss, &b->r.train_loss, sizeof(double)), 0);
+        }
+    }
+    fx_dataset_free(tr);
+}
+
+/* A team carries its precision: set on one team, it is what a thread that enters it reads, and
+ * leaving gives the thread its default team's back. */
+Test(teams, team_precision_follows_the_current_team)
+{
+    if (!nnc_precision_bf16_available()) cr_skip_test("this CPU (or NNC_ISA) has no AVX512_BF16");
+    nnc_team *t;
+    cr_assert_eq(nnc_team_new(1, NULL, 0, &t), NNC_OK);
+    cr_assert_eq(nnc_team_precision(t), NNC_PRECISION_FP32);
+    cr_assert_eq(nnc_team_set_precision(t, NNC_PRECISION_BF16), NNC_OK);
+    cr_assert_eq(nnc_get_precision(), NNC_PRECISION_FP32);
+    cr_assert_eq(nnc_team_enter(t), NNC_OK);
+    cr_assert_eq(nnc_get_precision(), NNC_PRECISION_BF16);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK); /* the entered team's */
+    cr_assert_eq(nnc_team_precision(t), NNC_PRECISION_FP32);
+    nnc_team_leave(t);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_BF16), NNC_OK); /* the default team's */
+    cr_assert_eq(nnc_team_precision(t), NNC_PRECISION_FP32);
+    cr_assert_eq(nnc_team_precision(NULL), NNC_PRECISION_BF16);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
+    nnc_team_free(t);
+}
