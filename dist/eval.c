@@ -1,4 +1,5 @@
-/* dist/eval.c - nnc_evaluate: eval-mode loss, top-1 accuracy and confusion matrix. */
+/* dist/eval.c - nnc_evaluate: eval-mode loss, top-1 accuracy and confusion matrix, on the inference
+ * forward (nnc_model_forward_infer: batch norms folded into the convolutions) like predict and bench. */
 #include <math.h>
 #include <string.h>
 
@@ -35,7 +36,7 @@ static int eval_run(nnc_model *m, const nnc_dataset *d, int batch, int K, const 
         nnc_graph_reset(g);
         nnc_graph_set_grad(g, 0);
         int shape[4] = {n, d->c, d->h, d->w};
-        nnc_tensor *logits = nnc_model_forward(m, g, nnc_tensor_wrap(g, x, 4, shape), 0, NULL);
+        nnc_tensor *logits = nnc_model_forward_infer(m, g, nnc_tensor_wrap(g, x, 4, shape));
         nnc_tensor *l = nnc_softmax_cross_entropy(g, logits, y, NNC_REDUCE_SUM, 0.0f);
         lsum += l->data[0];
         nnc_argmax_rows(logits, pred);

@@ -83,6 +83,12 @@ typedef struct nnc__model_def {
     int min_size; /* smallest image_size accepted */
 } nnc__model_def;
 
+/* Eval-mode slicing (models.c): batches run in slices of NNC__INFER_SLICE images up to layer
+ * nnc__model_infer_split(m) (0: no slicing), never inside a CONV..BN..RESIDUAL..RELU run or a
+ * SAVE..RESIDUAL window; the rest runs on the whole batch. */
+#define NNC__INFER_SLICE 8
+int nnc__model_infer_split(const nnc_model *m);
+
 /* builders.c: the registry table. */
 extern const nnc__model_def nnc__model_defs[];
 extern const int nnc__num_model_defs;

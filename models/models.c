@@ -171,12 +171,13 @@ static nnc_tensor *forward_layers(nnc_model *m, nnc_graph *g, nnc_tensor *x, int
  * image 32x32x64 layers lose). Every conv call packs its weights once, so layers whose output
  * images are tiny (fewer than SLICE_MIN_PIXELS pixels per slice) run on the whole batch: the
  * split is the last layer boundary before the first such conv where no residual input is held
- * (no SAVE whose RESIDUAL lies beyond it). Returns 0 when slicing does not pay at all. */
-#define INFER_SLICE 8
+ * (no SAVE whose RESIDUAL lies beyond it). Returns 0 when slicing does not pay at all.
+ * nnc_model_forward_infer (models/infer.c) slices the same way. */
+#define INFER_SLICE NNC__INFER_SLICE
 #define SLICE_MIN_PIXELS 256
 #define SLICE_MAX_BYTES (1u << 20)
 
-static int infer_split(const nnc_model *m)
+int nnc__model_infer_split(const nnc_model *m)
 {
     int limit = m->nlayers;
     for (int i = 0; i < m->nlayers; i++) {
@@ -208,7 +209,7 @@ nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int tra
                "model %s: input must be (N,%d,%d,%d)", m->arch, m->cfg.in_channels, m->cfg.image_size,
                m->cfg.image_size);
     const int N = x->shape[0];
-    int split = infer_split(m);
+    int split = nnc__model_infer_split(m);
     if (training || nnc_graph_grad_enabled(g) || N <= INFER_SLICE || split == 0)
         return forward_layers(m, g, x, training, rng, 0, m->nlayers);
     const size_t per = x->numel / (size_t)N;

@@ -53,6 +53,16 @@ int nnc_model_clone(const nnc_model *m, nnc_model **out);
  * fine at 32x32 but not for VGG at 28x28, whose last convolutions run at 1x1. */
 nnc_tensor *nnc_model_forward(nnc_model *m, nnc_graph *g, nnc_tensor *x, int training, nnc_rng *rng);
 
+/* Inference forward (eval, predict and `nnc bench` run it): the eval-mode forward of x
+ * (N, C, H, W) -> logits (N, classes) with every batch norm that follows a convolution folded
+ * into the convolution's weights and bias, the bias, residual add and ReLU applied in the
+ * convolution's output pass, and the batch run in slices that stay in the L2 cache
+ * (models/infer.c). Nothing is recorded on g (its grad mode is left as it was). The fold is
+ * rebuilt from the current parameters and running statistics on every call, so it is never
+ * stale. Equals nnc_model_forward(m, g, x, 0, NULL) up to float rounding, and is bitwise the
+ * same for any kernel thread count. */
+nnc_tensor *nnc_model_forward_infer(nnc_model *m, nnc_graph *g, nnc_tensor *x);
+
 nnc_params *nnc_model_params(nnc_model *m);
 const nnc_params *nnc_model_params_const(const nnc_model *m);
 const char *nnc_model_name(const nnc_model *m);

@@ -46,6 +46,19 @@ nnc_tensor *nnc_batchnorm2d_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *gamma,
                                  nnc_tensor *running_mean, nnc_tensor *running_var, float momentum,
                                  float eps, int training, nnc_tensor *residual);
 
+/* Inference convolution (never recorded, whatever the graph's grad mode): y = conv(x, w) + b
+ * (+ residual), then max(y, 0) when relu; b and residual may be NULL, residual has the output's
+ * shape. The bias, residual and ReLU are applied in the conv's output pass while the output is
+ * cache-hot. packed: NULL, or w packed once by nnc_conv2d_infer_pack for this precision (the
+ * same values, without packing w again in every call). Used by nnc_model_forward_infer with
+ * batch-norm-folded weights. */
+nnc_tensor *nnc_conv2d_infer(nnc_graph *g, nnc_tensor *x, const nnc_tensor *w, const nnc_tensor *b, int stride,
+                             int pad, const nnc_tensor *residual, int relu, const float *packed);
+/* w (K,C,R,S) packed in g's arena for nnc_conv2d_infer on inputs of h x wd images at this
+ * stride and pad and the current precision, or NULL when the layer's kernel set packs its
+ * weights per call anyway. */
+const float *nnc_conv2d_infer_pack(nnc_graph *g, const nnc_tensor *w, int h, int wd, int stride, int pad);
+
 /* conv2d followed by batchnorm2d_relu (same arguments as the two ops; b may be NULL):
  * y = relu(bn(conv(x)) + residual). In eval mode with nothing to record (grad off or no input
  * requiring grad) the BN affine map, residual and ReLU are applied in the conv's output pass

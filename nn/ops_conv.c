@@ -195,6 +195,36 @@ nnc_tensor *nnc_conv2d_bn_relu(nnc_graph *g, nnc_tensor *x, nnc_tensor *w, nnc_t
     return y;
 }
 
+const float *nnc_conv2d_infer_pack(nnc_graph *g, const nnc_tensor *w, int h, int wd, int stride, int pad)
+{
+    NNC_ASSERT(g && w && w->ndim == 4, "conv2d_infer_pack: weight must be (K,C,R,S)");
+    nnc__conv_shape cs = {1, w->shape[1], h, wd, w->shape[0], w->shape[2], w->shape[3], stride, pad, 0, 0,
+                          (int)nnc_get_precision()};
+    cs.p = out_size(h, cs.r, stride, pad);
+    cs.q = out_size(wd, cs.s, stride, pad);
+    size_t n = nnc__conv_forward_pack_floats(&cs);
+    if (!n) return NULL;
+    float *wp = nnc_graph_scratch(g, n * sizeof(float));
+    nnc__conv_forward_pack(&cs, w->data, wp);
+    return wp;
+}
+
+nnc_tensor *nnc_conv2d_infer(nnc_graph *g, nnc_tensor *x, const nnc_tensor *w, const nnc_tensor *b, int stride,
+                             int pad, const nnc_tensor *residual, int relu, const float *packed)
+{
+    char s1[64];
+    check_conv("conv2d_infer", g, x, w, b, stride, pad);
+    nnc__conv_shape cs = conv_shape_of(x, w, stride, pad);
+    NNC_ASSERT(!residual || (residual->ndim == 4 && residual->shape[0] == cs.n && residual->shape[1] == cs.k &&
+                             residual->shape[2] == cs.p && residual->shape[3] == cs.q),
+               "conv2d_infer: residual %s must have the output shape (%d,%d,%d,%d)",
+               residual ? nnc_tensor_shape_str(residual, s1, sizeof s1) : "", cs.n, cs.k, cs.p, cs.q);
+    nnc_tensor *y = nnc_tensor_new4(g, cs.n, cs.k, cs.p, cs.q);
+    nnc__conv_epilogue ep = {NULL, b ? b->data : NULL, residual ? residual->data : NULL, relu};
+    nnc__conv_forward_packed(g, &cs, x->data, w->data, packed, &ep, y->data);
+    return y;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * 2. linear: x (N,D) (any trailing dims flattened), w (O,D), b (O) -> y (N,O) = x w^T + b.
  * ------------------------------------------------------------------------------------------ */

@@ -60,7 +60,7 @@ static void infer_step(bench_state *s)
     nnc_graph_set_grad(s->graph, 0);
     int shape[4] = {s->batch, s->chans, s->size, s->size};
     nnc_tensor *x = nnc_tensor_wrap(s->graph, s->x, 4, shape);
-    (void)nnc_model_forward(s->model, s->graph, x, 0, NULL);
+    (void)nnc_model_forward_infer(s->model, s->graph, x);
 }
 
 /* Median images/s over runs of iters steps each, after warmup steps. */

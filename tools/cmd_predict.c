@@ -202,7 +202,7 @@ int cmd_predict(int argc, char **argv)
         nnc_graph_reset(g);
         int shape[4] = {1, c, sz, sz};
         nnc_tensor *in = nnc_tensor_wrap(g, x, 4, shape);
-        nnc_tensor *logits = nnc_model_forward(m, g, in, 0, NULL);
+        nnc_tensor *logits = nnc_model_forward_infer(m, g, in);
         double mx = -INFINITY, sum = 0;
         for (int j = 0; j < k; j++) mx = fmax(mx, logits->data[j]);
         for (int j = 0; j < k; j++) sum += prob[j] = (float)exp(logits->data[j] - mx);

@@ -58,6 +58,17 @@ void nnc__conv_set_path(int path);
  * GEMM set (z is materialised in g's arena). */
 void nnc__conv_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                        const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y);
+/* Weights packed once, for a forward run many times (inference, nn/ops_conv.c's
+ * nnc__conv2d_infer): nnc__conv_forward_pack_floats is the size of the packed copy for the set
+ * that runs cs's forward, 0 when that set packs per call (kvec, gemm); it depends on K, C, R,
+ * S, cs->prec and the ISA level only, so one copy serves any batch and image size.
+ * nnc__conv_forward_pack writes it (64-byte aligned wp); nnc__conv_forward_packed is
+ * nnc__conv_forward with the epilogue only, on wp when not NULL, else on w. Same values as
+ * nnc__conv_forward on w. */
+size_t nnc__conv_forward_pack_floats(const nnc__conv_shape *cs);
+void nnc__conv_forward_pack(const nnc__conv_shape *cs, const float *w, float *wp);
+void nnc__conv_forward_packed(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w, const float *wp,
+                              const nnc__conv_epilogue *ep, float *y);
 /* dx (N,C,H,W), dw (K,C,R,S), db (K) += gradients for upstream dy (N,K,P,Q); any of dx, dw, db
  * may be NULL. dx_fresh: dx is uninitialised and is written (=) instead. fu: the hooks of the
  * forward (NULL: none); returns 1 when it filled fu->dsums (and masked dx), else 0. */

@@ -345,36 +345,20 @@ static int fwd_rows_ok(const nnc__conv_shape *cs, const conv_kernels *kn)
     return nv % kn->jv == 0 || (nv == 2 && kn->jv > 2);
 }
 
-void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                              const nnc__conv_fuse *fu, float *y)
+/* Packed weights of the forward: wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K);
+ * BF16: the pairs (w[k][2c2][t], w[k][2c2+1][t]) at ((kb*C2 + c2)*T + t)*KB + kk. Their layout
+ * depends on K, C, R, S, the precision and the ISA level only (not on N or the image size). */
+size_t nnc__conv_direct_packed_floats(const nnc__conv_shape *cs)
 {
-    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
-    double *stats = fu ? fu->stats : NULL;
-    const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
     const conv_kernels *kn = nnc__conv_kernels();
-    int stacked = (size_t)cs->k * cs->c * cs->r * cs->s > BIG_WEIGHTS_FLOATS, grp = 1;
-    if (stacked) {
-        geo G1 = make_geo(cs, 1);
-        grp = (int)(GROUP_XT_FLOATS / (G1.xsz > 0 ? G1.xsz : 1));
-        grp = grp < 1 ? 1 : grp > 32 ? 32 : grp > cs->n ? cs->n : grp;
-    }
-    geo G = make_geo(cs, grp);
-    const int KB = kn->kb, C = cs->c, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
-    int kblocks = (cs->k + KB - 1) / KB, width = nnc__parallel_width(ngroups);
-    const int bf = cs->prec == NNC_PRECISION_BF16;
-    NNC_ASSERT(!bf || (KB == 8 && kn->L == 16), "conv2d: the BF16 kernels run with the AVX-512 tiles");
-    size_t wpn = (size_t)kblocks * C * T * KB, per_thread = G.xsz + G.ysz + (bf ? 2 * (size_t)G.nph * G.pl : 0);
-    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = (sizeof(float) * (size_t)width * per_thread + 63) / 64 * 64;
-    size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
-    char *base = nnc__thread_scratch(bytes);
-    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
-    float *wp = (float *)base, *scratch = (float *)(base + wpb);
-    double *pstat = stats ? (double *)(base + wpb + scb) : NULL;
-    int *toff = (int *)(base + wpb + scb + psz);
-    for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
-    /* wp[((kb*C + c)*T + t)*KB + kk] = w[kb*KB + kk][c][t] (0 past K); BF16: the pairs
-     * (w[k][2c2][t], w[k][2c2+1][t]) at ((kb*C2 + c2)*T + t)*KB + kk */
-    if (bf) {
+    return (size_t)((cs->k + kn->kb - 1) / kn->kb) * cs->c * cs->r * cs->s * kn->kb;
+}
+
+void nnc__conv_direct_pack(const nnc__conv_shape *cs, const float *w, float *wp)
+{
+    const conv_kernels *kn = nnc__conv_kernels();
+    const int KB = kn->kb, C = cs->c, T = cs->r * cs->s, kblocks = (cs->k + KB - 1) / KB;
+    if (cs->prec == NNC_PRECISION_BF16) {
         const int C2 = (C + 1) / 2;
         uint32_t *wp2 = (uint32_t *)(void *)wp;
         for (int kb = 0; kb < kblocks; kb++)
@@ -395,10 +379,55 @@ void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const f
                         wp[(((size_t)kb * C + c) * T + t) * KB + kk] = k < cs->k ? w[((size_t)k * C + c) * T + t] : 0.0f;
                     }
     }
+}
+
+/* The forward with weights w, or (w NULL) weights wpre packed by nnc__conv_direct_pack. */
+static void direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const float *wpre,
+                           const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y)
+{
+    const float *psc = fu ? fu->pro_scale : NULL, *psh = fu ? fu->pro_shift : NULL;
+    double *stats = fu ? fu->stats : NULL;
+    const size_t psz = stats ? sizeof(double) * 2 * (size_t)cs->n * cs->k : 0;
+    const conv_kernels *kn = nnc__conv_kernels();
+    int stacked = (size_t)cs->k * cs->c * cs->r * cs->s > BIG_WEIGHTS_FLOATS, grp = 1;
+    if (stacked) {
+        geo G1 = make_geo(cs, 1);
+        grp = (int)(GROUP_XT_FLOATS / (G1.xsz > 0 ? G1.xsz : 1));
+        grp = grp < 1 ? 1 : grp > 32 ? 32 : grp > cs->n ? cs->n : grp;
+    }
+    geo G = make_geo(cs, grp);
+    const int KB = kn->kb, T = G.ntaps, ngroups = (cs->n + grp - 1) / grp;
+    int width = nnc__parallel_width(ngroups);
+    const int bf = cs->prec == NNC_PRECISION_BF16;
+    NNC_ASSERT(!bf || (KB == 8 && kn->L == 16), "conv2d: the BF16 kernels run with the AVX-512 tiles");
+    size_t wpn = wpre ? 0 : nnc__conv_direct_packed_floats(cs);
+    size_t per_thread = G.xsz + G.ysz + (bf ? 2 * (size_t)G.nph * G.pl : 0);
+    size_t wpb = (sizeof(float) * wpn + 63) / 64 * 64, scb = (sizeof(float) * (size_t)width * per_thread + 63) / 64 * 64;
+    size_t bytes = wpb + scb + psz + sizeof(int) * (size_t)T;
+    char *base = nnc__thread_scratch(bytes);
+    NNC_ASSERT(base != NULL, "conv2d: out of memory for %zu bytes of kernel scratch", bytes);
+    float *wp = (float *)base, *scratch = (float *)(base + wpb);
+    double *pstat = stats ? (double *)(base + wpb + scb) : NULL;
+    int *toff = (int *)(base + wpb + scb + psz);
+    for (int t = 0; t < T; t++) toff[t] = tap_offset(&G, t);
+    if (wpre) wp = (float *)wpre;
+    else nnc__conv_direct_pack(cs, w, wp);
     fwd_ctx f = {&G, kn, x, wp, ep, toff, y, scratch, per_thread, stacked, !stacked && fwd_rows_ok(cs, kn), psc, psh, pstat,
                  bf};
     nnc__parallel_for(ngroups, fwd_task, &f);
     if (stats) nnc__conv_combine_stats(pstat, cs->n, cs->k, cs->p * cs->q, stats);
+}
+
+void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                              const nnc__conv_fuse *fu, float *y)
+{
+    direct_forward(cs, x, w, NULL, ep, fu, y);
+}
+
+void nnc__conv_direct_forward_packed(const nnc__conv_shape *cs, const float *x, const float *wp,
+                                     const nnc__conv_epilogue *ep, float *y)
+{
+    direct_forward(cs, x, NULL, wp, ep, NULL, y);
 }
 
 /* ---------------------------------------------------------------------------------------------

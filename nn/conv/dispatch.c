@@ -77,6 +77,31 @@ void nnc__conv_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
     nnc__conv_direct_forward(cs, x, w, ep, fu, y);
 }
 
+size_t nnc__conv_forward_pack_floats(const nnc__conv_shape *cs)
+{
+    const nnc__conv_path p = nnc__conv_pick(cs, 0);
+    return p == NNC__CONV_DIRECT || p == NNC__CONV_BF16 ? nnc__conv_direct_packed_floats(cs) : 0;
+}
+
+void nnc__conv_forward_pack(const nnc__conv_shape *cs, const float *w, float *wp)
+{
+    NNC_ASSERT(nnc__conv_forward_pack_floats(cs) > 0, "conv2d: this layer's kernel set packs its weights per call");
+    nnc__conv_direct_pack(cs, w, wp);
+}
+
+void nnc__conv_forward_packed(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w, const float *wp,
+                              const nnc__conv_epilogue *ep, float *y)
+{
+    if (!wp) {
+        nnc__conv_forward(g, cs, x, w, ep, NULL, y);
+        return;
+    }
+    const nnc__conv_path p = nnc__conv_pick(cs, 0);
+    NNC_ASSERT(p == NNC__CONV_DIRECT || p == NNC__CONV_BF16, "conv2d: packed weights for a set that packs per call");
+    NNC_ASSERT(p != NNC__CONV_BF16 || nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
+    nnc__conv_direct_forward_packed(cs, x, wp, ep, y);
+}
+
 int nnc__conv_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w,
                        const nnc__conv_fuse *fu, const float *dy, float *dx, int dx_fresh, float *dw, float *db)
 {

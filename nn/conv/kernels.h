@@ -18,6 +18,14 @@
 /* direct (nn/conv/direct.c): every hook of fu (NULL: none). */
 void nnc__conv_direct_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                               const nnc__conv_fuse *fu, float *y);
+/* Weights packed once for the forward (the layout depends on K, C, R, S, cs->prec and the ISA
+ * level, not on N or the image size): nnc__conv_direct_packed_floats floats (BF16: as many
+ * 32-bit pairs); nnc__conv_direct_forward_packed is the forward on them without the other hooks
+ * (inference plans, nnc__conv_forward_packed). */
+size_t nnc__conv_direct_packed_floats(const nnc__conv_shape *cs);
+void nnc__conv_direct_pack(const nnc__conv_shape *cs, const float *w, float *wp);
+void nnc__conv_direct_forward_packed(const nnc__conv_shape *cs, const float *x, const float *wp,
+                                     const nnc__conv_epilogue *ep, float *y);
 int nnc__conv_direct_backward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_fuse *fu,
                               const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 /* kvec (nn/conv/kvec.c): psc/psh (C floats, or NULL) the prologue, applied while x is staged
