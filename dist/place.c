@@ -32,6 +32,15 @@ int nnc__topo_load(const char *synthetic, nnc__topo *out)
         hwloc_topology_destroy(h);
         return nnc__fail(NNC_EIO, "topology: hwloc cannot read this machine's topology");
     }
+    /* This machine: only the CPUs the process may run on (taskset, a cgroup cpuset, a batch
+     * scheduler's allocation) count, so nothing is planned or pinned outside them. */
+    if (!synthetic && hwloc_topology_is_thissystem(h)) {
+        hwloc_bitmap_t set = hwloc_bitmap_alloc();
+        if (set && !hwloc_get_cpubind(h, set, HWLOC_CPUBIND_PROCESS) && !hwloc_bitmap_iszero(set) &&
+            !hwloc_bitmap_isincluded(hwloc_topology_get_topology_cpuset(h), set))
+            (void)hwloc_topology_restrict(h, set, HWLOC_RESTRICT_FLAG_REMOVE_CPULESS);
+        hwloc_bitmap_free(set);
+    }
     int s = NNC_OK;
     int nc = hwloc_get_nbobjs_by_type(h, HWLOC_OBJ_CORE);
     int nn = hwloc_get_nbobjs_by_type(h, HWLOC_OBJ_NUMANODE);

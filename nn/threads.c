@@ -217,8 +217,7 @@ int nnc_set_threads(int n)
         cur = NULL;
         return NNC_OK;
     }
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int s = nnc_team_new(n, NULL, cores > 0 && n > cores, &own);
+    int s = nnc_team_new(n, NULL, n > nnc_cpu_count(), &own);
     cur = own;
     pthread_once(&own_once, own_init);
     (void)pthread_setspecific(own_key, own);
@@ -226,6 +225,15 @@ int nnc_set_threads(int n)
 }
 
 int nnc_threads(void) { return cur ? cur->size : 1; }
+
+int nnc_cpu_count(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
 
 /* ---- precision (nn/precision.h): the current team's, or the thread's default team's ---- */
 int nnc_team_set_precision(nnc_team *t, nnc_precision p)

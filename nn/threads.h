@@ -52,6 +52,10 @@ void nnc_team_leave(nnc_team *t);
 int nnc_set_threads(int n);
 /* Number of kernel threads of the calling thread's current team (>= 1). */
 int nnc_threads(void);
+/* CPUs this process may run on: the size of its affinity mask (taskset, a cgroup cpuset, a batch
+ * scheduler's allocation), at least 1; the online CPU count where the mask cannot be read.
+ * "All cores" defaults (threads 0, threads per worker 0) mean this many. */
+int nnc_cpu_count(void);
 
 /* --- for op implementations --- */
 /* fn(ctx, task, thread) once for every task in [0, ntasks), spread over T = min(nnc_threads(),

@@ -68,7 +68,7 @@ static int core_count(void)
     int n = 0;
     if (!nnc__topo_load(NULL, &t)) n = t.ncores;
     nnc__topo_free(&t);
-    if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = nnc_cpu_count();
     return n > 0 ? n : 1;
 }
 

@@ -215,7 +215,7 @@ int cmd_bench(int argc, char **argv)
         return bench_workers(&bo);
     }
     if (threads < 0) threads = 1;
-    if (threads == 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads == 0) threads = nnc_cpu_count();
     int st = nnc_set_threads(threads);
     if (st) {
         cli_error("--threads: %s", nnc_error_message());

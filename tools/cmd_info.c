@@ -40,7 +40,7 @@ static int topology(int M, int T, const char *placement, int json)
         return EXIT_USAGE;
     }
     if (json) {
-        size_t n = 64 + (size_t)M * (48 + (size_t)T * 12);
+        size_t n = 256 + (size_t)M * (64 + (size_t)T * 16); /* header ~100 bytes, per worker ~40 + 12 per cpu */
         char *buf = malloc(n);
         if (buf) {
             nnc__plan_json(&t, &p, 0, buf, n);

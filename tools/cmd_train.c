@@ -14,6 +14,7 @@
 #include "nn/checkpoint.h"
 #include "nn/fileio.h"
 #include "nn/status.h"
+#include "nn/threads.h"
 #include "tools/train.h"
 
 /* ---- signals: the first SIGINT/SIGTERM/SIGHUP asks nnc_train to stop after the current step
@@ -293,7 +294,7 @@ static int build_config(const train_opts *o, const nnc_dataset *train, nnc_train
     c->epochs = o->epochs;
     c->time_budget = o->time_budget;
     c->seed = (uint64_t)o->seed;
-    c->threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = o->threads ? o->threads : nnc_cpu_count();
     if (c->threads < 1) c->threads = 1;
     if (nnc_precision_parse(o->precision, &c->precision)) return bad_value("precision", "fp32 or bf16", o->precision);
     if (c->precision == NNC_PRECISION_BF16 && !nnc_precision_bf16_available()) {

@@ -211,6 +211,35 @@ Test(teams, pinning_read_back)
     nnc__topo_free(&t);
 }
 
+/* Only the CPUs the process may run on count (taskset, a cgroup cpuset, a batch allocation):
+ * with its affinity cut to one CPU, the machine has one core, the plan pins there, and the
+ * "all cores" default is 1. */
+Test(teams, affinity_mask_limits_the_machine)
+{
+    cpu_set_t all, one;
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int first = -1;
+    for (int i = 0; i < CPU_SETSIZE && first < 0; i++)
+        if (CPU_ISSET(i, &all)) first = i;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    cr_assert_eq(nnc_cpu_count(), 1);
+    nnc__topo t;
+    load(NULL, &t);
+    if (!t.thissystem) {
+        nnc__topo_free(&t);
+        cr_skip_test("hwloc does not describe this machine");
+    }
+    cr_assert_eq(t.ncores, 1, "the topology keeps only the allowed CPU, found %d cores", t.ncores);
+    cr_assert_eq(t.core_cpu[0], first);
+    nnc__plan p;
+    cr_assert_eq(nnc__plan_make(&t, 1, 1, NNC_PLACEMENT_AUTO, &p), NNC_OK, "%s", nnc_error_message());
+    cr_assert_eq(p.cpus[0], first, "pinned to cpu %d, allowed only %d", p.cpus[0], first);
+    nnc__plan_free(&p);
+    nnc__topo_free(&t);
+}
+
 static void *default_team_of_other_thread(void *arg)
 {
     *(int *)arg = nnc_threads();

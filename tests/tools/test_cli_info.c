@@ -111,6 +111,11 @@ Test(tools_cli_info, topology)
     cr_assert(strstr(r.out, "{\"worker\": 0, \"node\": 0, \"cpus\": [0, 2, 4, 6, 8, 10, 12, 14]}"), "%s", r.out);
     cr_assert(strstr(r.out, "{\"worker\": 1, \"node\": 1, \"cpus\": [16, 18,"), "%s", r.out);
     tcli_free(&r);
+    /* one worker with one thread: its entry is there (the JSON buffer fits the header too) */
+    r = tcli_run(10, "info", "--topology", "--workers", "1", "--threads-per-worker", "1", "--json", NULL);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "\"workers\": [{\"worker\": 0, \"node\": 0, \"cpus\": [0]}]}"), "%s", r.out);
+    tcli_free(&r);
     r = tcli_run(10, "info", "--topology", "--workers", "20", "--threads-per-worker", "1", NULL);
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert(strstr(r.err, "20 kernel threads on 16 cores: oversubscribed"), "%s", r.err);
