@@ -111,15 +111,6 @@ static inline void row_add(float *d, const float *s, int n)
     for (; i < n; i++) d[i] += s[i];
 }
 
-/* d[i] = s[i] + b */
-static inline void row_copy_bias(float *d, const float *s, float b, int n)
-{
-    nnc__v4 vb = nnc__v4_set1(b);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i) + vb);
-    for (; i < n; i++) d[i] = s[i] + b;
-}
-
 /* d[i] = max(s[i] * sc + sh, 0) (the fused BN + ReLU prologue, nnc__bnrelu) */
 static inline void row_bnrelu(float *d, const float *s, float sc, float sh, int n)
 {
@@ -293,10 +284,9 @@ static void fwd_task(void *vctx, int grp, int thread)
                                  f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L, 0);
             for (int k = 0; k < cs->k; k++) {
                 float *dst = f->y + yoff + (size_t)k * PQ;
-                if (plain && ep->shift)
-                    row_copy_bias(dst, dst, ep->shift[k], PQ);
-                else if (!plain)
-                    nnc__epilogue_row(dst, dst, PQ, ep, k, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL);
+                if (!plain || ep->shift)
+                    nnc__epilogue_plane(dst, (size_t)PQ, dst, (size_t)PQ, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL,
+                                        (size_t)PQ, 1, PQ, ep, k);
                 if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
             }
             if (f->pstat)
@@ -318,13 +308,7 @@ static void fwd_task(void *vctx, int grp, int thread)
             const float *src = yw + (size_t)k * G->ywr + (size_t)g * G->pl;
             float *dst = f->y + yoff + (size_t)k * PQ;
             const float *res = ep->res ? ep->res + yoff + (size_t)k * PQ : NULL;
-            for (int p = 0; p < cs->p; p++) {
-                if (plain)
-                    row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, ep->shift ? ep->shift[k] : 0.0f, cs->q);
-                else
-                    nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
-                                      res ? res + (size_t)p * cs->q : NULL);
-            }
+            nnc__epilogue_plane(dst, (size_t)cs->q, src, (size_t)G->wh, res, (size_t)cs->q, cs->p, cs->q, ep, k);
             /* statistics for a following batch norm, one plane behind: that plane's stores
              * have left the store buffer by now, and it is still L1-hot */
             if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
