@@ -175,6 +175,25 @@ static void fill_xt_bf16(const geo *G, const float *x, uint32_t *xt, int g, cons
                          float *tmp)
 {
     const int C = G->cs.c, nph = G->nph;
+    if (G->st == 1 && !psc) {
+        /* stride 1 without a prologue: each row rounded and paired straight from x's two
+         * channels (the same pairs as below, without the FP32 slots) */
+        const int H = G->cs.h, W = G->cs.w, pad = G->cs.pad, wh = G->wh;
+        const size_t hw = (size_t)H * W, top = (size_t)pad * wh, used = (size_t)(pad + H) * wh;
+        for (int c2 = 0; 2 * c2 < C; c2++) {
+            uint32_t *pln = xt + (size_t)c2 * G->xcs + (size_t)g * G->pl;
+            const float *lo = x + (size_t)2 * c2 * hw, *hi = 2 * c2 + 1 < C ? lo + hw : NULL;
+            memset(pln, 0, sizeof(uint32_t) * top);
+            for (int h = 0; h < H; h++) {
+                uint32_t *row = pln + (size_t)(h + pad) * wh;
+                for (int j = 0; j < pad; j++) row[j] = 0;
+                nnc__bf16_pack2_avx512(lo + (size_t)h * W, hi ? hi + (size_t)h * W : NULL, row + pad, W);
+                for (int j = pad + W; j < wh; j++) row[j] = 0;
+            }
+            memset(pln + used, 0, sizeof(uint32_t) * (G->pl - used));
+        }
+        return;
+    }
     float *hi = tmp + (size_t)nph * G->pl;
     for (int c2 = 0; 2 * c2 < C; c2++) {
         const int has_hi = 2 * c2 + 1 < C;

@@ -9,6 +9,8 @@
  * - both against the naive reference conv plus a scalar epilogue in the test: FP32 within
  *   1e-5 of the sum of |terms| (float rounding of sums of at most C*R*S + 3 terms), BF16 within
  *   2^-6 of it (operands rounded to 8 bits, products exact, FP32 sums);
+ * - BF16 staging of stride-1 inputs straight into pairs vs the staging through FP32 slots that a
+ *   fused batch-norm prologue takes (an identity BN): bitwise equal;
  * - nnc__epilogue_plane vs nnc__epilogue_row row by row: bitwise equal at every ISA level, for
  *   row widths 1..40, strided and contiguous rows, with and without scale, residual and ReLU.
  */
@@ -118,6 +120,40 @@ Test(nn_conv_epilogue, packed_once_equals_per_call_and_reference_bf16, .timeout 
     if (!nnc_precision_bf16_available()) cr_skip_test("no AVX512_BF16 on this CPU");
     cr_assert_eq(nnc_set_precision(NNC_PRECISION_BF16), NNC_OK);
     for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) check_case(&CASES[i], 1);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
+}
+
+/* BF16 staging of a stride-1 input without a prologue (rounded and paired straight from x) gives
+ * the same pairs as the staging through FP32 slots that a prologue takes: conv2d_infer against
+ * bn_relu_conv2d with an identity batch norm (scale exactly 1, shift 0) on positive inputs,
+ * bitwise, with and without padding and for an odd channel count. */
+Test(nn_conv_epilogue, bf16_direct_staging_equals_the_prologue_staging)
+{
+    if (!nnc_precision_bf16_available()) cr_skip_test("no AVX512_BF16 on this CPU");
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_BF16), NNC_OK);
+    const int shapes[][4] = {{16, 32, 1, 16}, {7, 8, 1, 8}, {16, 16, 0, 32}, {32, 16, 1, 64}}; /* C, H=W, pad, K */
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int C = shapes[si][0], S = shapes[si][1], pad = shapes[si][2], K = shapes[si][3], N = 3;
+        nnc_rng r;
+        nnc_rng_seed(&r, 11, si);
+        nnc_graph *g;
+        cr_assert_eq(nnc_graph_new(0, &g), NNC_OK);
+        nnc_graph_set_grad(g, 0);
+        int xs[4] = {N, C, S, S}, ws[4] = {K, C, 3, 3}, cs1[1] = {C}, ks[1] = {K};
+        nnc_tensor *x = nnc_tensor_new(g, 4, xs), *w = nnc_tensor_new(g, 4, ws), *b = nnc_tensor_new(g, 1, ks);
+        nnc_tensor *gm = nnc_tensor_new(g, 1, cs1), *bt = nnc_tensor_new(g, 1, cs1), *mu = nnc_tensor_new(g, 1, cs1),
+                   *var = nnc_tensor_new(g, 1, cs1);
+        for (size_t i = 0; i < x->numel; i++) x->data[i] = 0.01f + nnc_rng_uniform(&r);
+        for (size_t i = 0; i < w->numel; i++) w->data[i] = nnc_rng_uniform(&r) * 2.0f - 1.0f;
+        for (int k = 0; k < K; k++) b->data[k] = nnc_rng_uniform(&r) - 0.5f;
+        for (int c = 0; c < C; c++) gm->data[c] = 1.0f, bt->data[c] = 0.0f, mu->data[c] = 0.0f, var->data[c] = (float)(1.0 - 1e-5);
+        nnc_tensor *y1 = nnc_conv2d_infer(g, x, w, b, 1, pad, NULL, 0, NULL);
+        nnc_tensor *y2 = nnc_bn_relu_conv2d(g, x, gm, bt, mu, var, 0.1f, 1e-5f, 0, w, b, 1, pad);
+        cr_assert_eq(y1->numel, y2->numel);
+        cr_expect(memcmp(y1->data, y2->data, y1->numel * sizeof(float)) == 0, "C %d, %dx%d, pad %d: stagings differ", C,
+                  S, S, pad);
+        nnc_graph_free(g);
+    }
     cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
 }
 
