@@ -5,8 +5,9 @@
  * running statistics: every CONV followed by a BN gets folded weights and bias
  *     s[k] = gamma[k] * (float)(1 / sqrt(var[k] + eps))      (the rounding nnc_batchnorm2d uses)
  *     W'[k] = W[k] * s[k],   b'[k] = beta[k] + (b[k] - mean[k]) * s[k]   (b = 0 without a bias)
- * and, where the layer's kernel set takes them (the direct and BF16 sets), the folded weights
- * packed once for the whole batch instead of once per slice. Then the layers run without a tape:
+ * and, where the layer's kernel set takes them (the direct, channel-vectorised and BF16 sets;
+ * not the GEMM set), the folded weights packed once for the whole batch instead of once per
+ * slice. Then the layers run without a tape:
  * CONV [-> BN] [-> RESIDUAL] [-> RELU] as one nnc_conv2d_infer (bias, residual add and ReLU in
  * the conv's output pass), the batch in slices of NNC__INFER_SLICE images up to
  * nnc__model_infer_split (a slice's activations stay in the L2 cache) and whole after it.

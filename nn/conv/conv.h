@@ -60,8 +60,9 @@ void nnc__conv_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
                        const nnc__conv_epilogue *ep, const nnc__conv_fuse *fu, float *y);
 /* Weights packed once, for a forward run many times (inference, nn/ops_conv.c's
  * nnc__conv2d_infer): nnc__conv_forward_pack_floats is the size of the packed copy for the set
- * that runs cs's forward, 0 when that set packs per call (kvec, gemm); it depends on K, C, R,
- * S, cs->prec and the ISA level only, so one copy serves any batch and image size.
+ * that runs cs's forward, 0 when that set packs per call (gemm); it depends on K, C, R, S,
+ * cs->prec and the ISA level only, so one copy serves any batch (the set itself is picked from
+ * the image size too: pack with the image size the forward will see).
  * nnc__conv_forward_pack writes it (64-byte aligned wp); nnc__conv_forward_packed is
  * nnc__conv_forward with the epilogue only, on wp when not NULL, else on w. Same values as
  * nnc__conv_forward on w. */

@@ -111,15 +111,6 @@ static inline void row_add(float *d, const float *s, int n)
     for (; i < n; i++) d[i] += s[i];
 }
 
-/* d[i] = s[i] + b */
-static inline void row_copy_bias(float *d, const float *s, float b, int n)
-{
-    nnc__v4 vb = nnc__v4_set1(b);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) nnc__v4_store(d + i, nnc__v4_load(s + i) + vb);
-    for (; i < n; i++) d[i] = s[i] + b;
-}
-
 /* d[i] = max(s[i] * sc + sh, 0) (the fused BN + ReLU prologue, nnc__bnrelu) */
 static inline void row_bnrelu(float *d, const float *s, float sc, float sh, int n)
 {
@@ -184,6 +175,25 @@ static void fill_xt_bf16(const geo *G, const float *x, uint32_t *xt, int g, cons
                          float *tmp)
 {
     const int C = G->cs.c, nph = G->nph;
+    if (G->st == 1 && !psc) {
+        /* stride 1 without a prologue: each row rounded and paired straight from x's two
+         * channels (the same pairs as below, without the FP32 slots) */
+        const int H = G->cs.h, W = G->cs.w, pad = G->cs.pad, wh = G->wh;
+        const size_t hw = (size_t)H * W, top = (size_t)pad * wh, used = (size_t)(pad + H) * wh;
+        for (int c2 = 0; 2 * c2 < C; c2++) {
+            uint32_t *pln = xt + (size_t)c2 * G->xcs + (size_t)g * G->pl;
+            const float *lo = x + (size_t)2 * c2 * hw, *hi = 2 * c2 + 1 < C ? lo + hw : NULL;
+            memset(pln, 0, sizeof(uint32_t) * top);
+            for (int h = 0; h < H; h++) {
+                uint32_t *row = pln + (size_t)(h + pad) * wh;
+                for (int j = 0; j < pad; j++) row[j] = 0;
+                nnc__bf16_pack2_avx512(lo + (size_t)h * W, hi ? hi + (size_t)h * W : NULL, row + pad, W);
+                for (int j = pad + W; j < wh; j++) row[j] = 0;
+            }
+            memset(pln + used, 0, sizeof(uint32_t) * (G->pl - used));
+        }
+        return;
+    }
     float *hi = tmp + (size_t)nph * G->pl;
     for (int c2 = 0; 2 * c2 < C; c2++) {
         const int has_hi = 2 * c2 + 1 < C;
@@ -293,10 +303,9 @@ static void fwd_task(void *vctx, int grp, int thread)
                                  f->y + yoff + (size_t)p * cs->q, (size_t)PQ, kblocks, cs->q / kn->L, 0);
             for (int k = 0; k < cs->k; k++) {
                 float *dst = f->y + yoff + (size_t)k * PQ;
-                if (plain && ep->shift)
-                    row_copy_bias(dst, dst, ep->shift[k], PQ);
-                else if (!plain)
-                    nnc__epilogue_row(dst, dst, PQ, ep, k, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL);
+                if (!plain || ep->shift)
+                    nnc__epilogue_plane(dst, (size_t)PQ, dst, (size_t)PQ, ep->res ? ep->res + yoff + (size_t)k * PQ : NULL,
+                                        (size_t)PQ, 1, PQ, ep, k);
                 if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);
             }
             if (f->pstat)
@@ -318,13 +327,7 @@ static void fwd_task(void *vctx, int grp, int thread)
             const float *src = yw + (size_t)k * G->ywr + (size_t)g * G->pl;
             float *dst = f->y + yoff + (size_t)k * PQ;
             const float *res = ep->res ? ep->res + yoff + (size_t)k * PQ : NULL;
-            for (int p = 0; p < cs->p; p++) {
-                if (plain)
-                    row_copy_bias(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, ep->shift ? ep->shift[k] : 0.0f, cs->q);
-                else
-                    nnc__epilogue_row(dst + (size_t)p * cs->q, src + (size_t)p * G->wh, cs->q, ep, k,
-                                      res ? res + (size_t)p * cs->q : NULL);
-            }
+            nnc__epilogue_plane(dst, (size_t)cs->q, src, (size_t)G->wh, res, (size_t)cs->q, cs->p, cs->q, ep, k);
             /* statistics for a following batch norm, one plane behind: that plane's stores
              * have left the store buffer by now, and it is still L1-hot */
             if (f->pstat && k > 0) nnc__conv_plane_stats(dst - PQ, PQ, f->pstat + ((size_t)(n0 + g) * cs->k + k - 1) * 2);

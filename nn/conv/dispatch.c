@@ -80,13 +80,15 @@ void nnc__conv_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
 size_t nnc__conv_forward_pack_floats(const nnc__conv_shape *cs)
 {
     const nnc__conv_path p = nnc__conv_pick(cs, 0);
+    if (p == NNC__CONV_KVEC) return nnc__conv_kvec_packed_floats(cs);
     return p == NNC__CONV_DIRECT || p == NNC__CONV_BF16 ? nnc__conv_direct_packed_floats(cs) : 0;
 }
 
 void nnc__conv_forward_pack(const nnc__conv_shape *cs, const float *w, float *wp)
 {
     NNC_ASSERT(nnc__conv_forward_pack_floats(cs) > 0, "conv2d: this layer's kernel set packs its weights per call");
-    nnc__conv_direct_pack(cs, w, wp);
+    if (nnc__conv_pick(cs, 0) == NNC__CONV_KVEC) nnc__conv_kvec_pack(cs, w, wp);
+    else nnc__conv_direct_pack(cs, w, wp);
 }
 
 void nnc__conv_forward_packed(nnc_graph *g, const nnc__conv_shape *cs, const float *x, const float *w, const float *wp,
@@ -97,6 +99,10 @@ void nnc__conv_forward_packed(nnc_graph *g, const nnc__conv_shape *cs, const flo
         return;
     }
     const nnc__conv_path p = nnc__conv_pick(cs, 0);
+    if (p == NNC__CONV_KVEC) {
+        nnc__conv_kvec_forward_packed(cs, x, wp, ep, y);
+        return;
+    }
     NNC_ASSERT(p == NNC__CONV_DIRECT || p == NNC__CONV_BF16, "conv2d: packed weights for a set that packs per call");
     NNC_ASSERT(p != NNC__CONV_BF16 || nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
     nnc__conv_direct_forward_packed(cs, x, wp, ep, y);

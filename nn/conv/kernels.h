@@ -39,6 +39,14 @@ int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const flo
                             const float *w, const float *dy, float *dx, int dx_fresh, float *dw, float *db,
                             const float *pmean, double *dsums);
 int nnc__conv_kvec_ok(const nnc__conv_shape *cs, int backward);
+/* Weights packed once for the kvec forward (inference plans, nnc__conv_forward_packed):
+ * wk[(c*T + t)*kp + k] = w[k][c][t], kp = K rounded up to 16 (0 past K), C*T*kp floats
+ * (nnc__conv_kvec_packed_floats, independent of N, the image size and the ISA level);
+ * nnc__conv_kvec_forward_packed is the forward on them with the epilogue only. */
+size_t nnc__conv_kvec_packed_floats(const nnc__conv_shape *cs);
+void nnc__conv_kvec_pack(const nnc__conv_shape *cs, const float *w, float *wk);
+void nnc__conv_kvec_forward_packed(const nnc__conv_shape *cs, const float *x, const float *wk,
+                                   const nnc__conv_epilogue *ep, float *y);
 /* gemm (nn/conv/gemm.c): no hooks but the epilogue (x is the conv's input as it is). */
 void nnc__conv_gemm_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
                             float *y);
@@ -63,6 +71,13 @@ static inline uint32_t nnc__bf16_pair(float lo, float hi)
 {
     return (uint32_t)nnc__bf16_rne(lo) | (uint32_t)nnc__bf16_rne(hi) << 16;
 }
+
+/* The epilogue (nn/conv/fuse.h) of channel k over rows rows of n values: dst row i (stride dld) =
+ * epilogue(src row i (stride sld)) with residual row i of res (stride rld; res NULL: none); 16
+ * lanes with AVX-512 (nn/conv/epilogue.c), else nnc__epilogue_row per row. dst may be src when
+ * dld == sld. */
+void nnc__epilogue_plane(float *dst, size_t dld, const float *src, size_t sld, const float *res, size_t rld, int rows,
+                         int n, const nnc__conv_epilogue *ep, int k);
 
 /* Adaptors (nn/conv/fuse.c): z = prologue(x) of fu in g's arena (g must not be NULL), and the
  * stats hook of y (N,K,P,Q) in a pass of its own. */

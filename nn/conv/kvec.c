@@ -394,16 +394,27 @@ static void fwd_group(void *vctx, int grp, int thread)
         size_t yoff = (size_t)(n0 + g) * K * PQ;
         f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
         for (int k = 0; k < K; k++) {
-            nnc__epilogue_row(f->y + yoff + (size_t)k * PQ, row + (size_t)k * PQ, PQ, f->ep, k,
-                              f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL);
+            nnc__epilogue_plane(f->y + yoff + (size_t)k * PQ, (size_t)PQ, row + (size_t)k * PQ, (size_t)PQ,
+                                f->ep->res ? f->ep->res + yoff + (size_t)k * PQ : NULL, (size_t)PQ, 1, PQ, f->ep, k);
             /* statistics for a following batch norm while the plane is cache-hot */
             if (f->pstat) nnc__conv_plane_stats(f->y + yoff + (size_t)k * PQ, PQ, f->pstat + ((size_t)(n0 + g) * K + k) * 2);
         }
     }
 }
 
-void nnc__conv_kvec_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
-                             const float *psc, const float *psh, float *y, double *stats)
+size_t nnc__conv_kvec_packed_floats(const nnc__conv_shape *cs)
+{
+    return (size_t)cs->c * cs->r * cs->s * round_up((size_t)cs->k, 16);
+}
+
+void nnc__conv_kvec_pack(const nnc__conv_shape *cs, const float *w, float *wk)
+{
+    pack_weights(nnc__conv_kernels(), w, cs->k, cs->c, cs->r * cs->s, (int)round_up((size_t)cs->k, 16), 0, wk);
+}
+
+/* The forward with weights w, or (w NULL) weights wpre packed by nnc__conv_kvec_pack. */
+static void kvec_forward(const nnc__conv_shape *cs, const float *x, const float *w, const float *wpre,
+                         const nnc__conv_epilogue *ep, const float *psc, const float *psh, float *y, double *stats)
 {
     const conv_kernels *kn = nnc__conv_kernels();
     sgeo S = make_sgeo(cs, kn, 0);
@@ -412,7 +423,7 @@ void nnc__conv_kvec_forward(const nnc__conv_shape *cs, const float *x, const flo
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + (size_t)K * PQ + 16;
-    size_t sz[5] = {sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
+    size_t sz[5] = {wpre ? 0 : sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
                     sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width, stats ? sizeof(double) * 2 * (size_t)cs->n * K : 0};
     size_t bytes = 0;
@@ -424,15 +435,30 @@ void nnc__conv_kvec_forward(const nnc__conv_shape *cs, const float *x, const flo
         slot[i] = base;
         base += round_up(sz[i], 64);
     }
-    float *wk = slot[0];
+    const float *wk = wpre;
     int *ints = slot[2], *b = ints + tcls_ints(PQ, S.rows1, T), *toff_of = b + PQ;
-    pack_weights(kn, w, K, C, T, S.kp, 0, wk);
+    if (!wpre) {
+        pack_weights(kn, w, K, C, T, S.kp, 0, slot[0]);
+        wk = slot[0];
+    }
     tcls tc;
     fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
     sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread,
               stats ? slot[4] : NULL, NULL, NULL};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
     if (stats) nnc__conv_combine_stats(slot[4], cs->n, K, PQ, stats);
+}
+
+void nnc__conv_kvec_forward(const nnc__conv_shape *cs, const float *x, const float *w, const nnc__conv_epilogue *ep,
+                            const float *psc, const float *psh, float *y, double *stats)
+{
+    kvec_forward(cs, x, w, NULL, ep, psc, psh, y, stats);
+}
+
+void nnc__conv_kvec_forward_packed(const nnc__conv_shape *cs, const float *x, const float *wk,
+                                   const nnc__conv_epilogue *ep, float *y)
+{
+    kvec_forward(cs, x, NULL, wk, ep, NULL, NULL, y, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------
