@@ -256,8 +256,9 @@ static void json_key(json_out *j, const char *key) { fprintf(j->f, "%s\n  \"%s\"
 void json_num(json_out *j, const char *key, double v)
 {
     json_key(j, key);
-    if (isfinite(v))
-        fprintf(j->f, "%.6g", v);
+    char buf[40];
+    if (isfinite(v)) /* the shortest text that reads back as exactly v: files and reports agree */
+        fputs(cli_format_double(v, buf, sizeof buf), j->f);
     else
         fputs("null", j->f);
 }
