@@ -20,6 +20,10 @@
  *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
  *             transposed to pixel-major (image order, padding taps read zeros); summed per chunk
  *             of groups, chunks added in order; large dW over the whole batch (wide_wgrad).
+ * Precision bf16: the same staging in FP32, then rounded (RNE) into words of two BF16 values for
+ * the micro-kernels of nn/conv/kvec_bf16.c: forward and dX pair adjacent reduction channels (of x,
+ * of dy, and of the packed weights), dW pairs the same pixel of images 2i and 2i+1 of a group (its
+ * tap classes are built for ceil(G/2) image pairs); no wide_wgrad. The partition is the FP32 one.
  * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
  * only) are tasks, each a sequence of groups of about GROUP_PIXELS pixels, with its own dW
  * partial sums, added in chunk order. Results do not depend on the thread count.
