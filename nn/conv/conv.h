@@ -7,12 +7,16 @@
  *                             split copy of the input, pixels in the vector lanes, register tiles
  *                             over output channels (16-channel layers, large images).
  *   kvec    nn/conv/kvec.c    output channels in the lanes, only the in-image taps per pixel
- *                             (layers with more than 16 output channels and 8+ input channels).
+ *                             (layers with more than 16 output channels and 8+ input channels),
+ *                             in both precisions: with bf16 its staged operands are rounded to
+ *                             words of two BF16 values and the micro-kernels are those of
+ *                             nn/conv/kvec_bf16.c (AVX512_BF16, FP32 accumulation).
  *   gemm    nn/conv/gemm.c    batched im2col + OpenBLAS (tiny images with deep reductions).
- *   bf16    nn/conv/bf16.c    precision bf16 (nn/precision.h), every shape: the direct set's
- *                             layout with operands rounded to BF16 in channel pairs and
- *                             AVX512_BF16 dot products (FP32 accumulation) for the forward,
- *                             the input and the weight gradient (the bias gradient is FP32).
+ *   bf16    nn/conv/bf16.c    precision bf16 (nn/precision.h), the shapes kvec does not take:
+ *                             the direct set's layout with operands rounded to BF16 in channel
+ *                             pairs and AVX512_BF16 dot products (FP32 accumulation) for the
+ *                             forward, the input and the weight gradient (the bias gradient is
+ *                             FP32).
  * The micro-kernels of direct and kvec are instantiated per ISA level in nn/conv/kern.c from
  * nn/conv/kern.inc. Every set honours the fusion hooks of nn/conv/fuse.h. The naive reference
  * (nnc_ref_conv2d_*, nn/ops.h) is nn/conv/ref.c.
@@ -50,7 +54,8 @@ typedef enum nnc__conv_path {
  * shape and (inside the sets) the ISA level. */
 nnc__conv_path nnc__conv_pick(const nnc__conv_shape *cs, int backward);
 /* Tests and bench --layers: force a set for every shape (0 automatic, 1 direct, 2 GEMM, 3 kvec
- * where it can run the shape, else direct). */
+ * where it can run the shape, else direct; in precision bf16: 3 kvec where it can run the shape,
+ * anything else the bf16 set). */
 void nnc__conv_set_path(int path);
 
 /* y (N,K,P,Q) = epilogue(conv(prologue(x) (N,C,H,W), w (K,C,R,S))), overwritten; the hooks of

@@ -36,11 +36,14 @@ void nnc__conv_set_path(int path) { path_override = path; }
 
 nnc__conv_path nnc__conv_pick(const nnc__conv_shape *cs, int backward)
 {
-    /* BF16: the direct set's geometry with the BF16 micro-kernels, every shape (measured against
-     * the FP32 kvec weight gradient on the 32/64-channel ResNet-20 layers: no faster, and one
-     * set keeps every BF16 conv on the same arithmetic) */
-    if (cs->prec == NNC_PRECISION_BF16) return NNC__CONV_BF16;
     const int kvec_ok = nnc__conv_kvec_ok(cs, backward);
+    /* BF16: the kvec set with its BF16 micro-kernels (nn/conv/kvec_bf16.c) where FP32 runs kvec,
+     * else the direct set's geometry with the BF16 micro-kernels (the bf16 set); the override
+     * picks between the two (no BF16 GEMM) */
+    if (cs->prec == NNC_PRECISION_BF16) {
+        if (path_override) return path_override == NNC__CONV_KVEC && kvec_ok ? NNC__CONV_KVEC : NNC__CONV_BF16;
+        return cs->k > 16 && cs->c >= 8 && kvec_ok ? NNC__CONV_KVEC : NNC__CONV_BF16;
+    }
     if (path_override == NNC__CONV_KVEC) return kvec_ok ? NNC__CONV_KVEC : NNC__CONV_DIRECT;
     if (path_override == NNC__CONV_GEMM) return NNC__CONV_GEMM;
     if (path_override) return NNC__CONV_DIRECT;
@@ -66,6 +69,7 @@ void nnc__conv_forward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
         NNC_ASSERT(nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
         break;
     case NNC__CONV_KVEC: /* stages through the prologue itself, takes the stats itself */
+        NNC_ASSERT(cs->prec != NNC_PRECISION_BF16 || nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
         nnc__conv_kvec_forward(cs, x, w, ep, psc, psh, y, stats);
         return;
     case NNC__CONV_GEMM:
@@ -118,6 +122,7 @@ int nnc__conv_backward(nnc_graph *g, const nnc__conv_shape *cs, const float *x, 
         NNC_ASSERT(nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
         break;
     case NNC__CONV_KVEC:
+        NNC_ASSERT(cs->prec != NNC_PRECISION_BF16 || nnc__isa_bf16(), "conv2d: precision bf16 needs AVX512_BF16 (and NNC_ISA at avx512)");
         return nnc__conv_kvec_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, dw, db, fu ? fu->pro_mean : NULL,
                                        fu ? fu->dsums : NULL);
     case NNC__CONV_GEMM: /* dx unmasked, no dsums: the caller does the batch-norm backward alone */

@@ -67,6 +67,16 @@ void nnc__conv_bf16_shifted_gemm(const uint32_t *in, size_t in_cs, int cin2, con
                                  const uint32_t *wp, float *out, size_t out_ks, int kblocks, int nvec, int accumulate);
 void nnc__conv_bf16_wgrad(const uint16_t *dy, size_t dy_ks, size_t dy_is, const uint16_t *x, size_t x_is,
                           const size_t *col, int ncol, int nrow, int nimg, int n, float *dw, size_t ld);
+/* BF16 kvec micro-kernels (nn/conv/kvec_bf16.c; tiles of nnc__conv_kvec_bf16_np pixels or
+ * columns, so npix / ncol are multiples of it): conv_kernels.kvec and .kvec_wgrad on words of
+ * two BF16 values (dot2 = lo*lo + hi*hi, FP32 accumulation): cin2 reduction pairs, w and dyt in
+ * words, out and dw FP32. */
+enum { nnc__conv_kvec_bf16_np = 6 };
+void nnc__conv_kvec_bf16(const uint32_t *in, size_t in_cs, int cin2, const int *toff, const int *widx, int ntaps,
+                         int wct, const int *poff, const int *orow, int npix, const uint32_t *w, int kp, float *out,
+                         size_t out_ps, int accumulate);
+void nnc__conv_kvec_wgrad_bf16(const uint32_t *in, const size_t *col, const int *drow, int ncol, const int *poff,
+                               const int *prow, int npix, const uint32_t *dyt, size_t dy_ps, int kp, float *dw);
 static inline uint32_t nnc__bf16_pair(float lo, float hi)
 {
     return (uint32_t)nnc__bf16_rne(lo) | (uint32_t)nnc__bf16_rne(hi) << 16;

@@ -20,6 +20,10 @@
  *   dW:       Dw[c*T + t][k] += sum_i Xp[c*in_cs + toff[t] + poff[i]] * dyT[i][k], dyT = dy
  *             transposed to pixel-major (image order, padding taps read zeros); summed per chunk
  *             of groups, chunks added in order; large dW over the whole batch (wide_wgrad).
+ * Precision bf16: the same staging in FP32, then rounded (RNE) into words of two BF16 values for
+ * the micro-kernels of nn/conv/kvec_bf16.c: forward and dX pair adjacent reduction channels (of x,
+ * of dy, and of the packed weights), dW pairs the same pixel of images 2i and 2i+1 of a group (its
+ * tap classes are built for ceil(G/2) image pairs); no wide_wgrad. The partition is the FP32 one.
  * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
  * only) are tasks, each a sequence of groups of about GROUP_PIXELS pixels, with its own dW
  * partial sums, added in chunk order. Results do not depend on the thread count.
@@ -59,6 +63,7 @@ typedef struct sgeo {
     nnc__conv_shape cs;
     const float *psc, *psh; /* fused BN + ReLU prologue applied while staging x (nn/ops_fuse.h), or NULL */
     int G, ngroups, hp, wp, ph, pw, ep, eq, T, kp, cp, np;
+    int bf; /* precision bf16: the BF16 micro-kernels (nn/conv/kvec_bf16.c) on words of two BF16 values */
     size_t plane, plane2, xsz, dysz, npixp, prow, rows1, rows2; /* rows: bound on tap-class rows */
 } sgeo;
 
@@ -81,6 +86,8 @@ static sgeo make_sgeo(const nnc__conv_shape *cs, const conv_kernels *kn, int G)
     S.kp = (int)round_up((size_t)cs->k, 16);
     S.cp = (int)round_up((size_t)cs->c, 16);
     S.np = kn->np;
+    S.bf = cs->prec == NNC_PRECISION_BF16;
+    NNC_ASSERT(!S.bf || S.np == nnc__conv_kvec_bf16_np, "conv2d: the BF16 kvec kernels run with the AVX-512 tiles");
     size_t per = (size_t)cs->c * S.plane;
     if (G <= 0) { /* forward: Xp near GROUP_FLOATS; MIN_TASKS groups to share out unless that
                    * leaves fewer than MIN_PIXELS pixels per group (tap classes get too thin) */
@@ -358,6 +365,64 @@ static void pack_weights(const conv_kernels *kn, const float *w, int K, int C, i
     nnc__parallel_for(PACK_TASKS, pack_task, &p);
 }
 
+/* ---- BF16 (precision bf16): the FP32 staging above, then rounded into words of two BF16 values
+ * for nn/conv/kvec_bf16.c. Forward and input gradient pair adjacent reduction channels (a word
+ * of channels 2i, 2i+1; an odd count pads a zero channel); the weight gradient pairs the same
+ * pixel of images 2i and 2i+1 of a group (an odd group pads a zero image), so its tap classes
+ * are those of a group of ceil(G/2) image pairs. ---- */
+
+/* nch channels of n values at stride cs -> (nch+1)/2 word channels at the same stride */
+static void pack_pairs(const float *src, size_t cs, int nch, size_t n, uint32_t *dst)
+{
+    for (int i = 0; 2 * i < nch; i++)
+        nnc__bf16_pack2_avx512(src + (size_t)2 * i * cs, 2 * i + 1 < nch ? src + (size_t)(2 * i + 1) * cs : NULL,
+                               dst + (size_t)i * cs, (int)n);
+}
+
+/* Weights packed by pack_weights (nch reduction channels of T rows of ld) -> channel pairs. */
+static void pack_weight_pairs(const float *wf, int nch, int T, int ld, uint32_t *dst)
+{
+    for (int t = 0; t < T; t++) pack_pairs(wf + (size_t)t * ld, (size_t)T * ld, nch, (size_t)ld, dst + (size_t)t * ld);
+}
+
+/* run_classes on words: cin2 channel pairs, weights in pairs (CB pairs per call: the same bytes
+ * as CB FP32 channels). */
+static void run_classes_bf16(const tcls *tc, const uint32_t *in, size_t in_cs, int cin2, int T, const uint32_t *w,
+                             int kp, float *out)
+{
+    for (int cl = 0; cl < tc->ncls; cl++)
+        for (int c0 = 0; c0 < cin2; c0 += CB)
+            nnc__conv_kvec_bf16(in + (size_t)c0 * in_cs, in_cs, cin2 - c0 < CB ? cin2 - c0 : CB, tc->toff + cl * T,
+                                tc->widx + cl * T, tc->nt[cl], T, tc->poff + tc->row[cl], tc->pix + tc->row[cl],
+                                tc->np[cl], w + (size_t)c0 * T * kp, kp, out, (size_t)kp, c0 > 0);
+}
+
+/* The weight gradient on image pairs: Xp of G images (all G slots finite) and dyt (G*n rows of
+ * kp, zero past the filled images) -> xw (C channels of G2 = ceil(G/2) slots) and dw2 (G2*n + 1
+ * rows, the last one zero: the padding rows of the classes read it), then the classes of the
+ * G2-pair geometry. */
+static void wgrad_classes_bf16(const sgeo *S, const tcls *tc, const wcols *wc, const float *xp, const float *dyt,
+                               uint32_t *xw, uint32_t *dw2, float *dw)
+{
+    const int G = S->G, G2 = (G + 1) / 2, C = S->cs.c, n = S->cs.p * S->cs.q, kp = S->kp;
+    const size_t in_cs = (size_t)G * S->plane, in_cs2 = (size_t)G2 * S->plane, rows = (size_t)n * kp;
+    for (int c = 0; c < C; c++)
+        for (int g2 = 0; g2 < G2; g2++) {
+            const float *a = xp + (size_t)c * in_cs + (size_t)2 * g2 * S->plane;
+            nnc__bf16_pack2_avx512(a, 2 * g2 + 1 < G ? a + S->plane : NULL, xw + (size_t)c * in_cs2 + (size_t)g2 * S->plane,
+                                   (int)S->plane);
+        }
+    for (int g2 = 0; g2 < G2; g2++) {
+        const float *a = dyt + (size_t)2 * g2 * rows;
+        nnc__bf16_pack2_avx512(a, 2 * g2 + 1 < G ? a + rows : NULL, dw2 + (size_t)g2 * rows, (int)rows);
+    }
+    memset(dw2 + (size_t)G2 * rows, 0, sizeof(uint32_t) * (size_t)kp);
+    for (int cl = 0; cl < tc->ncls; cl++)
+        if (wc->n[cl])
+            nnc__conv_kvec_wgrad_bf16(xw, wc->col + wc->ofs[cl], wc->drow + wc->ofs[cl], wc->n[cl], tc->poff + tc->row[cl],
+                                      tc->pix + tc->row[cl], tc->np[cl], dw2, (size_t)kp, kp, dw);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * forward
  * ------------------------------------------------------------------------------------------ */
@@ -377,6 +442,7 @@ typedef struct sctx {
     double *pstat;             /* forward: per-plane (sum, M2) of y, (N,K,2), or NULL */
     const float *pmean;        /* backward with dsums: the centre of x per channel */
     double *dsums;             /* backward: mask dx and take its per-plane sums (nnc__conv_fuse), or NULL */
+    size_t xw_words, dw2_words; /* backward, bf16: per-thread words of the weight gradient's image pairs */
 } sctx;
 
 static void fwd_group(void *vctx, int grp, int thread)
@@ -389,7 +455,14 @@ static void fwd_group(void *vctx, int grp, int thread)
     float *row = o + ((size_t)S->G * PQ + 1) * S->kp;
     int n0 = grp * S->G, gn = n0 + S->G <= cs->n ? S->G : cs->n - n0;
     for (int g = 0; g < gn; g++) fill_xp(S, f->x + (size_t)(n0 + g) * cs->c * cs->h * cs->w, xp, g);
-    run_classes(f->kn, f->tc, xp, (size_t)S->G * S->plane, cs->c, S->T, f->wk, S->kp, o);
+    if (S->bf) { /* the pairs after row (the absent images' slots are not packed: their rows are dropped) */
+        uint32_t *x2 = (uint32_t *)(void *)(row + (size_t)K * PQ + 16);
+        const size_t in_cs = (size_t)S->G * S->plane;
+        pack_pairs(xp, in_cs, cs->c, (size_t)gn * S->plane, x2);
+        run_classes_bf16(f->tc, x2, in_cs, (cs->c + 1) / 2, S->T, (const uint32_t *)(const void *)f->wk, S->kp, o);
+    } else {
+        run_classes(f->kn, f->tc, xp, (size_t)S->G * S->plane, cs->c, S->T, f->wk, S->kp, o);
+    }
     for (int g = 0; g < gn; g++) {
         size_t yoff = (size_t)(n0 + g) * K * PQ;
         f->kn->transpose(o + (size_t)g * PQ * S->kp, (size_t)S->kp, PQ, K, row, (size_t)PQ);
@@ -402,14 +475,18 @@ static void fwd_group(void *vctx, int grp, int thread)
     }
 }
 
+/* Packed once: the FP32 packing, and for BF16 its channel pairs after it (as kvec_forward packs). */
 size_t nnc__conv_kvec_packed_floats(const nnc__conv_shape *cs)
 {
-    return (size_t)cs->c * cs->r * cs->s * round_up((size_t)cs->k, 16);
+    return (size_t)(cs->prec == NNC_PRECISION_BF16 ? 2 : 1) * cs->c * cs->r * cs->s * round_up((size_t)cs->k, 16);
 }
 
 void nnc__conv_kvec_pack(const nnc__conv_shape *cs, const float *w, float *wk)
 {
-    pack_weights(nnc__conv_kernels(), w, cs->k, cs->c, cs->r * cs->s, (int)round_up((size_t)cs->k, 16), 0, wk);
+    const int T = cs->r * cs->s, kp = (int)round_up((size_t)cs->k, 16);
+    pack_weights(nnc__conv_kernels(), w, cs->k, cs->c, T, kp, 0, wk);
+    if (cs->prec == NNC_PRECISION_BF16)
+        pack_weight_pairs(wk, cs->c, T, kp, (uint32_t *)(void *)(wk + (size_t)cs->c * T * kp));
 }
 
 /* The forward with weights w, or (w NULL) weights wpre packed by nnc__conv_kvec_pack. */
@@ -423,7 +500,8 @@ static void kvec_forward(const nnc__conv_shape *cs, const float *x, const float 
     const int C = cs->c, K = cs->k, T = S.T, PQ = cs->p * cs->q;
     int width = nnc__parallel_width(S.ngroups);
     size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + (size_t)K * PQ + 16;
-    size_t sz[5] = {wpre ? 0 : sizeof(float) * (size_t)C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
+    if (S.bf) per_thread += (size_t)(C + 1) / 2 * S.G * S.plane + 16; /* the input's channel pairs */
+    size_t sz[5] = {wpre ? 0 : sizeof(float) * (size_t)(S.bf ? 2 : 1) * C * T * S.kp, sizeof(uint64_t) * 2 * (size_t)PQ,
                     sizeof(int) * (tcls_ints(PQ, S.rows1, T) + (size_t)PQ + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width, stats ? sizeof(double) * 2 * (size_t)cs->n * K : 0};
     size_t bytes = 0;
@@ -437,14 +515,16 @@ static void kvec_forward(const nnc__conv_shape *cs, const float *x, const float 
     }
     const float *wk = wpre;
     int *ints = slot[2], *b = ints + tcls_ints(PQ, S.rows1, T), *toff_of = b + PQ;
-    if (!wpre) {
+    if (!wpre) { /* pack here (FP32, then BF16 channel pairs after it), else packed once */
         pack_weights(kn, w, K, C, T, S.kp, 0, slot[0]);
+        if (S.bf) pack_weight_pairs(slot[0], C, T, S.kp, (uint32_t *)(void *)((float *)slot[0] + (size_t)C * T * S.kp));
         wk = slot[0];
     }
+    if (S.bf) wk += (size_t)C * T * S.kp; /* the kernels read the pairs */
     tcls tc;
     fwd_classes(&S, &tc, ints, slot[1], b, toff_of);
     sctx f = {&S, kn, x, NULL, wk, NULL, ep, &tc, NULL, NULL, y, NULL, NULL, slot[3], NULL, 0, 0, per_thread,
-              stats ? slot[4] : NULL, NULL, NULL};
+              stats ? slot[4] : NULL, NULL, NULL, 0, 0};
     nnc__parallel_for(S.ngroups, fwd_group, &f);
     if (stats) nnc__conv_combine_stats(slot[4], cs->n, K, PQ, stats);
 }
@@ -514,10 +594,21 @@ static void bwd_chunk(void *vctx, int chunk, int thread)
                 for (int c = 0; c < C; c++)
                     memset(xp + (size_t)c * S->G * S->plane + (size_t)gn * S->plane, 0,
                            sizeof(float) * (size_t)(S->G - gn) * S->plane);
-            wgrad_classes(kn, b->wtc, b->wc, xp, dyt, (size_t)S->kp, S->kp, part);
+            if (S->bf) {
+                uint32_t *xw = (uint32_t *)(void *)(tmp + (size_t)C * HW), *dw2 = xw + b->xw_words;
+                wgrad_classes_bf16(S, b->wtc, b->wc, xp, dyt, xw, dw2, part);
+            } else {
+                wgrad_classes(kn, b->wtc, b->wc, xp, dyt, (size_t)S->kp, S->kp, part);
+            }
+        }
+        if (b->dx && S->bf) { /* dy's channel pairs (the absent images' slots are not packed) */
+            uint32_t *dy2 = (uint32_t *)(void *)(tmp + (size_t)C * HW) + b->xw_words + b->dw2_words;
+            pack_pairs(dyp, dy_cs, K, (size_t)gn * S->plane2, dy2);
+            run_classes_bf16(b->tc, dy2, dy_cs, (K + 1) / 2, T, (const uint32_t *)(const void *)b->wd, S->cp, dxt);
+        } else if (b->dx) {
+            run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
         }
         if (b->dx) {
-            run_classes(kn, b->tc, dyp, dy_cs, K, T, b->wd, S->cp, dxt);
             for (int g = 0; g < gn; g++) {
                 float *dxn = b->dx + (size_t)(n0 + g) * C * HW;
                 kn->transpose(dxt + (size_t)g * HW * S->cp, (size_t)S->cp, HW, C, b->dx_fresh ? dxn : tmp, (size_t)HW);
@@ -658,7 +749,7 @@ int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const flo
     if (!dx && !dw && !db) return 0;
     if (!(psc && dx && dx_fresh && pmean)) dsums = NULL;
     const conv_kernels *kn = nnc__conv_kernels();
-    if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
+    if (dw && cs->prec != NNC_PRECISION_BF16 && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
         (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
                 (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
         int r = nnc__conv_kvec_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db, pmean, dsums);
@@ -683,11 +774,17 @@ int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const flo
     const int HW = cs->h * cs->w;
     int width = nnc__parallel_width(nchunk);
     size_t per_thread = S.xsz + ((size_t)S.G * PQ + 1) * S.kp + S.dysz + ((size_t)S.G * HW + 1) * S.cp + (size_t)C * HW;
+    /* bf16: the weight gradient's tap classes are those of a group of G2 image pairs (S2) */
+    const sgeo S2 = S.bf && dw ? make_sgeo(cs, kn, (S.G + 1) / 2) : S;
+    const size_t xw_words = S.bf && dw ? (size_t)C * S2.G * S.plane + 16 : 0,
+                 dw2_words = S.bf && dw ? ((size_t)S2.G * PQ + 1) * S.kp + 16 : 0,
+                 dy2_words = S.bf && dx ? (size_t)(K + 1) / 2 * S.G * S.plane2 + 16 : 0;
+    per_thread += xw_words + dw2_words + dy2_words;
     size_t sz[8] = {sizeof(double) * (db ? (size_t)nchunk * K : 0),
                     sizeof(float) * (dw ? (size_t)nchunk * psz : 0),
-                    sizeof(float) * (dx ? (size_t)K * T * S.cp : 0),
-                    sizeof(size_t) * (dw ? wcols_cols(&S) : 0),
-                    sizeof(int) * (dw ? wclass_ints(&S) : 0),
+                    sizeof(float) * (dx ? (size_t)(S.bf ? 2 : 1) * K * T * S.cp : 0),
+                    sizeof(size_t) * (dw ? wcols_cols(&S2) : 0),
+                    sizeof(int) * (dw ? wclass_ints(&S2) : 0),
                     sizeof(uint64_t) * 2 * (size_t)HW,
                     sizeof(int) * (tcls_ints(HW, S.rows2, T) + (size_t)HW + (size_t)T),
                     sizeof(float) * per_thread * (size_t)width};
@@ -706,16 +803,21 @@ int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const flo
     wcols wc;
     memset(&wtc, 0, sizeof wtc);
     memset(&wc, 0, sizeof wc);
-    if (dw) wclass_build(&S, &wtc, &wc, slot[4], slot[3]);
+    if (dw) wclass_build(&S2, &wtc, &wc, slot[4], slot[3]);
     tcls tc;
     memset(&tc, 0, sizeof tc);
     if (dx) {
         pack_weights(kn, w, K, C, T, S.cp, 1, wd);
+        if (S.bf) { /* pairs of output channels, after the FP32 packing */
+            uint32_t *w2 = (uint32_t *)(void *)(wd + (size_t)K * T * S.cp);
+            pack_weight_pairs(wd, K, T, S.cp, w2);
+            wd = (float *)(void *)w2;
+        }
         int *ints = slot[6], *bb = ints + tcls_ints(HW, S.rows2, T);
         dx_classes(&S, &tc, ints, slot[5], bb, bb + HW);
     }
     sctx b = {&S, kn, x, dy, NULL, wd, NULL, &tc, &wtc, &wc, NULL, dx, part, slot[7], bpart, dx_fresh, nchunk, per_thread,
-              NULL, pmean, dsums};
+              NULL, pmean, dsums, xw_words, dw2_words};
     nnc__parallel_for(nchunk, bwd_chunk, &b);
     if (dw) {
         red_ctx r = {dw, part, &S, nchunk};

@@ -7,6 +7,8 @@
  *   naive reference with an error bound derived from BF16 rounding (see bf16_bound below), on
  *   the ResNet shapes and odd ones (odd channel counts, strides 2, 1x1, 5x5, big weights).
  * - bitwise identical results for 1, 2 and 4 kernel threads.
+ * - the same two for the BF16 kvec kernels (nn/conv/kvec_bf16.c) forced on odd shapes, and the
+ *   dispatcher's choice between the two BF16 sets.
  * - nnc_set_precision refuses bf16 where the kernels cannot run (NNC_ISA below avx512 here); the
  *   commands' --precision flag (bad names exit 2, bf16 runs or is refused naming AVX512_BF16).
  * Tests that need AVX512_BF16 skip on a CPU without it.
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/conv/conv.h"
 #include "nn/conv/kernels.h"
 #include "nn/cpu.h"
 #include "nn/nnc.h"
@@ -284,6 +287,114 @@ Test(nn_bf16, conv_bitwise_equal_for_1_2_4_threads, .timeout = 120)
     }
     cr_assert_eq(nnc_set_threads(1), NNC_OK);
     cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
+}
+
+/* ---- the BF16 kvec kernels (nn/conv/kvec_bf16.c, driven by nn/conv/kvec.c) ----
+ * The kvec set forced (nnc__conv_set_path(NNC__CONV_KVEC)) on odd shapes: channel counts that
+ * are and are not multiples of 16 and 32 (odd ones pad a zero channel of a pair; more than 64
+ * input channels split the reduction over two kernel calls), strides 1 and 2, padding, 1x1 and
+ * 5x5, batches of 1 and 3, and batches of 9 and 17 whose weight-gradient groups hold 2 and 3
+ * images (the weight gradient pairs the images of a group, the third one with a zero image). */
+static const bcase kcases[] = {
+    {1, 24, 9, 9, 40, 3, 3, 1, 1},  {3, 33, 8, 7, 17, 3, 3, 2, 1}, {3, 64, 8, 8, 64, 3, 3, 1, 1},
+    {17, 32, 6, 6, 32, 3, 3, 1, 1}, {9, 16, 11, 10, 48, 3, 3, 2, 1}, {3, 5, 7, 9, 21, 5, 5, 1, 2},
+    {1, 70, 5, 5, 96, 1, 1, 1, 0},  {3, 40, 8, 8, 32, 1, 1, 2, 0},  {9, 9, 6, 5, 33, 3, 3, 1, 1},
+};
+
+static nnc__conv_shape kshape(const bcase *c)
+{
+    nnc__conv_shape cs = {c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad,
+                          odim(c->h, c->r, c->stride, c->pad), odim(c->w, c->s, c->stride, c->pad), NNC_PRECISION_BF16};
+    return cs;
+}
+
+Test(nn_bf16, kvec_matches_reference_within_the_derived_bound, .timeout = 120)
+{
+    NEED_BF16();
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_BF16), NNC_OK);
+    nnc__conv_set_path(NNC__CONV_KVEC);
+    for (size_t ci = 0; ci < sizeof kcases / sizeof kcases[0]; ci++) {
+        const bcase *c = &kcases[ci];
+        const nnc__conv_shape cs = kshape(c);
+        cr_assert_eq(nnc__conv_pick(&cs, 0), NNC__CONV_KVEC, "case %zu: forward on the kvec set", ci);
+        cr_assert_eq(nnc__conv_pick(&cs, 1), NNC__CONV_KVEC, "case %zu: backward on the kvec set", ci);
+        nnc_rng rng;
+        nnc_rng_seed(&rng, 140 + ci, 0);
+        const int P = cs.p, Q = cs.q;
+        size_t nx = (size_t)c->n * c->c * c->h * c->w, nw = (size_t)c->k * c->c * c->r * c->s;
+        size_t ny = (size_t)c->n * c->k * P * Q;
+        float *x = rnd(&rng, nx), *w = rnd(&rng, nw), *b = rnd(&rng, (size_t)c->k), *dy = rnd(&rng, ny);
+        bout o = run_op(c, x, w, b, dy);
+        float *ry = malloc(ny * sizeof(float)), *rdx = calloc(nx, sizeof(float)), *rdw = calloc(nw, sizeof(float));
+        float *rdb = calloc((size_t)c->k, sizeof(float));
+        nnc_ref_conv2d_forward(x, w, b, ry, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
+        nnc_ref_conv2d_backward(x, w, dy, rdx, rdw, rdb, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
+        float *ax = abs_of(x, nx), *aw = abs_of(w, nw), *ab = abs_of(b, (size_t)c->k), *ady = abs_of(dy, ny);
+        float *sy = malloc(ny * sizeof(float)), *sdx = calloc(nx, sizeof(float)), *sdw = calloc(nw, sizeof(float));
+        float *sdb = calloc((size_t)c->k, sizeof(float));
+        nnc_ref_conv2d_forward(ax, aw, ab, sy, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
+        nnc_ref_conv2d_backward(ax, aw, ady, sdx, sdw, sdb, c->n, c->c, c->h, c->w, c->k, c->r, c->s, c->stride, c->pad);
+        expect_within("kvec forward", (int)ci, o.y, ry, sy, ny, c->c * c->r * c->s, 1);
+        expect_within("kvec input gradient", (int)ci, o.dx, rdx, sdx, nx, c->k * c->r * c->s, 1);
+        expect_within("kvec weight gradient", (int)ci, o.dw, rdw, sdw, nw, c->n * P * Q + 17, 1);
+        expect_within("kvec bias gradient (FP32)", (int)ci, o.db, rdb, sdb, (size_t)c->k, c->n * P * Q + 17, 0);
+        free_out(&o);
+        float *all[] = {x, w, b, dy, ry, rdx, rdw, rdb, ax, aw, ab, ady, sy, sdx, sdw, sdb};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    }
+    nnc__conv_set_path(0);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
+}
+
+Test(nn_bf16, kvec_bitwise_equal_for_1_2_4_threads, .timeout = 120)
+{
+    NEED_BF16();
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_BF16), NNC_OK);
+    nnc__conv_set_path(NNC__CONV_KVEC);
+    for (size_t ci = 0; ci < sizeof kcases / sizeof kcases[0]; ci++) {
+        bcase c = kcases[ci];
+        if (c.n < 9) c.n = 11; /* several images per thread, per chunk and per group */
+        const nnc__conv_shape cs = kshape(&c);
+        cr_assert_eq(nnc__conv_pick(&cs, 1), NNC__CONV_KVEC);
+        nnc_rng rng;
+        nnc_rng_seed(&rng, 190 + ci, 0);
+        size_t nx = (size_t)c.n * c.c * c.h * c.w, nw = (size_t)c.k * c.c * c.r * c.s, ny = (size_t)c.n * c.k * cs.p * cs.q;
+        float *x = rnd(&rng, nx), *w = rnd(&rng, nw), *b = rnd(&rng, (size_t)c.k), *dy = rnd(&rng, ny);
+        cr_assert_eq(nnc_set_threads(1), NNC_OK);
+        bout one = run_op(&c, x, w, b, dy);
+        for (int t = 2; t <= 4; t += 2) {
+            cr_assert_eq(nnc_set_threads(t), NNC_OK);
+            bout o = run_op(&c, x, w, b, dy);
+            cr_expect_eq(memcmp(o.y, one.y, ny * sizeof(float)), 0, "case %zu y, %d threads vs 1", ci, t);
+            cr_expect_eq(memcmp(o.dx, one.dx, nx * sizeof(float)), 0, "case %zu dx, %d threads vs 1", ci, t);
+            cr_expect_eq(memcmp(o.dw, one.dw, nw * sizeof(float)), 0, "case %zu dw, %d threads vs 1", ci, t);
+            cr_expect_eq(memcmp(o.db, one.db, (size_t)c.k * sizeof(float)), 0, "case %zu db, %d threads vs 1", ci, t);
+            free_out(&o);
+        }
+        free_out(&one);
+        free(x);
+        free(w);
+        free(b);
+        free(dy);
+    }
+    cr_assert_eq(nnc_set_threads(1), NNC_OK);
+    nnc__conv_set_path(0);
+    cr_assert_eq(nnc_set_precision(NNC_PRECISION_FP32), NNC_OK);
+}
+
+/* The dispatcher sends the BF16 layers that run kvec in FP32 (more than 16 output channels, 8+
+ * input channels, small images) to the kvec set, the others to the bf16 (direct) set. */
+Test(nn_bf16, dispatcher_picks_kvec_for_the_wide_layers)
+{
+    const bcase wide = {128, 32, 16, 16, 32, 3, 3, 1, 1}, narrow = {128, 16, 32, 32, 16, 3, 3, 1, 1};
+    nnc__conv_shape a = kshape(&wide), n = kshape(&narrow);
+    cr_expect_eq(nnc__conv_pick(&a, 0), NNC__CONV_KVEC);
+    cr_expect_eq(nnc__conv_pick(&a, 1), NNC__CONV_KVEC);
+    cr_expect_eq(nnc__conv_pick(&n, 0), NNC__CONV_BF16);
+    cr_expect_eq(nnc__conv_pick(&n, 1), NNC__CONV_BF16);
+    nnc__conv_set_path(1);
+    cr_expect_eq(nnc__conv_pick(&a, 1), NNC__CONV_BF16, "override: direct geometry");
+    nnc__conv_set_path(0);
 }
 
 Test(nn_bf16, set_precision_refuses_bf16_without_the_kernels)
