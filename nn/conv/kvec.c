@@ -23,7 +23,8 @@
  * Precision bf16: the same staging in FP32, then rounded (RNE) into words of two BF16 values for
  * the micro-kernels of nn/conv/kvec_bf16.c: forward and dX pair adjacent reduction channels (of x,
  * of dy, and of the packed weights), dW pairs the same pixel of images 2i and 2i+1 of a group (its
- * tap classes are built for ceil(G/2) image pairs); no wide_wgrad. The partition is the FP32 one.
+ * tap classes are built for ceil(G/2) image pairs; in wide_wgrad, ceil(N/2)). The partition is the
+ * FP32 one.
  * Forward: groups are tasks of nn/threads.h. Backward: chunks of images (sized by the shape
  * only) are tasks, each a sequence of groups of about GROUP_PIXELS pixels, with its own dW
  * partial sums, added in chunk order. Results do not depend on the thread count.
@@ -401,8 +402,7 @@ static void run_classes_bf16(const tcls *tc, const uint32_t *in, size_t in_cs, i
  * kp, zero past the filled images) -> xw (C channels of G2 = ceil(G/2) slots) and dw2 (G2*n + 1
  * rows, the last one zero: the padding rows of the classes read it), then the classes of the
  * G2-pair geometry. */
-static void wgrad_classes_bf16(const sgeo *S, const tcls *tc, const wcols *wc, const float *xp, const float *dyt,
-                               uint32_t *xw, uint32_t *dw2, float *dw)
+static void wgrad_pack_pairs(const sgeo *S, const float *xp, const float *dyt, uint32_t *xw, uint32_t *dw2)
 {
     const int G = S->G, G2 = (G + 1) / 2, C = S->cs.c, n = S->cs.p * S->cs.q, kp = S->kp;
     const size_t in_cs = (size_t)G * S->plane, in_cs2 = (size_t)G2 * S->plane, rows = (size_t)n * kp;
@@ -417,10 +417,24 @@ static void wgrad_classes_bf16(const sgeo *S, const tcls *tc, const wcols *wc, c
         nnc__bf16_pack2_avx512(a, 2 * g2 + 1 < G ? a + rows : NULL, dw2 + (size_t)g2 * rows, (int)rows);
     }
     memset(dw2 + (size_t)G2 * rows, 0, sizeof(uint32_t) * (size_t)kp);
+}
+
+/* dw[drow][k] += the class-by-class weight gradient on the pairs (xw, dw2: rows of stride dy_ps),
+ * kw output channels. */
+static void wgrad_run_bf16(const tcls *tc, const wcols *wc, const uint32_t *xw, const uint32_t *dw2, size_t dy_ps, int kw,
+                           float *dw)
+{
     for (int cl = 0; cl < tc->ncls; cl++)
         if (wc->n[cl])
             nnc__conv_kvec_wgrad_bf16(xw, wc->col + wc->ofs[cl], wc->drow + wc->ofs[cl], wc->n[cl], tc->poff + tc->row[cl],
-                                      tc->pix + tc->row[cl], tc->np[cl], dw2, (size_t)kp, kp, dw);
+                                      tc->pix + tc->row[cl], tc->np[cl], dw2, dy_ps, kw, dw);
+}
+
+static void wgrad_classes_bf16(const sgeo *S, const tcls *tc, const wcols *wc, const float *xp, const float *dyt,
+                               uint32_t *xw, uint32_t *dw2, float *dw)
+{
+    wgrad_pack_pairs(S, xp, dyt, xw, dw2);
+    wgrad_run_bf16(tc, wc, xw, dw2, (size_t)S->kp, S->kp, dw);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -650,7 +664,8 @@ static void reduce_task(void *vctx, int task, int thread)
  * weight gradient of large weight tensors (|dW| > WIDE_DW_FLOATS) over the whole batch at once:
  * Xp and dyT of every image are filled first, then each task owns WIDE_KB output channels and
  * runs their dW tiles over all N*P*Q pixels, so no partial sums of |dW| are written, re-read
- * or reduced (each value is one task's, in a fixed order: thread-count independent)
+ * or reduced (each value is one task's, in a fixed order: thread-count independent); bf16 packs
+ * both into image pairs first (wgrad_pack_pairs)
  * ------------------------------------------------------------------------------------------ */
 
 typedef struct wide_ctx {
@@ -660,6 +675,7 @@ typedef struct wide_ctx {
     float *xp, *dyt, *blk, *dw;
     const tcls *wtc;
     const wcols *wc;
+    const uint32_t *xw, *dw2; /* bf16: the image pairs of xp and dyt (wgrad_pack_pairs) */
 } wide_ctx;
 
 static void wide_fill(void *vctx, int n, int thread)
@@ -684,7 +700,8 @@ static void wide_task(void *vctx, int task, int thread)
     const int ncol = cs->c * S->T, k0 = task * WIDE_KB;
     float *blk = c->blk + (size_t)thread * S->prow * WIDE_KB;
     memset(blk, 0, sizeof(float) * S->prow * WIDE_KB);
-    wgrad_classes(c->kn, c->wtc, c->wc, c->xp, c->dyt + k0, (size_t)S->kp, WIDE_KB, blk);
+    if (S->bf) wgrad_run_bf16(c->wtc, c->wc, c->xw, c->dw2 + k0, (size_t)S->kp, WIDE_KB, blk);
+    else wgrad_classes(c->kn, c->wtc, c->wc, c->xp, c->dyt + k0, (size_t)S->kp, WIDE_KB, blk);
     for (int kk = 0; kk < WIDE_KB && k0 + kk < cs->k; kk++) {
         float *d = c->dw + (size_t)(k0 + kk) * ncol;
         for (int j = 0; j < ncol; j++) d[j] += blk[(size_t)j * WIDE_KB + kk];
@@ -720,9 +737,12 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *p
     sgeo S = make_sgeo(cs, kn, cs->n);
     S.psc = psc;
     S.psh = psh;
-    const int ntask = S.kp / WIDE_KB;
-    size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * ((size_t)S.G * cs->p * cs->q + 1) * S.kp, 0,
-                    sizeof(int) * wclass_ints(&S), sizeof(size_t) * wcols_cols(&S),
+    const int ntask = S.kp / WIDE_KB, PQ = cs->p * cs->q;
+    /* bf16: the classes are those of ceil(N/2) image pairs (S2), on the pairs xw and dw2 */
+    const sgeo S2 = S.bf ? make_sgeo(cs, kn, (cs->n + 1) / 2) : S;
+    size_t sz[6] = {sizeof(float) * S.xsz, sizeof(float) * ((size_t)S.G * PQ + 1) * S.kp,
+                    S.bf ? sizeof(uint32_t) * ((size_t)cs->c * S2.G * S.plane + ((size_t)S2.G * PQ + 1) * S.kp + 32) : 0,
+                    sizeof(int) * wclass_ints(&S2), sizeof(size_t) * wcols_cols(&S2),
                     sizeof(float) * S.prow * WIDE_KB * (size_t)nnc__parallel_width(ntask)};
     size_t bytes = 0;
     for (int i = 0; i < 6; i++) bytes += round_up(sz[i], 64);
@@ -735,10 +755,12 @@ static void wide_wgrad(const nnc__conv_shape *cs, const float *x, const float *p
     }
     tcls wtc;
     wcols wc;
-    wclass_build(&S, &wtc, &wc, slot[3], slot[4]);
-    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[5], dw, &wtc, &wc};
+    wclass_build(&S2, &wtc, &wc, slot[3], slot[4]);
+    uint32_t *xw = slot[2], *dw2 = S.bf ? xw + (size_t)cs->c * S2.G * S.plane + 16 : NULL;
+    wide_ctx c = {&S, kn, x, dy, slot[0], slot[1], slot[5], dw, &wtc, &wc, xw, dw2};
     nnc__parallel_for(cs->n, wide_fill, &c);
-    zero_absent_rows(c.dyt, cs->n, cs->n, cs->p * cs->q, S.kp);
+    zero_absent_rows(c.dyt, cs->n, cs->n, PQ, S.kp);
+    if (S.bf) wgrad_pack_pairs(&S, c.xp, c.dyt, xw, dw2);
     nnc__parallel_for(ntask, wide_task, &c);
 }
 
@@ -749,7 +771,7 @@ int nnc__conv_kvec_backward(const nnc__conv_shape *cs, const float *x, const flo
     if (!dx && !dw && !db) return 0;
     if (!(psc && dx && dx_fresh && pmean)) dsums = NULL;
     const conv_kernels *kn = nnc__conv_kernels();
-    if (dw && cs->prec != NNC_PRECISION_BF16 && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
+    if (dw && (size_t)cs->c * cs->r * cs->s * cs->k > WIDE_DW_FLOATS && cs->k % WIDE_KB == 0 &&
         (size_t)cs->n * cs->c * (cs->h + 2 * cs->pad) * (cs->w + 2 * cs->pad) +
                 (size_t)cs->n * cs->p * cs->q * cs->k <= WIDE_MAX_FLOATS) {
         int r = nnc__conv_kvec_backward(cs, x, psc, psh, w, dy, dx, dx_fresh, NULL, db, pmean, dsums);

@@ -294,11 +294,15 @@ Test(nn_bf16, conv_bitwise_equal_for_1_2_4_threads, .timeout = 120)
  * are and are not multiples of 16 and 32 (odd ones pad a zero channel of a pair; more than 64
  * input channels split the reduction over two kernel calls), strides 1 and 2, padding, 1x1 and
  * 5x5, batches of 1 and 3, and batches of 9 and 17 whose weight-gradient groups hold 2 and 3
- * images (the weight gradient pairs the images of a group, the third one with a zero image). */
+ * images (the weight gradient pairs the images of a group, the third one with a zero image).
+ * The last three have more than 256K weights and output channels in multiples of 64, so their
+ * weight gradient runs over the whole batch at once (kvec.c's wide_wgrad, VGG's deep layers),
+ * on ceil(N/2) image pairs: odd and even batches, 2x2 and 4x4 images, stride 2. */
 static const bcase kcases[] = {
     {1, 24, 9, 9, 40, 3, 3, 1, 1},  {3, 33, 8, 7, 17, 3, 3, 2, 1}, {3, 64, 8, 8, 64, 3, 3, 1, 1},
     {17, 32, 6, 6, 32, 3, 3, 1, 1}, {9, 16, 11, 10, 48, 3, 3, 2, 1}, {3, 5, 7, 9, 21, 5, 5, 1, 2},
     {1, 70, 5, 5, 96, 1, 1, 1, 0},  {3, 40, 8, 8, 32, 1, 1, 2, 0},  {9, 9, 6, 5, 33, 3, 3, 1, 1},
+    {3, 64, 4, 4, 512, 3, 3, 1, 1}, {2, 512, 2, 2, 128, 3, 3, 1, 1}, {5, 96, 6, 6, 320, 3, 3, 2, 1},
 };
 
 static nnc__conv_shape kshape(const bcase *c)
