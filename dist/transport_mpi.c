@@ -12,6 +12,7 @@
  */
 #include <mpi.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,9 +60,18 @@ static int wait_all(nnc_transport *t, int n, MPI_Request *rq, const int *peers, 
                 if (!f) break;
             }
             m->broken = 1;
+            int peer = peers[k < n ? k : 0];
+            char who[48];
+            /* A collective this rank roots (a broadcast's root, a barrier) waits for the others:
+             * name the other rank, or all of them when there are several. */
+            if (peer == t->rank && t->size == 2) peer = 1 - t->rank;
+            if (peer == t->rank)
+                snprintf(who, sizeof who, "the other %d ranks", t->size - 1);
+            else
+                snprintf(who, sizeof who, "rank %d", peer);
             return nnc__fail(NNC_ETIMEOUT,
-                             "sync round %ld: rank %d waited %.1f s for rank %d in the %s (stalled or "
-                             "dead rank?)", t->round, t->rank, t->timeout, peers[k < n ? k : 0], what);
+                             "sync round %ld: rank %d waited %.1f s for %s in the %s (stalled or "
+                             "dead rank?)", t->round, t->rank, t->timeout, who, what);
         }
         nanosleep(&nap, NULL);
     }
