@@ -424,7 +424,7 @@ int nnc_train_ckpt_finished(const nnc_ckpt_progress *p, long epochs, double time
         return 1;
     if (epochs <= 0) return 0;
     long target = epochs * p->steps_per_epoch;
-    /* The rule the synchronizer stops by (sync.c): asynchronous model averaging counts the
+    /* The rule training stops by (sync.c plan_done calls this): asynchronous averaging counts the
      * steps of all workers together; otherwise every worker trains its own epochs. */
     if (!(A->flags & NNC_ALGO_F_SINGLE) && p->workers > 1 && p->sync == NNC_SYNC_ASYNC &&
         !(A->flags & NNC_ALGO_F_GRADIENTS))

@@ -137,6 +137,9 @@ typedef struct nnc_run {
 /* Monotonic seconds. */
 double nnc__now(void);
 double nnc__run_seconds(const nnc_run *R);
+/* The run's progress as its checkpoint would report it (seconds: the training clock to report),
+ * for the one stop rule nnc_train_ckpt_finished that training, resume and the CLI share. */
+nnc_ckpt_progress nnc__run_progress(const nnc_run *R, double seconds);
 /* on_log with a formatted line (coordinator thread only). */
 void nnc__run_log(nnc_run *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Learning rate of a worker's next step (schedule from c.sched, c.lr). */

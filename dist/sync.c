@@ -234,12 +234,9 @@ static void report(nnc_run *R, progress now, progress *last, double *t_last)
 static int plan_done(nnc_run *R)
 {
     if (!R->plan) return 0;
-    int grads = has(R, NNC_ALGO_F_GRADIENTS);
-    if (R->c.sync == NNC_SYNC_ASYNC && !grads) return R->total_steps >= R->plan * R->M;
-    long extra = grads ? 1 : 0; /* a DP round's step is applied after the round */
-    for (int i = 0; i < R->M; i++)
-        if (R->rep[i]->steps + extra < R->plan) return 0;
-    return 1;
+    nnc_ckpt_progress p = nnc__run_progress(R, 0.0);
+    if (has(R, NNC_ALGO_F_GRADIENTS)) p.min_steps++; /* a DP round's step is applied after the round */
+    return nnc_train_ckpt_finished(&p, R->c.epochs, 0.0);
 }
 
 /* The synchronizer's running state between rounds: the report and round-loss windows and the

@@ -354,9 +354,7 @@ static long end_epoch(const nnc_run *R)
     return R->c.epochs;
 }
 
-/* The run's progress as a checkpoint would report it, for the one stop rule
- * (nnc_train_ckpt_finished). */
-static nnc_ckpt_progress progress_of(const nnc_run *R, double seconds)
+nnc_ckpt_progress nnc__run_progress(const nnc_run *R, double seconds)
 {
     nnc_ckpt_progress p = {.steps_per_epoch = R->spe, .rounds = R->round, .seconds = seconds,
                            .workers = R->M, .algo = R->c.algo, .sync = R->c.sync, .budget_done = R->budget_done};
@@ -413,7 +411,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
     if (!s && R->c.resume) s = nnc__run_load(R);
     int done = 0;
     if (!s && R->c.resume) {
-        nnc_ckpt_progress p = progress_of(R, R->t_resumed); /* the clock has not started */
+        nnc_ckpt_progress p = nnc__run_progress(R, R->t_resumed); /* the clock has not started */
         done = nnc_train_ckpt_finished(&p, R->c.epochs, R->c.time_budget);
         if (done && nnc_train_ckpt_finished(&p, R->c.epochs, 0.0))
             nnc__run_log(R, "already at epoch %.2f >= target %d epochs: nothing to train, checkpoints left "
@@ -439,7 +437,7 @@ int nnc_train(const nnc_train_config *cfg, const nnc_dataset *train, const nnc_d
         out->seconds = nnc__run_seconds(R);
         if (!s && R->c.time_budget > 0) {
             /* ended by the budget unless the epochs were reached first */
-            nnc_ckpt_progress p = progress_of(R, out->seconds);
+            nnc_ckpt_progress p = nnc__run_progress(R, out->seconds);
             if (!nnc_train_ckpt_finished(&p, R->c.epochs, 0.0)) R->budget_done = R->c.time_budget;
         }
         R->ended = 1;
