@@ -32,11 +32,13 @@ int nnc__topo_load(const char *synthetic, nnc__topo *out)
         hwloc_topology_destroy(h);
         return nnc__fail(NNC_EIO, "topology: hwloc cannot read this machine's topology");
     }
-    /* This machine: only the CPUs the process may run on (taskset, a cgroup cpuset, a batch
-     * scheduler's allocation) count, so nothing is planned or pinned outside them. */
+    /* This machine: only the CPUs the calling thread may run on (taskset, a cgroup cpuset, a
+     * batch scheduler's allocation) count, so nothing is planned or pinned outside them. The
+     * thread's set, as nnc_cpu_count reads it: a process-wide query would be the union over every
+     * thread, including OpenBLAS's, which keep the mask they started with. */
     if (!synthetic && hwloc_topology_is_thissystem(h)) {
         hwloc_bitmap_t set = hwloc_bitmap_alloc();
-        if (set && !hwloc_get_cpubind(h, set, HWLOC_CPUBIND_PROCESS) && !hwloc_bitmap_iszero(set) &&
+        if (set && !hwloc_get_cpubind(h, set, HWLOC_CPUBIND_THREAD) && !hwloc_bitmap_iszero(set) &&
             !hwloc_bitmap_isincluded(hwloc_topology_get_topology_cpuset(h), set))
             (void)hwloc_topology_restrict(h, set, HWLOC_RESTRICT_FLAG_REMOVE_CPULESS);
         hwloc_bitmap_free(set);

@@ -394,7 +394,8 @@ Test(tools_cli_rundir, sighup_checkpoints_and_hint_resumes)
     char *run = tcli_path(work, "run");
     const char *args[] = {"train", "cifar10", "--data", data, "--no-download", "--model", "tiny", "--batch", "8",
                           "--limit-train", "2560", "--limit-test", "100", "--threads", "1", "--log-every", "1",
-                          "--run-dir", run, "--epochs", "3", NULL};
+                          "--run-dir", run, "--epochs", "20", NULL}; /* long enough that the signal
+                                                                   always lands mid-run */
     pid_t pid = tcli_spawn(work, args);
     char *out = tcli_path(work, "out.txt");
     cr_assert(wait_for(out, "step 3", 60), "training started");
@@ -413,7 +414,7 @@ Test(tools_cli_rundir, sighup_checkpoints_and_hint_resumes)
     tcli_result r = tcli_run(60, "train", "cifar10", "--run-dir", run, "--resume", NULL);
     cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
     tcli_free(&r);
-    cr_assert_float_eq(summary_num(run, "epochs"), 3.0, 1e-6);
+    cr_assert_float_eq(summary_num(run, "epochs"), 20.0, 1e-6);
     free(out), free(run);
 }
 
