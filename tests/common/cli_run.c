@@ -67,8 +67,11 @@ pid_t tcli_spawn(const char *dir, const char *const *args)
         int nul = open("/dev/null", O_RDONLY);
         if (o < 0 || e < 0 || nul < 0) _exit(127);
         dup2(nul, 0), dup2(o, 1), dup2(e, 2);
+        /* as from a terminal: a runner started under nohup (or ignoring these) must not pass that
+         * on, or nnc keeps an inherited SIG_IGN for SIGHUP by design and the signal tests see nothing */
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
